@@ -1,0 +1,101 @@
+#include "kernels/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace duet::kernels {
+
+absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
+                          int32_t vocab_size) {
+  const int32_t num_tokens = step.num_tokens();
+  const int32_t num_seqs = step.num_seqs();
+  if (num_seqs <= 0 || num_tokens <= 0) {
+    return absl::InvalidArgumentError("step has no sequences or no tokens");
+  }
+  if (static_cast<int32_t>(step.positions.size()) != num_tokens ||
+      static_cast<int32_t>(step.slot_mapping.size()) != num_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step: positions (", step.positions.size(), ") and slot_mapping (",
+        step.slot_mapping.size(), ") must have one entry per token (",
+        num_tokens, ")"));
+  }
+  if (static_cast<int32_t>(step.query_start.size()) != num_seqs + 1 ||
+      step.query_start.front() != 0 || step.query_start.back() != num_tokens) {
+    return absl::InvalidArgumentError(
+        "step: query_start must have num_seqs + 1 entries from 0 to "
+        "num_tokens");
+  }
+  if (step.max_blocks_per_seq <= 0 ||
+      static_cast<int64_t>(step.block_tables.size()) !=
+          static_cast<int64_t>(num_seqs) * step.max_blocks_per_seq) {
+    return absl::InvalidArgumentError(
+        "step: block_tables must hold num_seqs * max_blocks_per_seq entries");
+  }
+  for (int32_t id : step.token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+    }
+  }
+  const int64_t num_slots =
+      static_cast<int64_t>(shape.num_blocks) * shape.block_size;
+  for (int32_t s = 0; s < num_seqs; ++s) {
+    const int32_t q_begin = step.query_start[s];
+    const int32_t q_len = step.query_start[s + 1] - q_begin;
+    const int32_t seq_len = step.seq_lens[s];
+    if (q_len <= 0 || seq_len < q_len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step: sequence ", s, " has ", q_len, " new tokens and seq_len ",
+          seq_len));
+    }
+    if (step.mode == AttentionMode::kDecode && q_len != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "decode step: sequence ", s, " has ", q_len,
+          " new tokens (must be 1)"));
+    }
+    const int32_t blocks_needed =
+        (seq_len + shape.block_size - 1) / shape.block_size;
+    if (blocks_needed > step.max_blocks_per_seq) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step: sequence ", s, " needs ", blocks_needed,
+          " blocks but its block table holds ", step.max_blocks_per_seq));
+    }
+    const int32_t* table =
+        step.block_tables.data() +
+        static_cast<int64_t>(s) * step.max_blocks_per_seq;
+    for (int32_t b = 0; b < blocks_needed; ++b) {
+      if (table[b] < 0 || table[b] >= shape.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "step: sequence ", s, " block ", b, " is ", table[b],
+            ", outside [0, ", shape.num_blocks, ")"));
+      }
+    }
+    for (int32_t i = 0; i < q_len; ++i) {
+      const int32_t t = q_begin + i;
+      const int32_t pos = seq_len - q_len + i;
+      if (step.positions[t] != pos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "step: token ", t, " has position ", step.positions[t],
+            ", expected ", pos));
+      }
+      const int64_t expected_slot =
+          static_cast<int64_t>(table[pos / shape.block_size]) *
+              shape.block_size +
+          pos % shape.block_size;
+      if (step.slot_mapping[t] != expected_slot ||
+          step.slot_mapping[t] >= num_slots) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "step: token ", t, " maps to slot ", step.slot_mapping[t],
+            ", expected ", expected_slot));
+      }
+    }
+  }
+  for (int32_t row : step.logits_rows) {
+    if (row < 0 || row >= num_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step: logits row ", row, " outside [0, ", num_tokens, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace duet::kernels

@@ -1,0 +1,180 @@
+// The backend interface: every op the transformer forward pass needs, so the
+// forward pass (model/forward.cc) is written once and runs on the CPU
+// reference backend (kernels/cpu) or the CUDA backend (kernels/cuda).
+//
+// Conventions:
+// - Activations and KV cache live in backend memory in activation_dtype();
+//   logits are always fp32.
+// - The packed QKV activation is [num_tokens, (num_heads + 2 * num_kv_heads) *
+//   head_dim] row-major: Q heads, then K heads, then V heads of each token.
+// - The paged KV cache of one layer is [num_blocks][2 (K,V)][num_kv_heads]
+//   [block_size][head_dim] (DESIGN.md §2).
+// - Per-step metadata (token ids, positions, slots, block tables) is given
+//   once to BeginStep(); device backends copy it to the device there, and the
+//   ops of that step read it.
+#ifndef DUET_KERNELS_BACKEND_H_
+#define DUET_KERNELS_BACKEND_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+
+namespace duet::kernels {
+
+// Owning handle of backend memory. Move-only; frees on destruction.
+class Tensor {
+ public:
+  using Deleter = std::function<void(void*)>;
+  Tensor() = default;
+  Tensor(TensorView view, Deleter deleter)
+      : view_(std::move(view)), deleter_(std::move(deleter)) {}
+  ~Tensor() { Reset(); }
+  Tensor(Tensor&& other) noexcept { *this = std::move(other); }
+  Tensor& operator=(Tensor&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      view_ = std::move(other.view_);
+      deleter_ = std::move(other.deleter_);
+      other.view_ = TensorView{};
+      other.deleter_ = nullptr;
+    }
+    return *this;
+  }
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+
+  const TensorView& view() const { return view_; }
+  bool empty() const { return view_.data == nullptr; }
+
+ private:
+  void Reset() {
+    if (view_.data != nullptr && deleter_) deleter_(view_.data);
+    view_.data = nullptr;
+  }
+  TensorView view_;
+  Deleter deleter_;
+};
+
+enum class AttentionMode {
+  // Queries of any length per sequence (chunked prefill): each new token
+  // attends to the cached prefix and causally to the new tokens before it.
+  kPrefill,
+  // Exactly one new token per sequence (a decode step).
+  kDecode,
+};
+
+// Host-side description of one forward step over a batch of sequences. Each
+// sequence contributes query_start[s+1] - query_start[s] new tokens, which are
+// the last tokens of its seq_lens[s] tokens in the cache after this step.
+struct StepInputs {
+  AttentionMode mode = AttentionMode::kPrefill;
+  std::vector<int32_t> token_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens]
+  std::vector<int64_t> slot_mapping;  // [num_tokens] block * block_size + off
+  std::vector<int32_t> query_start;   // [num_seqs + 1]
+  std::vector<int32_t> seq_lens;      // [num_seqs]
+  int32_t max_blocks_per_seq = 0;
+  std::vector<int32_t> block_tables;  // [num_seqs * max_blocks_per_seq]
+  std::vector<int32_t> logits_rows;   // token rows whose logits are wanted
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  int32_t num_seqs() const { return static_cast<int32_t>(seq_lens.size()); }
+};
+
+// Geometry every attention-related op needs.
+struct AttentionShape {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t block_size = 0;
+  int32_t num_blocks = 0;
+  int32_t qkv_width() const { return (num_heads + 2 * num_kv_heads) * head_dim; }
+};
+
+// Checks that `step` is internally consistent for `shape` (sizes agree, slots
+// and block ids in range, positions match seq_lens, decode has one token per
+// sequence). Every backend calls this in BeginStep: a malformed step is an
+// InvalidArgument, never an out-of-bounds access.
+absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
+                          int32_t vocab_size);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual absl::string_view name() const = 0;
+  virtual Device device() const = 0;
+  // dtype of activations, weights and KV cache on this backend.
+  virtual DType activation_dtype() const = 0;
+
+  virtual absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) = 0;
+  // Copies host data in `src_dtype` into a new tensor of `dtype`, converting.
+  virtual absl::StatusOr<Tensor> Upload(const void* src, DType src_dtype,
+                                        DType dtype, const Shape& shape) = 0;
+  // Concatenates host tensors along dim 0 into one new `dtype` tensor (fused
+  // QKV and gate/up weights). All parts must agree on every other dim.
+  virtual absl::StatusOr<Tensor> UploadConcat(
+      const std::vector<TensorView>& parts, DType dtype) = 0;
+  // Copies a backend tensor to host memory as fp32.
+  virtual absl::Status DownloadF32(const TensorView& src, float* dst) = 0;
+
+  // Validates and (on device backends) uploads the step metadata.
+  virtual absl::Status BeginStep(const StepInputs& step,
+                                 const AttentionShape& shape,
+                                 int32_t vocab_size) = 0;
+
+  // out[t] = table[token_ids[t]].
+  virtual absl::Status Embedding(const StepInputs& step, const TensorView& table,
+                                 const TensorView& out) = 0;
+  // out = RMSNorm(x) * weight over the last dim of x [rows, dim].
+  virtual absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
+                               float eps, const TensorView& out) = 0;
+  // residual += x; out = RMSNorm(residual) * weight.
+  virtual absl::Status AddRmsNorm(const TensorView& x,
+                                  const TensorView& residual,
+                                  const TensorView& weight, float eps,
+                                  const TensorView& out) = 0;
+  // out[T, N] = x[T, K] * weight[N, K]^T.
+  virtual absl::Status Linear(const TensorView& x, const TensorView& weight,
+                              const TensorView& out) = 0;
+  // In place on qkv: optional per-head RMSNorm of Q and K heads (q_norm and
+  // k_norm [head_dim], both null for Llama), then rotary embedding (rotate-half
+  // form) at step.positions with inv_freq [head_dim / 2] (fp32).
+  virtual absl::Status QkNormRope(const StepInputs& step,
+                                  const AttentionShape& shape,
+                                  const TensorView& qkv,
+                                  const TensorView* q_norm,
+                                  const TensorView* k_norm, float eps,
+                                  const TensorView& inv_freq) = 0;
+  // Writes the K and V heads of each token of qkv into its slot of the cache.
+  virtual absl::Status WriteKvCache(const StepInputs& step,
+                                    const AttentionShape& shape,
+                                    const TensorView& qkv,
+                                    const TensorView& kv_cache) = 0;
+  // out[T, num_heads * head_dim] = softmax(Q K^T * scale) V over the paged
+  // cache (which already holds this step's K/V), causal, grouped-query.
+  virtual absl::Status Attention(const StepInputs& step,
+                                 const AttentionShape& shape,
+                                 const TensorView& qkv,
+                                 const TensorView& kv_cache, float scale,
+                                 const TensorView& out) = 0;
+  // out[T, I] = silu(gate_up[:, :I]) * gate_up[:, I:].
+  virtual absl::Status SiluMul(const TensorView& gate_up,
+                               const TensorView& out) = 0;
+  // logits[r, V] (fp32) = x[step.logits_rows[r]] * lm_head[V, H]^T.
+  virtual absl::Status Logits(const StepInputs& step, const TensorView& x,
+                              const TensorView& lm_head,
+                              const TensorView& logits) = 0;
+  // Blocks until all queued work is done (no-op on CPU).
+  virtual absl::Status Synchronize() = 0;
+};
+
+}  // namespace duet::kernels
+
+#endif  // DUET_KERNELS_BACKEND_H_

@@ -1,0 +1,28 @@
+// CUDA device discovery, used at start-up to choose a backend. Plain C++
+// header: no CUDA types leak to callers.
+#ifndef DUET_KERNELS_CUDA_DEVICE_INFO_H_
+#define DUET_KERNELS_CUDA_DEVICE_INFO_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace duet::kernels::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int sm_major = 0;
+  int sm_minor = 0;
+  size_t total_memory_bytes = 0;
+  int multiprocessors = 0;
+};
+
+// Devices visible to this process. An empty list (not an error) when the
+// machine has no GPU or no driver.
+absl::StatusOr<std::vector<DeviceInfo>> ListDevices();
+
+}  // namespace duet::kernels::cuda
+
+#endif  // DUET_KERNELS_CUDA_DEVICE_INFO_H_

@@ -1,0 +1,64 @@
+// Single-process engine: chunked prefill then decode of one request at a time
+// on one Transformer. It is the reference the disaggregated cluster must equal
+// token for token, and what the no-GPU demo runs.
+#ifndef DUET_MODEL_ENGINE_H_
+#define DUET_MODEL_ENGINE_H_
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/kv_cache.h"
+#include "model/sampler.h"
+#include "model/transformer.h"
+
+namespace duet::model {
+
+struct EngineOptions {
+  int32_t block_size = 16;
+  // KV blocks to allocate; 0 = enough for one max_position_embeddings request.
+  int32_t num_blocks = 0;
+  // Prompt tokens per prefill forward pass (chunked prefill).
+  int32_t prefill_chunk_tokens = 2048;
+};
+
+enum class FinishReason { kStopToken, kMaxTokens };
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated tokens (a stop token included)
+  FinishReason finish_reason = FinishReason::kMaxTokens;
+  double prefill_ms = 0.0;
+  std::vector<double> prefill_chunk_ms;
+  std::vector<double> decode_step_ms;  // one per token after the first
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::unique_ptr<Transformer> model, const EngineOptions& options);
+
+  const ModelConfig& config() const { return model_->config(); }
+  Transformer& model() { return *model_; }
+  const BlockPool& block_pool() const { return pool_; }
+
+  // Validates the request (non-empty prompt of in-vocabulary ids, sampling
+  // params, prompt + max_tokens within max_position_embeddings; all
+  // InvalidArgument), then prefills and decodes. KV blocks are returned to the
+  // pool whatever happens.
+  absl::StatusOr<GenerateResult> Generate(std::span<const int32_t> prompt,
+                                          const SamplingParams& params);
+
+ private:
+  Engine(std::unique_ptr<Transformer> model, const EngineOptions& options,
+         KvCacheStorage cache);
+
+  std::unique_ptr<Transformer> model_;
+  EngineOptions options_;
+  KvCacheStorage cache_;
+  BlockPool pool_;
+};
+
+}  // namespace duet::model
+
+#endif  // DUET_MODEL_ENGINE_H_

@@ -1,0 +1,163 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "model/safetensors.h"
+
+namespace duet::model {
+
+using kernels::AttentionMode;
+using kernels::StepInputs;
+using kernels::Tensor;
+
+absl::StatusOr<StepInputs> BuildStep(AttentionMode mode,
+                                     std::span<const SeqChunk> chunks,
+                                     int32_t block_size) {
+  if (chunks.empty()) {
+    return absl::InvalidArgumentError("a step needs at least one sequence");
+  }
+  StepInputs step;
+  step.mode = mode;
+  int32_t max_blocks = 1;
+  for (const SeqChunk& c : chunks) {
+    const int64_t seq_len = int64_t{c.num_cached} + c.tokens.size();
+    const int32_t need = BlocksForTokens(seq_len, block_size);
+    if (c.tokens.empty() || c.num_cached < 0) {
+      return absl::InvalidArgumentError(
+          "every sequence in a step needs at least one new token");
+    }
+    if (static_cast<int32_t>(c.blocks.size()) < need) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence of ", seq_len, " tokens needs ", need, " blocks, has ",
+          c.blocks.size()));
+    }
+    max_blocks = std::max(max_blocks, need);
+  }
+  step.max_blocks_per_seq = max_blocks;
+  step.block_tables.assign(chunks.size() * max_blocks, 0);
+  step.query_start.push_back(0);
+  for (size_t s = 0; s < chunks.size(); ++s) {
+    const SeqChunk& c = chunks[s];
+    const int32_t seq_len =
+        c.num_cached + static_cast<int32_t>(c.tokens.size());
+    const int32_t need = BlocksForTokens(seq_len, block_size);
+    for (int32_t b = 0; b < need; ++b) {
+      step.block_tables[s * max_blocks + b] = c.blocks[b].value();
+    }
+    for (size_t i = 0; i < c.tokens.size(); ++i) {
+      const int32_t pos = c.num_cached + static_cast<int32_t>(i);
+      if (c.all_logits) step.logits_rows.push_back(step.num_tokens());
+      step.token_ids.push_back(c.tokens[i]);
+      step.positions.push_back(pos);
+      step.slot_mapping.push_back(
+          static_cast<int64_t>(c.blocks[pos / block_size].value()) *
+              block_size +
+          pos % block_size);
+    }
+    if (!c.all_logits) step.logits_rows.push_back(step.num_tokens() - 1);
+    step.query_start.push_back(step.num_tokens());
+    step.seq_lens.push_back(seq_len);
+  }
+  return step;
+}
+
+Transformer::Transformer(ModelConfig config,
+                         std::unique_ptr<kernels::Backend> backend,
+                         ModelWeights weights)
+    : config_(std::move(config)),
+      backend_(std::move(backend)),
+      weights_(std::move(weights)) {}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(
+    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend) {
+  DUET_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  DUET_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
+                        Checkpoint::Open(model_dir));
+  DUET_ASSIGN_OR_RETURN(ModelWeights weights,
+                        LoadWeights(*ckpt, config, *backend));
+  // The mapping is released here: weights now live in backend memory.
+  return std::unique_ptr<Transformer>(
+      new Transformer(std::move(config), std::move(backend),
+                      std::move(weights)));
+}
+
+kernels::AttentionShape Transformer::attention_shape(int32_t block_size,
+                                                     int32_t num_blocks) const {
+  return kernels::AttentionShape{config_.num_heads, config_.num_kv_heads,
+                                 config_.head_dim, block_size, num_blocks};
+}
+
+absl::StatusOr<KvCacheStorage> Transformer::AllocateKvCache(
+    int32_t block_size, int32_t num_blocks) {
+  return KvCacheStorage::Create(*backend_, config_.num_layers,
+                                attention_shape(block_size, num_blocks));
+}
+
+absl::StatusOr<std::vector<float>> Transformer::Forward(
+    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
+  const ModelConfig& c = config_;
+  kernels::Backend& be = *backend_;
+  if (cache.num_layers() != c.num_layers) {
+    return absl::InvalidArgumentError("KV cache has the wrong layer count");
+  }
+  const auto shape =
+      attention_shape(block_size, static_cast<int32_t>(cache.layer(0).dim(0)));
+  DUET_RETURN_IF_ERROR(be.BeginStep(step, shape, c.vocab_size));
+
+  const int64_t t = step.num_tokens();
+  const DType dt = be.activation_dtype();
+  DUET_ASSIGN_OR_RETURN(Tensor residual, be.Allocate(dt, {t, c.hidden_size}));
+  DUET_ASSIGN_OR_RETURN(Tensor hidden, be.Allocate(dt, {t, c.hidden_size}));
+  DUET_ASSIGN_OR_RETURN(Tensor qkv, be.Allocate(dt, {t, shape.qkv_width()}));
+  DUET_ASSIGN_OR_RETURN(Tensor attn, be.Allocate(dt, {t, c.q_size()}));
+  DUET_ASSIGN_OR_RETURN(Tensor proj, be.Allocate(dt, {t, c.hidden_size}));
+  DUET_ASSIGN_OR_RETURN(Tensor gate_up,
+                        be.Allocate(dt, {t, 2 * int64_t{c.intermediate_size}}));
+  DUET_ASSIGN_OR_RETURN(Tensor act,
+                        be.Allocate(dt, {t, c.intermediate_size}));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float eps = c.rms_norm_eps;
+
+  DUET_RETURN_IF_ERROR(be.Embedding(step, weights_.embed.view(),
+                                    residual.view()));
+  DUET_RETURN_IF_ERROR(be.RmsNorm(residual.view(),
+                                  weights_.layers[0].input_norm.view(), eps,
+                                  hidden.view()));
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    DUET_RETURN_IF_ERROR(be.Linear(hidden.view(), w.qkv.view(), qkv.view()));
+    DUET_RETURN_IF_ERROR(be.QkNormRope(
+        step, shape, qkv.view(), c.qk_norm ? &w.q_norm.view() : nullptr,
+        c.qk_norm ? &w.k_norm.view() : nullptr, eps,
+        weights_.inv_freq.view()));
+    DUET_RETURN_IF_ERROR(
+        be.WriteKvCache(step, shape, qkv.view(), cache.layer(l)));
+    DUET_RETURN_IF_ERROR(be.Attention(step, shape, qkv.view(), cache.layer(l),
+                                      scale, attn.view()));
+    DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));
+    DUET_RETURN_IF_ERROR(be.AddRmsNorm(proj.view(), residual.view(),
+                                       w.post_norm.view(), eps, hidden.view()));
+    DUET_RETURN_IF_ERROR(
+        be.Linear(hidden.view(), w.gate_up.view(), gate_up.view()));
+    DUET_RETURN_IF_ERROR(be.SiluMul(gate_up.view(), act.view()));
+    DUET_RETURN_IF_ERROR(be.Linear(act.view(), w.down.view(), proj.view()));
+    // The next layer's input norm, or the final norm after the last layer.
+    const TensorView& next_norm = l + 1 < c.num_layers
+                                      ? weights_.layers[l + 1].input_norm.view()
+                                      : weights_.final_norm.view();
+    DUET_RETURN_IF_ERROR(be.AddRmsNorm(proj.view(), residual.view(), next_norm,
+                                       eps, hidden.view()));
+  }
+  const int64_t rows = static_cast<int64_t>(step.logits_rows.size());
+  DUET_ASSIGN_OR_RETURN(Tensor logits,
+                        be.Allocate(DType::kF32, {rows, c.vocab_size}));
+  DUET_RETURN_IF_ERROR(be.Logits(step, hidden.view(),
+                                 weights_.lm_head_view(), logits.view()));
+  std::vector<float> host(static_cast<size_t>(rows * c.vocab_size));
+  DUET_RETURN_IF_ERROR(be.DownloadF32(logits.view(), host.data()));
+  return host;
+}
+
+}  // namespace duet::model

@@ -1,0 +1,71 @@
+// The Qwen3 / Llama decoder forward pass, written once against
+// kernels::Backend. Stateless between steps apart from the KV cache, which
+// the caller owns (KvCacheStorage) and addresses through block tables.
+#ifndef DUET_MODEL_TRANSFORMER_H_
+#define DUET_MODEL_TRANSFORMER_H_
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/strong_id.h"
+#include "kernels/backend.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace duet::model {
+
+// One sequence's share of a forward step: `tokens` are appended after the
+// `num_cached` tokens already in its cache blocks `blocks`.
+struct SeqChunk {
+  std::span<const int32_t> tokens;
+  int32_t num_cached = 0;
+  std::span<const BlockId> blocks;
+  // Logits for every new token (tests) instead of only the last one.
+  bool all_logits = false;
+};
+
+// Builds the step metadata (positions, slots, block tables, logits rows) for
+// `chunks`. InvalidArgument if a sequence has no tokens or too few blocks.
+absl::StatusOr<kernels::StepInputs> BuildStep(kernels::AttentionMode mode,
+                                              std::span<const SeqChunk> chunks,
+                                              int32_t block_size);
+
+class Transformer {
+ public:
+  // Loads config.json and the safetensors checkpoint in `model_dir` into
+  // `backend`.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Load(
+      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend);
+
+  const ModelConfig& config() const { return config_; }
+  kernels::Backend& backend() { return *backend_; }
+
+  // Attention geometry of a KV cache with this model's heads.
+  kernels::AttentionShape attention_shape(int32_t block_size,
+                                          int32_t num_blocks) const;
+  // Allocates a KV cache of `num_blocks` blocks of `block_size` tokens.
+  absl::StatusOr<KvCacheStorage> AllocateKvCache(int32_t block_size,
+                                                 int32_t num_blocks);
+
+  // Runs one step: writes the new tokens' K/V into `cache` and returns the
+  // logits of step.logits_rows as a row-major [rows, vocab] fp32 host array.
+  absl::StatusOr<std::vector<float>> Forward(const kernels::StepInputs& step,
+                                             const KvCacheStorage& cache,
+                                             int32_t block_size);
+
+ private:
+  Transformer(ModelConfig config, std::unique_ptr<kernels::Backend> backend,
+              ModelWeights weights);
+
+  ModelConfig config_;
+  std::unique_ptr<kernels::Backend> backend_;
+  ModelWeights weights_;
+};
+
+}  // namespace duet::model
+
+#endif  // DUET_MODEL_TRANSFORMER_H_
