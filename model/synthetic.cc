@@ -19,6 +19,7 @@ struct Preset {
   const char* name;
   int hidden, intermediate, layers, heads, kv_heads, head_dim, max_pos;
   bool tied;
+  bool llama = false;  // Llama-3.1 block (no QK-norm, llama3 RoPE scaling)
 };
 
 // Shapes of the real Qwen3 models (their config.json), plus a tiny one with
@@ -31,8 +32,10 @@ constexpr Preset kPresets[] = {
     {"qwen3-0.6b", 1024, 3072, 28, 16, 8, 128, 40960, true},
     {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 40960, true},
     {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 40960, false},
+    {"tiny-llama", 64, 192, 2, 4, 2, 16, 4096, false, true},
 };
-constexpr int kVocab = 151936;
+constexpr int kQwenVocab = 151936;
+constexpr int kLlamaVocab = 128256;
 
 const Preset* FindPreset(const std::string& name) {
   for (const Preset& p : kPresets) {
@@ -79,9 +82,9 @@ float Amplitude(const WeightSpec& spec, int hidden) {
 
 nlohmann::ordered_json ConfigJson(const Preset& p) {
   nlohmann::ordered_json j;
-  j["architectures"] = {"Qwen3ForCausalLM"};
-  j["model_type"] = "qwen3";
-  j["vocab_size"] = kVocab;
+  j["architectures"] = {p.llama ? "LlamaForCausalLM" : "Qwen3ForCausalLM"};
+  j["model_type"] = p.llama ? "llama" : "qwen3";
+  j["vocab_size"] = p.llama ? kLlamaVocab : kQwenVocab;
   j["hidden_size"] = p.hidden;
   j["intermediate_size"] = p.intermediate;
   j["num_hidden_layers"] = p.layers;
@@ -90,19 +93,32 @@ nlohmann::ordered_json ConfigJson(const Preset& p) {
   j["head_dim"] = p.head_dim;
   j["max_position_embeddings"] = p.max_pos;
   j["rms_norm_eps"] = 1e-06;
-  j["rope_theta"] = 1000000;
-  j["rope_scaling"] = nullptr;
+  if (p.llama) {
+    j["rope_theta"] = 500000;
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", 8.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 8192}};
+  } else {
+    j["rope_theta"] = 1000000;
+    j["rope_scaling"] = nullptr;
+  }
   j["hidden_act"] = "silu";
   j["attention_bias"] = false;
   j["attention_dropout"] = 0.0;
   j["tie_word_embeddings"] = p.tied;
   j["torch_dtype"] = "bfloat16";
-  j["bos_token_id"] = 151643;
-  j["eos_token_id"] = 151645;
+  j["bos_token_id"] = p.llama ? 128000 : 151643;
+  j["eos_token_id"] = p.llama ? 128001 : 151645;
   j["use_cache"] = true;
-  j["use_sliding_window"] = false;
-  j["sliding_window"] = nullptr;
-  j["max_window_layers"] = p.layers;
+  if (p.llama) {
+    j["mlp_bias"] = false;
+  } else {
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = p.layers;
+  }
   j["initializer_range"] = 0.02;
   return j;
 }
@@ -128,7 +144,7 @@ absl::StatusOr<std::string> SyntheticConfigJson(const std::string& preset) {
   if (p == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown preset '", preset,
-        "' (known: tiny, qwen3-0.6b, qwen3-4b, qwen3-8b)"));
+        "' (known: tiny, qwen3-0.6b, qwen3-4b, qwen3-8b, tiny-llama)"));
   }
   return ConfigJson(*p).dump(2) + "\n";
 }

@@ -14,7 +14,8 @@
 
 namespace duet::model {
 
-// "tiny", "qwen3-0.6b", "qwen3-4b", "qwen3-8b".
+// "tiny", "qwen3-0.6b", "qwen3-4b", "qwen3-8b", and "tiny-llama" (the
+// Llama-3.1 block at tiny size, for checking the Llama path).
 std::vector<std::string> SyntheticPresetNames();
 // config.json contents for a preset; InvalidArgument for an unknown name.
 absl::StatusOr<std::string> SyntheticConfigJson(const std::string& preset);

@@ -13,7 +13,7 @@
 #include "model/synthetic.h"
 
 ABSL_FLAG(std::string, preset, "tiny",
-          "model shape: tiny, qwen3-0.6b, qwen3-4b, qwen3-8b");
+          "model shape: tiny, qwen3-0.6b, qwen3-4b, qwen3-8b, tiny-llama");
 ABSL_FLAG(std::string, out, "", "output directory (created if missing)");
 ABSL_FLAG(uint64_t, seed, 0, "weight seed; same preset + seed => same bytes");
 ABSL_FLAG(uint64_t, max_shard_bytes, 0,

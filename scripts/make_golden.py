@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Golden outputs from Hugging Face transformers for a duet checkpoint.
+
+Loads the checkpoint written by `duet-make-model` with transformers
+(AutoModelForCausalLM: Qwen3ForCausalLM / LlamaForCausalLM) in fp32 on the
+CPU with eager attention, and records for several prompt lengths:
+  - logits at a few positions of a full forward pass (a strided sample of the
+    vocabulary plus the top 10), and
+  - a 32-token greedy continuation (EOS ignored), with the logits sample of the
+    last step.
+The checkpoint files' FNV-1a 64 hashes are recorded so the C++ test can prove
+it regenerated the very same bytes.
+
+Usage (on a machine with torch + transformers, e.g. the GPU machine):
+  python3 scripts/make_golden.py --model /tmp/tiny --out tests/golden/tiny.json
+"""
+import argparse
+import json
+import os
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+PROMPT_LENGTHS = [1, 17, 100, 300]
+NEW_TOKENS = 32
+VOCAB_STRIDE = 97
+TOP_K = 10
+
+
+def fnv1a64(path):
+    h = 0xCBF29CE484222325
+    with open(path, "rb") as f:
+        data = f.read()
+    # Chunked pure-python FNV is slow for 40 MB; numpy-free but bounded work.
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def prompt_ids(length, vocab_limit):
+    """Deterministic pseudo-random ids (a 32-bit LCG), same as the C++ test."""
+    x = 12345 + length
+    ids = []
+    for _ in range(length):
+        x = (1103515245 * x + 12345) & 0x7FFFFFFF
+        ids.append(x % vocab_limit)
+    return ids
+
+
+def sample(row):
+    top = torch.topk(row, TOP_K)
+    return {
+        "stride_values": row[::VOCAB_STRIDE].tolist(),
+        "top_ids": top.indices.tolist(),
+        "top_values": top.values.tolist(),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--vocab-limit", type=int, default=100000,
+                    help="prompt ids are drawn below this")
+    args = ap.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+
+    cases = []
+    with torch.no_grad():
+        for n in PROMPT_LENGTHS:
+            ids = prompt_ids(n, args.vocab_limit)
+            logits = model(torch.tensor([ids])).logits[0]
+            positions = sorted({0, n // 2, n - 1})
+            seq = list(ids)
+            for _ in range(NEW_TOKENS):
+                last = model(torch.tensor([seq])).logits[0, -1]
+                seq.append(int(torch.argmax(last)))
+            cases.append({
+                "prompt": ids,
+                "positions": positions,
+                "logits": [sample(logits[p]) for p in positions],
+                "greedy": seq[n:],
+                "greedy_last_logits": sample(last),
+            })
+
+    files = {}
+    for name in sorted(os.listdir(args.model)):
+        if name.endswith(".safetensors") or name == "config.json":
+            files[name] = fnv1a64(os.path.join(args.model, name))
+    out = {
+        "generator": "scripts/make_golden.py",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "dtype": "float32",
+        "vocab_stride": VOCAB_STRIDE,
+        "files_fnv1a64": files,
+        "cases": cases,
+    }
+    with open(args.out, "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
+    print("wrote", args.out, "with", len(cases), "cases")
+
+
+if __name__ == "__main__":
+    main()
