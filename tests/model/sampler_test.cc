@@ -1,0 +1,145 @@
+#include "model/sampler.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<float> RandomLogits(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+TEST(SamplerTest, GreedyPicksArgmaxLowestIndexOnTies) {
+  std::vector<float> logits = {0.1f, 3.0f, -1.0f, 3.0f};
+  SamplingParams p;  // temperature 0
+  EXPECT_EQ(SampleToken(logits, p, 0), 1);
+  p.temperature = 1.0f;
+  p.top_k = 1;  // top_k 1 is greedy too
+  EXPECT_EQ(SampleToken(logits, p, 5), 1);
+}
+
+TEST(SamplerTest, SeededAndReproducible) {
+  const auto logits = RandomLogits(1000, 1);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 42;
+  std::vector<int32_t> a, b, c;
+  for (uint64_t step = 0; step < 50; ++step) {
+    a.push_back(SampleToken(logits, p, step));
+    b.push_back(SampleToken(logits, p, step));
+  }
+  p.seed = 43;
+  for (uint64_t step = 0; step < 50; ++step) {
+    c.push_back(SampleToken(logits, p, step));
+  }
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(SamplerTest, UniformIsInUnitIntervalAndSpread) {
+  double sum = 0;
+  for (uint64_t i = 0; i < 10000; ++i) {
+    const double u = SamplerUniform(3, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 10000, 0.5, 0.02);
+}
+
+TEST(SamplerTest, TopKOnlyReturnsTopK) {
+  const auto logits = RandomLogits(500, 2);
+  std::vector<int32_t> order(500);
+  for (int i = 0; i < 500; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return logits[a] > logits[b]; });
+  SamplingParams p;
+  p.temperature = 5.0f;  // flat: without top-k many tokens would appear
+  p.top_k = 3;
+  for (uint64_t step = 0; step < 300; ++step) {
+    const int32_t t = SampleToken(logits, p, step);
+    EXPECT_TRUE(t == order[0] || t == order[1] || t == order[2]) << t;
+  }
+}
+
+TEST(SamplerTest, TopPKeepsSmallestNucleus) {
+  // Probabilities 0.5, 0.3, 0.15, 0.05 (temperature 1).
+  std::vector<float> logits = {std::log(0.5f), std::log(0.3f),
+                               std::log(0.15f), std::log(0.05f)};
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.75f;  // 0.5 < 0.75 <= 0.5 + 0.3: only tokens 0 and 1
+  std::map<int32_t, int> counts;
+  for (uint64_t step = 0; step < 4000; ++step) {
+    ++counts[SampleToken(logits, p, step)];
+  }
+  EXPECT_EQ(counts.count(2), 0u);
+  EXPECT_EQ(counts.count(3), 0u);
+  // Renormalized: 0.625 / 0.375.
+  EXPECT_NEAR(counts[0] / 4000.0, 0.625, 0.03);
+  EXPECT_NEAR(counts[1] / 4000.0, 0.375, 0.03);
+}
+
+TEST(SamplerTest, TemperatureOneMatchesSoftmax) {
+  std::vector<float> logits = {1.0f, 2.0f, 0.0f};
+  SamplingParams p;
+  p.temperature = 1.0f;
+  std::vector<int> counts(3);
+  constexpr int kN = 20000;
+  for (uint64_t step = 0; step < kN; ++step) {
+    ++counts[SampleToken(logits, p, step)];
+  }
+  const double z = std::exp(1.0) + std::exp(2.0) + 1.0;
+  EXPECT_NEAR(counts[0] / double{kN}, std::exp(1.0) / z, 0.015);
+  EXPECT_NEAR(counts[1] / double{kN}, std::exp(2.0) / z, 0.015);
+  EXPECT_NEAR(counts[2] / double{kN}, 1.0 / z, 0.015);
+}
+
+TEST(SamplerTest, ValidationNamesTheField) {
+  struct Case {
+    SamplingParams p;
+    const char* phrase;
+  };
+  std::vector<Case> cases;
+  SamplingParams p;
+  p.temperature = -1;
+  cases.push_back({p, "temperature"});
+  p = {};
+  p.temperature = NAN;
+  cases.push_back({p, "temperature"});
+  p = {};
+  p.top_k = -2;
+  cases.push_back({p, "top_k"});
+  p = {};
+  p.top_p = 0.0f;
+  cases.push_back({p, "top_p"});
+  p = {};
+  p.top_p = 1.5f;
+  cases.push_back({p, "top_p"});
+  p = {};
+  p.max_tokens = 0;
+  cases.push_back({p, "max_tokens"});
+  p = {};
+  p.stop_token_ids = {5, 100};
+  cases.push_back({p, "stop token"});
+  for (const Case& c : cases) {
+    const absl::Status s = ValidateSamplingParams(c.p, 100);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.phrase;
+    EXPECT_THAT(s.message(), HasSubstr(c.phrase));
+  }
+  EXPECT_TRUE(ValidateSamplingParams(SamplingParams{}, 100).ok());
+}
+
+}  // namespace
+}  // namespace duet::model
