@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds duet with its tests and runs them all with ctest. CUDA tests build
+# when nvcc is present and skip, with a message, when no GPU is visible.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${DUET_BUILD_DIR:-build}
+DUET_BUILD_DIR=$BUILD_DIR scripts/build.sh -DDUET_BUILD_TESTS=ON
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 900
