@@ -1,6 +1,8 @@
 #include "common/flags.h"
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 
 namespace duet {
 
@@ -15,14 +17,32 @@ std::string NormalizeFlagArg(const std::string& arg) {
   return out;
 }
 
+namespace {
+
+// True when `arg` ("--name" with no "=value") names a registered non-bool
+// flag, so the next argument is its value and must not be rewritten.
+bool TakesSeparateValue(const std::string& arg) {
+  if (arg.size() < 2 || arg[0] != '-' || arg.find('=') != std::string::npos) {
+    return false;
+  }
+  const std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
+  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  return flag != nullptr && !flag->IsOfType<bool>();
+}
+
+}  // namespace
+
 std::vector<std::string> ParseFlags(int argc, char** argv) {
   std::vector<std::string> storage;
   storage.reserve(argc);
   bool rest_positional = false;
+  bool value_next = false;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--") rest_positional = true;
-    storage.push_back(i == 0 || rest_positional ? arg : NormalizeFlagArg(arg));
+    const bool keep = i == 0 || rest_positional || value_next;
+    storage.push_back(keep ? arg : NormalizeFlagArg(arg));
+    value_next = !keep && TakesSeparateValue(storage.back());
   }
   std::vector<char*> ptrs;
   for (std::string& s : storage) ptrs.push_back(s.data());

@@ -6,6 +6,12 @@ namespace duet::kernels {
 
 absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
                           int32_t vocab_size) {
+  if (shape.block_size <= 0 || shape.num_blocks <= 0 || shape.head_dim <= 0 ||
+      shape.num_heads <= 0 || shape.num_kv_heads <= 0) {
+    return absl::InvalidArgumentError(
+        "attention shape needs positive heads, head_dim, block_size and "
+        "num_blocks");
+  }
   const int32_t num_tokens = step.num_tokens();
   const int32_t num_seqs = step.num_seqs();
   if (num_seqs <= 0 || num_tokens <= 0) {

