@@ -1,0 +1,123 @@
+#include "decode_node/decode_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "serving/convert.h"
+
+namespace duet::decode_node {
+namespace {
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStopToken:
+      return v1::FINISH_REASON_STOP_TOKEN;
+    case FinishReason::kMaxTokens:
+      return v1::FINISH_REASON_MAX_TOKENS;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+}  // namespace
+
+grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
+                                    const v1::ReserveRequest* req,
+                                    v1::ReserveResponse* reply) {
+  auto layout = serving::FromProto(req->expected_layout());
+  if (!layout.ok()) return serving::ToGrpc(layout.status());
+  auto desc = engine_->Reserve(
+      req->request_id(), static_cast<int32_t>(req->num_prompt_tokens()),
+      static_cast<int32_t>(req->max_new_tokens()), *layout,
+      absl::Milliseconds(req->reservation_ttl_ms()));
+  if (!desc.ok()) return serving::ToGrpc(desc.status());
+  *reply->mutable_kv_transfer() = serving::ToProto(*desc);
+  return grpc::Status::OK;
+}
+
+grpc::Status DecodeService::Prefill(grpc::ServerContext*,
+                                    const v1::PrefillRequest*,
+                                    v1::PrefillResponse*) {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "this is a decode node; send Prefill to a prefill node");
+}
+
+grpc::Status DecodeService::Decode(
+    grpc::ServerContext* ctx, const v1::DecodeRequest* req,
+    grpc::ServerWriter<v1::DecodeResponse>* writer) {
+  auto params = serving::FromProto(req->sampling());
+  if (!params.ok()) return serving::ToGrpc(params.status());
+  auto stream =
+      engine_->StartDecode(req->request_id(), req->first_token(), *params);
+  if (!stream.ok()) return serving::ToGrpc(stream.status());
+  const absl::Time deadline =
+      req->deadline_ms() > 0
+          ? absl::Now() + absl::Milliseconds(req->deadline_ms())
+          : absl::InfiniteFuture();
+  int32_t completion_tokens = 0;
+  while (true) {
+    // Short waits so a client that went away or a passed deadline is
+    // noticed within 50 ms even while no token is produced.
+    DecodeStream::Update u = (*stream)->Next(absl::Milliseconds(50));
+    if (ctx->IsCancelled()) {
+      (*stream)->Cancel();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
+    }
+    if (absl::Now() > deadline) {
+      (*stream)->Cancel();
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("request ", req->request_id(),
+                                       " passed its deadline during decode"));
+    }
+    if (!u.tokens.empty()) {
+      completion_tokens += static_cast<int32_t>(u.tokens.size());
+      v1::DecodeResponse msg;
+      msg.mutable_chunk()->mutable_token_ids()->Add(u.tokens.begin(),
+                                                    u.tokens.end());
+      if (!writer->Write(msg)) {
+        (*stream)->Cancel();
+        return grpc::Status(grpc::StatusCode::CANCELLED,
+                            "stream closed by the router");
+      }
+    }
+    if (u.done) {
+      if (!u.error.ok()) return serving::ToGrpc(u.error);
+      v1::DecodeResponse msg;
+      v1::GenerationFinished* fin = msg.mutable_finished();
+      fin->set_finish_reason(ToProto(u.finish_reason));
+      fin->mutable_usage()->set_completion_tokens(completion_tokens);
+      fin->mutable_timings()->set_decode_ms(u.decode_ms);
+      if (completion_tokens > 1) {
+        fin->mutable_timings()->set_mean_itl_ms(u.decode_ms /
+                                                (completion_tokens - 1));
+      }
+      writer->Write(msg);
+      return grpc::Status::OK;
+    }
+  }
+}
+
+grpc::Status DecodeService::Release(grpc::ServerContext*,
+                                    const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* reply) {
+  reply->set_released(engine_->Release(req->request_id()));
+  return grpc::Status::OK;
+}
+
+v1::NodeLoad DecodeService::Load() {
+  const DecodeLoad l = engine_->Load();
+  v1::NodeLoad load;
+  load.set_free_kv_blocks(l.free_blocks);
+  load.set_total_kv_blocks(l.total_blocks);
+  load.set_running_requests(l.running + l.waiting);
+  return load;
+}
+
+grpc::Status DecodeService::Stats(grpc::ServerContext*,
+                                  const v1::StatsRequest*,
+                                  v1::StatsResponse* reply) {
+  *reply->mutable_load() = Load();
+  *reply->mutable_layout() = serving::ToProto(engine_->layout());
+  return grpc::Status::OK;
+}
+
+}  // namespace duet::decode_node

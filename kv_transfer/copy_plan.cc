@@ -1,0 +1,119 @@
+#include "kv_transfer/copy_plan.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace duet::kv_transfer::internal {
+
+absl::Status ValidateLayout(const KvLayout& layout) {
+  if (layout.num_layers <= 0 || layout.num_kv_heads <= 0 ||
+      layout.head_dim <= 0 || layout.block_size <= 0 || layout.tp_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV layout needs positive sizes: ", KvLayoutString(layout)));
+  }
+  if (layout.num_kv_heads % layout.tp_size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV layout: tp_size does not divide num_kv_heads: ",
+                     KvLayoutString(layout)));
+  }
+  if (layout.tp_rank < 0 || layout.tp_rank >= layout.tp_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV layout: tp_rank out of range: ", KvLayoutString(layout)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what) {
+  if (absl::Status s = ValidateLayout(pool.layout); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
+  }
+  if (pool.num_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": num_blocks must be positive, got ",
+                     pool.num_blocks));
+  }
+  if (pool.layer_base.size() !=
+      static_cast<size_t>(pool.layout.num_layers)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", pool.layer_base.size(), " layer bases for ",
+        pool.layout.num_layers, " layers"));
+  }
+  for (size_t l = 0; l < pool.layer_base.size(); ++l) {
+    if (pool.layer_base[l] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": layer ", l, " has no base address"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
+                          std::span<const BlockCopy> copies,
+                          Transport transport) {
+  if (dest.transport != transport) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("descriptor is for transport ",
+                     static_cast<int>(dest.transport), ", this sender is ",
+                     static_cast<int>(transport)));
+  }
+  if (absl::Status s = CheckSameLayout(local.layout, dest.layout); !s.ok()) {
+    return s;
+  }
+  for (size_t i = 0; i < dest.block_ids.size(); ++i) {
+    if (dest.block_ids[i] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("descriptor block_ids[", i, "] = ", dest.block_ids[i],
+                       " is negative"));
+    }
+  }
+  const int64_t num_logical = static_cast<int64_t>(dest.block_ids.size());
+  std::vector<bool> seen(dest.block_ids.size(), false);
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const BlockCopy& c = copies[i];
+    if (c.logical_block < 0 || c.logical_block >= num_logical) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copy ", i, ": logical block ", c.logical_block,
+          " outside the descriptor's ", num_logical, " blocks"));
+    }
+    if (seen[static_cast<size_t>(c.logical_block)]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copy ", i, ": logical block ", c.logical_block, " copied twice"));
+    }
+    seen[static_cast<size_t>(c.logical_block)] = true;
+    if (c.src_block < 0 || c.src_block >= local.num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("copy ", i, ": source block ", c.src_block,
+                       " outside the local pool's ", local.num_blocks,
+                       " blocks"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<CopyRun> PlanCopyRuns(const KvDescriptor& dest,
+                                  std::span<const BlockCopy> copies) {
+  std::vector<std::pair<int32_t, int32_t>> pairs;  // (src, dst)
+  pairs.reserve(copies.size());
+  for (const BlockCopy& c : copies) {
+    pairs.emplace_back(c.src_block,
+                       dest.block_ids[static_cast<size_t>(c.logical_block)]);
+  }
+  std::sort(pairs.begin(), pairs.end());
+  std::vector<CopyRun> runs;
+  for (const auto& [src, dst] : pairs) {
+    if (!runs.empty()) {
+      CopyRun& last = runs.back();
+      if (src == last.src_block + last.num_blocks &&
+          dst == last.dst_block + last.num_blocks) {
+        ++last.num_blocks;
+        continue;
+      }
+    }
+    runs.push_back(CopyRun{src, dst, 1});
+  }
+  return runs;
+}
+
+}  // namespace duet::kv_transfer::internal

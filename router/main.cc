@@ -1,0 +1,104 @@
+// duet-router: the client-facing front door. Serves duet.v1.Duet (Generate,
+// Health, ListNodes) to clients and duet.v1.Registry to nodes.
+#include <grpcpp/grpcpp.h>
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "common/flags.h"
+#include "common/logging.h"
+#include "router/node_registry.h"
+#include "router/router_service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "host:port for clients and nodes (port 0 picks a free port)");
+ABSL_FLAG(int32_t, heartbeat_interval_ms, 500,
+          "how often nodes report their load");
+ABSL_FLAG(int32_t, node_timeout_ms, 2000,
+          "a node silent this long is taken out of rotation");
+ABSL_FLAG(int32_t, request_timeout_ms, 300000,
+          "deadline of a request whose client sets none");
+ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
+          "deadline of Reserve and Release calls to nodes");
+
+namespace {
+
+int Usage(const std::string& msg) {
+  std::fprintf(stderr, "duet-router: %s\n", msg.c_str());
+  return 2;
+}
+
+bool ValidHostPort(const std::string& a) {
+  const size_t colon = a.rfind(':');
+  int port = -1;
+  return colon != std::string::npos && colon > 0 &&
+         absl::SimpleAtoi(a.substr(colon + 1), &port) && port >= 0 &&
+         port <= 65535;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before gRPC starts threads (see sigwait).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "Router. Usage: duet-router [--listen HOST:PORT]");
+  duet::ParseFlags(argc, argv);
+  duet::SetLogPrefix("router", 0);
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (!ValidHostPort(listen)) {
+    return Usage("--listen '" + listen + "' is not host:port");
+  }
+  const int32_t heartbeat = absl::GetFlag(FLAGS_heartbeat_interval_ms);
+  const int32_t node_timeout = absl::GetFlag(FLAGS_node_timeout_ms);
+  const int32_t request_timeout = absl::GetFlag(FLAGS_request_timeout_ms);
+  const int32_t control_timeout = absl::GetFlag(FLAGS_control_rpc_timeout_ms);
+  if (heartbeat <= 0 || request_timeout <= 0 || control_timeout <= 0) {
+    return Usage(
+        "--heartbeat-interval-ms, --request-timeout-ms and "
+        "--control-rpc-timeout-ms must be > 0");
+  }
+  if (node_timeout <= heartbeat) {
+    return Usage("--node-timeout-ms must be larger than "
+                 "--heartbeat-interval-ms");
+  }
+
+  duet::router::NodeRegistry registry(absl::Milliseconds(heartbeat),
+                                      absl::Milliseconds(node_timeout));
+  duet::router::RouterOptions options;
+  options.default_request_timeout = absl::Milliseconds(request_timeout);
+  options.control_rpc_timeout = absl::Milliseconds(control_timeout);
+  duet::router::RouterService service(&registry, options);
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(static_cast<duet::v1::Duet::Service*>(&service));
+  builder.RegisterService(static_cast<duet::v1::Registry::Service*>(&service));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    DUET_LOG(ERROR) << "cannot listen on " << listen << " (port in use?)";
+    return 1;
+  }
+  const std::string bound = listen.substr(0, listen.rfind(':')) + ":" +
+                            std::to_string(port);
+  std::printf(
+      "duet-router serving duet.v1.Duet and duet.v1.Registry on %s "
+      "(heartbeat %d ms, node timeout %d ms)\n",
+      bound.c_str(), heartbeat, node_timeout);
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  DUET_LOG(INFO) << "signal " << sig << ": shutting down";
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  return 0;
+}

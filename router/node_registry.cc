@@ -1,0 +1,196 @@
+#include "router/node_registry.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace duet::router {
+
+NodeRegistry::NodeRegistry(absl::Duration heartbeat_interval,
+                           absl::Duration node_timeout)
+    : heartbeat_interval_(heartbeat_interval), node_timeout_(node_timeout) {}
+
+std::shared_ptr<v1::Node::Stub> NodeRegistry::StubFor(
+    const std::string& address) {
+  auto it = stubs_.find(address);
+  if (it != stubs_.end()) return it->second;
+  auto stub = std::shared_ptr<v1::Node::Stub>(v1::Node::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+  stubs_.emplace(address, stub);
+  return stub;
+}
+
+absl::StatusOr<uint64_t> NodeRegistry::Register(
+    const v1::RegisterRequest& req) {
+  if (req.role() != v1::NODE_ROLE_PREFILL &&
+      req.role() != v1::NODE_ROLE_DECODE) {
+    return absl::InvalidArgumentError("Register: role must be PREFILL or DECODE");
+  }
+  if (req.address().empty() || req.address().rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register: address '", req.address(),
+                     "' is not host:port"));
+  }
+  if (req.kv_layout().num_layers() == 0 || req.max_model_len() == 0) {
+    return absl::InvalidArgumentError(
+        "Register: kv_layout and max_model_len are required");
+  }
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
+    if (it->second.info.address() == req.address()) {
+      DUET_LOG(INFO) << "node at " << req.address() << " re-registered";
+      nodes_.erase(it);
+      break;
+    }
+  }
+  const uint64_t id = next_id_++;
+  Node node;
+  node.id = id;
+  node.info = req;
+  node.load.set_total_kv_blocks(req.total_kv_blocks());
+  node.load.set_free_kv_blocks(req.total_kv_blocks());
+  node.last_heartbeat = absl::Now();
+  node.stub = StubFor(req.address());
+  nodes_.emplace(id, std::move(node));
+  DUET_LOG(INFO) << "registered " << v1::NodeRole_Name(req.role()) << " node "
+                 << id << " at " << req.address();
+  return id;
+}
+
+bool NodeRegistry::Heartbeat(uint64_t id, const v1::NodeLoad& load) {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return false;
+  it->second.load = load;
+  it->second.last_heartbeat = absl::Now();
+  return true;
+}
+
+int64_t NodeRegistry::Recent(
+    std::vector<std::pair<absl::Time, int64_t>>& adjustments) {
+  const absl::Time horizon = absl::Now() - 2 * heartbeat_interval_;
+  std::erase_if(adjustments,
+                [&](const auto& a) { return a.first < horizon; });
+  int64_t sum = 0;
+  for (const auto& a : adjustments) sum += a.second;
+  return sum;
+}
+
+void NodeRegistry::SweepLocked() {
+  const absl::Time now = absl::Now();
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    if (now - it->second.last_heartbeat > node_timeout_) {
+      DUET_LOG(WARNING) << "node " << it->first << " at "
+                        << it->second.info.address() << " missed heartbeats "
+                        << "for " << absl::FormatDuration(node_timeout_)
+                        << "; taken out of rotation";
+      nodes_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<NodeRef> NodeRegistry::DecodeCandidates() {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  std::vector<std::pair<int64_t, NodeRef>> scored;
+  for (auto& [id, n] : nodes_) {
+    if (n.info.role() != v1::NODE_ROLE_DECODE) continue;
+    const int64_t free =
+        int64_t{n.load.free_kv_blocks()} - Recent(n.reserved_recently);
+    scored.push_back({free, NodeRef{id, n.info.address(), n.info.kv_layout(), n.stub}});
+  }
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a,
+                                                    const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second.id < b.second.id);
+  });
+  std::vector<NodeRef> out;
+  for (auto& [score, ref] : scored) out.push_back(std::move(ref));
+  return out;
+}
+
+std::vector<NodeRef> NodeRegistry::PrefillCandidates() {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  std::vector<std::pair<int64_t, NodeRef>> scored;
+  for (auto& [id, n] : nodes_) {
+    if (n.info.role() != v1::NODE_ROLE_PREFILL) continue;
+    const int64_t queued = static_cast<int64_t>(n.load.queued_prefill_tokens()) +
+                           Recent(n.prefill_recently);
+    scored.push_back({queued, NodeRef{id, n.info.address(), n.info.kv_layout(), n.stub}});
+  }
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a,
+                                                    const auto& b) {
+    return a.first < b.first || (a.first == b.first && a.second.id < b.second.id);
+  });
+  std::vector<NodeRef> out;
+  for (auto& [score, ref] : scored) out.push_back(std::move(ref));
+  return out;
+}
+
+void NodeRegistry::AddReservedBlocks(uint64_t id, int64_t blocks) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(id);
+  if (it != nodes_.end()) {
+    it->second.reserved_recently.emplace_back(absl::Now(), blocks);
+  }
+}
+
+void NodeRegistry::AddPrefillTokens(uint64_t id, int64_t tokens) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(id);
+  if (it != nodes_.end()) {
+    it->second.prefill_recently.emplace_back(absl::Now(), tokens);
+  }
+}
+
+int32_t NodeRegistry::MaxModelLen() {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  int32_t len = 0;
+  for (const auto& [id, n] : nodes_) {
+    const int32_t l = static_cast<int32_t>(n.info.max_model_len());
+    len = len == 0 ? l : std::min(len, l);
+  }
+  return len;
+}
+
+int32_t NodeRegistry::CountLive(v1::NodeRole role) {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  int32_t count = 0;
+  for (const auto& [id, n] : nodes_) count += n.info.role() == role;
+  return count;
+}
+
+std::vector<v1::NodeInfo> NodeRegistry::List(v1::NodeRole role) {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  std::vector<v1::NodeInfo> out;
+  const absl::Time now = absl::Now();
+  for (const auto& [id, n] : nodes_) {
+    if (role != v1::NODE_ROLE_UNSPECIFIED && n.info.role() != role) continue;
+    v1::NodeInfo info;
+    info.set_node_id(id);
+    info.set_role(n.info.role());
+    info.set_address(n.info.address());
+    info.set_model_name(n.info.model_name());
+    *info.mutable_kv_layout() = n.info.kv_layout();
+    *info.mutable_load() = n.load;
+    info.set_ms_since_heartbeat(static_cast<uint64_t>(
+        absl::ToInt64Milliseconds(now - n.last_heartbeat)));
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.node_id() < b.node_id();
+  });
+  return out;
+}
+
+}  // namespace duet::router

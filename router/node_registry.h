@@ -1,0 +1,91 @@
+// The router's view of the cluster: registered nodes, their last reported
+// load, and liveness from heartbeats. A node whose heartbeat is older than
+// node_timeout is dropped from rotation and forgotten; its next heartbeat is
+// answered "unknown" and it registers again. The router also adjusts the
+// reported load by what it has itself sent recently (reserved blocks,
+// prefill tokens), so a burst of requests spreads over nodes instead of
+// piling onto the one that looked emptiest a heartbeat ago. An adjustment
+// lives for two heartbeat intervals rather than until the next heartbeat:
+// a heartbeat may have been measured before the work it would reflect
+// reached the node, and resetting on it made a busy node look empty again.
+#ifndef DUET_ROUTER_NODE_REGISTRY_H_
+#define DUET_ROUTER_NODE_REGISTRY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "duet/v1/client.pb.h"
+#include "duet/v1/node.grpc.pb.h"
+#include "duet/v1/registry.pb.h"
+
+namespace duet::router {
+
+struct NodeRef {
+  uint64_t id = 0;
+  std::string address;
+  v1::KvLayout layout;
+  std::shared_ptr<v1::Node::Stub> stub;
+};
+
+class NodeRegistry {
+ public:
+  NodeRegistry(absl::Duration heartbeat_interval, absl::Duration node_timeout);
+
+  absl::Duration heartbeat_interval() const { return heartbeat_interval_; }
+
+  // Registers (or re-registers: same address replaces the old entry) a node.
+  // InvalidArgument for a bad role, address or layout.
+  absl::StatusOr<uint64_t> Register(const v1::RegisterRequest& req);
+  // false when the node is unknown (never registered, or timed out).
+  bool Heartbeat(uint64_t id, const v1::NodeLoad& load);
+
+  // Live decode nodes, most free KV blocks first.
+  std::vector<NodeRef> DecodeCandidates();
+  // Live prefill nodes, fewest outstanding prefill tokens first.
+  std::vector<NodeRef> PrefillCandidates();
+  // Bookkeeping between heartbeats.
+  void AddReservedBlocks(uint64_t id, int64_t blocks);
+  void AddPrefillTokens(uint64_t id, int64_t tokens);
+
+  // Smallest max_model_len over live nodes (0 when none).
+  int32_t MaxModelLen();
+  int32_t CountLive(v1::NodeRole role);
+  std::vector<v1::NodeInfo> List(v1::NodeRole role);
+
+ private:
+  struct Node {
+    uint64_t id = 0;
+    v1::RegisterRequest info;
+    v1::NodeLoad load;
+    absl::Time last_heartbeat;
+    // (when, amount) of recent router-side adjustments.
+    std::vector<std::pair<absl::Time, int64_t>> reserved_recently;
+    std::vector<std::pair<absl::Time, int64_t>> prefill_recently;
+    std::shared_ptr<v1::Node::Stub> stub;
+  };
+  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sum of the adjustments younger than two heartbeat intervals (older ones
+  // are dropped).
+  int64_t Recent(std::vector<std::pair<absl::Time, int64_t>>& adjustments)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<v1::Node::Stub> StubFor(const std::string& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const absl::Duration heartbeat_interval_;
+  const absl::Duration node_timeout_;
+  absl::Mutex mu_;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  // Channels are reused per peer address across re-registrations.
+  absl::flat_hash_map<std::string, std::shared_ptr<v1::Node::Stub>> stubs_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace duet::router
+
+#endif  // DUET_ROUTER_NODE_REGISTRY_H_

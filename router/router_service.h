@@ -1,0 +1,121 @@
+// The router's gRPC services: duet.v1.Duet for clients (Generate, Health,
+// ListNodes) and duet.v1.Registry for nodes (Register, Heartbeat). Generate
+// follows DESIGN.md §1: Reserve on a decode node, Prefill on a prefill node
+// with the decode node's KV descriptor, then relay the decode node's token
+// stream. The router holds no KV state; it propagates cancellation (a client
+// that goes away cancels the outgoing call in flight) and deadlines, and it
+// releases the decode reservation whenever a request fails before decoding.
+#ifndef DUET_ROUTER_ROUTER_SERVICE_H_
+#define DUET_ROUTER_ROUTER_SERVICE_H_
+
+#include <atomic>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "duet/v1/client.grpc.pb.h"
+#include "duet/v1/registry.grpc.pb.h"
+#include "router/node_registry.h"
+
+namespace duet::router {
+
+struct RouterOptions {
+  // Deadline of a request whose client set none.
+  absl::Duration default_request_timeout = absl::Minutes(5);
+  // Per-call cap for Reserve and Release.
+  absl::Duration control_rpc_timeout = absl::Seconds(5);
+  // How often a request waiting for KV space retries the decode nodes.
+  absl::Duration reserve_retry_interval = absl::Milliseconds(20);
+  // Reservations live this long on a decode node without a Decode call.
+  absl::Duration reservation_ttl = absl::Seconds(60);
+};
+
+// Cancels outgoing calls whose client went away. gRPC's synchronous server
+// API has no cancellation callback, so one thread polls the registered
+// server contexts every few milliseconds.
+class CancellationWatcher {
+ public:
+  CancellationWatcher();
+  ~CancellationWatcher();
+
+  class Scope;
+  // While a Scope lives, a cancelled `server` cancels whatever ClientContext
+  // is set as current.
+  class Scope {
+   public:
+    Scope(CancellationWatcher* watcher, grpc::ServerContext* server);
+    ~Scope();
+    void SetCurrent(grpc::ClientContext* ctx);
+    bool cancelled() const { return cancelled_.load(); }
+
+   private:
+    friend class CancellationWatcher;
+    CancellationWatcher* watcher_;
+    grpc::ServerContext* server_;
+    absl::Mutex mu_;
+    grpc::ClientContext* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+    std::atomic<bool> cancelled_{false};
+  };
+
+ private:
+  void Loop();
+  absl::Mutex mu_;
+  absl::flat_hash_set<Scope*> scopes_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+class RouterService final : public v1::Duet::Service,
+                            public v1::Registry::Service {
+ public:
+  RouterService(NodeRegistry* registry, const RouterOptions& options);
+
+  // duet.v1.Duet
+  grpc::Status Generate(grpc::ServerContext* ctx,
+                        const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer)
+      override;
+  grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
+                      v1::HealthResponse* reply) override;
+  grpc::Status ListNodes(grpc::ServerContext* ctx,
+                         const v1::ListNodesRequest* req,
+                         v1::ListNodesResponse* reply) override;
+  // duet.v1.Registry
+  grpc::Status Register(grpc::ServerContext* ctx,
+                        const v1::RegisterRequest* req,
+                        v1::RegisterResponse* reply) override;
+  grpc::Status Heartbeat(grpc::ServerContext* ctx,
+                         const v1::HeartbeatRequest* req,
+                         v1::HeartbeatResponse* reply) override;
+
+ private:
+  struct Reservation {
+    NodeRef node;
+    v1::KvTransferDescriptor kv;
+  };
+  grpc::Status GenerateImpl(grpc::ServerContext* ctx,
+                            const v1::GenerateRequest* req,
+                            grpc::ServerWriter<v1::GenerateResponse>* writer);
+  grpc::Status Validate(const v1::GenerateRequest& req);
+  grpc::Status ReserveDecode(uint64_t id, const v1::GenerateRequest& req,
+                             absl::Time deadline,
+                             CancellationWatcher::Scope& scope,
+                             Reservation* out);
+  grpc::Status RunPrefill(uint64_t id, const v1::GenerateRequest& req,
+                          const v1::SamplingParams& sampling,
+                          const Reservation& reservation, absl::Time deadline,
+                          CancellationWatcher::Scope& scope,
+                          v1::PrefillResponse* out);
+  void ReleaseDecode(uint64_t id, const Reservation& r,
+                     v1::ReleaseReason reason);
+
+  NodeRegistry* registry_;
+  const RouterOptions options_;
+  CancellationWatcher watcher_;
+  std::atomic<uint64_t> next_request_id_;
+};
+
+}  // namespace duet::router
+
+#endif  // DUET_ROUTER_ROUTER_SERVICE_H_

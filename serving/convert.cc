@@ -1,0 +1,166 @@
+#include "serving/convert.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace duet::serving {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+namespace {
+
+v1::DType ToProtoDType(DType d) {
+  switch (d) {
+    case DType::kF32:
+      return v1::DTYPE_F32;
+    case DType::kBF16:
+      return v1::DTYPE_BF16;
+    case DType::kF16:
+      return v1::DTYPE_F16;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+}  // namespace
+
+v1::KvLayout ToProto(const kv_transfer::KvLayout& l) {
+  v1::KvLayout p;
+  p.set_num_layers(l.num_layers);
+  p.set_num_kv_heads(l.num_kv_heads);
+  p.set_head_dim(l.head_dim);
+  p.set_block_size(l.block_size);
+  p.set_dtype(ToProtoDType(l.dtype));
+  p.set_tp_rank(l.tp_rank);
+  p.set_tp_size(l.tp_size);
+  return p;
+}
+
+absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& p) {
+  kv_transfer::KvLayout l;
+  switch (p.dtype()) {
+    case v1::DTYPE_F32:
+      l.dtype = DType::kF32;
+      break;
+    case v1::DTYPE_BF16:
+      l.dtype = DType::kBF16;
+      break;
+    case v1::DTYPE_F16:
+      l.dtype = DType::kF16;
+      break;
+    default:
+      return absl::InvalidArgumentError("KV layout has no dtype");
+  }
+  constexpr uint32_t kMax = 1u << 20;
+  if (p.num_layers() == 0 || p.num_kv_heads() == 0 || p.head_dim() == 0 ||
+      p.block_size() == 0 || p.tp_size() == 0 || p.num_layers() > kMax ||
+      p.num_kv_heads() > kMax || p.head_dim() > kMax ||
+      p.block_size() > kMax || p.tp_rank() >= p.tp_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV layout out of range: ", p.ShortDebugString()));
+  }
+  l.num_layers = static_cast<int32_t>(p.num_layers());
+  l.num_kv_heads = static_cast<int32_t>(p.num_kv_heads());
+  l.head_dim = static_cast<int32_t>(p.head_dim());
+  l.block_size = static_cast<int32_t>(p.block_size());
+  l.tp_rank = static_cast<int32_t>(p.tp_rank());
+  l.tp_size = static_cast<int32_t>(p.tp_size());
+  return l;
+}
+
+v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& d) {
+  v1::KvTransferDescriptor p;
+  p.mutable_block_ids()->Add(d.block_ids.begin(), d.block_ids.end());
+  *p.mutable_layout() = ToProto(d.layout);
+  v1::KvRankEndpoint* ep = p.add_ranks();
+  ep->set_tp_rank(d.layout.tp_rank);
+  switch (d.transport) {
+    case kv_transfer::Transport::kInProcess:
+      p.set_transport(v1::KV_TRANSPORT_IN_PROCESS);
+      p.set_decode_node_address(d.endpoint_name);
+      break;
+    case kv_transfer::Transport::kUcx:
+      p.set_transport(v1::KV_TRANSPORT_UCX);
+      ep->set_ucx_worker_address(d.ucx_worker_address);
+      for (const std::string& rkey : d.ucx_rkeys) ep->add_rkeys(rkey);
+      for (uint64_t base : d.remote_layer_base) {
+        ep->add_remote_base_addresses(base);
+      }
+      break;
+  }
+  return p;
+}
+
+absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
+    const v1::KvTransferDescriptor& p) {
+  kv_transfer::KvDescriptor d;
+  DUET_ASSIGN_OR_RETURN(d.layout, FromProto(p.layout()));
+  d.block_ids.assign(p.block_ids().begin(), p.block_ids().end());
+  for (int32_t id : d.block_ids) {
+    if (id < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV descriptor has negative block id ", id));
+    }
+  }
+  switch (p.transport()) {
+    case v1::KV_TRANSPORT_IN_PROCESS:
+      d.transport = kv_transfer::Transport::kInProcess;
+      d.endpoint_name = p.decode_node_address();
+      return d;
+    case v1::KV_TRANSPORT_UCX: {
+      d.transport = kv_transfer::Transport::kUcx;
+      if (p.ranks_size() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "UCX KV descriptor must have exactly one rank endpoint (TP=1), "
+            "got ",
+            p.ranks_size()));
+      }
+      const v1::KvRankEndpoint& ep = p.ranks(0);
+      if (ep.ucx_worker_address().empty() ||
+          ep.rkeys_size() != d.layout.num_layers ||
+          ep.remote_base_addresses_size() != d.layout.num_layers) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "UCX KV descriptor needs a worker address and one rkey and base "
+            "address per layer (",
+            d.layout.num_layers, "), got ", ep.rkeys_size(), " rkeys and ",
+            ep.remote_base_addresses_size(), " bases"));
+      }
+      d.ucx_worker_address = ep.ucx_worker_address();
+      d.ucx_rkeys.assign(ep.rkeys().begin(), ep.rkeys().end());
+      d.remote_layer_base.assign(ep.remote_base_addresses().begin(),
+                                 ep.remote_base_addresses().end());
+      return d;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unsupported KV transport ", v1::KvTransport_Name(p.transport())));
+  }
+}
+
+absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p) {
+  model::SamplingParams s;
+  s.temperature = p.temperature();
+  s.top_k = p.top_k();
+  s.top_p = p.top_p() == 0.0f ? 1.0f : p.top_p();
+  if (!p.has_seed()) {
+    return absl::InvalidArgumentError(
+        "sampling.seed must be set by the router before reaching a node");
+  }
+  s.seed = p.seed();
+  s.max_tokens = p.max_tokens();
+  s.stop_token_ids.assign(p.stop_token_ids().begin(),
+                          p.stop_token_ids().end());
+  s.ignore_eos = p.ignore_eos();
+  return s;
+}
+
+}  // namespace duet::serving

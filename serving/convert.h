@@ -1,0 +1,37 @@
+// Conversions at the gRPC edge: duet.v1 messages <-> the C++ types the
+// engine and kv_transfer use, and grpc::Status <-> absl::Status. Everything
+// that a peer sends is validated here or by the callee, never trusted.
+#ifndef DUET_SERVING_CONVERT_H_
+#define DUET_SERVING_CONVERT_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "duet/v1/common.pb.h"
+#include "duet/v1/node.pb.h"
+#include "kv_transfer/kv_transfer.h"
+#include "model/sampler.h"
+
+namespace duet::serving {
+
+grpc::Status ToGrpc(const absl::Status& status);
+absl::Status FromGrpc(const grpc::Status& status);
+
+v1::KvLayout ToProto(const kv_transfer::KvLayout& layout);
+absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& layout);
+
+v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& desc);
+// InvalidArgument when the descriptor is malformed (unknown transport, no
+// rank endpoint, rkeys/bases not one per layer).
+absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
+    const v1::KvTransferDescriptor& desc);
+
+// Proto sampling params -> engine params. top_p 0 (unset in proto3) means
+// 1.0; an unset seed must have been filled in by the router (InvalidArgument
+// otherwise, so prefill and decode can never disagree on it).
+absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p);
+
+}  // namespace duet::serving
+
+#endif  // DUET_SERVING_CONVERT_H_

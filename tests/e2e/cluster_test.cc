@@ -1,0 +1,280 @@
+// End to end on real processes over loopback: 1 router, 2 prefill and 2
+// decode nodes on the tiny model, KV moved over UCX. Disaggregated output
+// must equal the single-process engine token for token, no KV block may
+// leak, and faults end requests with the right status in bounded time.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/engine.h"
+#include "tests/e2e/local_cluster.h"
+#include "tests/testing/test_model.h"
+
+namespace duet::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Outcome {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  v1::GenerationFinished finished;
+  int chunks = 0;
+};
+
+v1::GenerateRequest Request(const std::vector<int32_t>& prompt,
+                            int32_t max_tokens) {
+  v1::GenerateRequest req;
+  req.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+  req.mutable_sampling()->set_max_tokens(max_tokens);
+  req.mutable_sampling()->set_ignore_eos(true);
+  return req;
+}
+
+// Runs one Generate; `cancel_after` > 0 cancels after that many tokens.
+Outcome Generate(v1::Duet::Stub& stub, const v1::GenerateRequest& req,
+                 absl::Duration timeout = absl::Seconds(60),
+                 int cancel_after = 0) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  Outcome out;
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    if (msg.has_chunk()) {
+      ++out.chunks;
+      out.tokens.insert(out.tokens.end(), msg.chunk().token_ids().begin(),
+                        msg.chunk().token_ids().end());
+      if (cancel_after > 0 &&
+          static_cast<int>(out.tokens.size()) >= cancel_after) {
+        ctx.TryCancel();
+      }
+    } else if (msg.has_finished()) {
+      out.finished = msg.finished();
+    }
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+ClusterOptions TinyCluster(int prefill, int decode) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.num_prefill = prefill;
+  o.num_decode = decode;
+  // Small chunks so long prompts are prefilled in several passes, and
+  // several requests share a pass.
+  o.prefill_args = {"--max-num-batched-tokens", "64", "--num-kv-blocks", "256"};
+  o.decode_args = {"--num-kv-blocks", "512", "--max-batch-size", "16"};
+  return o;
+}
+
+TEST(ClusterTest, ConcurrentRequestsEqualTheSingleProcessEngine) {
+  auto cluster = LocalCluster::Start(TinyCluster(2, 2));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
+                                      model::EngineOptions{});
+  ASSERT_TRUE(engine.ok());
+
+  constexpr int kRequests = 64;
+  const int lengths[] = {1, 5, 17, 40, 64, 65, 100, 150};
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> max_tokens;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < kRequests; ++i) {
+    std::vector<int32_t> p = LcgPrompt(lengths[i % 8], 100000);
+    p[0] = 1000 + i;  // distinct prompts
+    prompts.push_back(p);
+    max_tokens.push_back(4 + i % 13);
+    model::SamplingParams params;
+    params.max_tokens = max_tokens.back();
+    params.ignore_eos = true;
+    auto r = (*engine)->Generate(p, params);
+    ASSERT_TRUE(r.ok()) << r.status();
+    want.push_back(r->tokens);
+  }
+  std::vector<Outcome> got(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      got[i] = Generate((*cluster)->client(),
+                        Request(prompts[i], max_tokens[i]));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(got[i].status.ok())
+        << "request " << i << ": " << got[i].status.error_message()
+        << " (logs in " << (*cluster)->log_dir() << ")";
+    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i << ", prompt of "
+                                      << prompts[i].size() << " tokens";
+    EXPECT_EQ(got[i].finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
+    EXPECT_EQ(got[i].finished.usage().prompt_tokens(), prompts[i].size());
+    EXPECT_EQ(got[i].finished.usage().completion_tokens(),
+              static_cast<uint32_t>(max_tokens[i]));
+    const v1::Timings& t = got[i].finished.timings();
+    EXPECT_GT(t.ttft_ms(), 0);
+    EXPECT_GT(t.prefill_ms(), 0);
+    EXPECT_GE(t.transfer_ms(), 0);
+  }
+  // Streaming: tokens arrive as they are produced, not in one message.
+  EXPECT_GT(got[kRequests - 1].chunks, 1);
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+TEST(ClusterTest, SampledRequestsAreReproducibleAcrossTheCluster) {
+  auto cluster = LocalCluster::Start(TinyCluster(1, 1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
+                                      model::EngineOptions{});
+  ASSERT_TRUE(engine.ok());
+  const std::vector<int32_t> prompt = LcgPrompt(30, 100000);
+  v1::GenerateRequest req = Request(prompt, 12);
+  req.mutable_sampling()->set_temperature(0.8f);
+  req.mutable_sampling()->set_top_p(0.9f);
+  req.mutable_sampling()->set_top_k(40);
+  req.mutable_sampling()->set_seed(77);
+  model::SamplingParams params;
+  params.max_tokens = 12;
+  params.ignore_eos = true;
+  params.temperature = 0.8f;
+  params.top_p = 0.9f;
+  params.top_k = 40;
+  params.seed = 77;
+  auto want = (*engine)->Generate(prompt, params);
+  ASSERT_TRUE(want.ok());
+  const Outcome got = Generate((*cluster)->client(), req);
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.tokens, want->tokens);
+}
+
+TEST(ClusterTest, CancelledRequestsFreeEveryBlock) {
+  auto cluster = LocalCluster::Start(TinyCluster(1, 2));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::vector<std::thread> threads;
+  std::atomic<int> cancelled{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      std::vector<int32_t> prompt = LcgPrompt(20 + i, 100000);
+      const Outcome o = Generate((*cluster)->client(), Request(prompt, 2000),
+                                 absl::Seconds(60), /*cancel_after=*/2);
+      if (o.status.error_code() == grpc::StatusCode::CANCELLED) ++cancelled;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(cancelled.load(), 16);
+  const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(5));
+  EXPECT_TRUE(freed.ok()) << freed;
+  // The cluster still serves afterwards.
+  const Outcome after = Generate((*cluster)->client(),
+                                 Request(LcgPrompt(8, 1000), 3));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+}
+
+TEST(ClusterTest, InvalidRequestsAreInvalidArgument) {
+  auto cluster = LocalCluster::Start(TinyCluster(1, 1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  struct Case {
+    v1::GenerateRequest req;
+    const char* phrase;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Request({}, 4), "at least one token"});
+  cases.push_back({Request({1, 2}, 0), "max_tokens"});
+  cases.push_back({Request({1, 2}, -3), "max_tokens"});
+  v1::GenerateRequest top_p = Request({1, 2}, 4);
+  top_p.mutable_sampling()->set_top_p(1.5f);
+  cases.push_back({top_p, "top_p"});
+  top_p.mutable_sampling()->set_top_p(-0.5f);
+  cases.push_back({top_p, "top_p"});
+  cases.push_back({Request(LcgPrompt(4090, 1000), 16), "exceeds the model "
+                                                       "context"});
+  cases.push_back({Request({1, 999999999}, 4), "outside the vocabulary"});
+  for (const Case& c : cases) {
+    const Outcome o = Generate((*cluster)->client(), c.req);
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.phrase << ": " << o.status.error_message();
+    EXPECT_THAT(o.status.error_message(), HasSubstr(c.phrase));
+  }
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+TEST(ClusterTest, DroppedTransferTimesOutWithinTheConfiguredTimeout) {
+  ClusterOptions o = TinyCluster(1, 1);
+  o.prefill_args.insert(o.prefill_args.end(),
+                        {"--kv-fault", "drop:every=1",
+                         "--kv-transfer-timeout-ms", "500"});
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const absl::Time start = absl::Now();
+  const Outcome out = Generate((*cluster)->client(),
+                               Request(LcgPrompt(10, 1000), 4));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << out.status.error_message();
+  EXPECT_THAT(out.status.error_message(), HasSubstr("KV transfer"));
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+TEST(ClusterTest, KilledDecodeNodeFailsItsRequestsOthersComplete) {
+  auto cluster = LocalCluster::Start(TinyCluster(1, 2));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  constexpr int kRequests = 8;
+  std::vector<Outcome> got(kRequests);
+  std::atomic<int> streaming{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+      auto reader = (*cluster)->client().Generate(
+          &ctx, Request(LcgPrompt(10 + i, 1000), 600));
+      v1::GenerateResponse msg;
+      bool counted = false;
+      while (reader->Read(&msg)) {
+        if (msg.has_chunk()) {
+          got[i].tokens.insert(got[i].tokens.end(),
+                               msg.chunk().token_ids().begin(),
+                               msg.chunk().token_ids().end());
+          if (!counted) {
+            counted = true;
+            ++streaming;
+          }
+        }
+      }
+      got[i].status = reader->Finish();
+    });
+  }
+  // Kill one decode node once every request is streaming.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (streaming.load() < kRequests && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  (*cluster)->decode(0).Kill(SIGKILL);
+  for (auto& t : threads) t.join();
+  int ok = 0, unavailable = 0;
+  std::string summary;
+  for (const Outcome& o : got) {
+    absl::StrAppend(&summary, o.status.error_code(), " (", o.tokens.size(),
+                    " tokens) ", o.status.error_message(), "\n");
+    if (o.status.ok()) {
+      ++ok;
+      EXPECT_EQ(o.tokens.size(), 600u);
+    } else {
+      EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+          << o.status.error_message();
+      ++unavailable;
+    }
+  }
+  EXPECT_GT(ok, 0) << summary;
+  EXPECT_GT(unavailable, 0) << summary;
+}
+
+}  // namespace
+}  // namespace duet::testing

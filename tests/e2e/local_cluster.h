@@ -1,0 +1,79 @@
+// Starts real duet processes (router, prefill and decode nodes) on loopback
+// for end-to-end tests, and stops them. Every process gets --listen
+// 127.0.0.1:0; its bound address is read from its start-up line.
+#ifndef DUET_TESTS_E2E_LOCAL_CLUSTER_H_
+#define DUET_TESTS_E2E_LOCAL_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "duet/v1/client.grpc.pb.h"
+#include "duet/v1/node.grpc.pb.h"
+
+namespace duet::testing {
+
+class Process {
+ public:
+  // Starts `argv`; stdout is read until a line containing `ready_marker`
+  // (returned in ready_line); stderr goes to `log_path`.
+  static absl::StatusOr<std::unique_ptr<Process>> Start(
+      const std::vector<std::string>& argv, const std::string& log_path,
+      const std::string& ready_marker, absl::Duration timeout);
+  ~Process();  // SIGTERM, then SIGKILL after 5 s
+
+  pid_t pid() const { return pid_; }
+  const std::string& ready_line() const { return ready_line_; }
+  // The host:port after " on " in the ready line.
+  std::string address() const;
+  void Kill(int signal);
+  // Waits for exit; returns the exit status (or -1 on timeout).
+  int Wait(absl::Duration timeout);
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string ready_line_;
+  bool exited_ = false;
+};
+
+struct ClusterOptions {
+  std::string model_dir;
+  int num_prefill = 1;
+  int num_decode = 1;
+  std::vector<std::string> router_args;
+  std::vector<std::string> prefill_args;
+  std::vector<std::string> decode_args;
+};
+
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(
+      const ClusterOptions& options);
+
+  const std::string& router_address() const { return router_address_; }
+  v1::Duet::Stub& client() { return *client_; }
+  Process& prefill(int i) { return *prefill_[i]; }
+  Process& decode(int i) { return *decode_[i]; }
+  // Stats of one node, straight from the node (not the router's cache).
+  absl::StatusOr<v1::StatsResponse> Stats(const Process& node);
+  // Waits until every prefill and decode node reports its full pool free.
+  absl::Status WaitAllBlocksFree(absl::Duration timeout);
+  std::string log_dir() const { return log_dir_; }
+
+ private:
+  std::string log_dir_;
+  std::unique_ptr<Process> router_;
+  std::vector<std::unique_ptr<Process>> prefill_;
+  std::vector<std::unique_ptr<Process>> decode_;
+  std::string router_address_;
+  std::unique_ptr<v1::Duet::Stub> client_;
+};
+
+}  // namespace duet::testing
+
+#endif  // DUET_TESTS_E2E_LOCAL_CLUSTER_H_
