@@ -37,8 +37,10 @@ double SamplerUniform(uint64_t seed, uint64_t step);
 // Picks the next token from `logits`. Greedy (temperature 0 or top_k 1)
 // returns the lowest index among the maxima. Otherwise: logits / temperature,
 // keep the top_k largest, softmax, keep the smallest prefix (by descending
-// probability) whose mass reaches top_p, renormalize, and invert the CDF at
-// SamplerUniform(seed, step).
+// probability, ties by id) whose mass reaches top_p, renormalize, and invert
+// the CDF at SamplerUniform(seed, step) in that order. With neither top-k
+// nor top-p the CDF is inverted in token-id order (no sort). Every backend
+// must follow this exact procedure so seeded runs agree.
 int32_t SampleToken(std::span<const float> logits, const SamplingParams& params,
                     uint64_t step);
 

@@ -1,16 +1,47 @@
 #!/usr/bin/env bash
-# The demo: builds duet, writes the tiny synthetic Qwen3 checkpoint and runs a
-# prompt through the engine, printing the generated token ids and per-phase
-# timings (prefill, each decode step).
-#   scripts/demo.sh [--prompt-ids 1,2,3] [--max-tokens 16] [duet-run flags...]
+# The demo: builds duet, writes the tiny synthetic Qwen3 checkpoint, starts a
+# local cluster (1 router, 1 prefill node, 1 decode node; KV moves between
+# the two nodes over UCX), sends real requests through the router with
+# duet-cli (tokens stream as they are decoded, then per-phase timings), lists
+# the nodes, and stops the cluster.
+#   scripts/demo.sh            # DUET_DEMO_PORT=50051 picks the router port
+# The CPU backend serves today; the CUDA backend is the next milestone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${DUET_BUILD_DIR:-build}
-DUET_BUILD_DIR=$BUILD_DIR DUET_BUILD_TARGETS="duet-make-model duet-run" scripts/build.sh
-MODEL_DIR="$BUILD_DIR/models/tiny"
+DUET_BUILD_DIR=$BUILD_DIR \
+  DUET_BUILD_TARGETS="duet-make-model duet-run duet-router duet-prefill duet-decode duet-cli" \
+  scripts/build.sh
+BIN=$(cd "$BUILD_DIR" && pwd)
+MODEL_DIR="$BIN/models/tiny"
 if [[ ! -f "$MODEL_DIR/config.json" ]]; then
-  "$BUILD_DIR/tools/duet-make-model" --preset tiny --out "$MODEL_DIR"
+  "$BIN/tools/duet-make-model" --preset tiny --out "$MODEL_DIR"
 fi
-# A sample prompt of 8 token ids (text prompts arrive with the tokenizer issue).
-exec "$BUILD_DIR/tools/duet-run" --model "$MODEL_DIR" \
-  --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16 "$@"
+PORT=${DUET_DEMO_PORT:-$((20000 + RANDOM % 30000))}
+ROUTER=127.0.0.1:$PORT
+LOG=$(mktemp /tmp/duet-demo.XXXXXX)
+
+echo "== starting a local cluster on $ROUTER"
+DUET_BIN=$BIN scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" >"$LOG" 2>&1 &
+CLUSTER=$!
+trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+  grep -q "cluster ready" "$LOG" && break
+  kill -0 $CLUSTER 2>/dev/null || { cat "$LOG"; exit 1; }
+  sleep 0.1
+done
+grep -q "cluster ready" "$LOG" || { cat "$LOG"; echo "demo: cluster did not start" >&2; exit 1; }
+cat "$LOG"
+
+echo; echo "== duet-cli nodes"
+"$BIN/client/duet-cli" nodes --router "$ROUTER"
+echo; echo "== greedy, 16 tokens (streamed as they are decoded)"
+"$BIN/client/duet-cli" generate --router "$ROUTER" \
+  --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16
+echo; echo "== sampled (temperature 0.8, top-p 0.9, seed 7), 300-token prompt, 24 tokens"
+PROMPT=$(seq -s, 1000 1299)
+"$BIN/client/duet-cli" generate --router "$ROUTER" --prompt-ids "$PROMPT" \
+  --max-tokens 24 --temperature 0.8 --top-p 0.9 --seed 7
+echo; echo "== the same greedy prompt on the single-process engine (must match)"
+"$BIN/tools/duet-run" --model "$MODEL_DIR" \
+  --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16 | grep generated

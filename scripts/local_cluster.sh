@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Starts 1 router + N prefill + M decode nodes on this host and keeps them
+# running until Ctrl-C (or SIGTERM), then stops them all.
+#   scripts/local_cluster.sh --model DIR [--prefill N] [--decode M]
+#                            [--port 50051] [--log-dir DIR]
+# Prints "cluster ready: router at 127.0.0.1:PORT" once every node has
+# registered. Extra node flags: PREFILL_ARGS / DECODE_ARGS env variables.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${DUET_BIN:-$ROOT/build}
+MODEL="" PREFILL=1 DECODE=1 PORT=50051 LOG_DIR=""
+while (($#)); do
+  case "$1" in
+    --model) MODEL=$2; shift 2 ;;
+    --prefill) PREFILL=$2; shift 2 ;;
+    --decode) DECODE=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --log-dir) LOG_DIR=$2; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "local_cluster.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+[[ -n "$MODEL" ]] || { echo "local_cluster.sh: --model is required" >&2; exit 2; }
+[[ "$PREFILL" =~ ^[1-9][0-9]*$ && "$DECODE" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "local_cluster.sh: --prefill and --decode must be >= 1" >&2; exit 2; }
+LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/duet-cluster.XXXXXX)}
+mkdir -p "$LOG_DIR"
+ROUTER=127.0.0.1:$PORT
+
+PIDS=()
+stop() {
+  trap - INT TERM EXIT
+  if ((${#PIDS[@]})); then
+    kill -TERM "${PIDS[@]}" 2>/dev/null || true
+    for _ in $(seq 50); do
+      alive=0
+      for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      ((alive)) || break
+      sleep 0.1
+    done
+    kill -KILL "${PIDS[@]}" 2>/dev/null || true
+  fi
+  echo "cluster stopped (logs in $LOG_DIR)"
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+
+"$BIN/router/duet-router" --listen "$ROUTER" >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
+PIDS+=($!)
+for i in $(seq 0 $((PREFILL - 1))); do
+  # shellcheck disable=SC2086
+  "$BIN/prefill_node/duet-prefill" --model "$MODEL" --router "$ROUTER" --rank "$i" \
+    ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
+  PIDS+=($!)
+done
+for i in $(seq 0 $((DECODE - 1))); do
+  # shellcheck disable=SC2086
+  "$BIN/decode_node/duet-decode" --model "$MODEL" --router "$ROUTER" --rank "$i" \
+    ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
+  PIDS+=($!)
+done
+
+for _ in $(seq 300); do
+  if "$BIN/client/duet-cli" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
+      grep -q "serving=true prefill_nodes=$PREFILL decode_nodes=$DECODE "; then
+    cat "$LOG_DIR"/*.out
+    echo "cluster ready: router at $ROUTER ($PREFILL prefill, $DECODE decode; logs in $LOG_DIR)"
+    wait
+    exit 0
+  fi
+  for p in "${PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "local_cluster.sh: a process exited; see $LOG_DIR" >&2; exit 1; }
+  done
+  sleep 0.1
+done
+echo "local_cluster.sh: nodes did not register within 30 s; see $LOG_DIR" >&2
+exit 1
