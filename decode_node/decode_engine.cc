@@ -198,9 +198,14 @@ bool DecodeEngine::Release(uint64_t request_id) {
     r.stream->Cancel();
     return true;
   }
-  (void)pool_.Free(r.blocks);
-  requests_.erase(it);
+  QuarantineLocked(r);
   return true;
+}
+
+void DecodeEngine::QuarantineLocked(Request& r) {
+  quarantine_.emplace_back(absl::Now() + options_.release_quarantine,
+                           std::move(r.blocks));
+  requests_.erase(r.id);  // destroys r
 }
 
 DecodeLoad DecodeEngine::Load() {
@@ -212,6 +217,9 @@ DecodeLoad DecodeEngine::Load() {
   load.waiting = static_cast<int32_t>(waiting_.size());
   load.reserved = static_cast<int32_t>(requests_.size()) - load.running -
                   load.waiting;
+  for (const auto& q : quarantine_) {
+    load.quarantined_blocks += static_cast<int32_t>(q.second.size());
+  }
   return load;
 }
 
@@ -234,9 +242,15 @@ void DecodeEngine::ReapExpiredLocked() {
   for (uint64_t id : expired) {
     DUET_LOG(WARNING) << "reservation of request " << id
                       << " expired without a Decode call; freeing its blocks";
-    Request& r = *requests_[id];
-    (void)pool_.Free(r.blocks);
-    requests_.erase(id);
+    QuarantineLocked(*requests_[id]);
+  }
+  for (auto it = quarantine_.begin(); it != quarantine_.end();) {
+    if (it->first <= now) {
+      (void)pool_.Free(it->second);
+      it = quarantine_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 

@@ -36,6 +36,12 @@ struct DecodeEngineOptions {
   int32_t max_batch_size = 64;
   // Reservations without a Decode call are freed after this long.
   absl::Duration default_reservation_ttl = absl::Seconds(60);
+  // Blocks of a reservation released before its Decode call may still be
+  // the target of a transfer the prefill node gave up on (with emulated
+  // one-sided puts, bytes already in flight can land after the sender's
+  // timeout). They return to the pool only after this long, so they can
+  // never overwrite another request's KV.
+  absl::Duration release_quarantine = absl::Seconds(2);
 };
 
 enum class FinishReason { kStopToken, kMaxTokens, kCancelled };
@@ -46,6 +52,7 @@ struct DecodeLoad {
   int32_t running = 0;   // in the batch
   int32_t waiting = 0;   // admitted, waiting for a batch slot
   int32_t reserved = 0;  // reservations awaiting Decode
+  int32_t quarantined_blocks = 0;  // released, not yet reusable
 };
 
 // The consumer side of one request's token stream. Thread-safe.
@@ -141,6 +148,8 @@ class DecodeEngine {
   void FinishLocked(Request& r, FinishReason reason, absl::Status error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReapExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees an unstarted reservation through the quarantine.
+  void QuarantineLocked(Request& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<model::Transformer> model_;
   const DecodeEngineOptions options_;
@@ -154,6 +163,8 @@ class DecodeEngine {
       ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> waiting_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> running_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<absl::Time, std::vector<BlockId>>> quarantine_
+      ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread loop_;
 };

@@ -30,15 +30,13 @@ absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
   }
   if (pool.num_blocks <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": num_blocks must be positive, got ",
-                     pool.num_blocks));
-  }
-  if (pool.layer_base.size() !=
-      static_cast<size_t>(pool.layout.num_layers)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", pool.layer_base.size(), " layer bases for ",
-        pool.layout.num_layers, " layers"));
+        what, ": num_blocks must be positive, got ", pool.num_blocks));
+  }
+  if (pool.layer_base.size() != static_cast<size_t>(pool.layout.num_layers)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", pool.layer_base.size(), " layer bases for ",
+                     pool.layout.num_layers, " layers"));
   }
   for (size_t l = 0; l < pool.layer_base.size(); ++l) {
     if (pool.layer_base[l] == nullptr) {
@@ -53,19 +51,18 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
                           std::span<const BlockCopy> copies,
                           Transport transport) {
   if (dest.transport != transport) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("descriptor is for transport ",
-                     static_cast<int>(dest.transport), ", this sender is ",
-                     static_cast<int>(transport)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "descriptor is for transport ", static_cast<int>(dest.transport),
+        ", this sender is ", static_cast<int>(transport)));
   }
   if (absl::Status s = CheckSameLayout(local.layout, dest.layout); !s.ok()) {
     return s;
   }
   for (size_t i = 0; i < dest.block_ids.size(); ++i) {
     if (dest.block_ids[i] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("descriptor block_ids[", i, "] = ", dest.block_ids[i],
-                       " is negative"));
+      return absl::InvalidArgumentError(absl::StrCat("descriptor block_ids[", i,
+                                                     "] = ", dest.block_ids[i],
+                                                     " is negative"));
     }
   }
   const int64_t num_logical = static_cast<int64_t>(dest.block_ids.size());
@@ -73,9 +70,9 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
   for (size_t i = 0; i < copies.size(); ++i) {
     const BlockCopy& c = copies[i];
     if (c.logical_block < 0 || c.logical_block >= num_logical) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "copy ", i, ": logical block ", c.logical_block,
-          " outside the descriptor's ", num_logical, " blocks"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("copy ", i, ": logical block ", c.logical_block,
+                       " outside the descriptor's ", num_logical, " blocks"));
     }
     if (seen[static_cast<size_t>(c.logical_block)]) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -83,10 +80,9 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
     }
     seen[static_cast<size_t>(c.logical_block)] = true;
     if (c.src_block < 0 || c.src_block >= local.num_blocks) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("copy ", i, ": source block ", c.src_block,
-                       " outside the local pool's ", local.num_blocks,
-                       " blocks"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copy ", i, ": source block ", c.src_block,
+          " outside the local pool's ", local.num_blocks, " blocks"));
     }
   }
   return absl::OkStatus();

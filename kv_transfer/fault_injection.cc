@@ -54,8 +54,7 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
   FaultInjectingSenderImpl(std::unique_ptr<KvSender> inner, FaultPlan plan)
       : inner_(std::move(inner)), plan_(plan) {}
 
-  absl::Status Send(const KvDescriptor& dest,
-                    std::span<const BlockCopy> copies,
+  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
                     absl::Duration timeout) override {
     int64_t call;
     {
@@ -72,10 +71,9 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
       case FaultAction::kDrop:
         Count(&FaultCounters::dropped);
         absl::SleepFor(timeout);
-        return absl::DeadlineExceededError(
-            absl::StrCat("KV transfer timed out after ",
-                         absl::FormatDuration(timeout),
-                         " (injected drop, call ", call, ")"));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "KV transfer timed out after ", absl::FormatDuration(timeout),
+            " (injected drop, call ", call, ")"));
       case FaultAction::kDelay:
         Count(&FaultCounters::delayed);
         if (plan_.delay >= timeout) {
@@ -213,11 +211,9 @@ std::string FaultPlanString(const FaultPlan& plan) {
   }
   if (plan.after > 0) items.push_back(absl::StrCat("after=", plan.after));
   if (plan.action == FaultAction::kDelay) {
-    items.push_back(
-        absl::StrCat("ms=", absl::ToInt64Milliseconds(plan.delay)));
+    items.push_back(absl::StrCat("ms=", absl::ToInt64Milliseconds(plan.delay)));
   }
-  return absl::StrCat(ActionName(plan.action), ":",
-                      absl::StrJoin(items, ","));
+  return absl::StrCat(ActionName(plan.action), ":", absl::StrJoin(items, ","));
 }
 
 std::unique_ptr<FaultInjectingSender> MakeFaultInjectingSender(

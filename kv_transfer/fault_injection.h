@@ -52,8 +52,8 @@ absl::StatusOr<FaultPlan> ParseFaultPlan(absl::string_view spec);
 std::string FaultPlanString(const FaultPlan& plan);
 
 struct FaultCounters {
-  int64_t calls = 0;    // every Send
-  int64_t passed = 0;   // forwarded without a fault
+  int64_t calls = 0;   // every Send
+  int64_t passed = 0;  // forwarded without a fault
   int64_t dropped = 0;
   int64_t delayed = 0;  // forwarded after a delay, or timed out in it
   int64_t errored = 0;

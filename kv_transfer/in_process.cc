@@ -58,7 +58,8 @@ class InProcessReceiver final : public KvReceiver {
  public:
   InProcessReceiver(std::shared_ptr<InProcessRegistry::State> state,
                     std::string name, std::shared_ptr<Slot> slot)
-      : state_(std::move(state)), name_(std::move(name)),
+      : state_(std::move(state)),
+        name_(std::move(name)),
         slot_(std::move(slot)) {}
 
   ~InProcessReceiver() override {
@@ -108,22 +109,20 @@ class InProcessSender final : public KvSender {
                   const KvPoolView& local)
       : state_(std::move(state)), local_(local) {}
 
-  absl::Status Send(const KvDescriptor& dest,
-                    std::span<const BlockCopy> copies,
+  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
                     absl::Duration timeout) override {
     if (absl::Status s = CheckHostPool(local_, "local KV pool"); !s.ok()) {
       return s;
     }
-    if (absl::Status s = internal::ValidateSend(local_, dest, copies,
-                                                Transport::kInProcess);
+    if (absl::Status s =
+            internal::ValidateSend(local_, dest, copies, Transport::kInProcess);
         !s.ok()) {
       return s;
     }
     if (timeout <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("KV transfer to '", dest.endpoint_name,
-                       "' given no time (timeout ", absl::FormatDuration(timeout),
-                       ")"));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "KV transfer to '", dest.endpoint_name, "' given no time (timeout ",
+          absl::FormatDuration(timeout), ")"));
     }
     std::shared_ptr<Slot> slot = state_->Find(dest.endpoint_name);
     if (slot == nullptr) {
@@ -138,8 +137,7 @@ class InProcessSender final : public KvSender {
     const KvPoolView& remote = slot->pool;
     // The descriptor could be stale or forged: check it against the pool it
     // names, not only against the local one.
-    if (absl::Status s = CheckSameLayout(remote.layout, dest.layout);
-        !s.ok()) {
+    if (absl::Status s = CheckSameLayout(remote.layout, dest.layout); !s.ok()) {
       return s;
     }
     for (const BlockCopy& c : copies) {
@@ -172,7 +170,8 @@ class InProcessSender final : public KvSender {
 
 absl::StatusOr<std::unique_ptr<KvReceiver>> MakeInProcessReceiver(
     InProcessRegistry& registry, std::string name, const KvPoolView& pool) {
-  if (absl::Status s = CheckHostPool(pool, absl::StrCat("KV pool '", name, "'"));
+  if (absl::Status s =
+          CheckHostPool(pool, absl::StrCat("KV pool '", name, "'"));
       !s.ok()) {
     return s;
   }

@@ -13,12 +13,11 @@ int64_t KvLayout::block_bytes() const {
 }
 
 std::string KvLayoutString(const KvLayout& layout) {
-  return absl::StrCat("{layers=", layout.num_layers,
-                      " kv_heads=", layout.num_kv_heads,
-                      " head_dim=", layout.head_dim,
-                      " block_size=", layout.block_size,
-                      " dtype=", DTypeName(layout.dtype), " tp=",
-                      layout.tp_rank, "/", layout.tp_size, "}");
+  return absl::StrCat(
+      "{layers=", layout.num_layers, " kv_heads=", layout.num_kv_heads,
+      " head_dim=", layout.head_dim, " block_size=", layout.block_size,
+      " dtype=", DTypeName(layout.dtype), " tp=", layout.tp_rank, "/",
+      layout.tp_size, "}");
 }
 
 absl::Status CheckSameLayout(const KvLayout& expected, const KvLayout& got) {

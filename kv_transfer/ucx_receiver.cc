@@ -82,9 +82,8 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> UcxReceiver::Create(
                           internal::GetWorkerAddress(r->worker_.get()));
     r->worker_address_ = address.bytes();
   }
-  const size_t layer_bytes =
-      static_cast<size_t>(pool.num_blocks) *
-      static_cast<size_t>(pool.layout.block_bytes());
+  const size_t layer_bytes = static_cast<size_t>(pool.num_blocks) *
+                             static_cast<size_t>(pool.layout.block_bytes());
   for (void* base : pool.layer_base) {
     DUET_ASSIGN_OR_RETURN(
         UcpMem mem, internal::MapMemory(r->context_.get(), base, layer_bytes));

@@ -106,8 +106,7 @@ class UcxSender final : public KvSender {
   static absl::StatusOr<std::unique_ptr<KvSender>> Create(
       const KvPoolView& local, const UcxOptions& options);
 
-  absl::Status Send(const KvDescriptor& dest,
-                    std::span<const BlockCopy> copies,
+  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
                     absl::Duration timeout) override;
 
  private:
@@ -163,9 +162,8 @@ absl::StatusOr<std::unique_ptr<KvSender>> UcxSender::Create(
 absl::StatusOr<Peer*> UcxSender::GetPeer(const std::string& address) {
   // Forget connections that failed since they were last used; a receiver
   // that restarts comes back with a new worker address.
-  absl::erase_if(peers_, [](const auto& entry) {
-    return entry.second->error != UCS_OK;
-  });
+  absl::erase_if(
+      peers_, [](const auto& entry) { return entry.second->error != UCS_OK; });
   if (auto it = peers_.find(address); it != peers_.end()) {
     return it->second.get();
   }
@@ -231,10 +229,10 @@ absl::Status UcxSender::Send(const KvDescriptor& dest,
   const size_t num_layers = static_cast<size_t>(local_.layout.num_layers);
   if (dest.ucx_rkeys.size() != num_layers ||
       dest.remote_layer_base.size() != num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "UCX descriptor has ", dest.ucx_rkeys.size(), " rkeys and ",
-        dest.remote_layer_base.size(), " layer bases for ", num_layers,
-        " layers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("UCX descriptor has ", dest.ucx_rkeys.size(),
+                     " rkeys and ", dest.remote_layer_base.size(),
+                     " layer bases for ", num_layers, " layers"));
   }
   if (dest.ucx_worker_address.empty()) {
     return absl::InvalidArgumentError("UCX descriptor has no worker address");
@@ -321,12 +319,13 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
       op.batch = &batch;
       op.bytes = run.num_blocks * block_bytes;
       param.user_data = &op;
-      const uint64_t remote = dest.remote_layer_base[l] +
-                              static_cast<uint64_t>(run.dst_block * block_bytes);
-      track(ucp_put_nbx(peer->ep.get(), local_base + run.src_block * block_bytes,
-                        static_cast<size_t>(op.bytes), remote, rkeys[l],
-                        &param),
-            op);
+      const uint64_t remote =
+          dest.remote_layer_base[l] +
+          static_cast<uint64_t>(run.dst_block * block_bytes);
+      track(
+          ucp_put_nbx(peer->ep.get(), local_base + run.src_block * block_bytes,
+                      static_cast<size_t>(op.bytes), remote, rkeys[l], &param),
+          op);
       if (batch.error != UCS_OK) break;
     }
   }
@@ -376,8 +375,8 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
     // the flush confirms them, so both numbers matter when debugging.
     const std::string message = absl::StrCat(
         "KV transfer to ", peer_name, " timed out after ",
-        absl::FormatDuration(timeout), ": ", total_puts, " puts (",
-        total_bytes, " bytes, ", copies.size(), " blocks x ", num_layers,
+        absl::FormatDuration(timeout), ": ", total_puts, " puts (", total_bytes,
+        " bytes, ", copies.size(), " blocks x ", num_layers,
         " layers) unconfirmed by the flush; ",
         batch.pending_ops - (batch.flush_pending ? 1 : 0), " puts (",
         batch.pending_bytes, " bytes) not even locally complete");

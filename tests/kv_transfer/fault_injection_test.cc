@@ -15,9 +15,9 @@
 namespace duet::kv_transfer {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::AllPoison;
 using testing::BlocksCopied;
+using ::testing::HasSubstr;
 using testing::TestLayout;
 using testing::TestPool;
 
@@ -90,7 +90,8 @@ TEST(FaultInjectionTest, DelayLongerThanTimeoutTimesOut) {
 TEST(FaultInjectionTest, EveryNthCallAndCounters) {
   Wrapped w = Wrap(*ParseFaultPlan("error:every=3"));
   std::vector<absl::StatusCode> codes;
-  for (int i = 0; i < 7; ++i) codes.push_back(SendOnce(*w.sender, absl::Seconds(1)).code());
+  for (int i = 0; i < 7; ++i)
+    codes.push_back(SendOnce(*w.sender, absl::Seconds(1)).code());
   const auto ok = absl::StatusCode::kOk;
   const auto un = absl::StatusCode::kUnavailable;
   EXPECT_EQ(codes, (std::vector<absl::StatusCode>{ok, ok, un, ok, ok, un, ok}));
@@ -137,8 +138,9 @@ TEST(FaultInjectionTest, PassForwardsRealTransfers) {
   InProcessRegistry registry;
   auto receiver = MakeInProcessReceiver(registry, "d", dst.view());
   ASSERT_TRUE(receiver.ok());
-  auto sender = MakeFaultInjectingSender(
-      MakeInProcessSender(registry, src.view()), *ParseFaultPlan("drop:every=2"));
+  auto sender =
+      MakeFaultInjectingSender(MakeInProcessSender(registry, src.view()),
+                               *ParseFaultPlan("drop:every=2"));
   const testing::CopyPlan plan = testing::MakeCopyPlan(8, 16, 16);
   const KvDescriptor d = *(*receiver)->Describe(plan.dest_block_ids);
   EXPECT_TRUE(sender->Send(d, plan.copies, absl::Seconds(1)).ok());
@@ -192,8 +194,7 @@ TEST(ParseFaultPlanTest, BadSpecsAreInvalidArgument) {
         "error:prob=0.5,every=2", "delay", "delay:ms=-5", "drop:ms=10",
         "none:every=2", "error:seed=-1", "drop:after=-1", ":every=2"}) {
     absl::StatusOr<FaultPlan> plan = ParseFaultPlan(spec);
-    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument)
-        << spec;
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << spec;
   }
 }
 

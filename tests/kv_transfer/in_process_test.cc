@@ -52,7 +52,8 @@ TEST(InProcessTest, EmptyCopyListIsOk) {
   ASSERT_TRUE(receiver.ok());
   auto d = (*receiver)->Describe(std::vector<int32_t>{1, 2});
   ASSERT_TRUE(d.ok());
-  EXPECT_TRUE(MakeInProcessSender(registry, src.view())->Send(*d, {}, kTimeout).ok());
+  EXPECT_TRUE(
+      MakeInProcessSender(registry, src.view())->Send(*d, {}, kTimeout).ok());
   EXPECT_TRUE(AllPoison(dst));
 }
 
@@ -173,10 +174,10 @@ TEST_F(InProcessValidationTest, OutOfRangeBlocksAreInvalidArgument) {
 }
 
 TEST_F(InProcessValidationTest, NonPositiveTimeoutIsDeadlineExceeded) {
-  EXPECT_EQ(sender_->Send(desc_, std::vector<BlockCopy>{{0, 0}},
-                          absl::ZeroDuration())
-                .code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(
+      sender_->Send(desc_, std::vector<BlockCopy>{{0, 0}}, absl::ZeroDuration())
+          .code(),
+      absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(AllPoison(dst_));
 }
 

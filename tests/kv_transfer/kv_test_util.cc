@@ -21,8 +21,8 @@ KvLayout TestLayout() {
 
 TestPool::TestPool(const KvLayout& layout, int32_t num_blocks)
     : layout_(layout), num_blocks_(num_blocks) {
-  const size_t bytes =
-      static_cast<size_t>(num_blocks) * static_cast<size_t>(layout.block_bytes());
+  const size_t bytes = static_cast<size_t>(num_blocks) *
+                       static_cast<size_t>(layout.block_bytes());
   layers_.assign(static_cast<size_t>(layout.num_layers),
                  std::vector<uint8_t>(bytes, kPoison));
 }
@@ -58,7 +58,8 @@ void TestPool::Fill(uint8_t byte) {
 
 const uint8_t* TestPool::block(int32_t layer, int32_t block) const {
   return layers_[static_cast<size_t>(layer)].data() +
-         static_cast<size_t>(block) * static_cast<size_t>(layout_.block_bytes());
+         static_cast<size_t>(block) *
+             static_cast<size_t>(layout_.block_bytes());
 }
 
 CopyPlan MakeCopyPlan(uint64_t seed, int32_t src_blocks, int32_t dst_blocks) {
@@ -84,8 +85,7 @@ CopyPlan MakeCopyPlan(uint64_t seed, int32_t src_blocks, int32_t dst_blocks) {
   }
   // Then a random subset, in random order, into random destinations; about a
   // third of each pool stays untouched.
-  const size_t extra =
-      std::min(src.size(), dst.size()) * 2 / 3;
+  const size_t extra = std::min(src.size(), dst.size()) * 2 / 3;
   for (size_t i = 0; i < extra; ++i) {
     const int32_t logical = static_cast<int32_t>(plan.dest_block_ids.size());
     plan.dest_block_ids.push_back(dst[i]);
@@ -103,8 +103,8 @@ CopyPlan MakeCopyPlan(uint64_t seed, int32_t src_blocks, int32_t dst_blocks) {
   const size_t bb = static_cast<size_t>(d.layout.block_bytes());
   std::vector<int32_t> source_of(static_cast<size_t>(d.num_blocks), -1);
   for (const BlockCopy& c : copies) {
-    source_of[static_cast<size_t>(block_ids[static_cast<size_t>(c.logical_block)])] =
-        c.src_block;
+    source_of[static_cast<size_t>(
+        block_ids[static_cast<size_t>(c.logical_block)])] = c.src_block;
   }
   const std::vector<uint8_t> poison(bb, kPoison);
   for (int32_t l = 0; l < d.layout.num_layers; ++l) {
@@ -190,8 +190,9 @@ absl::StatusOr<KvDescriptor> ParseDescriptor(absl::string_view bytes) {
     ok = ok && r.U64(v);
     f = static_cast<int32_t>(static_cast<int64_t>(v));
   }
-  d.layout = KvLayout{fields[0], fields[1], fields[2], fields[3],
-                      static_cast<DType>(fields[4]), fields[5], fields[6]};
+  d.layout = KvLayout{
+      fields[0], fields[1], fields[2], fields[3], static_cast<DType>(fields[4]),
+      fields[5], fields[6]};
   uint64_t n = 0;
   ok = ok && r.U64(n);
   for (uint64_t i = 0; ok && i < n; ++i) {

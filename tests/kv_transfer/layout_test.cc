@@ -13,8 +13,11 @@ using ::testing::HasSubstr;
 
 TEST(KvLayoutTest, BlockBytesMatchesDesignNumbers) {
   // DESIGN.md §3: Qwen3-4B, bf16, 16-token block per layer (K+V) = 64 KiB.
-  KvLayout layout{.num_layers = 36, .num_kv_heads = 8, .head_dim = 128,
-                  .block_size = 16, .dtype = DType::kBF16};
+  KvLayout layout{.num_layers = 36,
+                  .num_kv_heads = 8,
+                  .head_dim = 128,
+                  .block_size = 16,
+                  .dtype = DType::kBF16};
   EXPECT_EQ(layout.block_bytes(), 64 * 1024);
   // A TP=2 rank holds half of the heads.
   layout.tp_size = 2;
@@ -25,14 +28,21 @@ TEST(KvLayoutTest, BlockBytesMatchesDesignNumbers) {
 }
 
 TEST(KvLayoutTest, BlockBytesOfMalformedLayoutIsZero) {
-  KvLayout layout{.num_layers = 1, .num_kv_heads = 8, .head_dim = 4,
-                  .block_size = 4, .tp_size = 0};
+  KvLayout layout{.num_layers = 1,
+                  .num_kv_heads = 8,
+                  .head_dim = 4,
+                  .block_size = 4,
+                  .tp_size = 0};
   EXPECT_EQ(layout.block_bytes(), 0);
 }
 
 TEST(KvLayoutTest, StringNamesEveryField) {
-  KvLayout layout{.num_layers = 36, .num_kv_heads = 8, .head_dim = 128,
-                  .block_size = 16, .dtype = DType::kBF16, .tp_rank = 1,
+  KvLayout layout{.num_layers = 36,
+                  .num_kv_heads = 8,
+                  .head_dim = 128,
+                  .block_size = 16,
+                  .dtype = DType::kBF16,
+                  .tp_rank = 1,
                   .tp_size = 2};
   EXPECT_EQ(KvLayoutString(layout),
             "{layers=36 kv_heads=8 head_dim=128 block_size=16 dtype=bf16 "
@@ -40,8 +50,11 @@ TEST(KvLayoutTest, StringNamesEveryField) {
 }
 
 TEST(KvLayoutTest, CheckSameLayout) {
-  KvLayout a{.num_layers = 2, .num_kv_heads = 4, .head_dim = 8,
-             .block_size = 16, .dtype = DType::kBF16};
+  KvLayout a{.num_layers = 2,
+             .num_kv_heads = 4,
+             .head_dim = 8,
+             .block_size = 16,
+             .dtype = DType::kBF16};
   EXPECT_TRUE(CheckSameLayout(a, a).ok());
   KvLayout b = a;
   b.block_size = 32;

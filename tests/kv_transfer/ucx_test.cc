@@ -5,8 +5,6 @@
 // The second process is this test binary re-executed (fork + exec, never a
 // bare fork: UCX is not fork-safe once initialised) running the disabled
 // test UcxChild.DISABLED_Receiver, selected by DUET_KV_UCX_CHILD.
-#include "kv_transfer/ucx_transport.h"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +26,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kv_transfer/ucx_transport.h"
 #include "tests/kv_transfer/kv_test_util.h"
 
 extern char** environ;
@@ -36,11 +35,11 @@ namespace duet::kv_transfer {
 namespace {
 
 using ::testing::AllOf;
-using ::testing::AnyOf;
-using ::testing::HasSubstr;
 using testing::AllPoison;
+using ::testing::AnyOf;
 using testing::BlocksCopied;
 using testing::CopyPlan;
+using ::testing::HasSubstr;
 using testing::MakeCopyPlan;
 using testing::TestLayout;
 using testing::TestPool;
@@ -316,9 +315,9 @@ TEST_P(UcxTest, OneSenderTwoReceiversAndConcurrentSends) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 5; ++i) {
-        absl::Status s =
-            t % 2 == 0 ? (*sender)->Send(da, plan_a.copies, kSendTimeout)
-                       : (*sender)->Send(db, plan_b.copies, kSendTimeout);
+        absl::Status s = t % 2 == 0
+                             ? (*sender)->Send(da, plan_a.copies, kSendTimeout)
+                             : (*sender)->Send(db, plan_b.copies, kSendTimeout);
         EXPECT_TRUE(s.ok()) << s;
       }
     });
@@ -344,8 +343,8 @@ TEST_P(UcxTest, BadArgumentsAreInvalidArgumentAndMoveNothing) {
 
   KvDescriptor d = good;
   d.layout.num_kv_heads = 4;
-  absl::Status mismatch = (*sender)->Send(d, std::vector<BlockCopy>{{0, 0}},
-                                          kSendTimeout);
+  absl::Status mismatch =
+      (*sender)->Send(d, std::vector<BlockCopy>{{0, 0}}, kSendTimeout);
   EXPECT_EQ(mismatch.code(), kInvalid);
   EXPECT_THAT(std::string(mismatch.message()), HasSubstr("kv_heads=4"));
   EXPECT_EQ(code(good, {{kSrcBlocks, 0}}), kInvalid);  // source out of range
@@ -366,16 +365,15 @@ TEST_P(UcxTest, BadArgumentsAreInvalidArgumentAndMoveNothing) {
   d = good;
   d.transport = Transport::kInProcess;
   EXPECT_EQ(code(d, {{0, 0}}), kInvalid);
-  EXPECT_EQ((*receiver)->Describe(std::vector<int32_t>{kDstBlocks})
-                .status()
-                .code(),
-            kInvalid);
+  EXPECT_EQ(
+      (*receiver)->Describe(std::vector<int32_t>{kDstBlocks}).status().code(),
+      kInvalid);
   EXPECT_EQ((*receiver)->Describe(std::vector<int32_t>{3, 3}).status().code(),
             kInvalid);
   EXPECT_TRUE(AllPoison(dst));
   // The sender still works after all that.
-  EXPECT_TRUE((*sender)->Send(good, std::vector<BlockCopy>{{5, 1}},
-                              kSendTimeout).ok());
+  EXPECT_TRUE(
+      (*sender)->Send(good, std::vector<BlockCopy>{{5, 1}}, kSendTimeout).ok());
 }
 
 TEST_P(UcxTest, InvalidPoolsAreRejectedAtCreation) {
@@ -397,7 +395,8 @@ TEST_P(UcxTest, TwoProcesses) {
   ASSERT_NE(child, nullptr);
   ASSERT_GT(child->pid(), 0);
   absl::StatusOr<KvDescriptor> d = child->ReadDescriptor();
-  ASSERT_TRUE(d.ok()) << d.status() << " (child exit " << child->Wait(absl::Seconds(1)) << ")";
+  ASSERT_TRUE(d.ok()) << d.status() << " (child exit "
+                      << child->Wait(absl::Seconds(1)) << ")";
   TestPool src(TestLayout(), kSrcBlocks);
   src.FillRandom(/*seed=*/78);  // what the child expects
   auto sender = MakeUcxSender(src.view(), Options());

@@ -1,0 +1,276 @@
+// PrefillEngine + DecodeEngine wired through the in-process KV transport:
+// the whole disaggregated request path without gRPC or processes, so the
+// schedulers' bookkeeping can be checked precisely and fast.
+#include <thread>
+
+#include "decode_node/decode_engine.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kv_transfer/fault_injection.h"
+#include "kv_transfer/in_process.h"
+#include "model/engine.h"
+#include "prefill_node/prefill_engine.h"
+#include "tests/testing/test_model.h"
+
+namespace duet {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Pair {
+  kv_transfer::InProcessRegistry registry;
+  std::unique_ptr<prefill_node::PrefillEngine> prefill;
+  std::unique_ptr<decode_node::DecodeEngine> decode;
+};
+
+std::unique_ptr<Pair> MakePair(int32_t prefill_budget, int32_t decode_blocks,
+                               int32_t max_batch = 8,
+                               const std::string& fault = "") {
+  auto p = std::make_unique<Pair>();
+  decode_node::DecodeEngineOptions d;
+  d.num_blocks = decode_blocks;
+  d.max_batch_size = max_batch;
+  d.release_quarantine = absl::Milliseconds(200);
+  auto decode = decode_node::DecodeEngine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), d,
+      [&](const kv_transfer::KvPoolView& view) {
+        return kv_transfer::MakeInProcessReceiver(p->registry, "decode0", view);
+      });
+  EXPECT_TRUE(decode.ok()) << decode.status();
+  p->decode = std::move(*decode);
+  prefill_node::PrefillEngineOptions o;
+  o.max_num_batched_tokens = prefill_budget;
+  o.num_blocks = 128;
+  o.transfer_timeout = absl::Milliseconds(300);
+  auto plan = kv_transfer::ParseFaultPlan(fault);
+  EXPECT_TRUE(plan.ok());
+  auto prefill = prefill_node::PrefillEngine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), o,
+      [&](const kv_transfer::KvPoolView& view)
+          -> absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> {
+        return std::unique_ptr<kv_transfer::KvSender>(
+            kv_transfer::MakeFaultInjectingSender(
+                kv_transfer::MakeInProcessSender(p->registry, view), *plan));
+      });
+  EXPECT_TRUE(prefill.ok()) << prefill.status();
+  p->prefill = std::move(*prefill);
+  return p;
+}
+
+model::SamplingParams Greedy(int32_t max_tokens) {
+  model::SamplingParams s;
+  s.max_tokens = max_tokens;
+  s.ignore_eos = true;
+  return s;
+}
+
+// Reserve -> prefill -> decode for one request; returns all tokens.
+absl::StatusOr<std::vector<int32_t>> RunOne(Pair& p, uint64_t id,
+                                            const std::vector<int32_t>& prompt,
+                                            const model::SamplingParams& s) {
+  auto desc = p.decode->Reserve(id, static_cast<int32_t>(prompt.size()),
+                                s.max_tokens, p.prefill->layout(),
+                                absl::ZeroDuration());
+  if (!desc.ok()) return desc.status();
+  auto job = p.prefill->Submit(id, prompt, s, *desc,
+                               absl::Now() + absl::Seconds(30));
+  if (!job.ok()) return job.status();
+  auto result = (*job)->Wait(absl::Seconds(30));
+  if (!result.has_value()) return absl::DeadlineExceededError("prefill hung");
+  if (!result->ok()) {
+    p.decode->Release(id);
+    return result->status();
+  }
+  auto stream = p.decode->StartDecode(id, (*result)->first_token, s);
+  if (!stream.ok()) return stream.status();
+  std::vector<int32_t> tokens;
+  while (true) {
+    auto u = (*stream)->Next(absl::Seconds(10));
+    tokens.insert(tokens.end(), u.tokens.begin(), u.tokens.end());
+    if (u.done) {
+      if (!u.error.ok()) return u.error;
+      return tokens;
+    }
+  }
+}
+
+TEST(DisaggregatedEnginesTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
+  auto p = MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256);
+  auto engine = model::Engine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
+  ASSERT_TRUE(engine.ok());
+  constexpr int kN = 12;
+  std::vector<std::vector<int32_t>> prompts, want(kN);
+  std::vector<absl::StatusOr<std::vector<int32_t>>> got(
+      kN, absl::UnknownError(""));
+  for (int i = 0; i < kN; ++i) {
+    prompts.push_back(testing::LcgPrompt(3 + 17 * i, 100000));
+    auto r = (*engine)->Generate(prompts[i], Greedy(5 + i));
+    ASSERT_TRUE(r.ok());
+    want[i] = r->tokens;
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kN; ++i) {
+    threads.emplace_back([&, i] {
+      got[i] = RunOne(*p, 100 + i, prompts[i], Greedy(5 + i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status();
+    EXPECT_EQ(*got[i], want[i]) << "request " << i;
+  }
+  EXPECT_EQ(p->decode->Load().free_blocks, 256);
+  EXPECT_EQ(p->prefill->free_blocks(), 128);
+  EXPECT_EQ(p->prefill->queued_tokens(), 0);
+}
+
+TEST(DisaggregatedEnginesTest, FullPoolIsResourceExhaustedAndRunningIsIntact) {
+  auto p = MakePair(64, /*decode_blocks=*/4);
+  // 40 + 20 - 1 tokens need 4 blocks: the whole pool.
+  const auto prompt = testing::LcgPrompt(40, 1000);
+  auto first = p->decode->Reserve(1, 40, 20, p->prefill->layout(),
+                                  absl::ZeroDuration());
+  ASSERT_TRUE(first.ok());
+  auto second = p->decode->Reserve(2, 5, 5, p->prefill->layout(),
+                                   absl::ZeroDuration());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(), HasSubstr("KV cache full"));
+  // The first request still completes correctly.
+  ASSERT_TRUE(p->decode->Release(1));
+  // Released blocks are quarantined before they can be reserved again.
+  EXPECT_EQ(p->decode->Load().quarantined_blocks, 4);
+  EXPECT_EQ(p->decode->Reserve(4, 5, 5, p->prefill->layout(),
+                               absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  absl::SleepFor(absl::Milliseconds(400));
+  auto engine = model::Engine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
+  auto want = (*engine)->Generate(prompt, Greedy(20));
+  auto got = RunOne(*p, 3, prompt, Greedy(20));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, want->tokens);
+  EXPECT_EQ(p->decode->Load().free_blocks, 4);
+}
+
+TEST(DisaggregatedEnginesTest, AbandonedReservationExpires) {
+  auto p = MakePair(64, 16);
+  ASSERT_TRUE(p->decode
+                  ->Reserve(7, 10, 10, p->prefill->layout(),
+                            absl::Milliseconds(100))
+                  .ok());
+  EXPECT_LT(p->decode->Load().free_blocks, 16);
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(p->decode->Load().free_blocks, 16);
+  auto late = p->decode->StartDecode(7, 1, Greedy(4));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
+  auto p = MakePair(64, 16);
+  kv_transfer::KvLayout other = p->prefill->layout();
+  other.block_size = 32;
+  EXPECT_EQ(p->decode->Reserve(1, 4, 4, other, absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->decode->Reserve(1, 0, 4, p->prefill->layout(),
+                               absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->decode->Reserve(1, 4090, 100, p->prefill->layout(),
+                               absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  auto desc = p->decode->Reserve(1, 4, 4, p->prefill->layout(),
+                                 absl::ZeroDuration());
+  ASSERT_TRUE(desc.ok());
+  EXPECT_EQ(p->decode->Reserve(1, 4, 4, p->prefill->layout(),
+                               absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kAlreadyExists);
+  // Prefill side: out-of-vocabulary id, descriptor too small.
+  EXPECT_EQ(p->prefill
+                ->Submit(1, {1, 999999999}, Greedy(4), *desc,
+                         absl::Now() + absl::Seconds(5))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->prefill
+                ->Submit(1, testing::LcgPrompt(100, 1000), Greedy(4), *desc,
+                         absl::Now() + absl::Seconds(5))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->decode->StartDecode(99, 1, Greedy(4)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(p->decode->Release(1));
+  EXPECT_FALSE(p->decode->Release(1));
+}
+
+TEST(DisaggregatedEnginesTest, DroppedTransferFailsWithinTheTimeoutAndFrees) {
+  auto p = MakePair(64, 16, 8, "drop:every=1");
+  const absl::Time start = absl::Now();
+  auto got = RunOne(*p, 5, testing::LcgPrompt(20, 1000), Greedy(4));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(got.status().message(), HasSubstr("KV transfer"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(p->prefill->free_blocks(), 128);
+  absl::SleepFor(absl::Milliseconds(400));  // the quarantine
+  EXPECT_EQ(p->decode->Load().free_blocks, 16);
+}
+
+TEST(DisaggregatedEnginesTest, CancelledStreamFreesBlocksAtTheNextStep) {
+  auto p = MakePair(64, 64);
+  const auto prompt = testing::LcgPrompt(20, 1000);
+  auto desc = p->decode->Reserve(9, 20, 500, p->prefill->layout(),
+                                 absl::ZeroDuration());
+  ASSERT_TRUE(desc.ok());
+  auto job = p->prefill->Submit(9, prompt, Greedy(500), *desc,
+                                absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(job.ok());
+  auto first = (*job)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(first.has_value() && first->ok());
+  auto stream = p->decode->StartDecode(9, (*first)->first_token, Greedy(500));
+  ASSERT_TRUE(stream.ok());
+  (*stream)->Next(absl::Seconds(5));
+  (*stream)->Cancel();
+  decode_node::DecodeStream::Update u;
+  for (int i = 0; i < 1000 && !u.done; ++i) u = (*stream)->Next(absl::Seconds(1));
+  ASSERT_TRUE(u.done);
+  EXPECT_EQ(u.error.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(p->decode->Load().free_blocks, 64);
+}
+
+TEST(DisaggregatedEnginesTest, LongAndShortPromptsShareTheTokenBudget) {
+  // A 300-token prompt (5 passes of 64) submitted before a 5-token prompt:
+  // the short one waits its turn in the shared budget but is never starved,
+  // and the long one is not delayed behind later arrivals.
+  auto p = MakePair(/*prefill_budget=*/64, 128);
+  auto d1 = p->decode->Reserve(1, 300, 4, p->prefill->layout(),
+                               absl::ZeroDuration());
+  auto d2 = p->decode->Reserve(2, 5, 4, p->prefill->layout(),
+                               absl::ZeroDuration());
+  ASSERT_TRUE(d1.ok() && d2.ok());
+  auto long_job = p->prefill->Submit(1, testing::LcgPrompt(300, 1000),
+                                     Greedy(4), *d1,
+                                     absl::Now() + absl::Seconds(30));
+  auto short_job = p->prefill->Submit(2, testing::LcgPrompt(5, 1000),
+                                      Greedy(4), *d2,
+                                      absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(long_job.ok() && short_job.ok());
+  auto a = (*long_job)->Wait(absl::Seconds(30));
+  auto b = (*short_job)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(a.has_value() && a->ok() && b.has_value() && b->ok());
+  p->decode->Release(1);
+  p->decode->Release(2);
+  EXPECT_EQ(p->prefill->queued_tokens(), 0);
+}
+
+}  // namespace
+}  // namespace duet
