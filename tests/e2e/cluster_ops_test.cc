@@ -1,0 +1,143 @@
+// Operating the cluster: nodes that go silent leave rotation and come back,
+// requests queue for KV space instead of failing, and duet-bench produces a
+// sane report against real processes.
+#include <grpcpp/grpcpp.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/local_cluster.h"
+#include "tests/testing/test_model.h"
+
+namespace duet::testing {
+namespace {
+
+int CountDecode(v1::Duet::Stub& stub) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  v1::HealthResponse h;
+  if (!stub.Health(&ctx, v1::HealthRequest(), &h).ok()) return -1;
+  return static_cast<int>(h.num_decode_nodes());
+}
+
+bool WaitDecodeCount(v1::Duet::Stub& stub, int want, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (CountDecode(stub) == want) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return false;
+}
+
+grpc::Status RunRequest(v1::Duet::Stub& stub, int prompt_len, int max_tokens,
+                        absl::Duration timeout, size_t* tokens = nullptr) {
+  v1::GenerateRequest req;
+  for (int32_t id : LcgPrompt(prompt_len, 1000)) req.add_prompt_token_ids(id);
+  req.mutable_sampling()->set_max_tokens(max_tokens);
+  req.mutable_sampling()->set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  size_t n = 0;
+  while (reader->Read(&msg)) n += msg.chunk().token_ids_size();
+  if (tokens != nullptr) *tokens = n;
+  return reader->Finish();
+}
+
+TEST(ClusterOpsTest, SilentNodeLeavesRotationAndReRegistersWhenBack) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.num_decode = 2;
+  auto cluster = LocalCluster::Start(o);  // node timeout 1 s
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  v1::Duet::Stub& stub = (*cluster)->client();
+  (*cluster)->decode(0).Kill(SIGSTOP);
+  ASSERT_TRUE(WaitDecodeCount(stub, 1, absl::Seconds(5)));
+  // Requests keep being served by the live node meanwhile.
+  size_t n = 0;
+  const grpc::Status s = RunRequest(stub, 10, 5, absl::Seconds(30), &n);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(n, 5u);
+  (*cluster)->decode(0).Kill(SIGCONT);
+  EXPECT_TRUE(WaitDecodeCount(stub, 2, absl::Seconds(5)));
+}
+
+TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  // 8 blocks = 128 tokens of decode KV: each request below needs 5 blocks,
+  // so only one fits at a time and the others wait at the router.
+  o.decode_args = {"--num-kv-blocks", "8"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  v1::Duet::Stub& stub = (*cluster)->client();
+  std::vector<grpc::Status> results(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = RunRequest(stub, 40, 40, absl::Seconds(60));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const grpc::Status& s : results) {
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  // A request that can never fit (needs 9 blocks) but is within the model
+  // context waits until its deadline, then gets RESOURCE_EXHAUSTED.
+  const absl::Time start = absl::Now();
+  const grpc::Status big =
+      RunRequest(stub, 100, 40, absl::Milliseconds(700));
+  EXPECT_TRUE(big.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+              big.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+      << big.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+TEST(ClusterOpsTest, BenchReportsSaneNumbers) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.num_prefill = 2;
+  o.num_decode = 2;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const std::string json_path = (*cluster)->log_dir() + "/bench.json";
+  const std::string cmd = absl::StrCat(
+      DUET_BENCH_BIN, " --router ", (*cluster)->router_address(),
+      " --num-requests 48 --concurrency 16 --input-len 8 --input-len-max 120",
+      " --output-len 4 --output-len-max 24 --vocab-limit 100000 --seed 3",
+      " --json-out ", json_path, " 2>&1");
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << out;
+  std::ifstream in(json_path);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["completed"].get<int>(), 48) << out;
+  EXPECT_EQ(j["failed"].get<int>(), 0) << out;
+  EXPECT_EQ(j["output_len_mismatches"].get<int>(), 0);
+  EXPECT_GT(j["request_throughput_rps"].get<double>(), 0);
+  EXPECT_GT(j["output_throughput_tok_s"].get<double>(), 0);
+  for (const char* q : {"p50", "p90", "p99"}) {
+    EXPECT_GT(j["ttft_ms"][q].get<double>(), 0) << q;
+    EXPECT_LE(j["ttft_ms"][q].get<double>(), j["e2e_latency_ms"][q].get<double>() + 1e-9)
+        << q;
+    EXPECT_GE(j["tpot_ms"][q].get<double>(), 0) << q;
+  }
+  EXPECT_LE(j["ttft_ms"]["p50"].get<double>(), j["ttft_ms"]["p99"].get<double>());
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+}  // namespace
+}  // namespace duet::testing
