@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -229,6 +230,32 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return ss.str();
 }
 
+absl::Status MergeGenerationConfig(absl::string_view json_text,
+                                   ModelConfig& config) {
+  const Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(
+        "generation_config.json is not a valid JSON object");
+  }
+  auto ids = GetIdList(j, "eos_token_id");
+  if (!ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "generation_config.json: ", ids.status().message()));
+  }
+  for (int32_t id : *ids) {
+    if (id >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "generation_config.json: eos_token_id ", id,
+          " is outside the vocabulary"));
+    }
+    if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(),
+                  id) == config.eos_token_ids.end()) {
+      config.eos_token_ids.push_back(id);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   DUET_ASSIGN_OR_RETURN(std::string text,
                         ReadFileToString(dir + "/config.json"));
@@ -236,6 +263,16 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat(dir, "/", config.status().message()));
+  }
+  // Hugging Face generation stops on generation_config.json's EOS ids too
+  // (Qwen3 lists both <|im_end|> and <|endoftext|> there).
+  auto gen = ReadFileToString(dir + "/generation_config.json");
+  if (gen.ok()) {
+    absl::Status merged = MergeGenerationConfig(*gen, *config);
+    if (!merged.ok()) {
+      return absl::Status(merged.code(),
+                          absl::StrCat(dir, "/", merged.message()));
+    }
   }
   return config;
 }

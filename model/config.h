@@ -53,7 +53,11 @@ struct ModelConfig {
 // Parses and validates config.json text. Errors are InvalidArgument naming the
 // field and what is wrong (missing, wrong type, out of range, unsupported).
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text);
-// Reads `<dir>/config.json`.
+// Adds generation_config.json's eos_token_id (int or list) to
+// config.eos_token_ids. InvalidArgument for malformed JSON or ids.
+absl::Status MergeGenerationConfig(absl::string_view json_text,
+                                   ModelConfig& config);
+// Reads `<dir>/config.json`, and `<dir>/generation_config.json` when present.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);
 
 // RoPE inverse frequencies [head_dim / 2] as Hugging Face computes them

@@ -116,6 +116,18 @@ TEST(ConfigTest, LoadModelConfigNamesMissingFile) {
   EXPECT_THAT(s.message(), HasSubstr("/nonexistent/dir/config.json"));
 }
 
+TEST(ConfigTest, GenerationConfigAddsEosIds) {
+  auto c = ParseModelConfig(Qwen3Json().dump());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(
+      MergeGenerationConfig(R"({"eos_token_id": [151645, 151643]})", *c).ok());
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{151645, 151643}));
+  EXPECT_EQ(MergeGenerationConfig(R"({"eos_token_id": 999999999})", *c).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MergeGenerationConfig("nope", *c).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ConfigTest, RopeInvFreqDefault) {
   ModelConfig c;
   c.head_dim = 128;
