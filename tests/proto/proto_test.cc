@@ -101,6 +101,7 @@ SamplingParams MakeSamplingParams() {
   p.add_stop_token_ids(151643);
   p.add_stop_token_ids(151645);
   p.set_ignore_eos(true);
+  p.add_stop("\n\nUser:");
   return p;
 }
 
@@ -143,6 +144,7 @@ GenerationFinished MakeFinished() {
   f.mutable_usage()->set_completion_tokens(256);
   *f.mutable_timings() = MakeTimings();
   f.set_error_message("decode node lost");
+  f.set_matched_stop("\n\nUser:");
   return f;
 }
 
@@ -172,6 +174,8 @@ GenerateRequest MakeGenerateRequest() {
   r.set_request_id("client-req-42");
   for (int32_t t : {151644, 872, 198, 9707, 0, -1}) r.add_prompt_token_ids(t);
   *r.mutable_sampling() = MakeSamplingParams();
+  r.set_prompt("Hello, 世界");
+  r.set_return_text(true);
   return r;
 }
 
@@ -197,6 +201,7 @@ TEST(ProtoRoundTrip, GenerateResponseBothEvents) {
   GenerateResponse chunk;
   chunk.set_request_id("client-req-42");
   for (int32_t t : {11, 12, 13}) chunk.mutable_chunk()->add_token_ids(t);
+  chunk.mutable_chunk()->set_text(" wor");
   ExpectRoundTrip(chunk);
 
   GenerateResponse finished;
@@ -232,6 +237,7 @@ TEST(ProtoRoundTrip, NodeMessages) {
 
   DecodeResponse decode_chunk;
   decode_chunk.mutable_chunk()->add_token_ids(5);
+  decode_chunk.mutable_chunk()->set_text("x");
   ExpectRoundTrip(decode_chunk);
   DecodeResponse decode_done;
   *decode_done.mutable_finished() = MakeFinished();
