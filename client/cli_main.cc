@@ -27,6 +27,11 @@ ABSL_FLAG(std::string, router, "", "router address, host:port (required)");
 ABSL_FLAG(int64_t, timeout_ms, 60000, "deadline of the RPC in ms (> 0)");
 ABSL_FLAG(std::string, prompt_ids, "",
           "generate: comma-separated prompt token ids (required)");
+ABSL_FLAG(std::string, prompt, "",
+          "generate: prompt text (the router must run with --tokenizer); "
+          "streams text instead of token ids");
+ABSL_FLAG(std::string, stop, "",
+          "generate: a stop string, matched on the decoded text");
 ABSL_FLAG(int32_t, max_tokens, 16, "generate: tokens to generate (> 0)");
 ABSL_FLAG(float, temperature, 0.0f, "generate: softmax temperature, 0 = greedy");
 ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens, 0 = off");
@@ -86,7 +91,12 @@ int Generate() {
 
   auto prompt = ParseIdList(absl::GetFlag(FLAGS_prompt_ids), "prompt-ids");
   if (!prompt.ok()) return UsageError(std::string(prompt.status().message()));
-  if (prompt->empty()) return UsageError("--prompt-ids is required");
+  const std::string prompt_text = absl::GetFlag(FLAGS_prompt);
+  if (prompt->empty() == prompt_text.empty()) {
+    return UsageError("exactly one of --prompt-ids and --prompt is required");
+  }
+  const bool text_mode =
+      !prompt_text.empty() || !absl::GetFlag(FLAGS_stop).empty();
   auto stops = ParseIdList(absl::GetFlag(FLAGS_stop_token_ids), "stop-token-ids");
   if (!stops.ok()) return UsageError(std::string(stops.status().message()));
   // Sampling values are the router's to validate (INVALID_ARGUMENT, exit 1),
@@ -95,6 +105,8 @@ int Generate() {
   v1::GenerateRequest request;
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   request.mutable_prompt_token_ids()->Add(prompt->begin(), prompt->end());
+  request.set_prompt(prompt_text);
+  request.set_return_text(text_mode);
   v1::SamplingParams* sampling = request.mutable_sampling();
   sampling->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
   sampling->set_temperature(absl::GetFlag(FLAGS_temperature));
@@ -103,11 +115,19 @@ int Generate() {
   if (const auto seed = absl::GetFlag(FLAGS_seed)) sampling->set_seed(*seed);
   sampling->mutable_stop_token_ids()->Add(stops->begin(), stops->end());
   sampling->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  if (!absl::GetFlag(FLAGS_stop).empty()) {
+    sampling->add_stop(absl::GetFlag(FLAGS_stop));
+  }
 
   GenerateOptions options;
   options.timeout = timeout;
   const GenerateResult result =
-      client->Generate(request, options, [](const ChunkEvent& event) {
+      client->Generate(request, options, [&](const ChunkEvent& event) {
+        if (text_mode) {
+          std::fwrite(event.text.data(), 1, event.text.size(), stdout);
+          std::fflush(stdout);
+          return true;
+        }
         for (size_t i = 0; i < event.token_ids.size(); ++i) {
           std::printf(event.tokens_before + i == 0 ? "%d" : " %d",
                       event.token_ids[i]);
@@ -116,7 +136,7 @@ int Generate() {
         std::fflush(stdout);
         return true;
       });
-  if (!result.tokens.empty()) std::printf("\n");
+  if (!result.tokens.empty() || !result.text.empty()) std::printf("\n");
   std::fflush(stdout);
   if (!result.status.ok()) return RpcError("generate", result.status);
 

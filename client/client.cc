@@ -109,14 +109,31 @@ GenerateResult DuetClient::Generate(const v1::GenerateRequest& request,
       result.finish_reason = f.finish_reason();
       result.usage = f.usage();
       result.server_timings = f.timings();
+      result.matched_stop = f.matched_stop();
       if (f.finish_reason() == v1::FINISH_REASON_ERROR) {
         result.status = absl::InternalError(
             absl::StrCat("server reported an error: ", f.error_message()));
       }
       continue;
     }
-    if (!response.has_chunk() || response.chunk().token_ids().empty()) continue;
+    if (!response.has_chunk()) continue;
     const auto& ids = response.chunk().token_ids();
+    const std::string& text = response.chunk().text();
+    result.text += text;
+    if (ids.empty()) {
+      // A text-only chunk (the detokenizer's held-back tail at the end):
+      // no token timing, but the caller still sees the text.
+      if (keep_calling && !text.empty()) {
+        ChunkEvent event;
+        event.text = text;
+        event.tokens_before = result.tokens.size();
+        event.arrival = now;
+        event.ms_since_start = MsBetween(result.start, now);
+        keep_calling = on_chunk(event);
+        if (!keep_calling) context.TryCancel();
+      }
+      continue;
+    }
     if (result.num_chunks == 0) {
       result.ttft_ms = MsBetween(result.start, now);
     } else {
@@ -129,6 +146,7 @@ GenerateResult DuetClient::Generate(const v1::GenerateRequest& request,
     if (keep_calling) {
       ChunkEvent event;
       event.token_ids = absl::MakeConstSpan(ids.data(), ids.size());
+      event.text = text;
       event.tokens_before = before;
       event.arrival = now;
       event.ms_since_start = MsBetween(result.start, now);

@@ -50,8 +50,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 
 // One token-carrying message of a Generate stream, as the callback sees it.
 struct ChunkEvent {
-  // Tokens of this message (valid only during the callback).
+  // Tokens of this message (valid only during the callback); empty for the
+  // text-only tail chunk a router with a tokenizer may send at the end.
   absl::Span<const int32_t> token_ids;
+  // Text decoded from these tokens (router with a tokenizer and a text
+  // request only); valid only during the callback.
+  absl::string_view text;
   // Tokens received before this message.
   size_t tokens_before = 0;
   // When the message was read (steady_clock, taken right after the read
@@ -86,6 +90,10 @@ struct GenerateResult {
   std::string request_id;
   // Every generated token, in order (also on failure: what arrived).
   std::vector<int32_t> tokens;
+  // Concatenated text deltas (text requests only).
+  std::string text;
+  // The stop string that ended generation (FINISH_REASON_STOP_STRING).
+  std::string matched_stop;
   // From GenerationFinished; all unset/zero when it never arrived.
   bool got_finished = false;
   v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;

@@ -13,6 +13,9 @@
 #include "common/logging.h"
 #include "router/node_registry.h"
 #include "router/router_service.h"
+#include "tokenizer/tokenizer.h"
+
+#include <filesystem>
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port for clients and nodes (port 0 picks a free port)");
@@ -24,6 +27,9 @@ ABSL_FLAG(int32_t, request_timeout_ms, 300000,
           "deadline of a request whose client sets none");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
+ABSL_FLAG(std::string, tokenizer, "",
+          "Hugging Face tokenizer.json (or a model directory holding one): "
+          "enables text prompts, streamed text and stop strings");
 
 namespace {
 
@@ -77,7 +83,19 @@ int main(int argc, char** argv) {
   duet::router::RouterOptions options;
   options.default_request_timeout = absl::Milliseconds(request_timeout);
   options.control_rpc_timeout = absl::Milliseconds(control_timeout);
-  duet::router::RouterService service(&registry, options);
+  std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
+  std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  if (!tokenizer_path.empty()) {
+    if (std::filesystem::is_directory(tokenizer_path)) {
+      tokenizer_path += "/tokenizer.json";
+    }
+    auto loaded = duet::tokenizer::Tokenizer::FromFile(tokenizer_path);
+    if (!loaded.ok()) {
+      return Usage("--tokenizer: " + std::string(loaded.status().message()));
+    }
+    tokenizer = std::move(*loaded);
+  }
+  duet::router::RouterService service(&registry, options, tokenizer.get());
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -91,10 +109,15 @@ int main(int argc, char** argv) {
   }
   const std::string bound = listen.substr(0, listen.rfind(':')) + ":" +
                             std::to_string(port);
+  const std::string text_mode =
+      tokenizer == nullptr
+          ? std::string("token ids only (no --tokenizer)")
+          : "text via " + tokenizer_path + " (vocab " +
+                std::to_string(tokenizer->vocab_size()) + ")";
   std::printf(
       "duet-router serving duet.v1.Duet and duet.v1.Registry on %s "
-      "(heartbeat %d ms, node timeout %d ms)\n",
-      bound.c_str(), heartbeat, node_timeout);
+      "(heartbeat %d ms, node timeout %d ms; %s)\n",
+      bound.c_str(), heartbeat, node_timeout, text_mode.c_str());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&signals, &sig);

@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "router/text_stream.h"
 
 namespace duet::router {
 namespace {
@@ -77,22 +78,52 @@ void CancellationWatcher::Scope::SetCurrent(grpc::ClientContext* ctx) {
 // --- RouterService ----------------------------------------------------------
 
 RouterService::RouterService(NodeRegistry* registry,
-                             const RouterOptions& options)
+                             const RouterOptions& options,
+                             const tokenizer::Tokenizer* tokenizer)
     : registry_(registry),
       options_(options),
+      tokenizer_(tokenizer),
       // Ids unique across router restarts (nodes may still hold old ones).
       next_request_id_(static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()))
                        << 8) {}
 
-grpc::Status RouterService::Validate(const v1::GenerateRequest& req) {
+grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
+                                     std::vector<int32_t>* prompt) {
   const v1::SamplingParams& s = req.sampling();
   auto invalid = [](const std::string& msg) {
     return Error(grpc::StatusCode::INVALID_ARGUMENT, msg);
   };
-  if (req.prompt_token_ids().empty()) {
-    return invalid("prompt_token_ids must hold at least one token");
+  const bool needs_tokenizer =
+      !req.prompt().empty() || req.return_text() || s.stop_size() > 0;
+  if (needs_tokenizer && tokenizer_ == nullptr) {
+    return invalid(
+        "text prompts, return_text and stop strings need a tokenizer: start "
+        "duet-router with --tokenizer PATH/tokenizer.json");
   }
-  for (int32_t id : req.prompt_token_ids()) {
+  if (!req.prompt().empty() && !req.prompt_token_ids().empty()) {
+    return invalid("set either prompt or prompt_token_ids, not both");
+  }
+  if (!req.prompt().empty()) {
+    // add_special_tokens as Hugging Face does by default (Llama-3: BOS).
+    auto ids = tokenizer_->Encode(req.prompt(), /*add_special_tokens=*/true);
+    if (!ids.ok()) {
+      return invalid(absl::StrCat("cannot tokenize prompt: ",
+                                  ids.status().message()));
+    }
+    *prompt = std::move(*ids);
+  } else {
+    prompt->assign(req.prompt_token_ids().begin(),
+                   req.prompt_token_ids().end());
+  }
+  if (prompt->empty()) {
+    return invalid(req.prompt().empty()
+                       ? "prompt_token_ids must hold at least one token"
+                       : "prompt tokenizes to no tokens");
+  }
+  for (const std::string& stop : s.stop()) {
+    if (stop.empty()) return invalid("sampling.stop strings must not be empty");
+  }
+  for (int32_t id : *prompt) {
     if (id < 0) {
       return invalid(absl::StrCat("prompt token id ", id, " is negative"));
     }
@@ -119,11 +150,10 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req) {
     if (id < 0) return invalid("sampling.stop_token_ids must be >= 0");
   }
   const int32_t max_len = registry_->MaxModelLen();
-  const int64_t total =
-      int64_t{req.prompt_token_ids_size()} + s.max_tokens();
+  const int64_t total = static_cast<int64_t>(prompt->size()) + s.max_tokens();
   if (max_len > 0 && total > max_len) {
     return invalid(absl::StrCat(
-        "prompt (", req.prompt_token_ids_size(), " tokens) + max_tokens (",
+        "prompt (", prompt->size(), " tokens) + max_tokens (",
         s.max_tokens(), ") exceeds the model context of ", max_len,
         " tokens"));
   }
@@ -131,6 +161,7 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req) {
 }
 
 grpc::Status RouterService::ReserveDecode(uint64_t id,
+                                          int32_t num_prompt_tokens,
                                           const v1::GenerateRequest& req,
                                           absl::Time deadline,
                                           CancellationWatcher::Scope& scope,
@@ -151,7 +182,7 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
       }
       v1::ReserveRequest r;
       r.set_request_id(id);
-      r.set_num_prompt_tokens(req.prompt_token_ids_size());
+      r.set_num_prompt_tokens(num_prompt_tokens);
       r.set_max_new_tokens(req.sampling().max_tokens());
       // The layout the prefill node will write with; the decode node checks
       // it against its own.
@@ -202,7 +233,7 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
 }
 
 grpc::Status RouterService::RunPrefill(uint64_t id,
-                                       const v1::GenerateRequest& req,
+                                       const std::vector<int32_t>& prompt,
                                        const v1::SamplingParams& sampling,
                                        const Reservation& reservation,
                                        absl::Time deadline,
@@ -213,14 +244,14 @@ grpc::Status RouterService::RunPrefill(uint64_t id,
   for (const NodeRef& node : registry_->PrefillCandidates()) {
     v1::PrefillRequest p;
     p.set_request_id(id);
-    *p.mutable_prompt_token_ids() = req.prompt_token_ids();
+    p.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
     *p.mutable_sampling() = sampling;
     *p.mutable_destination() = reservation.kv;
     p.set_deadline_ms(MsUntil(deadline));
     grpc::ClientContext ctx;
     SetDeadline(ctx, deadline);
     scope.SetCurrent(&ctx);
-    registry_->AddPrefillTokens(node.id, req.prompt_token_ids_size());
+    registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()));
     const grpc::Status s = node.stub->Prefill(&ctx, p, out);
     scope.SetCurrent(nullptr);
     if (s.ok()) return s;
@@ -269,26 +300,43 @@ grpc::Status RouterService::GenerateImpl(
     grpc::ServerContext* ctx, const v1::GenerateRequest* req,
     grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const absl::Time start = absl::Now();
-  if (grpc::Status s = Validate(*req); !s.ok()) return s;
+  std::vector<int32_t> prompt;
+  if (grpc::Status s = Validate(*req, &prompt); !s.ok()) return s;
+  std::optional<TextStream> text;
+  if (tokenizer_ != nullptr &&
+      (!req->prompt().empty() || req->return_text() ||
+       req->sampling().stop_size() > 0)) {
+    auto stream = TextStream::Create(
+        tokenizer_, std::vector<std::string>(req->sampling().stop().begin(),
+                                             req->sampling().stop().end()));
+    if (!stream.ok()) {
+      return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                   std::string(stream.status().message()));
+    }
+    text.emplace(std::move(*stream));
+  }
   const absl::Time deadline =
       std::min(absl::FromChrono(ctx->deadline()),
                start + options_.default_request_timeout);
   const uint64_t id = next_request_id_.fetch_add(1);
   CancellationWatcher::Scope scope(&watcher_, ctx);
   v1::SamplingParams sampling = req->sampling();
+  sampling.clear_stop();  // stop strings are the router's job
   if (!sampling.has_seed()) {
     // Chosen once here so prefill (token 1) and decode agree on it.
     sampling.set_seed(absl::Uniform<uint64_t>(absl::BitGen()));
   }
 
   Reservation reservation;
-  if (grpc::Status s = ReserveDecode(id, *req, deadline, scope, &reservation);
+  if (grpc::Status s =
+          ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
+                        deadline, scope, &reservation);
       !s.ok()) {
     return s;
   }
   const absl::Time prefill_start = absl::Now();
   v1::PrefillResponse prefill;
-  if (grpc::Status s = RunPrefill(id, *req, sampling, reservation, deadline,
+  if (grpc::Status s = RunPrefill(id, prompt, sampling, reservation, deadline,
                                   scope, &prefill);
       !s.ok()) {
     ReleaseDecode(id, reservation,
@@ -308,45 +356,80 @@ grpc::Status RouterService::GenerateImpl(
   std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>> reader =
       reservation.node.stub->Decode(&dctx, d);
   v1::DecodeResponse msg;
-  bool first = true;
   bool client_gone = false;
-  double ttft_ms = 0;
+  bool stopped_by_string = false;
+  std::string matched_stop;
+  double ttft_ms = -1;
   int32_t completion_tokens = 0;
-  while (reader->Read(&msg)) {
+  v1::Timings timings;
+  auto finish = [&](v1::GenerationFinished fin, const std::string& tail) {
     v1::GenerateResponse out;
     out.set_request_id(req->request_id());
-    if (msg.has_chunk()) {
-      if (first) {
-        ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
-        first = false;
-      }
-      completion_tokens += msg.chunk().token_ids_size();
-      *out.mutable_chunk() = std::move(*msg.mutable_chunk());
-    } else if (msg.has_finished()) {
-      v1::GenerationFinished* fin = out.mutable_finished();
-      *fin = std::move(*msg.mutable_finished());
-      fin->mutable_usage()->set_prompt_tokens(req->prompt_token_ids_size());
-      fin->mutable_usage()->set_completion_tokens(completion_tokens);
-      v1::Timings* t = fin->mutable_timings();
-      t->set_queue_ms(
-          absl::ToDoubleMilliseconds(prefill_start - start) +
-          prefill.timings().queue_ms());
-      t->set_prefill_ms(prefill.timings().prefill_ms());
-      t->set_transfer_ms(prefill.timings().transfer_ms());
-      t->set_ttft_ms(ttft_ms);
-    } else {
-      continue;
+    if (!tail.empty()) {
+      out.mutable_chunk()->set_text(tail);
+      if (!writer->Write(out)) return false;
+      out.clear_chunk();
     }
-    if (!writer->Write(out)) {
-      client_gone = true;
-      dctx.TryCancel();
-      break;
+    fin.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(prompt.size()));
+    fin.mutable_usage()->set_completion_tokens(completion_tokens);
+    v1::Timings* t = fin.mutable_timings();
+    t->set_queue_ms(absl::ToDoubleMilliseconds(prefill_start - start) +
+                    prefill.timings().queue_ms());
+    t->set_prefill_ms(prefill.timings().prefill_ms());
+    t->set_transfer_ms(prefill.timings().transfer_ms());
+    t->set_ttft_ms(std::max(ttft_ms, 0.0));
+    *out.mutable_finished() = std::move(fin);
+    return writer->Write(out);
+  };
+  while (!stopped_by_string && reader->Read(&msg)) {
+    if (msg.has_chunk()) {
+      if (ttft_ms < 0) ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+      v1::GenerateResponse out;
+      out.set_request_id(req->request_id());
+      const auto& ids = msg.chunk().token_ids();
+      size_t keep = static_cast<size_t>(ids.size());
+      if (text.has_value()) {
+        auto delta = text->Add(std::span<const int32_t>(ids.data(), ids.size()));
+        if (!delta.ok()) {
+          dctx.TryCancel();
+          (void)reader->Finish();
+          return Error(grpc::StatusCode::INTERNAL,
+                       absl::StrCat("detokenizing the output: ",
+                                    delta.status().message()));
+        }
+        keep = delta->tokens_consumed;
+        out.mutable_chunk()->set_text(std::move(delta->text));
+        if (delta->stopped) {
+          stopped_by_string = true;
+          matched_stop = delta->matched_stop;
+        }
+      }
+      out.mutable_chunk()->mutable_token_ids()->Add(ids.begin(),
+                                                    ids.begin() + keep);
+      completion_tokens += static_cast<int32_t>(keep);
+      if (!writer->Write(out)) {
+        client_gone = true;
+        break;
+      }
+    } else if (msg.has_finished()) {
+      v1::GenerationFinished fin = std::move(*msg.mutable_finished());
+      const std::string tail = text.has_value() ? text->Finish() : "";
+      if (!finish(std::move(fin), tail)) client_gone = true;
     }
   }
+  if (stopped_by_string || client_gone) dctx.TryCancel();
   const grpc::Status s = reader->Finish();
   scope.SetCurrent(nullptr);
   if (client_gone || scope.cancelled()) {
     return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+  }
+  if (stopped_by_string) {
+    // The decode node saw its stream cancelled and freed the request.
+    v1::GenerationFinished fin;
+    fin.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
+    fin.set_matched_stop(matched_stop);
+    finish(std::move(fin), "");
+    return grpc::Status::OK;
   }
   if (!s.ok()) {
     return Error(s.error_code(),

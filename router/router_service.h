@@ -17,6 +17,7 @@
 #include "duet/v1/client.grpc.pb.h"
 #include "duet/v1/registry.grpc.pb.h"
 #include "router/node_registry.h"
+#include "tokenizer/tokenizer.h"
 
 namespace duet::router {
 
@@ -69,7 +70,10 @@ class CancellationWatcher {
 class RouterService final : public v1::Duet::Service,
                             public v1::Registry::Service {
  public:
-  RouterService(NodeRegistry* registry, const RouterOptions& options);
+  // `tokenizer` (may be null) enables text prompts, text deltas and stop
+  // strings.
+  RouterService(NodeRegistry* registry, const RouterOptions& options,
+                const tokenizer::Tokenizer* tokenizer = nullptr);
 
   // duet.v1.Duet
   grpc::Status Generate(grpc::ServerContext* ctx,
@@ -97,12 +101,15 @@ class RouterService final : public v1::Duet::Service,
   grpc::Status GenerateImpl(grpc::ServerContext* ctx,
                             const v1::GenerateRequest* req,
                             grpc::ServerWriter<v1::GenerateResponse>* writer);
-  grpc::Status Validate(const v1::GenerateRequest& req);
-  grpc::Status ReserveDecode(uint64_t id, const v1::GenerateRequest& req,
+  // Checks the request and resolves its prompt (tokenizing text prompts).
+  grpc::Status Validate(const v1::GenerateRequest& req,
+                        std::vector<int32_t>* prompt);
+  grpc::Status ReserveDecode(uint64_t id, int32_t num_prompt_tokens,
+                             const v1::GenerateRequest& req,
                              absl::Time deadline,
                              CancellationWatcher::Scope& scope,
                              Reservation* out);
-  grpc::Status RunPrefill(uint64_t id, const v1::GenerateRequest& req,
+  grpc::Status RunPrefill(uint64_t id, const std::vector<int32_t>& prompt,
                           const v1::SamplingParams& sampling,
                           const Reservation& reservation, absl::Time deadline,
                           CancellationWatcher::Scope& scope,
@@ -112,6 +119,7 @@ class RouterService final : public v1::Duet::Service,
 
   NodeRegistry* registry_;
   const RouterOptions options_;
+  const tokenizer::Tokenizer* tokenizer_;
   CancellationWatcher watcher_;
   std::atomic<uint64_t> next_request_id_;
 };

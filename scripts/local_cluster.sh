@@ -4,7 +4,8 @@
 #   scripts/local_cluster.sh --model DIR [--prefill N] [--decode M]
 #                            [--port 50051] [--log-dir DIR]
 # Prints "cluster ready: router at 127.0.0.1:PORT" once every node has
-# registered. Extra node flags: PREFILL_ARGS / DECODE_ARGS env variables.
+# registered. Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
+# variables (e.g. ROUTER_ARGS="--tokenizer assets/qwen3").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
@@ -46,7 +47,8 @@ trap 'stop; exit 130' INT
 trap 'stop; exit 143' TERM
 trap stop EXIT
 
-"$BIN/router/duet-router" --listen "$ROUTER" >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
+# shellcheck disable=SC2086
+"$BIN/router/duet-router" --listen "$ROUTER" ${ROUTER_ARGS:-} >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
 PIDS+=($!)
 for i in $(seq 0 $((PREFILL - 1))); do
   # shellcheck disable=SC2086

@@ -26,7 +26,7 @@ the golden file so the C++ test can rebuild the same tokenizer:
 With --bench-text, also times the reference encode of that file, single
 threaded (RAYON_NUM_THREADS=1, no encode_batch), and prints tokens/s, MB/s and
 an FNV-1a hash of the ids, to compare with duet-tokenizer-bench on the same
-file.
+file (--bench-per-line: one encode call per line, like the bench's --per_line).
 
 Usage (needs `tokenizers`; it is on the GPU machine):
   python3 scripts/make_tokenizer_golden.py \
@@ -368,6 +368,39 @@ FLAGS_EXTRA_CORPUS = [
 ]
 
 
+def build_fuzz_corpus(n, seed):
+    """Random strings built from the characters that steer pre-tokenization:
+    letters of several scripts and cases, digits of several kinds, marks,
+    every kind of whitespace, punctuation, symbols, emoji parts, apostrophes,
+    and pieces of special tokens."""
+    rng = random.Random(seed)
+    pools = [
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "éüßøÅÉÑçİıſKΣσςλЖжאبअ한글漢字かなカナ",
+        "0123456789٠١٢٣۴۵०१２３²³½Ⅻ①",
+        "\u0300\u0301\u0308\u0323\u093c\u05b7\u20dd\u3099\ufe0f\u200d",
+        " \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u2007\u200a\u2028\u2029\u202f\u205f\u3000\u200b\x1c",
+        ".,;:!?-_()[]{}<>|/\\@#$%^&*+=~`\"\u2019\u201c\u2014\u3002\uff01",
+        "'",
+        "😀👍🏽👨👩👧🇯🇵❤✨🤖🏳",
+    ]
+    words = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>",
+             "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|", "|>",
+             "'s", "'S", "'ll", "'LL", "'re", "'Ve", "'d", "'M", "'t", "http://x.y/z",
+             "e\u0301", "\r\n", "  ", "\n\n", "1234567", "the", " the", "Hello"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 40)):
+            if rng.random() < 0.15:
+                parts.append(rng.choice(words))
+            else:
+                pool = rng.choice(pools)
+                parts.append(rng.choice(pool))
+        out.append("".join(parts))
+    return out
+
+
 # --------------------------------------------------------------------------
 # Variants
 # --------------------------------------------------------------------------
@@ -575,21 +608,36 @@ def write_gz(path, obj):
     return len(data), os.path.getsize(path)
 
 
-def bench(name, path, text_path, iterations, tokenizers):
+def split_lines(text):
+    """Lines with their '\n' kept (same split as duet-tokenizer-bench --per_line)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def bench(name, path, text_path, iterations, tokenizers, per_line=False):
     with open(text_path, "rb") as f:
         raw = f.read()
     text = raw.decode("utf-8")
+    inputs = split_lines(text) if per_line else [text]
     tok = tokenizers.Tokenizer.from_file(path)
-    ids = tok.encode(text, add_special_tokens=False).ids  # warm-up (fills the word cache)
+
+    def encode_all():  # one encode call per input; never encode_batch
+        ids = []
+        for s in inputs:
+            ids.extend(tok.encode(s, add_special_tokens=False).ids)
+        return ids
+
+    ids = encode_all()  # warm-up (fills the word cache)
     wall, cpu = [], []
     for _ in range(iterations):
         c0, t0 = time.process_time(), time.perf_counter()
-        enc = tok.encode(text, add_special_tokens=False)
+        got = encode_all()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        assert len(enc.ids) == len(ids)
+        assert len(got) == len(ids)
     med = statistics.median(wall)
-    print(f"[{name}] text: {len(raw)} bytes ({text_path})")
+    mode = f"{len(inputs)} lines, one encode call each" if per_line else "one encode call"
+    print(f"[{name}] text: {len(raw)} bytes ({text_path}), {mode}")
     print(f"[{name}] ids: {len(ids)}, fnv1a64 0x{fnv1a64_ids(ids):016x}")
     print(f"[{name}] encode: {iterations} iterations, median {med * 1e3:.2f} ms, best "
           f"{min(wall) * 1e3:.2f} ms, cpu/wall {statistics.median(cpu) / med:.2f}")
@@ -605,6 +653,11 @@ def main():
     ap.add_argument("--bench-text", default="")
     ap.add_argument("--bench-iterations", type=int, default=20)
     ap.add_argument("--bench-ids-out", default="", help="write the reference bench ids (.json.gz)")
+    ap.add_argument("--bench-per-line", action="store_true",
+                    help="time one encode call per line instead of one for the whole text")
+    ap.add_argument("--skip-goldens", action="store_true", help="only run the benchmark")
+    ap.add_argument("--fuzz", type=int, default=0,
+                    help="also write <name>_fuzz variants with this many random strings")
     ap.add_argument("--print-corpus", action="store_true")
     args = ap.parse_args()
 
@@ -634,6 +687,13 @@ def main():
         variants.append(("gpt2_style", "qwen3", GPT2_PATCH, corpus[1::4] + FLAGS_EXTRA_CORPUS))
     if "llama3" in bases:
         variants.append(("llama3", "llama3", {"post_processor": LLAMA31_POST_PROCESSOR}, corpus))
+    if args.fuzz:
+        for name in [n for n in ("qwen3", "llama3") if n in bases]:
+            patch = {"post_processor": LLAMA31_POST_PROCESSOR} if name == "llama3" else None
+            variants.append((name + "_fuzz", name, patch,
+                             build_fuzz_corpus(args.fuzz, SEED + len(name))))
+    if args.skip_goldens:
+        variants = [v for v in variants if v[0].endswith("_fuzz")]
     for name, base_name, patch, strings in variants:
         t0 = time.perf_counter()
         try:
@@ -649,7 +709,8 @@ def main():
     if args.bench_text:
         bench_ids = {}
         for name, path in paths.items():
-            bench_ids[name] = bench(name, path, args.bench_text, args.bench_iterations, tokenizers)
+            bench_ids[name] = bench(name, path, args.bench_text, args.bench_iterations, tokenizers,
+                                    args.bench_per_line)
         if args.bench_ids_out:
             write_gz(args.bench_ids_out, bench_ids)
 

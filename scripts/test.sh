@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${DUET_BUILD_DIR:-build}
 DUET_BUILD_DIR=$BUILD_DIR scripts/build.sh -DDUET_BUILD_TESTS=ON
+# Tokenizer files the tests compare against (Llama-3's is fetched, not
+# committed, for licence reasons; see assets/README.md).
+scripts/fetch_tokenizer.sh
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 900

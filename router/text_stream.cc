@@ -1,0 +1,44 @@
+#include "router/text_stream.h"
+
+#include "common/status.h"
+
+namespace duet::router {
+
+absl::StatusOr<TextStream> TextStream::Create(const tokenizer::Tokenizer* tok,
+                                              std::vector<std::string> stops) {
+  for (const std::string& s : stops) {
+    if (s.empty()) {
+      return absl::InvalidArgumentError("sampling.stop strings must not be "
+                                        "empty");
+    }
+  }
+  DUET_ASSIGN_OR_RETURN(tokenizer::StopStringMatcher matcher,
+                        tokenizer::StopStringMatcher::Create(stops));
+  return TextStream(tok, std::move(matcher), std::move(stops));
+}
+
+absl::StatusOr<TextStream::Delta> TextStream::Add(
+    std::span<const int32_t> tokens) {
+  Delta out;
+  for (int32_t id : tokens) {
+    DUET_ASSIGN_OR_RETURN(std::string text, detok_.Add(id));
+    ++out.tokens_consumed;
+    tokenizer::StopStringMatcher::Result r = matcher_.Push(text);
+    out.text += r.text;
+    if (r.stopped) {
+      out.stopped = true;
+      if (r.stop_index.has_value()) out.matched_stop = stops_[*r.stop_index];
+      return out;
+    }
+  }
+  return out;
+}
+
+std::string TextStream::Finish() {
+  tokenizer::StopStringMatcher::Result r = matcher_.Push(detok_.Flush());
+  std::string text = std::move(r.text);
+  if (!r.stopped) text += matcher_.Flush();
+  return text;
+}
+
+}  // namespace duet::router
