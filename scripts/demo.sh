@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The demo: builds duet, writes the tiny synthetic Qwen3 checkpoint, starts a
 # local cluster (1 router, 1 prefill node, 1 decode node; KV moves between
-# the two nodes over UCX), sends real requests through the router with
-# duet-cli (tokens stream as they are decoded, then per-phase timings), lists
-# the nodes, and stops the cluster.
+# the two nodes over UCX; the router tokenizes text with the real Qwen3
+# tokenizer), sends real requests through the router with duet-cli (tokens or
+# text stream as they are decoded, then per-phase timings), lists the nodes,
+# and stops the cluster.
 #   scripts/demo.sh            # DUET_DEMO_PORT=50051 picks the router port
 # The CPU backend serves today; the CUDA backend is the next milestone.
 set -euo pipefail
@@ -22,7 +23,8 @@ ROUTER=127.0.0.1:$PORT
 LOG=$(mktemp /tmp/duet-demo.XXXXXX)
 
 echo "== starting a local cluster on $ROUTER"
-DUET_BIN=$BIN scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" >"$LOG" 2>&1 &
+ROUTER_ARGS="--tokenizer $PWD/assets/qwen3/tokenizer.json" DUET_BIN=$BIN \
+  scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" >"$LOG" 2>&1 &
 CLUSTER=$!
 trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
 for _ in $(seq 600); do
@@ -42,6 +44,9 @@ echo; echo "== sampled (temperature 0.8, top-p 0.9, seed 7), 300-token prompt, 2
 PROMPT=$(seq -s, 1000 1299)
 "$BIN/client/duet-cli" generate --router "$ROUTER" --prompt-ids "$PROMPT" \
   --max-tokens 24 --temperature 0.8 --top-p 0.9 --seed 7
+echo; echo "== text in, text out (real Qwen3 tokenizer; the tiny model's weights are random, so the text is too), stop string 'e'"
+"$BIN/client/duet-cli" generate --router "$ROUTER" \
+  --prompt "Hello, world! 你好" --max-tokens 24 --stop "e"
 echo; echo "== the same greedy prompt on the single-process engine (must match)"
 "$BIN/tools/duet-run" --model "$MODEL_DIR" \
   --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16 | grep generated
