@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "serving/kv_pool.h"
 
 namespace duet::decode_node {
 
@@ -50,14 +51,9 @@ DecodeEngine::DecodeEngine(std::unique_ptr<model::Transformer> model,
     : model_(std::move(model)),
       options_(options),
       cache_(std::move(cache)),
-      pool_(options.num_blocks) {
-  const model::ModelConfig& c = model_->config();
-  layout_.num_layers = c.num_layers;
-  layout_.num_kv_heads = c.num_kv_heads;
-  layout_.head_dim = c.head_dim;
-  layout_.block_size = options.block_size;
-  layout_.dtype = model_->backend().activation_dtype();
-}
+      layout_(serving::KvLayoutFor(model_->config(), options.block_size,
+                                   model_->backend().activation_dtype())),
+      pool_(options.num_blocks) {}
 
 absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
     std::unique_ptr<model::Transformer> model,
@@ -73,14 +69,10 @@ absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
       model->AllocateKvCache(options.block_size, options.num_blocks));
   std::unique_ptr<DecodeEngine> engine(
       new DecodeEngine(std::move(model), options, std::move(cache)));
-  kv_transfer::KvPoolView view;
-  view.layout = engine->layout_;
-  view.num_blocks = options.num_blocks;
-  for (int32_t l = 0; l < engine->cache_.num_layers(); ++l) {
-    view.layer_base.push_back(engine->cache_.layer(l).data);
-  }
-  view.device = engine->cache_.layer(0).device;
-  DUET_ASSIGN_OR_RETURN(engine->receiver_, receiver(view));
+  DUET_ASSIGN_OR_RETURN(
+      engine->receiver_,
+      receiver(serving::PoolViewOf(engine->cache_, engine->layout_,
+                              options.num_blocks)));
   engine->loop_ = std::thread([e = engine.get()] { e->Loop(); });
   return engine;
 }

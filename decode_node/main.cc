@@ -13,8 +13,9 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kv_transfer/ucx_transport.h"
 #include "serving/convert.h"
-#include "serving/registry_client.h"
+#include "serving/node_main.h"
 #include "serving/server_util.h"
+#include "absl/strings/str_format.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (required)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -46,17 +47,11 @@ int main(int argc, char** argv) {
       "[--listen HOST:PORT]");
   duet::ParseFlags(argc, argv);
   duet::SetLogPrefix("decode", absl::GetFlag(FLAGS_rank));
-  const std::string model_dir = absl::GetFlag(FLAGS_model);
-  const std::string router = absl::GetFlag(FLAGS_router);
-  if (model_dir.empty()) return Usage("--model is required");
-  if (router.empty()) return Usage("--router is required");
-  if (auto s = duet::serving::ValidateHostPort(router, false); !s.ok()) {
-    return Usage("--router: " + std::string(s.message()));
-  }
-  if (auto s = duet::serving::ValidateHostPort(absl::GetFlag(FLAGS_listen),
-                                               true);
-      !s.ok()) {
-    return Usage("--listen: " + std::string(s.message()));
+  const duet::serving::NodeAddresses addresses{
+      absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_router),
+      absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_advertise)};
+  if (auto s = duet::serving::ValidateNodeAddresses(addresses); !s.ok()) {
+    return Usage(std::string(s.message()));
   }
   duet::decode_node::DecodeEngineOptions options;
   options.num_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
@@ -72,10 +67,10 @@ int main(int argc, char** argv) {
         "--reservation-ttl-ms must be > 0");
   }
 
-  auto model = duet::model::Transformer::Load(model_dir,
+  auto model = duet::model::Transformer::Load(addresses.model,
                                               duet::kernels::MakeCpuBackend());
   if (!model.ok()) {
-    DUET_LOG(ERROR) << "loading " << model_dir << ": " << model.status();
+    DUET_LOG(ERROR) << "loading " << addresses.model << ": " << model.status();
     return 1;
   }
   auto engine = duet::decode_node::DecodeEngine::Create(
@@ -88,38 +83,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   duet::decode_node::DecodeService service(engine->get());
-  auto server = duet::serving::StartServer(absl::GetFlag(FLAGS_listen),
-                                           {&service});
-  if (!server.ok()) {
-    DUET_LOG(ERROR) << server.status();
-    return 1;
-  }
-  std::string advertise = absl::GetFlag(FLAGS_advertise);
-  if (advertise.empty()) advertise = server->bound_address;
-
   duet::v1::RegisterRequest reg;
   reg.set_role(duet::v1::NODE_ROLE_DECODE);
-  reg.set_address(advertise);
   *reg.mutable_kv_layout() = duet::serving::ToProto((*engine)->layout());
-  reg.set_model_name(model_dir);
   reg.set_total_kv_blocks(options.num_blocks);
   reg.set_max_running_requests(options.max_batch_size);
   reg.set_max_model_len((*engine)->max_model_len());
   reg.add_kv_transports(duet::v1::KV_TRANSPORT_UCX);
-  duet::serving::RegistryClient registry(router, reg,
-                                         [&] { return service.Load(); });
-  registry.Start();
-
   const auto& c = (*engine)->config();
-  std::printf(
-      "duet-decode serving %s (%s, %d layers, vocab %d) on %s: %d KV blocks "
-      "x %d tokens, batch %d, KV over UCX, router %s\n",
-      model_dir.c_str(), c.model_type.c_str(), c.num_layers, c.vocab_size,
-      advertise.c_str(), options.num_blocks, options.block_size,
-      options.max_batch_size, router.c_str());
-  std::fflush(stdout);
-  const int sig = duet::serving::WaitForShutdownSignal();
-  DUET_LOG(INFO) << "signal " << sig << ": shutting down";
-  server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-  return 0;
+  return duet::serving::ServeNode(
+      addresses, &service, std::move(reg), [&] { return service.Load(); },
+      "duet-decode",
+      absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
+                      c.vocab_size),
+      absl::StrFormat("%d KV blocks x %d tokens, batch %d, KV over UCX",
+                      options.num_blocks, options.block_size,
+                      options.max_batch_size));
 }

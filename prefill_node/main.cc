@@ -15,8 +15,9 @@
 #include "prefill_node/prefill_engine.h"
 #include "prefill_node/prefill_service.h"
 #include "serving/convert.h"
-#include "serving/registry_client.h"
+#include "serving/node_main.h"
 #include "serving/server_util.h"
+#include "absl/strings/str_format.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (required)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -52,17 +53,11 @@ int main(int argc, char** argv) {
       "[--listen HOST:PORT]");
   duet::ParseFlags(argc, argv);
   duet::SetLogPrefix("prefill", absl::GetFlag(FLAGS_rank));
-  const std::string model_dir = absl::GetFlag(FLAGS_model);
-  const std::string router = absl::GetFlag(FLAGS_router);
-  if (model_dir.empty()) return Usage("--model is required");
-  if (router.empty()) return Usage("--router is required");
-  if (auto s = duet::serving::ValidateHostPort(router, false); !s.ok()) {
-    return Usage("--router: " + std::string(s.message()));
-  }
-  if (auto s = duet::serving::ValidateHostPort(absl::GetFlag(FLAGS_listen),
-                                               true);
-      !s.ok()) {
-    return Usage("--listen: " + std::string(s.message()));
+  const duet::serving::NodeAddresses addresses{
+      absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_router),
+      absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_advertise)};
+  if (auto s = duet::serving::ValidateNodeAddresses(addresses); !s.ok()) {
+    return Usage(std::string(s.message()));
   }
   duet::prefill_node::PrefillEngineOptions options;
   options.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
@@ -77,13 +72,16 @@ int main(int argc, char** argv) {
         "--max-num-batched-tokens, --num-kv-blocks, --block-size and "
         "--kv-transfer-timeout-ms must be > 0");
   }
-  auto fault = duet::kv_transfer::ParseFaultPlan(absl::GetFlag(FLAGS_kv_fault));
-  if (!fault.ok()) return Usage("--kv-fault: " + std::string(fault.status().message()));
+  const std::string fault_spec = absl::GetFlag(FLAGS_kv_fault);
+  auto fault = duet::kv_transfer::ParseFaultPlan(fault_spec);
+  if (!fault.ok()) {
+    return Usage("--kv-fault: " + std::string(fault.status().message()));
+  }
 
-  auto model = duet::model::Transformer::Load(model_dir,
+  auto model = duet::model::Transformer::Load(addresses.model,
                                               duet::kernels::MakeCpuBackend());
   if (!model.ok()) {
-    DUET_LOG(ERROR) << "loading " << model_dir << ": " << model.status();
+    DUET_LOG(ERROR) << "loading " << addresses.model << ": " << model.status();
     return 1;
   }
   auto engine = duet::prefill_node::PrefillEngine::Create(
@@ -100,43 +98,24 @@ int main(int argc, char** argv) {
     return 1;
   }
   duet::prefill_node::PrefillService service(engine->get());
-  auto server = duet::serving::StartServer(absl::GetFlag(FLAGS_listen),
-                                           {&service});
-  if (!server.ok()) {
-    DUET_LOG(ERROR) << server.status();
-    return 1;
-  }
-  std::string advertise = absl::GetFlag(FLAGS_advertise);
-  if (advertise.empty()) advertise = server->bound_address;
-
   duet::v1::RegisterRequest reg;
   reg.set_role(duet::v1::NODE_ROLE_PREFILL);
-  reg.set_address(advertise);
   *reg.mutable_kv_layout() = duet::serving::ToProto((*engine)->layout());
-  reg.set_model_name(model_dir);
   reg.set_total_kv_blocks(options.num_blocks);
   reg.set_max_num_batched_tokens(options.max_num_batched_tokens);
   reg.set_max_model_len((*engine)->max_model_len());
   reg.add_kv_transports(duet::v1::KV_TRANSPORT_UCX);
-  duet::serving::RegistryClient registry(router, reg,
-                                         [&] { return service.Load(); });
-  registry.Start();
-
   const auto& c = (*engine)->config();
-  std::printf(
-      "duet-prefill serving %s (%s, %d layers, vocab %d) on %s: %d tokens "
-      "per pass, %d KV blocks x %d tokens, KV over UCX%s, router %s\n",
-      model_dir.c_str(), c.model_type.c_str(), c.num_layers, c.vocab_size,
-      advertise.c_str(), options.max_num_batched_tokens, options.num_blocks,
-      options.block_size,
-      absl::GetFlag(FLAGS_kv_fault).empty()
-          ? ""
-          : (" (fault injection: " + absl::GetFlag(FLAGS_kv_fault) + ")")
-                .c_str(),
-      router.c_str());
-  std::fflush(stdout);
-  const int sig = duet::serving::WaitForShutdownSignal();
-  DUET_LOG(INFO) << "signal " << sig << ": shutting down";
-  server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-  return 0;
+  return duet::serving::ServeNode(
+      addresses, &service, std::move(reg), [&] { return service.Load(); },
+      "duet-prefill",
+      absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
+                      c.vocab_size),
+      absl::StrFormat("%d tokens per pass, %d KV blocks x %d tokens, KV over "
+                      "UCX%s",
+                      options.max_num_batched_tokens, options.num_blocks,
+                      options.block_size,
+                      fault_spec.empty()
+                          ? ""
+                          : " (fault injection: " + fault_spec + ")"));
 }

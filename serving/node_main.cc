@@ -1,0 +1,57 @@
+#include "serving/node_main.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "serving/server_util.h"
+
+namespace duet::serving {
+
+absl::Status ValidateNodeAddresses(const NodeAddresses& a) {
+  if (a.model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (a.router.empty()) {
+    return absl::InvalidArgumentError("--router is required");
+  }
+  if (absl::Status s = ValidateHostPort(a.router, false); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--router: ", s.message()));
+  }
+  if (absl::Status s = ValidateHostPort(a.listen, true); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen: ", s.message()));
+  }
+  if (!a.advertise.empty()) {
+    if (absl::Status s = ValidateHostPort(a.advertise, false); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--advertise: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int ServeNode(const NodeAddresses& a, grpc::Service* service,
+              v1::RegisterRequest registration, RegistryClient::LoadFn load,
+              const std::string& program, const std::string& summary,
+              const std::string& details) {
+  auto server = StartServer(a.listen, {service});
+  if (!server.ok()) {
+    DUET_LOG(ERROR) << server.status();
+    return 1;
+  }
+  const std::string address =
+      a.advertise.empty() ? server->bound_address : a.advertise;
+  registration.set_address(address);
+  registration.set_model_name(a.model);
+  RegistryClient registry(a.router, std::move(registration), std::move(load));
+  registry.Start();
+  std::printf("%s serving %s %s on %s: %s, router %s\n", program.c_str(),
+              a.model.c_str(), summary.c_str(), address.c_str(),
+              details.c_str(), a.router.c_str());
+  std::fflush(stdout);
+  const int sig = WaitForShutdownSignal();
+  DUET_LOG(INFO) << "signal " << sig << ": shutting down";
+  // In-flight streams see their contexts cancelled and end promptly.
+  server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  return 0;
+}
+
+}  // namespace duet::serving
