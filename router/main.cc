@@ -16,6 +16,9 @@
 #include "tokenizer/tokenizer.h"
 
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port for clients and nodes (port 0 picks a free port)");
@@ -96,6 +99,33 @@ int main(int argc, char** argv) {
     tokenizer = std::move(*loaded);
   }
   duet::router::RouterService service(&registry, options, tokenizer.get());
+  if (tokenizer != nullptr) {
+    // tokenizer_config.json's eos_token (a string or {"content": ...}).
+    const std::string config_path =
+        std::filesystem::path(tokenizer_path).parent_path() /
+        "tokenizer_config.json";
+    std::ifstream in(config_path);
+    if (in) {
+      const nlohmann::json j =
+          nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      std::string eos;
+      if (j.is_object() && j.contains("eos_token")) {
+        const nlohmann::json& e = j["eos_token"];
+        if (e.is_string()) eos = e.get<std::string>();
+        if (e.is_object() && e.contains("content") && e["content"].is_string()) {
+          eos = e["content"].get<std::string>();
+        }
+      }
+      if (!eos.empty()) {
+        const std::optional<int32_t> id = tokenizer->TokenToId(eos);
+        if (!id.has_value()) {
+          return Usage("--tokenizer: eos_token '" + eos + "' of " +
+                       config_path + " is not in the vocabulary");
+        }
+        service.set_tokenizer_eos(id);
+      }
+    }
+  }
 
   grpc::ServerBuilder builder;
   int port = 0;

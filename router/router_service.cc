@@ -322,6 +322,9 @@ grpc::Status RouterService::GenerateImpl(
   CancellationWatcher::Scope scope(&watcher_, ctx);
   v1::SamplingParams sampling = req->sampling();
   sampling.clear_stop();  // stop strings are the router's job
+  if (text.has_value() && tokenizer_eos_.has_value() && !sampling.ignore_eos()) {
+    sampling.add_stop_token_ids(*tokenizer_eos_);
+  }
   if (!sampling.has_seed()) {
     // Chosen once here so prefill (token 1) and decode agree on it.
     sampling.set_seed(absl::Uniform<uint64_t>(absl::BitGen()));

@@ -9,6 +9,7 @@
 #define DUET_ROUTER_ROUTER_SERVICE_H_
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -74,6 +75,9 @@ class RouterService final : public v1::Duet::Service,
   // strings.
   RouterService(NodeRegistry* registry, const RouterOptions& options,
                 const tokenizer::Tokenizer* tokenizer = nullptr);
+  // EOS token from tokenizer_config.json: text requests stop on it too
+  // (unless ignore_eos), on top of the model's own EOS ids.
+  void set_tokenizer_eos(std::optional<int32_t> id) { tokenizer_eos_ = id; }
 
   // duet.v1.Duet
   grpc::Status Generate(grpc::ServerContext* ctx,
@@ -120,6 +124,7 @@ class RouterService final : public v1::Duet::Service,
   NodeRegistry* registry_;
   const RouterOptions options_;
   const tokenizer::Tokenizer* tokenizer_;
+  std::optional<int32_t> tokenizer_eos_;
   CancellationWatcher watcher_;
   std::atomic<uint64_t> next_request_id_;
 };
