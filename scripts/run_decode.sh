@@ -4,6 +4,12 @@
 # other hosts), --num-kv-blocks, --block-size, --max-batch-size,
 # --reservation-ttl-ms. Prefill nodes write KV into this node over UCX.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+# Inside a bundle made by scripts/bundle.sh: its own binaries and libraries.
+if [[ -x "$HERE/bin/duet-decode" ]]; then
+  export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  exec "$HERE/bin/duet-decode" "$@"
+fi
+ROOT=$(cd "$HERE/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
 exec "$BIN/decode_node/duet-decode" "$@"

@@ -5,6 +5,12 @@
 # --kv-transfer-timeout-ms. KV goes to decode nodes over UCX; set UCX_TLS
 # (e.g. UCX_TLS=tcp, or rc,sm for RDMA) to choose UCX transports.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+# Inside a bundle made by scripts/bundle.sh: its own binaries and libraries.
+if [[ -x "$HERE/bin/duet-prefill" ]]; then
+  export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  exec "$HERE/bin/duet-prefill" "$@"
+fi
+ROOT=$(cd "$HERE/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
 exec "$BIN/prefill_node/duet-prefill" "$@"

@@ -4,6 +4,12 @@
 #   --heartbeat-interval-ms, --node-timeout-ms, --request-timeout-ms
 # Binaries come from $DUET_BIN (default: build/ of this checkout).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+# Inside a bundle made by scripts/bundle.sh: its own binaries and libraries.
+if [[ -x "$HERE/bin/duet-router" ]]; then
+  export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  exec "$HERE/bin/duet-router" "$@"
+fi
+ROOT=$(cd "$HERE/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
 exec "$BIN/router/duet-router" "$@"
