@@ -3,6 +3,8 @@
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 
 namespace duet {
 
@@ -33,6 +35,15 @@ bool TakesSeparateValue(const std::string& arg) {
 }  // namespace
 
 std::vector<std::string> ParseFlags(int argc, char** argv) {
+  // --help lists our flags (abseil's default only lists flags defined in a
+  // file named after the binary, which matches none of ours) and not
+  // abseil's own.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return !absl::StrContains(file, "absl/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   std::vector<std::string> storage;
   storage.reserve(argc);
   bool rest_positional = false;

@@ -17,6 +17,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "model/engine.h"
 #ifdef DUET_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device_info.h"
 #endif
 
@@ -30,6 +31,8 @@ ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past EOS");
 ABSL_FLAG(int32_t, block_size, 16, "KV cache block size in tokens");
 ABSL_FLAG(int32_t, prefill_chunk, 2048, "prompt tokens per prefill pass");
+ABSL_FLAG(std::string, backend, "auto",
+          "cpu, cuda, or auto (cuda when a GPU is visible, else cpu)");
 
 namespace {
 
@@ -38,20 +41,33 @@ int Fail(const std::string& msg, int code) {
   return code;
 }
 
-void PrintDevices() {
+// Picks the backend: CUDA on GPU 0 when asked for (or, with "auto", when a
+// GPU is visible), else the CPU reference.
+absl::StatusOr<std::unique_ptr<duet::kernels::Backend>> ChooseBackend(
+    const std::string& name) {
+  if (name != "auto" && name != "cpu" && name != "cuda") {
+    return absl::InvalidArgumentError("--backend must be cpu, cuda or auto");
+  }
 #ifdef DUET_HAVE_CUDA
-  auto devices = duet::kernels::cuda::ListDevices();
-  if (devices.ok() && !devices->empty()) {
-    for (const auto& d : *devices) {
-      std::printf("gpu %d: %s (sm_%d%d, %.1f GiB); the CUDA backend is not "
-                  "built yet, running on the CPU reference backend\n",
-                  d.index, d.name.c_str(), d.sm_major, d.sm_minor,
+  if (name != "cpu") {
+    auto devices = duet::kernels::cuda::ListDevices();
+    if (devices.ok() && !devices->empty()) {
+      const auto& d = (*devices)[0];
+      std::printf("gpu 0: %s (sm_%d%d, %.1f GiB): CUDA backend, bf16\n",
+                  d.name.c_str(), d.sm_major, d.sm_minor,
                   d.total_memory_bytes / double(1 << 30));
+      return duet::kernels::MakeCudaBackend(0);
     }
-    return;
+    if (name == "cuda") return absl::UnavailableError("no CUDA device visible");
+  }
+#else
+  if (name == "cuda") {
+    return absl::UnavailableError("built without CUDA (DUET_WITH_CUDA=OFF)");
   }
 #endif
-  std::printf("no GPU found: running on the CPU reference backend\n");
+  std::printf("%s: CPU reference backend, fp32\n",
+              name == "cpu" ? "--backend cpu" : "no GPU found");
+  return duet::kernels::MakeCpuBackend();
 }
 
 }  // namespace
@@ -90,10 +106,14 @@ int main(int argc, char** argv) {
     return Fail("--block-size and --prefill-chunk must be > 0", 2);
   }
 
-  PrintDevices();
+  const std::string backend_name = absl::GetFlag(FLAGS_backend);
+  if (backend_name != "auto" && backend_name != "cpu" && backend_name != "cuda") {
+    return Fail("--backend must be cpu, cuda or auto", 2);
+  }
+  auto backend = ChooseBackend(backend_name);
+  if (!backend.ok()) return Fail(backend.status().ToString(), 1);
   duet::Stopwatch load_clock;
-  auto model = duet::model::Transformer::Load(model_dir,
-                                              duet::kernels::MakeCpuBackend());
+  auto model = duet::model::Transformer::Load(model_dir, std::move(*backend));
   if (!model.ok()) return Fail(model.status().ToString(), 1);
   auto engine = duet::model::Engine::Create(std::move(*model), options);
   if (!engine.ok()) return Fail(engine.status().ToString(), 1);

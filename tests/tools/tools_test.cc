@@ -73,6 +73,14 @@ TEST(ToolsTest, BadArgumentsExitTwoWithAOneLineReason) {
   EXPECT_THAT(bad_ids.output, HasSubstr("comma-separated integers"));
 }
 
+TEST(ToolsTest, HelpListsTheToolsOwnFlags) {
+  ProcessResult help = Execute(absl::StrCat(DUET_RUN_BIN, " --help"));
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_THAT(help.output, HasSubstr("--prompt_ids"));
+  EXPECT_THAT(help.output, HasSubstr("--backend"));
+  EXPECT_THAT(help.output, ::testing::Not(HasSubstr("No flags matched")));
+}
+
 TEST(ToolsTest, RunReportsModelAndRequestErrors) {
   ProcessResult missing = Execute(absl::StrCat(DUET_RUN_BIN,
                                      " --model /nonexistent --prompt-ids 1"));
