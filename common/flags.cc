@@ -1,10 +1,17 @@
 #include "common/flags.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <iostream>
+
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace duet {
 
@@ -34,6 +41,25 @@ bool TakesSeparateValue(const std::string& arg) {
 
 }  // namespace
 
+std::string HelpText() {
+  std::map<std::string, const absl::CommandLineFlag*> ours;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "absl/")) {
+      ours.emplace(std::string(name), flag);
+    }
+  }
+  std::string out = absl::StrCat(absl::ProgramUsageMessage(), "\n\nFlags "
+                                 "(dashes and underscores are the same):\n");
+  for (const auto& [name, flag] : ours) {
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    absl::StrAppend(&out, "  --", dashed, "  ", flag->Help(), " (default: ",
+                    flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue(),
+                    ")\n");
+  }
+  return out;
+}
+
 std::vector<std::string> ParseFlags(int argc, char** argv) {
   // --help lists our flags (abseil's default only lists flags defined in a
   // file named after the binary, which matches none of ours) and not
@@ -44,6 +70,17 @@ std::vector<std::string> ParseFlags(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
+  // Abseil 20220623 exits 1 after --help; asking for help is not an error,
+  // so answer it here and exit 0 like every other CLI.
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-help" || arg == "-h" ||
+        arg == "--helpshort") {
+      std::cout << HelpText();
+      std::exit(0);
+    }
+  }
   std::vector<std::string> storage;
   storage.reserve(argc);
   bool rest_positional = false;

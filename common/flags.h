@@ -13,6 +13,10 @@ namespace duet {
 // after a bare "--". Returns the positional arguments (argv[0] first).
 std::vector<std::string> ParseFlags(int argc, char** argv);
 
+// Usage message plus every non-abseil flag with its help and default; what
+// ParseFlags prints (then exits 0) for --help, -h or --helpshort.
+std::string HelpText();
+
 // The rewrite alone, exposed for tests.
 std::string NormalizeFlagArg(const std::string& arg);
 

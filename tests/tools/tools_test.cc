@@ -76,7 +76,7 @@ TEST(ToolsTest, BadArgumentsExitTwoWithAOneLineReason) {
 TEST(ToolsTest, HelpListsTheToolsOwnFlags) {
   ProcessResult help = Execute(absl::StrCat(DUET_RUN_BIN, " --help"));
   EXPECT_EQ(help.exit_code, 0) << help.output;
-  EXPECT_THAT(help.output, HasSubstr("--prompt_ids"));
+  EXPECT_THAT(help.output, HasSubstr("--prompt-ids"));
   EXPECT_THAT(help.output, HasSubstr("--backend"));
   EXPECT_THAT(help.output, ::testing::Not(HasSubstr("No flags matched")));
 }

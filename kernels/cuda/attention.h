@@ -1,0 +1,74 @@
+// Internal to kernels/cuda: paged attention over the KV cache
+// [num_blocks][2][num_kv_heads][block_size][head_dim] (DESIGN.md §2).
+//
+// Two families, each dispatching head_dim (16, 64, 128) and the GQA group
+// size (1, 2, 4, 8) to compile-time constants in its launcher:
+// - prefill (prefill_attention.cu): FlashAttention-2 style, bf16 tensor cores
+//   (mma.sync m16n8k16), online softmax, causal, varlen. A CTA owns a tile
+//   of 64 (token, head) rows of one sequence and one KV head, so the query
+//   heads of a GQA group share every K/V tile they load.
+// - decode (decode_attention.cu): flash-decoding. A CTA owns one query token
+//   and one KV head with all query heads of its group (each K/V row is read
+//   once for the group) over one split of the context; splits are merged by
+//   a second kernel when the context was split.
+#ifndef DUET_KERNELS_CUDA_ATTENTION_H_
+#define DUET_KERNELS_CUDA_ATTENTION_H_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace duet::kernels::cuda {
+
+struct PagedAttentionParams {
+  // Query of token t, head h at q + t * q_stride + h * head_dim (the Q part
+  // of the packed QKV activation).
+  const __nv_bfloat16* q = nullptr;
+  int64_t q_stride = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 0;
+  const __nv_bfloat16* kv_cache = nullptr;
+  int64_t num_tokens = 0;
+  int num_seqs = 0;
+  const int32_t* query_start = nullptr;   // [num_seqs + 1], device
+  const int32_t* seq_lens = nullptr;      // [num_seqs], device
+  const int32_t* block_tables = nullptr;  // [num_seqs][max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  const int32_t* positions = nullptr;  // [num_tokens], device
+  // Sequence of each token; null means token t is sequence t (decode).
+  const int32_t* token_seq = nullptr;
+  int max_query_len = 0;  // host-side maxima, for the grid
+  int max_seq_len = 0;
+  float scale = 1.0f;
+  __nv_bfloat16* out = nullptr;  // [num_tokens][num_heads * head_dim]
+  int64_t out_stride = 0;
+  int num_sms = 132;  // to size the decode split
+  // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
+  // that is 0.
+  void* workspace = nullptr;
+};
+
+// Chunked prefill: each sequence's new tokens attend to its cached prefix
+// and causally to each other.
+absl::Status LaunchPrefillAttention(const PagedAttentionParams& p,
+                                    cudaStream_t stream);
+
+// One query per token t over its first positions[t] + 1 cache entries of
+// sequence token_seq[t]. Used for decode steps (token_seq null), and as the
+// simple reference path for prefill (slow: every query reads its whole
+// context).
+absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
+                                   cudaStream_t stream);
+// Scratch LaunchDecodeAttention needs for `p` (0 when no query's context is
+// split).
+size_t DecodeAttentionWorkspaceBytes(const PagedAttentionParams& p);
+
+}  // namespace duet::kernels::cuda
+
+#endif  // DUET_KERNELS_CUDA_ATTENTION_H_

@@ -1,0 +1,530 @@
+// CudaBackend: argument checks (every malformed call is InvalidArgument or
+// FailedPrecondition before anything is queued), then the launchers of
+// kernels/cuda. The CUDA work itself lives in the *_kernels.cu files, the
+// GEMMs in gemm.cc, memory in allocator.cc, copies in host_transfer.cc and
+// step_metadata.cc.
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/device_status.h"
+#include "common/status.h"
+#include "kernels/cuda/allocator.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/elementwise_kernels.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/host_transfer.h"
+#include "kernels/cuda/kv_cache_kernels.h"
+#include "kernels/cuda/norm_kernels.h"
+#include "kernels/cuda/rope_kernels.h"
+#include "kernels/cuda/step_metadata.h"
+
+namespace duet::kernels {
+namespace {
+
+using cuda::CachingAllocator;
+using cuda::DeviceBuffer;
+using cuda::ScopedDevice;
+
+constexpr DType kBF16 = DType::kBF16;
+constexpr DType kF32 = DType::kF32;
+
+absl::Status CheckDevice(const TensorView& t, DType dtype, const char* what) {
+  if (t.device != Device::kCuda || (t.data == nullptr && t.numel() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": CUDA backend needs a non-null CUDA tensor"));
+  }
+  if (t.dtype != dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected dtype ", DTypeName(dtype), ", got ",
+                     DTypeName(t.dtype)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckMatrix(const TensorView& t, DType dtype, int64_t rows,
+                         int64_t cols, const char* what) {
+  DUET_RETURN_IF_ERROR(CheckDevice(t, dtype, what));
+  if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected [", rows, ", ", cols, "], got ",
+                     ShapeString(t.shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckVector(const TensorView& t, DType dtype, int64_t n,
+                         const char* what) {
+  DUET_RETURN_IF_ERROR(CheckDevice(t, dtype, what));
+  if (t.numel() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": expected ", n, " elements, got ", ShapeString(t.shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCache(const AttentionShape& s, const TensorView& kv_cache) {
+  DUET_RETURN_IF_ERROR(CheckDevice(kv_cache, kBF16, "kv_cache"));
+  const Shape want = {s.num_blocks, 2, s.num_kv_heads, s.block_size,
+                      s.head_dim};
+  if (kv_cache.shape != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_cache: expected ", ShapeString(want), ", got ",
+                     ShapeString(kv_cache.shape)));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+T* Ptr(const TensorView& t) {
+  return static_cast<T*>(t.data);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, const CudaBackendOptions& options)
+      : device_(device),
+        options_(options),
+        allocator_(std::make_shared<CachingAllocator>(device)) {}
+
+  ~CudaBackend() override {
+    ScopedDevice guard(device_);
+    // Pinned staging buffers are freed below; no copy may still read them.
+    if (stream_.get() != nullptr) (void)cudaStreamSynchronize(stream_.get());
+  }
+
+  absl::Status Init() {
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    DUET_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
+        &num_sms_, cudaDevAttrMultiProcessorCount, device_));
+    DUET_RETURN_IF_ERROR(stream_.Create());
+    DUET_RETURN_IF_ERROR(gemm_.Init(allocator_));
+    DUET_RETURN_IF_ERROR(metadata_.Init());
+    DUET_RETURN_IF_ERROR(transfer_.Init(allocator_));
+    return absl::OkStatus();
+  }
+
+  absl::string_view name() const override { return "cuda"; }
+  Device device() const override { return Device::kCuda; }
+  DType activation_dtype() const override { return kBF16; }
+
+  absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {
+    for (int64_t d : shape) {
+      if (d < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("negative dim in ", ShapeString(shape)));
+      }
+    }
+    const size_t bytes =
+        static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype);
+    DUET_ASSIGN_OR_RETURN(void* data, allocator_->Allocate(bytes));
+    // The deleter keeps the allocator alive: a KV cache or weights may be
+    // released after the backend itself.
+    std::shared_ptr<CachingAllocator> allocator = allocator_;
+    return Tensor(TensorView{data, dtype, shape, Device::kCuda},
+                  [allocator](void* p) { allocator->Free(p); });
+  }
+
+  absl::StatusOr<Tensor> Upload(const void* src, DType src_dtype, DType dtype,
+                                const Shape& shape) override {
+    if (src == nullptr && NumElements(shape) > 0) {
+      return absl::InvalidArgumentError("Upload: null source data");
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    DUET_ASSIGN_OR_RETURN(Tensor t, Allocate(dtype, shape));
+    DUET_RETURN_IF_ERROR(transfer_.Upload(
+        src, src_dtype, static_cast<size_t>(NumElements(shape)),
+        t.view().data, dtype, stream()));
+    return t;
+  }
+
+  absl::StatusOr<Tensor> UploadConcat(const std::vector<TensorView>& parts,
+                                      DType dtype) override {
+    if (parts.empty()) {
+      return absl::InvalidArgumentError("UploadConcat: no parts");
+    }
+    Shape shape = parts[0].shape;
+    if (shape.empty()) {
+      return absl::InvalidArgumentError("UploadConcat: scalar part");
+    }
+    for (const TensorView& part : parts) {
+      if (part.device != Device::kCpu ||
+          (part.data == nullptr && part.numel() > 0)) {
+        return absl::InvalidArgumentError(
+            "UploadConcat: parts must be non-null host tensors");
+      }
+    }
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const Shape& rest = parts[i].shape;
+      if (rest.size() != shape.size() ||
+          !std::equal(rest.begin() + 1, rest.end(), shape.begin() + 1)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "UploadConcat: part ", i, " shape ", ShapeString(parts[i].shape),
+            " does not match ", ShapeString(parts[0].shape),
+            " beyond dim 0"));
+      }
+      shape[0] += parts[i].shape[0];
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    DUET_ASSIGN_OR_RETURN(Tensor t, Allocate(dtype, shape));
+    // Row-major concatenation along dim 0 is plain back-to-back placement.
+    char* dst = Ptr<char>(t.view());
+    for (const TensorView& part : parts) {
+      const size_t n = static_cast<size_t>(part.numel());
+      DUET_RETURN_IF_ERROR(
+          transfer_.Upload(part.data, part.dtype, n, dst, dtype, stream()));
+      dst += n * DTypeSize(dtype);
+    }
+    return t;
+  }
+
+  absl::Status DownloadF32(const TensorView& src, float* dst) override {
+    if (src.device != Device::kCuda ||
+        (src.data == nullptr && src.numel() > 0)) {
+      return absl::InvalidArgumentError(
+          "DownloadF32: needs a non-null CUDA tensor");
+    }
+    if (dst == nullptr && src.numel() > 0) {
+      return absl::InvalidArgumentError("DownloadF32: null destination");
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return transfer_.DownloadF32(src.data, src.dtype,
+                                 static_cast<size_t>(src.numel()), dst,
+                                 stream());
+  }
+
+  absl::Status BeginStep(const StepInputs& step, const AttentionShape& shape,
+                         int32_t vocab_size) override {
+    metadata_.Invalidate();
+    DUET_RETURN_IF_ERROR(ValidateStep(step, shape, vocab_size));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return metadata_.Upload(step, shape, stream(), allocator_);
+  }
+
+  absl::Status Embedding(const StepInputs& step, const TensorView& table,
+                         const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(metadata_.Check(step, "embedding"));
+    DUET_RETURN_IF_ERROR(CheckDevice(table, kBF16, "embedding table"));
+    if (table.rank() != 2) {
+      return absl::InvalidArgumentError("embedding table must be 2-D");
+    }
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, kBF16, step.num_tokens(),
+                                     table.dim(1), "embedding out"));
+    // BeginStep checked ids against the vocabulary it was given; the table
+    // may be smaller, and an id past it would read out of bounds.
+    for (int32_t id : step.token_ids) {
+      if (id < 0 || id >= table.dim(0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                         table.dim(0), ")"));
+      }
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return cuda::LaunchGatherRows(
+        {table.data, metadata_.device().token_ids, step.num_tokens(),
+         table.dim(1) * static_cast<int64_t>(sizeof(__nv_bfloat16)),
+         out.data},
+        stream());
+  }
+
+  absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
+                       float eps, const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "rmsnorm x"));
+    DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "rmsnorm weight"));
+    const int64_t dim = weight.numel();
+    if (x.rank() != 2 || x.dim(1) != dim) {
+      return absl::InvalidArgumentError("rmsnorm: x must be [rows, dim]");
+    }
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, kBF16, x.dim(0), dim, "rmsnorm out"));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    cuda::RmsNormParams p;
+    p.x = Ptr<const __nv_bfloat16>(x);
+    p.weight = Ptr<const __nv_bfloat16>(weight);
+    p.out = Ptr<__nv_bfloat16>(out);
+    p.rows = x.dim(0);
+    p.dim = dim;
+    p.eps = eps;
+    return cuda::LaunchRmsNorm(p, stream());
+  }
+
+  absl::Status AddRmsNorm(const TensorView& x, const TensorView& residual,
+                          const TensorView& weight, float eps,
+                          const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "add_rmsnorm x"));
+    DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "add_rmsnorm weight"));
+    if (x.rank() != 2 || x.dim(1) != weight.numel()) {
+      return absl::InvalidArgumentError(
+          "add_rmsnorm: x must be [rows, dim] with dim = weight size");
+    }
+    DUET_RETURN_IF_ERROR(CheckMatrix(residual, kBF16, x.dim(0), x.dim(1),
+                                     "add_rmsnorm residual"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(out, kBF16, x.dim(0), x.dim(1), "add_rmsnorm out"));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    cuda::RmsNormParams p;
+    p.x = Ptr<const __nv_bfloat16>(x);
+    p.residual = Ptr<__nv_bfloat16>(residual);
+    p.weight = Ptr<const __nv_bfloat16>(weight);
+    p.out = Ptr<__nv_bfloat16>(out);
+    p.rows = x.dim(0);
+    p.dim = x.dim(1);
+    p.eps = eps;
+    return cuda::LaunchRmsNorm(p, stream());
+  }
+
+  absl::Status Linear(const TensorView& x, const TensorView& weight,
+                      const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "linear x"));
+    DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "linear weight"));
+    if (x.rank() != 2 || weight.rank() != 2 || x.dim(1) != weight.dim(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "linear: x ", ShapeString(x.shape), " does not match weight ",
+          ShapeString(weight.shape)));
+    }
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(out, kBF16, x.dim(0), weight.dim(0), "linear out"));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return Gemm(x, weight, out, CUDA_R_16BF);
+  }
+
+  absl::Status QkNormRope(const StepInputs& step, const AttentionShape& s,
+                          const TensorView& qkv, const TensorView* q_norm,
+                          const TensorView* k_norm, float eps,
+                          const TensorView& inv_freq) override {
+    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "qk_norm_rope"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
+    DUET_RETURN_IF_ERROR(
+        CheckVector(inv_freq, kF32, s.head_dim / 2, "inv_freq"));
+    if ((q_norm == nullptr) != (k_norm == nullptr)) {
+      return absl::InvalidArgumentError("q_norm and k_norm: both or neither");
+    }
+    cuda::QkNormRopeParams p;
+    if (q_norm != nullptr) {
+      DUET_RETURN_IF_ERROR(CheckVector(*q_norm, kBF16, s.head_dim, "q_norm"));
+      DUET_RETURN_IF_ERROR(CheckVector(*k_norm, kBF16, s.head_dim, "k_norm"));
+      p.q_norm = Ptr<const __nv_bfloat16>(*q_norm);
+      p.k_norm = Ptr<const __nv_bfloat16>(*k_norm);
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    p.qkv = Ptr<__nv_bfloat16>(qkv);
+    p.num_tokens = step.num_tokens();
+    p.num_heads = s.num_heads;
+    p.num_kv_heads = s.num_kv_heads;
+    p.head_dim = s.head_dim;
+    p.positions = metadata_.device().positions;
+    p.eps = eps;
+    p.inv_freq = Ptr<const float>(inv_freq);
+    return cuda::LaunchQkNormRope(p, stream());
+  }
+
+  absl::Status WriteKvCache(const StepInputs& step, const AttentionShape& s,
+                            const TensorView& qkv,
+                            const TensorView& kv_cache) override {
+    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "write_kv_cache"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
+    DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    cuda::WriteKvCacheParams p;
+    p.qkv = Ptr<const __nv_bfloat16>(qkv);
+    p.num_tokens = step.num_tokens();
+    p.num_heads = s.num_heads;
+    p.num_kv_heads = s.num_kv_heads;
+    p.head_dim = s.head_dim;
+    p.block_size = s.block_size;
+    p.slot_mapping = metadata_.device().slot_mapping;
+    p.kv_cache = Ptr<__nv_bfloat16>(kv_cache);
+    return cuda::LaunchWriteKvCache(p, stream());
+  }
+
+  absl::Status Attention(const StepInputs& step, const AttentionShape& s,
+                         const TensorView& qkv, const TensorView& kv_cache,
+                         float scale, const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "attention"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
+    DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, kBF16, step.num_tokens(),
+                                     int64_t{s.num_heads} * s.head_dim,
+                                     "attention out"));
+    if (s.num_kv_heads <= 0 || s.num_heads % s.num_kv_heads != 0) {
+      return absl::InvalidArgumentError(
+          "num_heads must be a multiple of num_kv_heads");
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    const cuda::DeviceStep& d = metadata_.device();
+    cuda::PagedAttentionParams p;
+    p.q = Ptr<const __nv_bfloat16>(qkv);
+    p.q_stride = s.qkv_width();
+    p.num_heads = s.num_heads;
+    p.num_kv_heads = s.num_kv_heads;
+    p.head_dim = s.head_dim;
+    p.block_size = s.block_size;
+    p.kv_cache = Ptr<const __nv_bfloat16>(kv_cache);
+    p.num_tokens = d.num_tokens;
+    p.num_seqs = d.num_seqs;
+    p.query_start = d.query_start;
+    p.seq_lens = d.seq_lens;
+    p.block_tables = d.block_tables;
+    p.max_blocks_per_seq = d.max_blocks_per_seq;
+    p.positions = d.positions;
+    p.max_query_len = d.max_query_len;
+    p.max_seq_len = d.max_seq_len;
+    p.scale = scale;
+    p.out = Ptr<__nv_bfloat16>(out);
+    p.out_stride = int64_t{s.num_heads} * s.head_dim;
+    p.num_sms = num_sms_;
+    if (step.mode == AttentionMode::kPrefill && options_.tensor_core_prefill) {
+      return cuda::LaunchPrefillAttention(p, stream());
+    }
+    // Decode, or prefill through the per-query path: token t reads its own
+    // sequence's first positions[t] + 1 keys.
+    p.token_seq = step.mode == AttentionMode::kDecode ? nullptr : d.token_seq;
+    DeviceBuffer workspace;
+    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(p);
+    if (ws > 0) {
+      // Returned to the cache when this call ends; the kernels that use it
+      // are ordered before any later user on the same stream.
+      DUET_ASSIGN_OR_RETURN(workspace, DeviceBuffer::Make(allocator_, ws));
+      p.workspace = workspace.data();
+    }
+    return cuda::LaunchDecodeAttention(p, stream());
+  }
+
+  absl::Status SiluMul(const TensorView& gate_up,
+                       const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(CheckDevice(gate_up, kBF16, "silu_mul gate_up"));
+    if (gate_up.rank() != 2 || gate_up.dim(1) % 2 != 0) {
+      return absl::InvalidArgumentError("silu_mul: gate_up must be [T, 2I]");
+    }
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, kBF16, gate_up.dim(0),
+                                     gate_up.dim(1) / 2, "silu_mul out"));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return cuda::LaunchSiluMul({Ptr<const __nv_bfloat16>(gate_up),
+                                Ptr<__nv_bfloat16>(out), gate_up.dim(0),
+                                gate_up.dim(1) / 2},
+                               stream());
+  }
+
+  absl::Status Logits(const StepInputs& step, const TensorView& x,
+                      const TensorView& lm_head,
+                      const TensorView& logits) override {
+    DUET_RETURN_IF_ERROR(metadata_.Check(step, "logits"));
+    DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "logits x"));
+    DUET_RETURN_IF_ERROR(CheckDevice(lm_head, kBF16, "lm_head"));
+    if (x.rank() != 2 || lm_head.rank() != 2 || x.dim(1) != lm_head.dim(1) ||
+        x.dim(0) != step.num_tokens()) {
+      return absl::InvalidArgumentError(
+          "logits: x must be [num_tokens, hidden] matching lm_head");
+    }
+    const int64_t rows = static_cast<int64_t>(step.logits_rows.size());
+    const int64_t hidden = x.dim(1);
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(logits, kF32, rows, lm_head.dim(0), "logits out"));
+    if (rows == 0) return absl::OkStatus();
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    const cuda::DeviceStep& d = metadata_.device();
+    if (d.logits_rows_identity) return Gemm(x, lm_head, logits, CUDA_R_32F);
+    // Only the requested rows go through the (vocabulary-sized) LM head.
+    const Shape gathered_shape = {rows, hidden};
+    DUET_ASSIGN_OR_RETURN(Tensor gathered, Allocate(kBF16, gathered_shape));
+    DUET_RETURN_IF_ERROR(cuda::LaunchGatherRows(
+        {x.data, d.logits_rows, rows,
+         hidden * static_cast<int64_t>(sizeof(__nv_bfloat16)),
+         gathered.view().data},
+        stream()));
+    return Gemm(gathered.view(), lm_head, logits, CUDA_R_32F);
+  }
+
+  absl::Status Synchronize() override {
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream()));
+    return absl::OkStatus();
+  }
+
+ private:
+  cudaStream_t stream() const { return stream_.get(); }
+
+  absl::Status Gemm(const TensorView& x, const TensorView& w,
+                    const TensorView& y, cudaDataType_t out_type) {
+    if (x.dim(1) == 0) {
+      // An empty sum: cuBLASLt rejects k = 0, the answer is zeros.
+      DUET_CUDA_RETURN_IF_ERROR(
+          cudaMemsetAsync(y.data, 0, y.nbytes(), stream()));
+      return absl::OkStatus();
+    }
+    cuda::GemmParams p;
+    p.x = x.data;
+    p.w = w.data;
+    p.y = y.data;
+    p.tokens = x.dim(0);
+    p.n = w.dim(0);
+    p.k = x.dim(1);
+    p.out_type = out_type;
+    return gemm_.Run(p, stream());
+  }
+
+  // Declaration order is destruction order reversed: the allocator outlives
+  // every buffer below, and the stream outlives the objects that queue
+  // work on it.
+  const int device_;
+  const CudaBackendOptions options_;
+  int num_sms_ = 0;
+  std::shared_ptr<CachingAllocator> allocator_;
+  cuda::CudaStream stream_;
+  cuda::GemmRunner gemm_;
+  cuda::StepMetadata metadata_;
+  cuda::HostTransfer transfer_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
+    int device, const CudaBackendOptions& options) {
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device: ", cudaGetErrorString(rc)));
+  }
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no CUDA device ", device, " (", count, " visible)"));
+  }
+  cudaDeviceProp prop{};
+  DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  if (prop.major < 8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA device ", device, " (", prop.name, ", sm_", prop.major,
+        prop.minor, ") is older than sm_80, which the CUDA backend needs"));
+  }
+  auto backend = std::make_unique<CudaBackend>(device, options);
+  DUET_RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace duet::kernels

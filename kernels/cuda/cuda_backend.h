@@ -1,0 +1,34 @@
+// The CUDA backend: bf16 weights, activations and KV cache, fp32
+// accumulation, fp32 logits; cuBLASLt GEMMs and the kernels of kernels/cuda.
+// Plain C++ header (pimpl): no CUDA type leaks to callers.
+//
+// Every op is queued on the backend's single stream and returns before the
+// GPU has run it; DownloadF32 and Synchronize wait. Tensors may outlive the
+// backend (their memory is returned when the last one goes).
+#ifndef DUET_KERNELS_CUDA_CUDA_BACKEND_H_
+#define DUET_KERNELS_CUDA_CUDA_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+
+namespace duet::kernels {
+
+struct CudaBackendOptions {
+  // Prefill attention on tensor cores (FlashAttention-2 style). false runs
+  // every prefill query through the decode kernel instead: much slower on
+  // long chunks, kept as an independent second implementation for tests
+  // and for bisecting numerical problems.
+  bool tensor_core_prefill = true;
+};
+
+// A backend on CUDA device `device`. FAILED_PRECONDITION when there is no
+// such device (no GPU, no driver) or it is older than sm_80 (bf16 tensor
+// cores and cp.async are required).
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
+    int device, const CudaBackendOptions& options = {});
+
+}  // namespace duet::kernels
+
+#endif  // DUET_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,95 @@
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include "common/device_status.h"
+#include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/rope_kernels.h"
+
+namespace duet::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+// A head is handled by kLanes threads of one warp (all 32 for head_dim >=
+// 64); thread l owns the rotate-half pairs (i, i + hd/2) with i = l + k *
+// kLanes, so the RMS reduction is a few shuffles and each pair is rotated by
+// the thread that holds both halves.
+template <int kHeadDim>
+__global__ void QkNormRopeKernel(QkNormRopeParams p) {
+  constexpr int kHalf = kHeadDim / 2;
+  constexpr int kLanes = kHalf < 32 ? kHalf : 32;
+  constexpr int kPairs = kHalf / kLanes;
+  constexpr int kHeadsPerBlock = kThreads / kLanes;
+  const int heads_per_token = p.num_heads + p.num_kv_heads;
+  const int64_t head = int64_t{blockIdx.x} * kHeadsPerBlock + threadIdx.x / kLanes;
+  const int lane = threadIdx.x % kLanes;
+  // No early return: the shuffles below need every lane of the warp.
+  const bool valid = head < p.num_tokens * heads_per_token;
+  const int64_t t = valid ? head / heads_per_token : 0;
+  const int h = valid ? static_cast<int>(head % heads_per_token) : 0;
+  const int64_t width = int64_t{p.num_heads + 2 * p.num_kv_heads} * kHeadDim;
+  __nv_bfloat16* x = p.qkv + t * width + int64_t{h} * kHeadDim;
+
+  float a[kPairs];
+  float b[kPairs];
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int i = lane + k * kLanes;
+    a[k] = valid ? __bfloat162float(x[i]) : 0.0f;
+    b[k] = valid ? __bfloat162float(x[i + kHalf]) : 0.0f;
+  }
+  const __nv_bfloat16* norm = h < p.num_heads ? p.q_norm : p.k_norm;
+  if (norm != nullptr) {  // uniform: both or neither (checked by the backend)
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPairs; ++k) ss += a[k] * a[k] + b[k] * b[k];
+#pragma unroll
+    for (int off = kLanes / 2; off > 0; off >>= 1) {
+      ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    }
+    const float inv_rms = 1.0f / sqrtf(ss / kHeadDim + p.eps);
+#pragma unroll
+    for (int k = 0; k < kPairs; ++k) {
+      const int i = lane + k * kLanes;
+      a[k] = __bfloat162float(norm[i]) * (a[k] * inv_rms);
+      b[k] = __bfloat162float(norm[i + kHalf]) * (b[k] * inv_rms);
+    }
+  }
+  if (!valid) return;
+  const float pos = static_cast<float>(p.positions[t]);
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int i = lane + k * kLanes;
+    // Accurate cosf/sinf (not __cosf): angles reach ~4e4 rad at long
+    // positions, where the fast intrinsics lose all precision.
+    float s, c;
+    sincosf(pos * p.inv_freq[i], &s, &c);
+    x[i] = __float2bfloat16_rn(a[k] * c - b[k] * s);
+    x[i + kHalf] = __float2bfloat16_rn(b[k] * c + a[k] * s);
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream) {
+  if (p.num_tokens == 0) return absl::OkStatus();
+  if ((p.q_norm == nullptr) != (p.k_norm == nullptr)) {
+    return absl::InvalidArgumentError("qk_norm_rope: q_norm and k_norm: both or neither");
+  }
+  return DispatchHeadDim(p.head_dim, "qk_norm_rope", [&](auto hd) {
+    constexpr int kHd = decltype(hd)::value;
+    constexpr int kLanes = kHd / 2 < 32 ? kHd / 2 : 32;
+    const int64_t heads = p.num_tokens * (p.num_heads + p.num_kv_heads);
+    const int64_t blocks = CeilDiv(heads, kThreads / kLanes);
+    if (blocks > 0x7fffffff) {
+      return absl::InvalidArgumentError("qk_norm_rope: too many heads");
+    }
+    QkNormRopeKernel<kHd><<<static_cast<unsigned>(blocks), kThreads, 0,
+                            stream>>>(p);
+    DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace duet::kernels::cuda

@@ -1,0 +1,237 @@
+// Paged attention on the CUDA backend against the CPU reference: prefill
+// (tensor-core kernel, and the per-query path as a second implementation)
+// and decode (flash-decoding with and without context splits), over head_dim
+// 16/64/128, GQA group sizes 1/2/4/8, block sizes 16/32, contexts from 1 to
+// 8192 and decode batches up to 256. Inputs are random bf16 values; the KV
+// cache is random everywhere (also in blocks no sequence owns) and block
+// tables are shuffled.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+
+namespace duet::kernels::testing {
+namespace {
+
+constexpr int32_t kVocab = 1000;
+
+struct Geometry {
+  int32_t head_dim;
+  int32_t group;
+  int32_t num_kv_heads;
+  int32_t block_size;
+};
+
+std::string Tag(const char* what, const Geometry& g) {
+  return absl::StrCat(what, " hd=", g.head_dim, " g=", g.group,
+                      " kv=", g.num_kv_heads, " bs=", g.block_size);
+}
+
+class AttentionTest : public CudaVsCpuTest {
+ protected:
+  void SetUp() override {
+    CudaVsCpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    CudaBackendOptions options;
+    options.tensor_core_prefill = false;
+    auto be = MakeCudaBackend(0, options);
+    ASSERT_TRUE(be.ok()) << be.status();
+    cuda_per_query_ = std::move(*be);
+  }
+
+  // One attention call on `be` with fresh uploads and a poisoned output.
+  std::vector<float> Run(Backend& be, const StepInputs& step,
+                         const AttentionShape& s,
+                         const std::vector<float>& qkv,
+                         const std::vector<float>& cache) {
+    const int64_t t = step.num_tokens();
+    const absl::Status begin = be.BeginStep(step, s, kVocab);
+    EXPECT_TRUE(begin.ok()) << begin;
+    Tensor tq = MustUpload(be, qkv, {t, s.qkv_width()});
+    Tensor tc = MustUpload(
+        be, cache, {s.num_blocks, 2, s.num_kv_heads, s.block_size, s.head_dim});
+    Tensor out = Poisoned(be, {t, int64_t{s.num_heads} * s.head_dim});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    const absl::Status st =
+        be.Attention(step, s, tq.view(), tc.view(), scale, out.view());
+    EXPECT_TRUE(st.ok()) << st;
+    return Download(be, out);
+  }
+
+  // Random inputs for `seqs`, the CPU reference, and every CUDA path that
+  // applies to `mode`, compared element by element.
+  void Check(const Geometry& g, AttentionMode mode,
+             const std::vector<SeqSpec>& seqs, uint32_t seed,
+             float q_max = 1.0f) {
+    std::mt19937 rng(seed);
+    const int32_t blocks = BlocksFor(seqs, g.block_size) + 5;
+    const AttentionShape s{g.group * g.num_kv_heads, g.num_kv_heads,
+                           g.head_dim, g.block_size, blocks};
+    const StepInputs step =
+        MakeStep(mode, seqs, g.block_size, blocks, kVocab, rng);
+    std::vector<float> qkv =
+        RandomBf16(rng, int64_t{step.num_tokens()} * s.qkv_width());
+    if (q_max != 1.0f) {  // larger queries: sharper, more peaked softmax
+      const std::vector<float> q = RandomBf16(
+          rng, int64_t{step.num_tokens()} * s.qkv_width(), 0.5f, q_max);
+      const int64_t q_width = int64_t{s.num_heads} * s.head_dim;
+      for (int64_t t = 0; t < step.num_tokens(); ++t) {
+        for (int64_t i = 0; i < q_width; ++i) {
+          qkv[t * s.qkv_width() + i] = q[t * s.qkv_width() + i];
+        }
+      }
+    }
+    const std::vector<float> cache = RandomBf16(
+        rng, int64_t{blocks} * 2 * s.num_kv_heads * g.block_size * g.head_dim);
+    const std::vector<float> want = Run(*cpu_, step, s, qkv, cache);
+    const bool prefill = mode == AttentionMode::kPrefill;
+    const Tolerance tol = AttentionTol(g.head_dim);
+    EXPECT_TRUE(AllClose(Run(*cuda_, step, s, qkv, cache), want, tol,
+                         Tag(prefill ? "prefill" : "decode", g)));
+    if (prefill) {
+      EXPECT_TRUE(AllClose(Run(*cuda_per_query_, step, s, qkv, cache), want,
+                           tol, Tag("prefill per-query", g)));
+    }
+  }
+
+  std::unique_ptr<Backend> cuda_per_query_;
+};
+
+// Sequences of one step: a fresh prompt, a chunk after a cached prefix, a
+// single-token chunk, and one that ends exactly on a block boundary.
+const std::vector<SeqSpec> kMixedPrefill = {
+    {0, 100}, {300, 77}, {5, 1}, {16, 16}};
+
+TEST_F(AttentionTest, PrefillGrid) {
+  uint32_t seed = 100;
+  for (int32_t hd : {16, 64, 128}) {
+    for (int32_t group : {1, 2, 4, 8}) {
+      for (int32_t bs : {16, 32}) {
+        Check({hd, group, 2, bs}, AttentionMode::kPrefill, kMixedPrefill,
+              ++seed);
+      }
+    }
+  }
+}
+
+TEST_F(AttentionTest, PrefillLongPrefix) {
+  // A chunk at the end of a ~8k context, and several sequences at once.
+  Check({128, 4, 1, 16}, AttentionMode::kPrefill, {{7900, 292}}, 201);
+  Check({64, 8, 1, 32}, AttentionMode::kPrefill,
+        {{4000, 200}, {0, 33}, {2047, 129}}, 202);
+  Check({128, 1, 2, 32}, AttentionMode::kPrefill, {{1000, 64}, {63, 65}},
+        203);
+}
+
+TEST_F(AttentionTest, PrefillSharpScores) {
+  Check({128, 2, 2, 16}, AttentionMode::kPrefill, kMixedPrefill, 301, 8.0f);
+  Check({64, 4, 2, 32}, AttentionMode::kPrefill, {{1500, 90}}, 302, 8.0f);
+}
+
+// A whole 8192-token prompt in one chunk: the tensor-core kernel against
+// the per-query kernel on every row, and against the CPU on sampled rows
+// (the full CPU reference would take minutes). The CPU computes a sampled
+// token as a one-token "sequence" that shares the prompt's block table.
+TEST_F(AttentionTest, PrefillFull8kPrompt) {
+  const Geometry g{128, 4, 2, 16};
+  const int32_t len = 8192;
+  std::mt19937 rng(401);
+  const int32_t blocks = len / g.block_size + 3;
+  const AttentionShape s{g.group * g.num_kv_heads, g.num_kv_heads, g.head_dim,
+                         g.block_size, blocks};
+  const StepInputs step = MakeStep(AttentionMode::kPrefill, {{0, len}},
+                                   g.block_size, blocks, kVocab, rng);
+  const std::vector<float> qkv = RandomBf16(rng, int64_t{len} * s.qkv_width());
+  const std::vector<float> cache = RandomBf16(
+      rng, int64_t{blocks} * 2 * s.num_kv_heads * g.block_size * g.head_dim);
+  const std::vector<float> tc = Run(*cuda_, step, s, qkv, cache);
+  const std::vector<float> per_query = Run(*cuda_per_query_, step, s, qkv, cache);
+  const Tolerance tol = AttentionTol(g.head_dim);
+  EXPECT_TRUE(AllClose(tc, per_query, tol, Tag("8k prompt tc vs per-query", g)));
+
+  std::vector<int32_t> rows = {0, 1, 15, 16, 17, 63, 64, 65, 1000, 4095,
+                               4096, 8190, 8191};
+  for (int i = 0; i < 35; ++i) rows.push_back(static_cast<int32_t>(rng() % len));
+  StepInputs sampled;
+  sampled.mode = AttentionMode::kDecode;
+  sampled.max_blocks_per_seq = step.max_blocks_per_seq;
+  sampled.query_start.push_back(0);
+  std::vector<float> sampled_qkv;
+  std::vector<float> got_rows_tc;
+  const int64_t out_width = int64_t{s.num_heads} * s.head_dim;
+  for (int32_t r : rows) {
+    sampled.token_ids.push_back(step.token_ids[r]);
+    sampled.positions.push_back(r);
+    sampled.slot_mapping.push_back(step.slot_mapping[r]);
+    sampled.seq_lens.push_back(r + 1);
+    sampled.query_start.push_back(sampled.num_tokens());
+    sampled.block_tables.insert(sampled.block_tables.end(),
+                                step.block_tables.begin(),
+                                step.block_tables.end());
+    sampled.logits_rows.push_back(sampled.num_tokens() - 1);
+    sampled_qkv.insert(sampled_qkv.end(), qkv.begin() + int64_t{r} * s.qkv_width(),
+                       qkv.begin() + int64_t{r + 1} * s.qkv_width());
+    got_rows_tc.insert(got_rows_tc.end(), tc.begin() + r * out_width,
+                        tc.begin() + (r + 1) * out_width);
+  }
+  const std::vector<float> cpu_rows = Run(*cpu_, sampled, s, sampled_qkv, cache);
+  EXPECT_TRUE(AllClose(got_rows_tc, cpu_rows, tol,
+                       Tag("8k prompt tc vs cpu (48 rows)", g)));
+}
+
+std::vector<SeqSpec> DecodeSeqs(const std::vector<int32_t>& contexts) {
+  std::vector<SeqSpec> seqs;
+  for (int32_t c : contexts) seqs.push_back({c - 1, 1});
+  return seqs;
+}
+
+TEST_F(AttentionTest, DecodeGrid) {
+  uint32_t seed = 500;
+  // Block-boundary contexts, a 1-token context, and ones past one 256-key
+  // chunk of the kernel.
+  const std::vector<SeqSpec> seqs =
+      DecodeSeqs({1, 15, 16, 17, 255, 257, 700});
+  for (int32_t hd : {16, 64, 128}) {
+    for (int32_t group : {1, 2, 4, 8}) {
+      for (int32_t bs : {16, 32}) {
+        Check({hd, group, 2, bs}, AttentionMode::kDecode, seqs, ++seed);
+      }
+    }
+  }
+}
+
+TEST_F(AttentionTest, DecodeLongContextsSplit) {
+  // Few CTAs: the context is split across CTAs and merged.
+  for (int32_t group : {1, 4, 8}) {
+    Check({128, group, 2, 16}, AttentionMode::kDecode, DecodeSeqs({8192}),
+          600 + group);
+    Check({128, group, 8, 32}, AttentionMode::kDecode,
+          DecodeSeqs({8192, 1, 4097, 300}), 610 + group);
+  }
+  Check({64, 2, 2, 16}, AttentionMode::kDecode, DecodeSeqs({8000, 2049}), 620);
+  Check({16, 2, 2, 16}, AttentionMode::kDecode, DecodeSeqs({5000}), 621);
+  Check({128, 2, 2, 16}, AttentionMode::kDecode, DecodeSeqs({6000, 33}), 622,
+        8.0f);
+}
+
+TEST_F(AttentionTest, DecodeLargeBatch) {
+  std::mt19937 rng(700);
+  for (int32_t batch : {64, 256}) {
+    std::vector<int32_t> contexts(batch);
+    for (int32_t& c : contexts) c = 1 + static_cast<int32_t>(rng() % 1024);
+    Check({128, batch == 256 ? 8 : 4, 1, 16}, AttentionMode::kDecode,
+          DecodeSeqs(contexts), 700 + batch);
+  }
+  std::vector<int32_t> contexts(128);
+  for (int32_t& c : contexts) c = 1 + static_cast<int32_t>(rng() % 600);
+  Check({64, 8, 1, 32}, AttentionMode::kDecode, DecodeSeqs(contexts), 710);
+}
+
+}  // namespace
+}  // namespace duet::kernels::testing

@@ -1,0 +1,215 @@
+// Timings of the CUDA backend's hot ops at Qwen3-4B shapes (32 query heads,
+// 8 KV heads, head_dim 128, hidden 2560, intermediate 9728). Not a test:
+// skipped unless DUET_CUDA_BENCH=1 (and a GPU is present). Each number is
+// the median over 5 batches of back-to-back calls, one Synchronize per batch,
+// so launch gaps are included but the host round trip is amortized.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+
+namespace duet::kernels::testing {
+namespace {
+
+constexpr int32_t kVocab = 1000;
+constexpr int32_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
+
+class CudaBench : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* env = std::getenv("DUET_CUDA_BENCH");
+    if (env == nullptr || std::string(env) != "1") {
+      GTEST_SKIP() << "timing only with DUET_CUDA_BENCH=1";
+    }
+    DUET_SKIP_WITHOUT_CUDA();
+    auto be = MakeCudaBackend(0);
+    ASSERT_TRUE(be.ok()) << be.status();
+    be_ = std::move(*be);
+  }
+
+  // Median milliseconds per call of `op`.
+  double TimeMs(const std::function<absl::Status()>& op, int per_batch = 20) {
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(op().ok());
+    EXPECT_TRUE(be_->Synchronize().ok());
+    std::vector<double> ms;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < per_batch; ++i) {
+        const absl::Status s = op();
+        EXPECT_TRUE(s.ok()) << s;
+      }
+      EXPECT_TRUE(be_->Synchronize().ok());
+      const auto t1 = std::chrono::steady_clock::now();
+      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count() /
+                   per_batch);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+  // Fills every slot of `cache` with random (non-zero) K/V by writing a
+  // random 4096-token qkv block over and over through WriteKvCache.
+  void FillCache(const AttentionShape& s, const Tensor& cache) {
+    std::mt19937 rng(1);
+    const int32_t chunk = 4096;
+    const std::vector<float> qkv = RandomBf16(rng, int64_t{chunk} * s.qkv_width());
+    Tensor tq = MustUpload(*be_, qkv, {chunk, s.qkv_width()});
+    const int64_t slots = int64_t{s.num_blocks} * s.block_size;
+    for (int64_t start = 0; start < slots; start += chunk) {
+      StepInputs step;
+      step.mode = AttentionMode::kPrefill;
+      const int32_t n = static_cast<int32_t>(std::min<int64_t>(chunk, slots - start));
+      const int32_t first_block = static_cast<int32_t>(start / s.block_size);
+      const int32_t nb = (n + s.block_size - 1) / s.block_size;
+      for (int32_t i = 0; i < n; ++i) {
+        step.token_ids.push_back(0);
+        step.positions.push_back(i);
+        step.slot_mapping.push_back(start + i);
+      }
+      step.query_start = {0, n};
+      step.seq_lens = {n};
+      step.max_blocks_per_seq = nb;
+      for (int32_t b = 0; b < nb; ++b) step.block_tables.push_back(first_block + b);
+      ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
+      const TensorView rows{tq.view().data, DType::kBF16, {n, s.qkv_width()},
+                            Device::kCuda};
+      ASSERT_TRUE(be_->WriteKvCache(step, s, rows, cache.view()).ok());
+    }
+  }
+
+  std::unique_ptr<Backend> be_;
+};
+
+TEST_F(CudaBench, DecodeAttention) {
+  std::printf("\n[bench] decode attention, 32/8 heads x 128, block 16\n");
+  std::printf("[bench] %6s %7s %10s %10s\n", "batch", "context", "us", "GB/s");
+  for (int32_t ctx : {1024, 4096, 8192}) {
+    for (int32_t batch : {1, 8, 32, 64, 128, 256}) {
+      if (int64_t{batch} * ctx > 256 * 4096) continue;  // <= 4 GiB of KV
+      std::mt19937 rng(2);
+      std::vector<SeqSpec> seqs(batch, SeqSpec{ctx - 1, 1});
+      const int32_t blocks = BlocksFor(seqs, kBlock);
+      const AttentionShape s{kHeads, kKvHeads, kHeadDim, kBlock, blocks};
+      auto cache = be_->Allocate(DType::kBF16, {blocks, 2, kKvHeads, kBlock, kHeadDim});
+      ASSERT_TRUE(cache.ok());
+      FillCache(s, *cache);
+      const StepInputs step =
+          MakeStep(AttentionMode::kDecode, seqs, kBlock, blocks, kVocab, rng);
+      ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
+      Tensor qkv = MustUpload(*be_, RandomBf16(rng, int64_t{batch} * s.qkv_width()),
+                              {batch, s.qkv_width()});
+      auto out = be_->Allocate(DType::kBF16, {batch, kHeads * kHeadDim});
+      ASSERT_TRUE(out.ok());
+      const double ms = TimeMs([&] {
+        return be_->Attention(step, s, qkv.view(), cache->view(), 0.088f,
+                              out->view());
+      });
+      const double bytes = double{batch} * ctx * kKvHeads * kHeadDim * 2 * 2;
+      std::printf("[bench] %6d %7d %10.1f %10.0f\n", batch, ctx, ms * 1e3,
+                  bytes / (ms * 1e-3) / 1e9);
+    }
+  }
+}
+
+TEST_F(CudaBench, PrefillAttention) {
+  std::printf("\n[bench] prefill attention (causal), 32/8 heads x 128\n");
+  std::printf("[bench] %-26s %10s %10s\n", "sequences", "ms", "TFLOP/s");
+  struct Case {
+    const char* name;
+    std::vector<SeqSpec> seqs;
+  };
+  const Case cases[] = {
+      {"1 x 4096 fresh", {{0, 4096}}},
+      {"1 x 8192 fresh", {{0, 8192}}},
+      {"4 x 2048 after 2048", {{2048, 2048}, {2048, 2048}, {2048, 2048}, {2048, 2048}}},
+      {"16 x 512 fresh", std::vector<SeqSpec>(16, SeqSpec{0, 512})},
+  };
+  for (const Case& c : cases) {
+    std::mt19937 rng(3);
+    const int32_t blocks = BlocksFor(c.seqs, kBlock);
+    const AttentionShape s{kHeads, kKvHeads, kHeadDim, kBlock, blocks};
+    auto cache = be_->Allocate(DType::kBF16, {blocks, 2, kKvHeads, kBlock, kHeadDim});
+    ASSERT_TRUE(cache.ok());
+    FillCache(s, *cache);
+    const StepInputs step =
+        MakeStep(AttentionMode::kPrefill, c.seqs, kBlock, blocks, kVocab, rng);
+    ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
+    const int64_t t = step.num_tokens();
+    Tensor qkv = MustUpload(*be_, RandomBf16(rng, t * s.qkv_width()), {t, s.qkv_width()});
+    auto out = be_->Allocate(DType::kBF16, {t, kHeads * kHeadDim});
+    ASSERT_TRUE(out.ok());
+    double pairs = 0;  // (query, visible key) pairs
+    for (const SeqSpec& q : c.seqs) {
+      pairs += double{q.q_len} * q.prefix + double{q.q_len} * (q.q_len + 1) / 2;
+    }
+    const double ms = TimeMs(
+        [&] {
+          return be_->Attention(step, s, qkv.view(), cache->view(), 0.088f,
+                                out->view());
+        },
+        5);
+    const double flops = 4.0 * pairs * kHeads * kHeadDim;
+    std::printf("[bench] %-26s %10.3f %10.1f\n", c.name, ms,
+                flops / (ms * 1e-3) / 1e12);
+  }
+}
+
+TEST_F(CudaBench, LinearAndElementwise) {
+  std::printf("\n[bench] Qwen3-4B GEMMs (bf16, fp32 accumulate)\n");
+  std::printf("[bench] %-10s %6s %10s %10s %10s\n", "weight", "tokens", "us",
+              "TFLOP/s", "GB/s(w)");
+  std::mt19937 rng(4);
+  struct W {
+    const char* name;
+    int64_t n, k;
+  };
+  for (const W w : {W{"qkv", 6144, 2560}, W{"o_proj", 2560, 4096},
+                    W{"gate_up", 19456, 2560}, W{"down", 2560, 9728}}) {
+    Tensor tw = MustUpload(*be_, RandomBf16(rng, w.n * w.k), {w.n, w.k});
+    for (int64_t t : {1, 16, 64, 256, 2048}) {
+      Tensor tx = MustUpload(*be_, RandomBf16(rng, t * w.k), {t, w.k});
+      auto out = be_->Allocate(DType::kBF16, {t, w.n});
+      ASSERT_TRUE(out.ok());
+      const double ms =
+          TimeMs([&] { return be_->Linear(tx.view(), tw.view(), out->view()); });
+      std::printf("[bench] %-10s %6lld %10.1f %10.1f %10.0f\n", w.name,
+                  static_cast<long long>(t), ms * 1e3,
+                  2.0 * t * w.n * w.k / (ms * 1e-3) / 1e12,
+                  2.0 * w.n * w.k / (ms * 1e-3) / 1e9);
+    }
+  }
+
+  std::printf("\n[bench] memory-bound ops at 2048 tokens\n");
+  const int64_t t = 2048, h = 2560, inter = 9728;
+  Tensor x = MustUpload(*be_, RandomBf16(rng, t * h), {t, h});
+  Tensor r = MustUpload(*be_, RandomBf16(rng, t * h), {t, h});
+  Tensor w = MustUpload(*be_, RandomBf16(rng, h), {h});
+  auto o = be_->Allocate(DType::kBF16, {t, h});
+  Tensor gu = MustUpload(*be_, RandomBf16(rng, t * 2 * inter), {t, 2 * inter});
+  auto act = be_->Allocate(DType::kBF16, {t, inter});
+  ASSERT_TRUE(o.ok() && act.ok());
+  const double rms = TimeMs([&] { return be_->RmsNorm(x.view(), w.view(), 1e-6f, o->view()); });
+  const double add = TimeMs([&] {
+    return be_->AddRmsNorm(x.view(), r.view(), w.view(), 1e-6f, o->view());
+  });
+  const double silu = TimeMs([&] { return be_->SiluMul(gu.view(), act->view()); });
+  std::printf("[bench] rmsnorm     %8.1f us %8.0f GB/s\n", rms * 1e3,
+              2.0 * t * h * 2 / (rms * 1e-3) / 1e9);
+  std::printf("[bench] add_rmsnorm %8.1f us %8.0f GB/s\n", add * 1e3,
+              4.0 * t * h * 2 / (add * 1e-3) / 1e9);
+  std::printf("[bench] silu_mul    %8.1f us %8.0f GB/s\n", silu * 1e3,
+              3.0 * t * inter * 2 / (silu * 1e-3) / 1e9);
+}
+
+}  // namespace
+}  // namespace duet::kernels::testing

@@ -1,0 +1,287 @@
+// duet-model-bench: the whole forward pass on the GPU, measured against the
+// hardware floors measured in the same run.
+//
+//   decode step (batch B, context C): time per step vs
+//       floor = (weight bytes + B * C * KV bytes per token) / copy bandwidth
+//   prefill of T tokens: time and TFLOP/s vs
+//       FLOPs = 2 * linear params * T + causal attention + LM head (1 row)
+//       floor = FLOPs / cuBLAS bf16 peak
+// Copy bandwidth: device-to-device cudaMemcpy of 1 GiB, counting bytes read
+// and written. Peak: cuBLAS bf16 8192^3 GEMM on random data.
+//
+//   duet-model-bench --model DIR [--batches 1,8,64] [--contexts 512,2048]
+//                    [--prefill 512,2048,8192] [--json-out FILE]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/clock.h"
+#include "common/flags.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/device_info.h"
+#include "model/transformer.h"
+#include "model/weights.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (required)");
+ABSL_FLAG(std::string, batches, "1,8,32,64,128,256", "decode batch sizes");
+ABSL_FLAG(std::string, contexts, "512,2048,8192", "decode context lengths");
+ABSL_FLAG(std::string, prefill, "512,2048,8192", "prefill prompt lengths");
+ABSL_FLAG(int32_t, iters, 20, "timed iterations per point (after 3 warm-up)");
+ABSL_FLAG(double, kv_budget_gib, 0, "GPU memory for the KV cache (0 = 80% of free)");
+ABSL_FLAG(std::string, json_out, "", "also write the results here");
+
+namespace {
+
+using duet::BlockId;
+using duet::kernels::AttentionMode;
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "duet-model-bench: %s\n", msg.c_str());
+  return 1;
+}
+
+std::vector<int32_t> ParseList(const std::string& s) {
+  std::vector<int32_t> out;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int32_t v;
+    if (absl::SimpleAtoi(p, &v) && v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+#define CHECK_CUDA(x)                                                     \
+  do {                                                                    \
+    cudaError_t e = (x);                                                  \
+    if (e != cudaSuccess) return Fail(std::string(#x) + ": " +            \
+                                      cudaGetErrorString(e));             \
+  } while (0)
+
+// Device-to-device copy bandwidth, bytes read + written per second.
+int MeasureCopyBandwidth(double* bytes_per_s) {
+  const size_t n = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  CHECK_CUDA(cudaMalloc(&a, n));
+  CHECK_CUDA(cudaMalloc(&b, n));
+  CHECK_CUDA(cudaMemset(a, 1, n));
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int i = 0; i < 3; ++i) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  cudaEventRecord(start);
+  constexpr int kIters = 20;
+  for (int i = 0; i < kIters; ++i) {
+    cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
+  }
+  cudaEventRecord(stop);
+  CHECK_CUDA(cudaEventSynchronize(stop));
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  *bytes_per_s = 2.0 * n * kIters / (ms * 1e-3);
+  cudaFree(a);
+  cudaFree(b);
+  return 0;
+}
+
+// cuBLAS bf16 GEMM throughput on random data, FLOP/s.
+int MeasureGemmPeak(double* flops) {
+  constexpr int kN = 8192;
+  const size_t elems = size_t{kN} * kN;
+  std::vector<__nv_bfloat16> host(elems);
+  uint64_t x = 88172645463325252ull;
+  for (auto& v : host) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    v = __float2bfloat16(static_cast<float>(x % 2001) / 1000.0f - 1.0f);
+  }
+  __nv_bfloat16 *a, *b, *c;
+  CHECK_CUDA(cudaMalloc(reinterpret_cast<void**>(&a), elems * 2));
+  CHECK_CUDA(cudaMalloc(reinterpret_cast<void**>(&b), elems * 2));
+  CHECK_CUDA(cudaMalloc(reinterpret_cast<void**>(&c), elems * 2));
+  CHECK_CUDA(cudaMemcpy(a, host.data(), elems * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(b, host.data(), elems * 2, cudaMemcpyHostToDevice));
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return Fail("cublasCreate");
+  const float alpha = 1, beta = 0;
+  auto gemm = [&] {
+    return cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, kN, kN, kN, &alpha, a,
+                        CUDA_R_16BF, kN, b, CUDA_R_16BF, kN, &beta, c,
+                        CUDA_R_16BF, kN, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT);
+  };
+  for (int i = 0; i < 3; ++i) gemm();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  constexpr int kIters = 10;
+  cudaEventRecord(start);
+  for (int i = 0; i < kIters; ++i) gemm();
+  cudaEventRecord(stop);
+  CHECK_CUDA(cudaEventSynchronize(stop));
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  *flops = 2.0 * kN * kN * double{kN} * kIters / (ms * 1e-3);
+  cublasDestroy(h);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "GPU forward-pass benchmark against measured hardware floors.\n"
+      "Usage: duet-model-bench --model DIR");
+  duet::ParseFlags(argc, argv);
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) {
+    std::fprintf(stderr, "duet-model-bench: --model is required\n");
+    return 2;
+  }
+  auto devices = duet::kernels::cuda::ListDevices();
+  if (!devices.ok() || devices->empty()) return Fail("no CUDA device");
+  std::printf("device: %s, %d SMs, %.1f GiB\n", (*devices)[0].name.c_str(),
+              (*devices)[0].multiprocessors,
+              (*devices)[0].total_memory_bytes / double(1 << 30));
+  double bandwidth = 0, peak = 0;
+  if (int rc = MeasureCopyBandwidth(&bandwidth); rc != 0) return rc;
+  if (int rc = MeasureGemmPeak(&peak); rc != 0) return rc;
+  std::printf("measured copy bandwidth %.0f GB/s (read+write), cuBLAS bf16 "
+              "peak %.0f TFLOP/s\n",
+              bandwidth / 1e9, peak / 1e12);
+
+  auto backend = duet::kernels::MakeCudaBackend(0);
+  if (!backend.ok()) return Fail(backend.status().ToString());
+  duet::Stopwatch load;
+  auto model = duet::model::Transformer::Load(dir, std::move(*backend));
+  if (!model.ok()) return Fail(model.status().ToString());
+  const auto& c = (*model)->config();
+  int64_t weight_bytes = 0, linear_params = 0;
+  for (const auto& w : duet::model::ExpectedWeights(c)) {
+    const int64_t n = duet::NumElements(w.shape);
+    if (w.kind != duet::model::WeightKind::kEmbedding || c.tie_word_embeddings) {
+      weight_bytes += n * 2;  // the embedding table is only gathered
+    }
+    if (w.kind == duet::model::WeightKind::kLinear && w.name != "lm_head.weight") {
+      linear_params += n;
+    }
+  }
+  std::printf("model %s: %d layers, hidden %d, %d/%d heads, loaded in %.1f s; "
+              "weights read per decode step %.2f GB\n",
+              dir.c_str(), c.num_layers, c.hidden_size, c.num_heads,
+              c.num_kv_heads, load.ElapsedMs() / 1e3, weight_bytes / 1e9);
+  const int64_t kv_bytes_per_token =
+      int64_t{c.num_layers} * 2 * c.num_kv_heads * c.head_dim * 2;
+
+  constexpr int32_t kBlock = 16;
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaMemGetInfo(&free_bytes, &total_bytes);
+  const double budget = absl::GetFlag(FLAGS_kv_budget_gib) > 0
+                            ? absl::GetFlag(FLAGS_kv_budget_gib) * (1 << 30)
+                            : 0.8 * static_cast<double>(free_bytes);
+  const int64_t block_bytes = kv_bytes_per_token * kBlock;
+  const int32_t num_blocks = static_cast<int32_t>(budget / block_bytes);
+  auto cache = (*model)->AllocateKvCache(kBlock, num_blocks);
+  if (!cache.ok()) return Fail(cache.status().ToString());
+  std::printf("KV cache: %d blocks (%.1f GiB)\n", num_blocks,
+              num_blocks * double(block_bytes) / (1 << 30));
+  const int iters = absl::GetFlag(FLAGS_iters);
+  nlohmann::json results = {{"device", (*devices)[0].name},
+                            {"copy_bandwidth_gbs", bandwidth / 1e9},
+                            {"gemm_peak_tflops", peak / 1e12},
+                            {"model", dir},
+                            {"decode", nlohmann::json::array()},
+                            {"prefill", nlohmann::json::array()}};
+
+  std::printf("\n%-8s %-8s %12s %12s %8s\n", "batch", "context", "step_ms",
+              "floor_ms", "ratio");
+  for (int32_t ctx : ParseList(absl::GetFlag(FLAGS_contexts))) {
+    for (int32_t batch : ParseList(absl::GetFlag(FLAGS_batches))) {
+      const int32_t per_seq = duet::model::BlocksForTokens(ctx + 1, kBlock);
+      if (int64_t{per_seq} * batch > num_blocks) {
+        std::printf("%-8d %-8d %12s  (KV of %.1f GiB does not fit)\n", batch,
+                    ctx, "-", double(per_seq) * batch * block_bytes / (1 << 30));
+        continue;
+      }
+      std::vector<std::vector<BlockId>> tables(batch);
+      std::vector<int32_t> tokens(batch);
+      std::vector<duet::model::SeqChunk> chunks;
+      for (int32_t b = 0; b < batch; ++b) {
+        for (int32_t i = 0; i < per_seq; ++i) {
+          tables[b].push_back(BlockId(b * per_seq + i));
+        }
+        tokens[b] = 1000 + b;
+        chunks.push_back({{&tokens[b], 1}, ctx, tables[b]});
+      }
+      auto step = duet::model::BuildStep(AttentionMode::kDecode, chunks, kBlock);
+      if (!step.ok()) return Fail(step.status().ToString());
+      for (int i = 0; i < 3; ++i) {
+        auto r = (*model)->Forward(*step, *cache, kBlock);
+        if (!r.ok()) return Fail(r.status().ToString());
+      }
+      duet::Stopwatch clock;
+      for (int i = 0; i < iters; ++i) (void)(*model)->Forward(*step, *cache, kBlock);
+      const double ms = clock.ElapsedMs() / iters;
+      const double floor_ms =
+          (weight_bytes + double(batch) * ctx * kv_bytes_per_token) /
+          bandwidth * 1e3;
+      std::printf("%-8d %-8d %12.3f %12.3f %8.2f\n", batch, ctx, ms, floor_ms,
+                  ms / floor_ms);
+      results["decode"].push_back({{"batch", batch}, {"context", ctx},
+                                   {"step_ms", ms}, {"floor_ms", floor_ms},
+                                   {"ratio", ms / floor_ms}});
+    }
+  }
+
+  std::printf("\n%-8s %12s %10s %12s %8s\n", "prompt", "time_ms", "TFLOP/s",
+              "floor_ms", "of peak");
+  for (int32_t t : ParseList(absl::GetFlag(FLAGS_prefill))) {
+    const int32_t blocks = duet::model::BlocksForTokens(t, kBlock);
+    if (blocks > num_blocks || t > c.max_position_embeddings) continue;
+    std::vector<BlockId> table;
+    for (int32_t i = 0; i < blocks; ++i) table.push_back(BlockId(i));
+    std::vector<int32_t> prompt(t);
+    for (int32_t i = 0; i < t; ++i) prompt[i] = (i * 7919) % 100000;
+    const duet::model::SeqChunk chunk{prompt, 0, table};
+    auto step = duet::model::BuildStep(AttentionMode::kPrefill, {&chunk, 1},
+                                       kBlock);
+    if (!step.ok()) return Fail(step.status().ToString());
+    for (int i = 0; i < 2; ++i) {
+      auto r = (*model)->Forward(*step, *cache, kBlock);
+      if (!r.ok()) return Fail(r.status().ToString());
+    }
+    const int n = std::max(3, iters / 4);
+    duet::Stopwatch clock;
+    for (int i = 0; i < n; ++i) (void)(*model)->Forward(*step, *cache, kBlock);
+    const double ms = clock.ElapsedMs() / n;
+    // Causal attention: QK^T and PV over t*(t+1)/2 pairs per head.
+    const double attn = 4.0 * c.num_layers * c.num_heads * c.head_dim *
+                        (double(t) * (t + 1) / 2);
+    const double flops = 2.0 * linear_params * t + attn +
+                         2.0 * c.hidden_size * double{c.vocab_size};
+    const double floor_ms = flops / peak * 1e3;
+    std::printf("%-8d %12.3f %10.1f %12.3f %7.1f%%\n", t, ms,
+                flops / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms);
+    results["prefill"].push_back({{"tokens", t}, {"time_ms", ms},
+                                  {"tflops", flops / (ms * 1e-3) / 1e12},
+                                  {"floor_ms", floor_ms},
+                                  {"fraction_of_peak", floor_ms / ms}});
+  }
+  const std::string json_out = absl::GetFlag(FLAGS_json_out);
+  if (!json_out.empty()) std::ofstream(json_out) << results.dump(2) << "\n";
+  return 0;
+}
