@@ -13,6 +13,10 @@ it regenerated the very same bytes.
 
 Usage (on a machine with torch + transformers, e.g. the GPU machine):
   python3 scripts/make_golden.py --model /tmp/tiny --out tests/golden/tiny.json
+For the CUDA backend's whole-model check (bf16 on the GPU, 10 prompts):
+  python3 scripts/make_golden.py --model /tmp/qwen3-4b --out /tmp/q4b.json \
+      --dtype bfloat16 --device cuda --no-hash \
+      --lengths 1,5,17,33,64,100,128,200,257,300 --new-tokens 16
 """
 import argparse
 import json
@@ -64,23 +68,34 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--vocab-limit", type=int, default=100000,
                     help="prompt ids are drawn below this")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-hash", action="store_true",
+                    help="skip the checkpoint hashes (slow for GB files)")
+    ap.add_argument("--lengths", default=",".join(map(str, PROMPT_LENGTHS)))
+    ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     args = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.float32, attn_implementation="eager")
+        args.model, dtype=getattr(torch, args.dtype),
+        attn_implementation="eager").to(args.device)
     model.eval()
+    lengths = [int(x) for x in args.lengths.split(",") if x]
+    new_tokens = args.new_tokens
 
     cases = []
     with torch.no_grad():
-        for n in PROMPT_LENGTHS:
+        for n in lengths:
             ids = prompt_ids(n, args.vocab_limit)
-            logits = model(torch.tensor([ids])).logits[0]
+            logits = model(torch.tensor([ids], device=args.device)).logits[0]
+            logits = logits.float().cpu()
             positions = sorted({0, n // 2, n - 1})
             seq = list(ids)
-            for _ in range(NEW_TOKENS):
-                last = model(torch.tensor([seq])).logits[0, -1]
+            for _ in range(new_tokens):
+                last = model(torch.tensor([seq], device=args.device)).logits[0, -1]
+                last = last.float().cpu()
                 seq.append(int(torch.argmax(last)))
             cases.append({
                 "prompt": ids,
@@ -92,13 +107,15 @@ def main():
 
     files = {}
     for name in sorted(os.listdir(args.model)):
+        if args.no_hash:
+            break
         if name.endswith(".safetensors") or name == "config.json":
             files[name] = fnv1a64(os.path.join(args.model, name))
     out = {
         "generator": "scripts/make_golden.py",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "dtype": "float32",
+        "dtype": args.dtype,
         "vocab_stride": VOCAB_STRIDE,
         "files_fnv1a64": files,
         "cases": cases,
