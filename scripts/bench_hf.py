@@ -9,13 +9,15 @@ time), then measures:
     context C: (time of generate(C-prompt, N new) - time of generate(1 new))
     / (N - 1);
   - prefill: one forward of a T-token prompt (sdpa attention, no cache).
-Prints one JSON object.
+Prints one JSON object per measurement (eager static cache first, then
+with torch.compile).
 
   python3 scripts/bench_hf.py --config DIR/config.json --decode 1:512,1:2048
       --prefill 512,2048,8192
 """
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -29,6 +31,10 @@ def timed(fn, iters):
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / iters
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -45,20 +51,16 @@ def main():
         model = AutoModelForCausalLM.from_config(
             config, dtype=torch.bfloat16, attn_implementation="sdpa")
     model.eval()
-    out = {"torch": torch.__version__, "device": torch.cuda.get_device_name(),
-           "decode": [], "prefill": []}
+    # One JSON object per line, printed as soon as measured, so a run cut
+    # short by a time limit still reports what it got.
+    emit = lambda d: print(json.dumps(d), flush=True)
+    emit({"torch": torch.__version__, "device": torch.cuda.get_device_name()})
 
-    with torch.inference_mode():
-        for t in [int(x) for x in args.prefill.split(",") if x]:
-            ids = torch.randint(0, 100000, (1, t), device="cuda")
-            fwd = lambda: model(ids, use_cache=False, logits_to_keep=1)
-            fwd()
-            out["prefill"].append({"tokens": t, "time_ms": 1e3 * timed(fwd, 3)})
+    decode_specs = [tuple(int(v) for v in x.split(":"))
+                    for x in args.decode.split(",") if x]
 
-        model.forward = torch.compile(model.forward, mode="reduce-overhead",
-                                      fullgraph=True)
-        for spec in [x for x in args.decode.split(",") if x]:
-            batch, ctx = (int(v) for v in spec.split(":"))
+    def decode(tag):
+        for batch, ctx in decode_specs:
             ids = torch.randint(0, 100000, (batch, ctx), device="cuda")
 
             def gen(n):
@@ -66,14 +68,26 @@ def main():
                     ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                     cache_implementation="static", pad_token_id=0)
 
-            for _ in range(2):  # compile + warm-up
+            log(f"decode {tag} batch {batch} context {ctx}: warm-up")
+            for _ in range(2):
                 gen(args.new_tokens)
             full = timed(lambda: gen(args.new_tokens), 2)
             one = timed(lambda: gen(1), 2)
-            out["decode"].append({
-                "batch": batch, "context": ctx,
-                "step_ms": 1e3 * (full - one) / (args.new_tokens - 1)})
-    print(json.dumps(out))
+            emit({"decode": tag, "batch": batch, "context": ctx,
+                  "step_ms": 1e3 * (full - one) / (args.new_tokens - 1)})
+
+    with torch.inference_mode():
+        for t in [int(x) for x in args.prefill.split(",") if x]:
+            ids = torch.randint(0, 100000, (1, t), device="cuda")
+            fwd = lambda: model(ids, use_cache=False, logits_to_keep=1)
+            fwd()
+            emit({"prefill": "eager", "tokens": t,
+                  "time_ms": 1e3 * timed(fwd, 3)})
+        decode("static_cache")
+        model.forward = torch.compile(model.forward, mode="reduce-overhead",
+                                      fullgraph=True)
+        decode("static_cache+compile")
+    log("done")
 
 
 if __name__ == "__main__":
