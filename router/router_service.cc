@@ -193,12 +193,22 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
       SetDeadline(ctx, std::min(deadline,
                                 absl::Now() + options_.control_rpc_timeout));
       scope.SetCurrent(&ctx);
+      // Count the blocks against the node before the call, so concurrent
+      // requests placed meanwhile see them and spread over the nodes.
+      const int64_t block_size =
+          std::max<int64_t>(1, node.layout.block_size());
+      const int64_t estimate =
+          (int64_t{num_prompt_tokens} + req.sampling().max_tokens() - 1 +
+           block_size - 1) /
+          block_size;
+      registry_->AddReservedBlocks(node.id, estimate);
       v1::ReserveResponse reply;
       const grpc::Status s = node.stub->Reserve(&ctx, r, &reply);
       scope.SetCurrent(nullptr);
+      registry_->AddReservedBlocks(
+          node.id, s.ok() ? reply.kv_transfer().block_ids_size() - estimate
+                          : -estimate);
       if (s.ok()) {
-        registry_->AddReservedBlocks(node.id,
-                                     reply.kv_transfer().block_ids_size());
         out->node = node;
         out->kv = std::move(*reply.mutable_kv_transfer());
         return grpc::Status::OK;
