@@ -1,5 +1,7 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace duet::kernels {
@@ -102,6 +104,34 @@ absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts) {
+  if (parts.empty()) {
+    return absl::InvalidArgumentError("UploadConcat: no parts");
+  }
+  Shape shape = parts[0].shape;
+  if (shape.empty()) {
+    return absl::InvalidArgumentError("UploadConcat: scalar part");
+  }
+  for (const TensorView& part : parts) {
+    if (part.device != Device::kCpu ||
+        (part.data == nullptr && part.numel() > 0)) {
+      return absl::InvalidArgumentError(
+          "UploadConcat: parts must be non-null host tensors");
+    }
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const Shape& rest = parts[i].shape;
+    if (rest.size() != shape.size() ||
+        !std::equal(rest.begin() + 1, rest.end(), shape.begin() + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "UploadConcat: part ", i, " shape ", ShapeString(parts[i].shape),
+          " does not match ", ShapeString(parts[0].shape), " beyond dim 0"));
+    }
+    shape[0] += parts[i].shape[0];
+  }
+  return shape;
 }
 
 }  // namespace duet::kernels

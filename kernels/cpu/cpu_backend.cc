@@ -85,31 +85,7 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Tensor> UploadConcat(const std::vector<TensorView>& parts,
                                       DType dtype) override {
-    if (parts.empty()) {
-      return absl::InvalidArgumentError("UploadConcat: no parts");
-    }
-    Shape shape = parts[0].shape;
-    if (shape.empty()) {
-      return absl::InvalidArgumentError("UploadConcat: scalar part");
-    }
-    for (const TensorView& part : parts) {
-      if (part.device != Device::kCpu ||
-          (part.data == nullptr && part.numel() > 0)) {
-        return absl::InvalidArgumentError(
-            "UploadConcat: parts must be non-null host tensors");
-      }
-    }
-    for (size_t i = 1; i < parts.size(); ++i) {
-      Shape rest(parts[i].shape);
-      if (rest.size() != shape.size() ||
-          !std::equal(rest.begin() + 1, rest.end(), shape.begin() + 1)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "UploadConcat: part ", i, " shape ", ShapeString(parts[i].shape),
-            " does not match ", ShapeString(parts[0].shape),
-            " beyond dim 0"));
-      }
-      shape[0] += parts[i].shape[0];
-    }
+    DUET_ASSIGN_OR_RETURN(const Shape shape, ConcatShape(parts));
     if (dtype != kF32) {
       return absl::InvalidArgumentError("CPU backend stores fp32 only");
     }
