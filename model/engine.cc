@@ -38,9 +38,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
       new Engine(std::move(model), opts, std::move(cache)));
 }
 
-absl::StatusOr<GenerateResult> Engine::Generate(
-    std::span<const int32_t> prompt, const SamplingParams& params) {
-  const ModelConfig& c = model_->config();
+absl::Status ValidateRequest(std::span<const int32_t> prompt,
+                             const SamplingParams& params,
+                             const ModelConfig& c) {
   if (prompt.empty()) {
     return absl::InvalidArgumentError("prompt must hold at least one token");
   }
@@ -59,6 +59,14 @@ absl::StatusOr<GenerateResult> Engine::Generate(
         params.max_tokens, ") exceeds the model context of ",
         c.max_position_embeddings, " tokens"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateResult> Engine::Generate(
+    std::span<const int32_t> prompt, const SamplingParams& params) {
+  const ModelConfig& c = model_->config();
+  DUET_RETURN_IF_ERROR(ValidateRequest(prompt, params, c));
+  const int64_t total = static_cast<int64_t>(prompt.size()) + params.max_tokens;
   // The last generated token is never fed back, so total - 1 positions.
   const int32_t bs = options_.block_size;
   DUET_ASSIGN_OR_RETURN(std::vector<BlockId> blocks,

@@ -33,6 +33,14 @@ struct GenerateResult {
   std::vector<double> decode_step_ms;  // one per token after the first
 };
 
+// Checks a request against the model: a non-empty prompt of in-vocabulary
+// ids, valid sampling params, and prompt + max_tokens within
+// max_position_embeddings. InvalidArgument saying what to fix. Shared by the
+// single-process engine and the prefill node.
+absl::Status ValidateRequest(std::span<const int32_t> prompt,
+                             const SamplingParams& params,
+                             const ModelConfig& config);
+
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "model/engine.h"
 #include "serving/kv_pool.h"
 
 namespace duet::prefill_node {
@@ -61,25 +62,7 @@ absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
     uint64_t request_id, std::vector<int32_t> prompt,
     const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
     absl::Time deadline) {
-  const model::ModelConfig& c = config();
-  if (prompt.empty()) {
-    return absl::InvalidArgumentError("prompt must hold at least one token");
-  }
-  for (int32_t id : prompt) {
-    if (id < 0 || id >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token id ", id, " is outside the vocabulary [0, ",
-          c.vocab_size, ")"));
-    }
-  }
-  DUET_RETURN_IF_ERROR(model::ValidateSamplingParams(params, c.vocab_size));
-  const int64_t total = static_cast<int64_t>(prompt.size()) + params.max_tokens;
-  if (total > max_model_len()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt.size(), " tokens) + max_tokens (",
-        params.max_tokens, ") exceeds the model context of ",
-        max_model_len()));
-  }
+  DUET_RETURN_IF_ERROR(model::ValidateRequest(prompt, params, config()));
   DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout_, dest.layout));
   const int32_t need = model::BlocksForTokens(
       static_cast<int64_t>(prompt.size()), options_.block_size);
