@@ -5,15 +5,10 @@
 #include <limits>
 #include <numeric>
 
+#include "common/random.h"
+
 namespace duet::client {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // Stream ids under DeriveSeed. Request i uses a stream of its own (derived
 // from kRequestStream), so request i is the same whatever num_requests is.

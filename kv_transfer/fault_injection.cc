@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "common/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -17,20 +18,12 @@
 namespace duet::kv_transfer {
 namespace {
 
-// splitmix64: a stateless, well-mixed hash, so the decision for call k does
-// not depend on how many draws other threads made before it.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 bool Faulted(const FaultPlan& plan, int64_t call) {
   if (plan.action == FaultAction::kPass || call <= plan.after) return false;
   const int64_t k = call - plan.after;
   if (plan.every > 0) return k % plan.every == 0;
-  const uint64_t h = Mix(plan.seed ^ Mix(static_cast<uint64_t>(k)));
+  const uint64_t h = SplitMix64(plan.seed ^ SplitMix64(static_cast<uint64_t>(k)));
   const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // [0, 1)
   return u < plan.probability;
 }

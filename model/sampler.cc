@@ -4,17 +4,11 @@
 #include <cmath>
 #include <numeric>
 
+#include "common/random.h"
 #include "absl/strings/str_cat.h"
 
 namespace duet::model {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 int32_t Argmax(std::span<const float> logits) {
   int32_t best = 0;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "common/status.h"
@@ -42,13 +43,6 @@ const Preset* FindPreset(const std::string& name) {
     if (name == p.name) return &p;
   }
   return nullptr;
-}
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
 }
 
 uint64_t HashName(const std::string& s) {  // FNV-1a

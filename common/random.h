@@ -1,0 +1,21 @@
+// SplitMix64: a stateless, well-mixed 64-bit hash. duet uses it wherever a
+// random-looking value must be a pure function of its inputs (sampling draws,
+// synthetic weights, fault plans, benchmark workloads), so results do not
+// depend on thread interleaving, batch composition or the machine.
+#ifndef DUET_COMMON_RANDOM_H_
+#define DUET_COMMON_RANDOM_H_
+
+#include <cstdint>
+
+namespace duet {
+
+constexpr uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace duet
+
+#endif  // DUET_COMMON_RANDOM_H_
