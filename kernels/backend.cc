@@ -106,6 +106,16 @@ absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
   return absl::OkStatus();
 }
 
+absl::Status CheckAllocShape(const Shape& shape) {
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("negative dim in ", ShapeString(shape)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts) {
   if (parts.empty()) {
     return absl::InvalidArgumentError("UploadConcat: no parts");

@@ -104,6 +104,9 @@ struct AttentionShape {
 absl::Status ValidateStep(const StepInputs& step, const AttentionShape& shape,
                           int32_t vocab_size);
 
+// InvalidArgument for a shape with a negative dim (what Allocate accepts).
+absl::Status CheckAllocShape(const Shape& shape);
+
 // Shape of UploadConcat(parts): dim 0 summed, the other dims equal in every
 // part. InvalidArgument for no parts, a scalar part, a part that is not a
 // non-null host tensor, or mismatched trailing dims. Shared by the backends.

@@ -51,12 +51,7 @@ class CpuBackend final : public Backend {
   DType activation_dtype() const override { return kF32; }
 
   absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {
-    for (int64_t d : shape) {
-      if (d < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("negative dim in ", ShapeString(shape)));
-      }
-    }
+    DUET_RETURN_IF_ERROR(CheckAllocShape(shape));
     const size_t bytes = static_cast<size_t>(NumElements(shape)) *
                          DTypeSize(dtype);
     // 64-byte alignment for vectorized loops; never a zero-byte request.
