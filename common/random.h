@@ -7,9 +7,16 @@
 
 #include <cstdint>
 
+// Callable from CUDA device code too (kernels/sampling.h draws on the GPU).
+#if defined(__CUDACC__)
+#define DUET_RANDOM_HD __host__ __device__
+#else
+#define DUET_RANDOM_HD
+#endif
+
 namespace duet {
 
-constexpr uint64_t SplitMix64(uint64_t x) {
+DUET_RANDOM_HD constexpr uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -17,5 +24,7 @@ constexpr uint64_t SplitMix64(uint64_t x) {
 }
 
 }  // namespace duet
+
+#undef DUET_RANDOM_HD
 
 #endif  // DUET_COMMON_RANDOM_H_

@@ -335,14 +335,18 @@ absl::Status DecodeEngine::Step(const std::vector<Request*>& batch) {
   DUET_ASSIGN_OR_RETURN(
       kernels::StepInputs step,
       model::BuildStep(AttentionMode::kDecode, chunks, options_.block_size));
-  DUET_ASSIGN_OR_RETURN(std::vector<float> logits,
-                        model_->Forward(step, cache_, options_.block_size));
-  const size_t vocab = static_cast<size_t>(config().vocab_size);
+  std::vector<kernels::SampleSpec> specs;
+  specs.reserve(batch.size());
+  for (Request* r : batch) {
+    specs.push_back(
+        model::ToSampleSpec(r->params, static_cast<uint64_t>(r->generated)));
+  }
+  DUET_ASSIGN_OR_RETURN(
+      std::vector<int32_t> tokens,
+      model_->ForwardSample(step, cache_, options_.block_size, specs));
   for (size_t i = 0; i < batch.size(); ++i) {
     Request& r = *batch[i];
-    const int32_t token = model::SampleToken(
-        std::span<const float>(logits.data() + i * vocab, vocab), r.params,
-        static_cast<uint64_t>(r.generated));
+    const int32_t token = tokens[i];
     ++r.num_cached;
     ++r.generated;
     r.last_token = token;

@@ -1,6 +1,7 @@
 #include "kernels/backend.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
@@ -142,6 +143,39 @@ absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts) {
     shape[0] += parts[i].shape[0];
   }
   return shape;
+}
+
+absl::Status CheckSampleArgs(const TensorView& logits, Device device,
+                             std::span<const SampleSpec> specs,
+                             std::span<const int32_t> tokens) {
+  if (logits.device != device || logits.dtype != DType::kF32 ||
+      logits.rank() != 2 || logits.data == nullptr || logits.dim(1) <= 0) {
+    return absl::InvalidArgumentError(
+        "sample: logits must be a non-empty [rows, vocab] fp32 tensor on this "
+        "backend");
+  }
+  if (logits.dim(1) > (int64_t{1} << 21)) {
+    // Keeps every integer mass sum below 2^63 (kernels/sampling.h).
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample: vocabulary of ", logits.dim(1), " exceeds 2^21 tokens"));
+  }
+  if (static_cast<int64_t>(specs.size()) != logits.dim(0) ||
+      static_cast<int64_t>(tokens.size()) != logits.dim(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sample: ", logits.dim(0), " logits rows, ", specs.size(),
+        " specs and ", tokens.size(), " token slots must agree"));
+  }
+  for (size_t r = 0; r < specs.size(); ++r) {
+    const SampleSpec& s = specs[r];
+    if (!std::isfinite(s.temperature) || s.temperature < 0.0f ||
+        s.top_k < 0 || !(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample: row ", r, " has temperature ", s.temperature, ", top_k ",
+          s.top_k, ", top_p ", s.top_p,
+          " (need temperature >= 0, top_k >= 0, top_p in (0, 1])"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace duet::kernels

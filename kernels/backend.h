@@ -18,12 +18,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include "absl/strings/string_view.h"
+#include <span>
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/tensor.h"
+#include "kernels/sampling.h"
 
 namespace duet::kernels {
 
@@ -112,6 +115,13 @@ absl::Status CheckAllocShape(const Shape& shape);
 // non-null host tensor, or mismatched trailing dims. Shared by the backends.
 absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts);
 
+// InvalidArgument unless logits is a non-empty [rows, vocab] fp32 tensor on
+// `device`, specs and tokens both have `rows` entries, and every spec is in
+// range (temperature finite >= 0, top_k >= 0, top_p in (0, 1]).
+absl::Status CheckSampleArgs(const TensorView& logits, Device device,
+                             std::span<const SampleSpec> specs,
+                             std::span<const int32_t> tokens);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -179,6 +189,12 @@ class Backend {
   virtual absl::Status Logits(const StepInputs& step, const TensorView& x,
                               const TensorView& lm_head,
                               const TensorView& logits) = 0;
+  // tokens[r] = the token drawn from row r of logits [rows, vocab] (fp32)
+  // with specs[r], by the procedure of kernels/sampling.h (identical on every
+  // backend). May overwrite logits. Returns when tokens are written.
+  virtual absl::Status Sample(const TensorView& logits,
+                              std::span<const SampleSpec> specs,
+                              std::span<int32_t> tokens) = 0;
   // Blocks until all queued work is done (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
 };

@@ -75,7 +75,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
 
   GenerateResult result;
   Stopwatch prefill_clock;
-  std::vector<float> logits;
+  std::vector<int32_t> drawn;
   for (size_t start = 0; start < prompt.size();
        start += options_.prefill_chunk_tokens) {
     Stopwatch chunk_clock;
@@ -85,7 +85,13 @@ absl::StatusOr<GenerateResult> Engine::Generate(
                          static_cast<int32_t>(start), blocks};
     DUET_ASSIGN_OR_RETURN(
         auto step, BuildStep(AttentionMode::kPrefill, {&chunk, 1}, bs));
-    DUET_ASSIGN_OR_RETURN(logits, model_->Forward(step, cache_, bs));
+    // Only the last chunk's draw is used (the first generated token); the
+    // others get a cheap greedy one.
+    const bool last = start + len == prompt.size();
+    const kernels::SampleSpec spec =
+        last ? ToSampleSpec(params, 0) : kernels::SampleSpec{};
+    DUET_ASSIGN_OR_RETURN(drawn,
+                          model_->ForwardSample(step, cache_, bs, {&spec, 1}));
     result.prefill_chunk_ms.push_back(chunk_clock.ElapsedMs());
   }
 
@@ -101,11 +107,13 @@ absl::StatusOr<GenerateResult> Engine::Generate(
       const SeqChunk chunk{{&last, 1}, num_cached, blocks};
       DUET_ASSIGN_OR_RETURN(
           auto step, BuildStep(AttentionMode::kDecode, {&chunk, 1}, bs));
-      DUET_ASSIGN_OR_RETURN(logits, model_->Forward(step, cache_, bs));
+      const kernels::SampleSpec spec =
+          ToSampleSpec(params, static_cast<uint64_t>(i));
+      DUET_ASSIGN_OR_RETURN(
+          drawn, model_->ForwardSample(step, cache_, bs, {&spec, 1}));
       ++num_cached;
     }
-    const int32_t token =
-        SampleToken(logits, params, static_cast<uint64_t>(i));
+    const int32_t token = drawn[0];
     result.tokens.push_back(token);
     if (i == 0) {
       result.prefill_ms = prefill_clock.ElapsedMs();

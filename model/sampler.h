@@ -3,7 +3,7 @@
 // Reproducible by construction: the random number for step i of a request is
 // a pure function of (seed, i) (SplitMix64), not of a generator's history, so
 // the same request gives the same tokens whatever batch it runs in, on any
-// machine, and a GPU sampler can reproduce it exactly.
+// machine; kernels/sampling.h defines the arithmetic every backend shares.
 #ifndef DUET_MODEL_SAMPLER_H_
 #define DUET_MODEL_SAMPLER_H_
 
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/sampling.h"
 
 namespace duet::model {
 
@@ -34,13 +35,15 @@ absl::Status ValidateSamplingParams(const SamplingParams& params,
 // Uniform double in [0, 1) for (seed, step).
 double SamplerUniform(uint64_t seed, uint64_t step);
 
-// Picks the next token from `logits`. Greedy (temperature 0 or top_k 1)
-// returns the lowest index among the maxima. Otherwise: logits / temperature,
-// keep the top_k largest, softmax, keep the smallest prefix (by descending
-// probability, ties by id) whose mass reaches top_p, renormalize, and invert
-// the CDF at SamplerUniform(seed, step) in that order. With neither top-k
-// nor top-p the CDF is inverted in token-id order (no sort). Every backend
-// must follow this exact procedure so seeded runs agree.
+// The backend-level description of draw `step` of a request (its index
+// among the request's generated tokens).
+kernels::SampleSpec ToSampleSpec(const SamplingParams& params, uint64_t step);
+
+// Picks the next token from `logits` on the host by the procedure of
+// kernels/sampling.h (greedy = lowest index among the maxima; otherwise
+// temperature, top-k, top-p over integer masses, inverted at
+// SamplerUniform(seed, step)). Backends sample on their device by the same
+// procedure with bit-identical results.
 int32_t SampleToken(std::span<const float> logits, const SamplingParams& params,
                     uint64_t step);
 

@@ -97,6 +97,29 @@ absl::StatusOr<KvCacheStorage> Transformer::AllocateKvCache(
 
 absl::StatusOr<std::vector<float>> Transformer::Forward(
     const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
+  DUET_ASSIGN_OR_RETURN(Tensor logits, ForwardLogits(step, cache, block_size));
+  std::vector<float> host(static_cast<size_t>(logits.view().numel()));
+  DUET_RETURN_IF_ERROR(backend_->DownloadF32(logits.view(), host.data()));
+  return host;
+}
+
+absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
+    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size,
+    std::span<const kernels::SampleSpec> specs) {
+  if (specs.size() != step.logits_rows.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardSample: ", specs.size(), " sampling specs for ",
+        step.logits_rows.size(), " logits rows"));
+  }
+  DUET_ASSIGN_OR_RETURN(Tensor logits, ForwardLogits(step, cache, block_size));
+  std::vector<int32_t> tokens(specs.size());
+  DUET_RETURN_IF_ERROR(backend_->Sample(logits.view(), specs, tokens));
+  return tokens;
+}
+
+absl::StatusOr<Tensor> Transformer::ForwardLogits(const StepInputs& step,
+                                                  const KvCacheStorage& cache,
+                                                  int32_t block_size) {
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
   if (cache.num_layers() != c.num_layers) {
@@ -155,9 +178,7 @@ absl::StatusOr<std::vector<float>> Transformer::Forward(
                         be.Allocate(DType::kF32, {rows, c.vocab_size}));
   DUET_RETURN_IF_ERROR(be.Logits(step, hidden.view(),
                                  weights_.lm_head_view(), logits.view()));
-  std::vector<float> host(static_cast<size_t>(rows * c.vocab_size));
-  DUET_RETURN_IF_ERROR(be.DownloadF32(logits.view(), host.data()));
-  return host;
+  return logits;
 }
 
 }  // namespace duet::model

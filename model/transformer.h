@@ -56,8 +56,19 @@ class Transformer {
   absl::StatusOr<std::vector<float>> Forward(const kernels::StepInputs& step,
                                              const KvCacheStorage& cache,
                                              int32_t block_size);
+  // Runs one step like Forward and draws one token per logits row on the
+  // backend (specs[r] for step.logits_rows[r]); only the token ids come back
+  // to the host.
+  absl::StatusOr<std::vector<int32_t>> ForwardSample(
+      const kernels::StepInputs& step, const KvCacheStorage& cache,
+      int32_t block_size, std::span<const kernels::SampleSpec> specs);
 
  private:
+  // The step's logits [rows, vocab] fp32, in backend memory.
+  absl::StatusOr<kernels::Tensor> ForwardLogits(const kernels::StepInputs& step,
+                                                const KvCacheStorage& cache,
+                                                int32_t block_size);
+
   Transformer(ModelConfig config, std::unique_ptr<kernels::Backend> backend,
               ModelWeights weights);
 

@@ -186,21 +186,30 @@ void PrefillEngine::Loop() {
           std::span<const int32_t>(p.job->prompt_).subspan(p.start, p.len),
           p.start, p.job->blocks_});
     }
-    absl::StatusOr<std::vector<float>> logits = absl::InternalError("");
+    // The first token is drawn on the backend for chunks that end their
+    // prompt; the others get a (cheap, unused) greedy draw.
+    std::vector<kernels::SampleSpec> specs;
+    for (const Planned& p : plan) {
+      const bool last = p.start + p.len ==
+                        static_cast<int32_t>(p.job->prompt_.size());
+      specs.push_back(last ? model::ToSampleSpec(p.job->params_, /*step=*/0)
+                           : kernels::SampleSpec{});
+    }
+    absl::StatusOr<std::vector<int32_t>> tokens = absl::InternalError("");
     auto step = model::BuildStep(AttentionMode::kPrefill, chunks, bs);
-    logits = step.ok() ? model_->Forward(*step, cache_, bs) : step.status();
-    const size_t vocab = static_cast<size_t>(config().vocab_size);
+    tokens = step.ok() ? model_->ForwardSample(*step, cache_, bs, specs)
+                       : step.status();
 
     std::vector<std::pair<std::shared_ptr<PrefillJob>,
                           absl::StatusOr<PrefillResult>>>
         finished;
     for (size_t i = 0; i < plan.size(); ++i) {
       PrefillJob& job = *plan[i].job;
-      if (!logits.ok()) {
+      if (!tokens.ok()) {
         finished.emplace_back(plan[i].job,
                               absl::InternalError(absl::StrCat(
                                   "prefill forward failed: ",
-                                  logits.status().message())));
+                                  tokens.status().message())));
         continue;
       }
       // Push the blocks this chunk wrote (a partial last block is pushed
@@ -229,9 +238,7 @@ void PrefillEngine::Loop() {
       job.next_pos_ = end;
       if (end == static_cast<int32_t>(job.prompt_.size())) {
         PrefillResult r;
-        r.first_token = model::SampleToken(
-            std::span<const float>(logits->data() + i * vocab, vocab),
-            job.params_, /*step=*/0);
+        r.first_token = (*tokens)[i];
         r.queue_ms = absl::ToDoubleMilliseconds(job.started_ - job.submitted_);
         r.prefill_ms = absl::ToDoubleMilliseconds(absl::Now() - job.started_);
         r.transfer_ms = job.transfer_ms_;

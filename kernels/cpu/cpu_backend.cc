@@ -294,6 +294,20 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status Sample(const TensorView& logits,
+                      std::span<const SampleSpec> specs,
+                      std::span<int32_t> tokens) override {
+    DUET_RETURN_IF_ERROR(
+        CheckSampleArgs(logits, Device::kCpu, specs, tokens));
+    const int64_t vocab = logits.dim(1);
+    for (size_t r = 0; r < specs.size(); ++r) {
+      tokens[r] = SampleRow({logits.as<float>() + r * vocab,
+                             static_cast<size_t>(vocab)},
+                            specs[r]);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Synchronize() override { return absl::OkStatus(); }
 };
 

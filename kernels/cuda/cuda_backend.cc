@@ -24,6 +24,7 @@
 #include "kernels/cuda/kv_cache_kernels.h"
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
+#include "kernels/cuda/sampler.h"
 #include "kernels/cuda/step_metadata.h"
 
 namespace duet::kernels {
@@ -92,7 +93,8 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, const CudaBackendOptions& options)
       : device_(device),
         options_(options),
-        allocator_(std::make_shared<CachingAllocator>(device)) {}
+        allocator_(std::make_shared<CachingAllocator>(device)),
+        sampler_(allocator_) {}
 
   ~CudaBackend() override {
     ScopedDevice guard(device_);
@@ -429,6 +431,16 @@ class CudaBackend final : public Backend {
     return Gemm(gathered.view(), lm_head, logits, CUDA_R_32F);
   }
 
+  absl::Status Sample(const TensorView& logits,
+                      std::span<const SampleSpec> specs,
+                      std::span<int32_t> tokens) override {
+    DUET_RETURN_IF_ERROR(
+        CheckSampleArgs(logits, Device::kCuda, specs, tokens));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return sampler_.Run(logits, specs, tokens, stream());
+  }
+
   absl::Status Synchronize() override {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
@@ -469,6 +481,7 @@ class CudaBackend final : public Backend {
   cuda::GemmRunner gemm_;
   cuda::StepMetadata metadata_;
   cuda::HostTransfer transfer_;
+  cuda::DeviceSampler sampler_;
 };
 
 }  // namespace
