@@ -122,6 +122,19 @@ absl::Status CheckSampleArgs(const TensorView& logits, Device device,
                              std::span<const SampleSpec> specs,
                              std::span<const int32_t> tokens);
 
+// A step recorded by Backend::CaptureStep (a CUDA graph on the CUDA
+// backend): replaying it runs the same ops on new metadata of the same
+// shape with one launch instead of hundreds.
+class StepGraph {
+ public:
+  virtual ~StepGraph() = default;
+  // Uploads `step`'s metadata and queues the recorded ops. `step` must
+  // have the captured mode, token and sequence counts, max_blocks_per_seq
+  // and number of logits rows (FailedPrecondition otherwise) and pass
+  // ValidateStep (InvalidArgument).
+  virtual absl::Status Replay(const StepInputs& step) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -195,6 +208,18 @@ class Backend {
   virtual absl::Status Sample(const TensorView& logits,
                               std::span<const SampleSpec> specs,
                               std::span<int32_t> tokens) = 0;
+  // Records the ops that `record` issues for `step` (validated and made
+  // current as by BeginStep) without running them. Memory the ops allocate
+  // stays reserved for the graph, so tensors they leave alive stay valid
+  // while it lives; every tensor and cache the ops use must outlive it, and
+  // it must not outlive the backend. UNIMPLEMENTED where the backend has no
+  // graphs (CPU).
+  virtual absl::StatusOr<std::unique_ptr<StepGraph>> CaptureStep(
+      const StepInputs& step, const AttentionShape& shape, int32_t vocab_size,
+      const std::function<absl::Status()>& record) {
+    (void)step, (void)shape, (void)vocab_size, (void)record;
+    return absl::UnimplementedError("this backend does not record graphs");
+  }
   // Blocks until all queued work is done (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
 };

@@ -1,8 +1,10 @@
 #include "model/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status.h"
 #include "model/safetensors.h"
 
@@ -97,10 +99,132 @@ absl::StatusOr<KvCacheStorage> Transformer::AllocateKvCache(
 
 absl::StatusOr<std::vector<float>> Transformer::Forward(
     const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
-  DUET_ASSIGN_OR_RETURN(Tensor logits, ForwardLogits(step, cache, block_size));
-  std::vector<float> host(static_cast<size_t>(logits.view().numel()));
-  DUET_RETURN_IF_ERROR(backend_->DownloadF32(logits.view(), host.data()));
+  DUET_ASSIGN_OR_RETURN(const TensorView logits,
+                        RunStep(step, cache, block_size));
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  DUET_RETURN_IF_ERROR(backend_->DownloadF32(logits, host.data()));
   return host;
+}
+
+int32_t DecodeGraphBucket(int32_t num_seqs) {
+  if (num_seqs <= 8) {
+    int32_t b = 1;
+    while (b < num_seqs) b *= 2;
+    return b;
+  }
+  // Steps of 8 up to 64, of 16 up to 256, then 32: at most ~12% padding
+  // past 64 sequences, and few graphs.
+  const int32_t step = num_seqs <= 64 ? 8 : num_seqs <= 256 ? 16 : 32;
+  return (num_seqs + step - 1) / step * step;
+}
+
+absl::StatusOr<StepInputs> PadDecodeStep(const StepInputs& step,
+                                         int32_t num_seqs,
+                                         int32_t max_blocks_per_seq) {
+  const int32_t n = step.num_seqs();
+  if (step.mode != AttentionMode::kDecode || n == 0 || num_seqs < n ||
+      max_blocks_per_seq < step.max_blocks_per_seq ||
+      step.num_tokens() != n) {
+    return absl::InvalidArgumentError(
+        "PadDecodeStep: needs a non-empty decode step no larger than the "
+        "padded shape");
+  }
+  StepInputs out;
+  out.mode = AttentionMode::kDecode;
+  out.max_blocks_per_seq = max_blocks_per_seq;
+  out.block_tables.assign(
+      static_cast<size_t>(num_seqs) * max_blocks_per_seq, 0);
+  out.query_start.push_back(0);
+  for (int32_t s = 0; s < num_seqs; ++s) {
+    // Padding repeats sequence 0: the same token at the same position writes
+    // the same K/V bytes into the same slot, so it changes nothing.
+    const int32_t src = s < n ? s : 0;
+    out.token_ids.push_back(step.token_ids[src]);
+    out.positions.push_back(step.positions[src]);
+    out.slot_mapping.push_back(step.slot_mapping[src]);
+    out.seq_lens.push_back(step.seq_lens[src]);
+    out.query_start.push_back(s + 1);
+    out.logits_rows.push_back(s);
+    std::copy_n(step.block_tables.begin() +
+                    static_cast<size_t>(src) * step.max_blocks_per_seq,
+                step.max_blocks_per_seq,
+                out.block_tables.begin() +
+                    static_cast<size_t>(s) * max_blocks_per_seq);
+  }
+  return out;
+}
+
+absl::StatusOr<TensorView> Transformer::RunStep(
+    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
+  const bool one_per_seq =
+      step.logits_rows.size() == static_cast<size_t>(step.num_seqs());
+  if (graphs_enabled_ && step.mode == AttentionMode::kDecode && one_per_seq &&
+      step.num_seqs() > 0 && step.num_tokens() == step.num_seqs()) {
+    bool capture_failed = false;
+    absl::StatusOr<TensorView> v =
+        RunDecodeGraph(step, cache, block_size, &capture_failed);
+    if (v.ok() || !capture_failed) return v;
+    // No graphs on this backend (UNIMPLEMENTED), or no memory left for one:
+    // run op by op from now on.
+    if (v.status().code() != absl::StatusCode::kUnimplemented) {
+      DUET_LOG(WARNING) << "decode graphs disabled: " << v.status();
+    }
+    graphs_enabled_ = false;
+    decode_graphs_.clear();
+  }
+  eager_logits_ = kernels::Tensor();
+  DUET_ASSIGN_OR_RETURN(eager_logits_, ForwardLogits(step, cache, block_size));
+  return eager_logits_.view();
+}
+
+absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
+    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size,
+    bool* capture_failed) {
+  if (cache.num_layers() != config_.num_layers) {
+    return absl::InvalidArgumentError("KV cache has the wrong layer count");
+  }
+  const int32_t bucket = DecodeGraphBucket(step.num_seqs());
+  const auto shape =
+      attention_shape(block_size, static_cast<int32_t>(cache.layer(0).dim(0)));
+  DecodeGraph& g = decode_graphs_[bucket];
+  const bool stale = g.graph == nullptr ||
+                     g.max_blocks < step.max_blocks_per_seq ||
+                     g.cache != cache.layer(0).data ||
+                     g.block_size != block_size;
+  if (stale) {
+    // Block tables padded to a power of two: contexts that grow re-record
+    // a bucket's graph only log2 times.
+    const bool same_cache = g.graph != nullptr &&
+                            g.cache == cache.layer(0).data &&
+                            g.block_size == block_size;
+    int32_t max_blocks = same_cache ? g.max_blocks : 16;
+    while (max_blocks < step.max_blocks_per_seq) max_blocks *= 2;
+    g = DecodeGraph{};
+    DUET_ASSIGN_OR_RETURN(StepInputs padded,
+                          PadDecodeStep(step, bucket, max_blocks));
+    kernels::Tensor logits;
+    auto graph = backend_->CaptureStep(
+        padded, shape, config_.vocab_size, [&]() -> absl::Status {
+          DUET_ASSIGN_OR_RETURN(logits, RunOps(padded, cache, shape));
+          return absl::OkStatus();
+        });
+    if (!graph.ok()) {
+      decode_graphs_.erase(bucket);
+      *capture_failed = true;
+      return graph.status();
+    }
+    g.graph = std::move(*graph);
+    g.logits = logits.view();  // memory owned by the graph from here on
+    g.max_blocks = max_blocks;
+    g.cache = cache.layer(0).data;
+    g.block_size = block_size;
+  }
+  DUET_ASSIGN_OR_RETURN(StepInputs padded,
+                        PadDecodeStep(step, bucket, g.max_blocks));
+  DUET_RETURN_IF_ERROR(g.graph->Replay(padded));
+  TensorView rows = g.logits;
+  rows.shape = {step.num_seqs(), config_.vocab_size};
+  return rows;
 }
 
 absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
@@ -111,9 +235,10 @@ absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
         "ForwardSample: ", specs.size(), " sampling specs for ",
         step.logits_rows.size(), " logits rows"));
   }
-  DUET_ASSIGN_OR_RETURN(Tensor logits, ForwardLogits(step, cache, block_size));
+  DUET_ASSIGN_OR_RETURN(const TensorView logits,
+                        RunStep(step, cache, block_size));
   std::vector<int32_t> tokens(specs.size());
-  DUET_RETURN_IF_ERROR(backend_->Sample(logits.view(), specs, tokens));
+  DUET_RETURN_IF_ERROR(backend_->Sample(logits, specs, tokens));
   return tokens;
 }
 
@@ -128,7 +253,14 @@ absl::StatusOr<Tensor> Transformer::ForwardLogits(const StepInputs& step,
   const auto shape =
       attention_shape(block_size, static_cast<int32_t>(cache.layer(0).dim(0)));
   DUET_RETURN_IF_ERROR(be.BeginStep(step, shape, c.vocab_size));
+  return RunOps(step, cache, shape);
+}
 
+absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
+                                           const KvCacheStorage& cache,
+                                           const kernels::AttentionShape& shape) {
+  const ModelConfig& c = config_;
+  kernels::Backend& be = *backend_;
   const int64_t t = step.num_tokens();
   const DType dt = be.activation_dtype();
   DUET_ASSIGN_OR_RETURN(Tensor residual, be.Allocate(dt, {t, c.hidden_size}));

@@ -4,6 +4,7 @@
 #ifndef DUET_MODEL_TRANSFORMER_H_
 #define DUET_MODEL_TRANSFORMER_H_
 
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -34,6 +35,16 @@ absl::StatusOr<kernels::StepInputs> BuildStep(kernels::AttentionMode mode,
                                               std::span<const SeqChunk> chunks,
                                               int32_t block_size);
 
+// Decode steps run as recorded graphs per batch bucket (where the backend
+// has them): the bucket of a step of `num_seqs` sequences.
+int32_t DecodeGraphBucket(int32_t num_seqs);
+
+// `step` (a decode step) widened to `num_seqs` sequences, the extra ones
+// repeating sequence 0, and to `max_blocks_per_seq` block-table columns.
+absl::StatusOr<kernels::StepInputs> PadDecodeStep(
+    const kernels::StepInputs& step, int32_t num_seqs,
+    int32_t max_blocks_per_seq);
+
 class Transformer {
  public:
   // Loads config.json and the safetensors checkpoint in `model_dir` into
@@ -63,7 +74,36 @@ class Transformer {
       const kernels::StepInputs& step, const KvCacheStorage& cache,
       int32_t block_size, std::span<const kernels::SampleSpec> specs);
 
+  // Decode steps through recorded graphs (default on; ignored by backends
+  // without graphs). Off: every step runs op by op.
+  void set_step_graphs(bool enabled) {
+    graphs_enabled_ = enabled;
+    decode_graphs_.clear();
+  }
+  bool step_graphs() const { return graphs_enabled_; }
+
  private:
+  struct DecodeGraph {
+    std::unique_ptr<kernels::StepGraph> graph;
+    TensorView logits;  // [bucket, vocab], owned by the graph
+    int32_t max_blocks = 0;
+    const void* cache = nullptr;  // the KV cache the graph was recorded on
+    int32_t block_size = 0;
+  };
+
+  // The logits of `step` [rows, vocab] fp32 in backend memory, valid until
+  // the next step: through a graph for decode steps when enabled.
+  absl::StatusOr<TensorView> RunStep(const kernels::StepInputs& step,
+                                              const KvCacheStorage& cache,
+                                              int32_t block_size);
+  // *capture_failed is set when recording (not replaying) failed.
+  absl::StatusOr<TensorView> RunDecodeGraph(
+      const kernels::StepInputs& step, const KvCacheStorage& cache,
+      int32_t block_size, bool* capture_failed);
+  // The ops of one step after BeginStep (or inside a graph capture).
+  absl::StatusOr<kernels::Tensor> RunOps(const kernels::StepInputs& step,
+                                         const KvCacheStorage& cache,
+                                         const kernels::AttentionShape& shape);
   // The step's logits [rows, vocab] fp32, in backend memory.
   absl::StatusOr<kernels::Tensor> ForwardLogits(const kernels::StepInputs& step,
                                                 const KvCacheStorage& cache,
@@ -75,6 +115,10 @@ class Transformer {
   ModelConfig config_;
   std::unique_ptr<kernels::Backend> backend_;
   ModelWeights weights_;
+  bool graphs_enabled_ = true;
+  // Declared after backend_: graphs go first. By bucket.
+  std::map<int32_t, DecodeGraph> decode_graphs_;
+  kernels::Tensor eager_logits_;  // the last eager step's logits
 };
 
 }  // namespace duet::model

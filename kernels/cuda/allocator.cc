@@ -29,6 +29,21 @@ CachingAllocator::~CachingAllocator() {
 absl::StatusOr<void*> CachingAllocator::Allocate(size_t bytes) {
   const size_t size = RoundUp(bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  if (capturing_) {
+    auto it = capture_free_.lower_bound(size);
+    if (it != capture_free_.end() && it->first <= 2 * size) {
+      void* ptr = it->second;
+      in_use_.emplace(ptr, it->first);
+      capture_free_.erase(it);
+      return ptr;
+    }
+  }
+  absl::StatusOr<void*> block = AllocateLocked(size);
+  if (block.ok() && capturing_) captured_.emplace(*block, in_use_[*block]);
+  return block;
+}
+
+absl::StatusOr<void*> CachingAllocator::AllocateLocked(size_t size) {
   // Best fit among cached blocks, but never more than twice the request:
   // a small tensor must not pin a huge block (the KV pool wants the memory).
   auto it = free_.lower_bound(size);
@@ -65,6 +80,10 @@ void CachingAllocator::Free(void* ptr) {
   if (it == in_use_.end()) return;  // not ours: ignore rather than corrupt
   const size_t size = it->second;
   in_use_.erase(it);
+  if (capturing_ && captured_.count(ptr) > 0) {
+    capture_free_.emplace(size, ptr);
+    return;
+  }
   free_.emplace(size, ptr);
   stats_.bytes_in_use -= size;
   stats_.bytes_cached += size;
@@ -86,6 +105,34 @@ void CachingAllocator::ReleaseCachedLocked() {
   }
   free_.clear();
   stats_.bytes_cached = 0;
+}
+
+void CachingAllocator::BeginCapture() {
+  std::lock_guard<std::mutex> lock(mu_);
+  capturing_ = true;
+  captured_.clear();
+  capture_free_.clear();
+}
+
+CachingAllocator::Blocks CachingAllocator::EndCapture() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Blocks blocks(captured_.begin(), captured_.end());
+  // Live ones leave in_use_, so a later Free of them is ignored; freed ones
+  // leave the capture-local list. All stay counted as in use.
+  for (const auto& [ptr, size] : blocks) in_use_.erase(ptr);
+  capturing_ = false;
+  captured_.clear();
+  capture_free_.clear();
+  return blocks;
+}
+
+void CachingAllocator::ReleaseCaptured(const Blocks& blocks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [ptr, size] : blocks) {
+    free_.emplace(size, ptr);
+    stats_.bytes_in_use -= size;
+    stats_.bytes_cached += size;
+  }
 }
 
 AllocatorStats CachingAllocator::stats() const {

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -49,13 +50,30 @@ class CachingAllocator {
   void ReleaseCached();
   AllocatorStats stats() const;
 
+  // CUDA graph capture. A graph bakes in the addresses of the memory its
+  // kernels use, so blocks handed out between BeginCapture and EndCapture
+  // must never be given to anyone else while the graph lives: blocks freed
+  // during the capture go to a capture-local free list (reused only by the
+  // same capture), and EndCapture hands every block of the capture, live or
+  // freed, to the caller (the graph), after which Free ignores them.
+  // ReleaseCaptured returns them once the graph is gone and its last replay
+  // has finished.
+  using Blocks = std::vector<std::pair<void*, size_t>>;
+  void BeginCapture();
+  Blocks EndCapture();
+  void ReleaseCaptured(const Blocks& blocks);
+
  private:
+  absl::StatusOr<void*> AllocateLocked(size_t rounded_bytes);
   void ReleaseCachedLocked();
 
   const int device_;
   mutable std::mutex mu_;
   std::multimap<size_t, void*> free_;           // size -> block
   std::unordered_map<void*, size_t> in_use_;     // block -> size
+  bool capturing_ = false;
+  std::unordered_map<void*, size_t> captured_;   // blocks of this capture
+  std::multimap<size_t, void*> capture_free_;    // freed during the capture
   AllocatorStats stats_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -180,6 +181,7 @@ class CudaBackend final : public Backend {
   absl::Status BeginStep(const StepInputs& step, const AttentionShape& shape,
                          int32_t vocab_size) override {
     metadata_.Invalidate();
+    current_ = &metadata_;
     DUET_RETURN_IF_ERROR(ValidateStep(step, shape, vocab_size));
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
@@ -188,7 +190,7 @@ class CudaBackend final : public Backend {
 
   absl::Status Embedding(const StepInputs& step, const TensorView& table,
                          const TensorView& out) override {
-    DUET_RETURN_IF_ERROR(metadata_.Check(step, "embedding"));
+    DUET_RETURN_IF_ERROR(meta().Check(step, "embedding"));
     DUET_RETURN_IF_ERROR(CheckDevice(table, kBF16, "embedding table"));
     if (table.rank() != 2) {
       return absl::InvalidArgumentError("embedding table must be 2-D");
@@ -207,7 +209,7 @@ class CudaBackend final : public Backend {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
     return cuda::LaunchGatherRows(
-        {table.data, metadata_.device().token_ids, step.num_tokens(),
+        {table.data, meta().device().token_ids, step.num_tokens(),
          table.dim(1) * static_cast<int64_t>(sizeof(__nv_bfloat16)),
          out.data},
         stream());
@@ -280,7 +282,7 @@ class CudaBackend final : public Backend {
                           const TensorView& qkv, const TensorView* q_norm,
                           const TensorView* k_norm, float eps,
                           const TensorView& inv_freq) override {
-    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "qk_norm_rope"));
+    DUET_RETURN_IF_ERROR(meta().Check(step, s, "qk_norm_rope"));
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
     DUET_RETURN_IF_ERROR(
@@ -302,7 +304,7 @@ class CudaBackend final : public Backend {
     p.num_heads = s.num_heads;
     p.num_kv_heads = s.num_kv_heads;
     p.head_dim = s.head_dim;
-    p.positions = metadata_.device().positions;
+    p.positions = meta().device().positions;
     p.eps = eps;
     p.inv_freq = Ptr<const float>(inv_freq);
     return cuda::LaunchQkNormRope(p, stream());
@@ -311,7 +313,7 @@ class CudaBackend final : public Backend {
   absl::Status WriteKvCache(const StepInputs& step, const AttentionShape& s,
                             const TensorView& qkv,
                             const TensorView& kv_cache) override {
-    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "write_kv_cache"));
+    DUET_RETURN_IF_ERROR(meta().Check(step, s, "write_kv_cache"));
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
     DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
@@ -324,7 +326,7 @@ class CudaBackend final : public Backend {
     p.num_kv_heads = s.num_kv_heads;
     p.head_dim = s.head_dim;
     p.block_size = s.block_size;
-    p.slot_mapping = metadata_.device().slot_mapping;
+    p.slot_mapping = meta().device().slot_mapping;
     p.kv_cache = Ptr<__nv_bfloat16>(kv_cache);
     return cuda::LaunchWriteKvCache(p, stream());
   }
@@ -332,7 +334,7 @@ class CudaBackend final : public Backend {
   absl::Status Attention(const StepInputs& step, const AttentionShape& s,
                          const TensorView& qkv, const TensorView& kv_cache,
                          float scale, const TensorView& out) override {
-    DUET_RETURN_IF_ERROR(metadata_.Check(step, s, "attention"));
+    DUET_RETURN_IF_ERROR(meta().Check(step, s, "attention"));
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
     DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
@@ -345,7 +347,7 @@ class CudaBackend final : public Backend {
     }
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    const cuda::DeviceStep& d = metadata_.device();
+    const cuda::DeviceStep& d = meta().device();
     cuda::PagedAttentionParams p;
     p.q = Ptr<const __nv_bfloat16>(qkv);
     p.q_stride = s.qkv_width();
@@ -362,7 +364,12 @@ class CudaBackend final : public Backend {
     p.max_blocks_per_seq = d.max_blocks_per_seq;
     p.positions = d.positions;
     p.max_query_len = d.max_query_len;
-    p.max_seq_len = d.max_seq_len;
+    // Prefill grids use the real maximum; the decode split grid is sized for
+    // the block-table capacity (a bound that stays valid when a CUDA graph
+    // replays the launch for longer contexts).
+    p.max_seq_len = step.mode == AttentionMode::kDecode
+                        ? d.max_blocks_per_seq * s.block_size
+                        : d.max_seq_len;
     p.scale = scale;
     p.out = Ptr<__nv_bfloat16>(out);
     p.out_stride = int64_t{s.num_heads} * s.head_dim;
@@ -403,7 +410,7 @@ class CudaBackend final : public Backend {
   absl::Status Logits(const StepInputs& step, const TensorView& x,
                       const TensorView& lm_head,
                       const TensorView& logits) override {
-    DUET_RETURN_IF_ERROR(metadata_.Check(step, "logits"));
+    DUET_RETURN_IF_ERROR(meta().Check(step, "logits"));
     DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "logits x"));
     DUET_RETURN_IF_ERROR(CheckDevice(lm_head, kBF16, "lm_head"));
     if (x.rank() != 2 || lm_head.rank() != 2 || x.dim(1) != lm_head.dim(1) ||
@@ -418,7 +425,7 @@ class CudaBackend final : public Backend {
     if (rows == 0) return absl::OkStatus();
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    const cuda::DeviceStep& d = metadata_.device();
+    const cuda::DeviceStep& d = meta().device();
     if (d.logits_rows_identity) return Gemm(x, lm_head, logits, CUDA_R_32F);
     // Only the requested rows go through the (vocabulary-sized) LM head.
     const Shape gathered_shape = {rows, hidden};
@@ -448,8 +455,18 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
- private:
+  absl::StatusOr<std::unique_ptr<StepGraph>> CaptureStep(
+      const StepInputs& step, const AttentionShape& shape, int32_t vocab_size,
+      const std::function<absl::Status()>& record) override;
+
   cudaStream_t stream() const { return stream_.get(); }
+  int device_index() const { return device_; }
+  const std::shared_ptr<CachingAllocator>& allocator() const {
+    return allocator_;
+  }
+
+ private:
+  const cuda::StepMetadata& meta() const { return *current_; }
 
   absl::Status Gemm(const TensorView& x, const TensorView& w,
                     const TensorView& y, cudaDataType_t out_type) {
@@ -480,9 +497,110 @@ class CudaBackend final : public Backend {
   cuda::CudaStream stream_;
   cuda::GemmRunner gemm_;
   cuda::StepMetadata metadata_;
+  // The metadata ops read: metadata_, or a graph's own during its capture.
+  const cuda::StepMetadata* current_ = &metadata_;
   cuda::HostTransfer transfer_;
   cuda::DeviceSampler sampler_;
 };
+
+// A CUDA graph of one step's ops plus what it bakes in: its own metadata
+// buffers (replays upload into them, outside the graph) and the blocks its
+// ops allocated while being recorded.
+class CudaStepGraph final : public StepGraph {
+ public:
+  CudaStepGraph(CudaBackend* backend, const StepInputs& step,
+                const AttentionShape& shape, int32_t vocab_size)
+      : backend_(backend),
+        shape_(shape),
+        vocab_size_(vocab_size),
+        mode_(step.mode),
+        num_tokens_(step.num_tokens()),
+        num_seqs_(step.num_seqs()),
+        max_blocks_(step.max_blocks_per_seq),
+        logits_rows_(step.logits_rows.size()) {}
+
+  ~CudaStepGraph() override {
+    ScopedDevice guard(backend_->device_index());
+    // The last replay may still run: its memory is returned only after.
+    (void)cudaStreamSynchronize(backend_->stream());
+    if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+    backend_->allocator()->ReleaseCaptured(blocks_);
+  }
+
+  absl::Status Replay(const StepInputs& step) override {
+    if (step.mode != mode_ || step.num_tokens() != num_tokens_ ||
+        step.num_seqs() != num_seqs_ || step.max_blocks_per_seq != max_blocks_ ||
+        step.logits_rows.size() != logits_rows_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "graph replay: step of ", step.num_seqs(), " sequences, ",
+          step.max_blocks_per_seq, " blocks per sequence does not match the ",
+          num_seqs_, " x ", max_blocks_, " it was recorded for"));
+    }
+    DUET_RETURN_IF_ERROR(ValidateStep(step, shape_, vocab_size_));
+    ScopedDevice guard(backend_->device_index());
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    const void* before = metadata_.device().token_ids;
+    DUET_RETURN_IF_ERROR(metadata_.Upload(step, shape_, backend_->stream(),
+                                          backend_->allocator()));
+    if (metadata_.device().token_ids != before) {
+      // Same sizes give the same layout; a moved buffer would leave the
+      // graph reading freed memory.
+      return absl::InternalError("graph replay: metadata buffer moved");
+    }
+    DUET_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, backend_->stream()));
+    return absl::OkStatus();
+  }
+
+  cuda::StepMetadata& metadata() { return metadata_; }
+  void Adopt(cudaGraphExec_t exec, CachingAllocator::Blocks blocks) {
+    exec_ = exec;
+    blocks_ = std::move(blocks);
+  }
+
+ private:
+  CudaBackend* const backend_;
+  const AttentionShape shape_;
+  const int32_t vocab_size_;
+  const AttentionMode mode_;
+  const int32_t num_tokens_, num_seqs_, max_blocks_;
+  const size_t logits_rows_;
+  cuda::StepMetadata metadata_;
+  cudaGraphExec_t exec_ = nullptr;
+  CachingAllocator::Blocks blocks_;
+};
+
+absl::StatusOr<std::unique_ptr<StepGraph>> CudaBackend::CaptureStep(
+    const StepInputs& step, const AttentionShape& shape, int32_t vocab_size,
+    const std::function<absl::Status()>& record) {
+  DUET_RETURN_IF_ERROR(ValidateStep(step, shape, vocab_size));
+  ScopedDevice guard(device_);
+  DUET_CUDA_RETURN_IF_ERROR(guard.status());
+  auto graph = std::make_unique<CudaStepGraph>(this, step, shape, vocab_size);
+  DUET_RETURN_IF_ERROR(graph->metadata().Init());
+  DUET_RETURN_IF_ERROR(
+      graph->metadata().Upload(step, shape, stream(), allocator_));
+  metadata_.Invalidate();
+  current_ = &graph->metadata();
+  allocator_->BeginCapture();
+  // Relaxed: a cache miss inside the capture may cudaMalloc.
+  cudaError_t rc =
+      cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed);
+  absl::Status recorded = rc == cudaSuccess ? record() : absl::OkStatus();
+  cudaGraph_t g = nullptr;
+  if (rc == cudaSuccess) rc = cudaStreamEndCapture(stream(), &g);
+  CachingAllocator::Blocks blocks = allocator_->EndCapture();
+  current_ = &metadata_;
+  cudaGraphExec_t exec = nullptr;
+  if (rc == cudaSuccess && recorded.ok()) {
+    rc = cudaGraphInstantiate(&exec, g, 0);
+  }
+  if (g != nullptr) (void)cudaGraphDestroy(g);
+  graph->Adopt(exec, std::move(blocks));  // released with the graph
+  if (rc != cudaSuccess) (void)cudaGetLastError();
+  DUET_RETURN_IF_ERROR(recorded);
+  DUET_CUDA_RETURN_IF_ERROR(rc);
+  return std::unique_ptr<StepGraph>(std::move(graph));
+}
 
 }  // namespace
 

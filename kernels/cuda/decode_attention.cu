@@ -34,24 +34,31 @@ constexpr int kChunk = 256;  // keys per shared-memory score chunk
 constexpr int kUnroll = 4;   // independent 16-byte loads per lane in flight
 
 struct SplitPlan {
-  int tokens_per_split = kChunk;
   int max_splits = 1;
 };
 
 // Splits only when (tokens x KV heads) CTAs would leave the GPU idle: aim
-// for about two CTAs per SM, in whole chunks.
+// for about two CTAs per SM. The grid is sized for the longest possible
+// context (max_seq_len, a bound), and each sequence then divides its own
+// context over at most max_splits CTAs (SplitLength), so a launch recorded
+// once in a CUDA graph stays right, and fast, as contexts grow.
 SplitPlan PlanSplits(const PagedAttentionParams& p) {
   SplitPlan plan;
   const int64_t max_chunks = std::max<int64_t>(1, CeilDiv(p.max_seq_len, kChunk));
   const int64_t ctas = p.num_tokens * p.num_kv_heads;
   const int64_t target = 2 * int64_t{std::max(1, p.num_sms)};
-  int64_t splits = 1;
-  if (ctas < target) splits = std::min(max_chunks, CeilDiv(target, ctas));
-  const int64_t chunks_per_split = CeilDiv(max_chunks, splits);
-  plan.tokens_per_split = static_cast<int>(chunks_per_split * kChunk);
-  plan.max_splits = static_cast<int>(
-      std::max<int64_t>(1, CeilDiv(p.max_seq_len, plan.tokens_per_split)));
+  if (ctas < target) {
+    plan.max_splits = static_cast<int>(std::min(max_chunks, CeilDiv(target, ctas)));
+  }
   return plan;
+}
+
+// Keys per split for a context of ctx keys: whole chunks, at most
+// max_splits splits.
+__device__ __forceinline__ int SplitLength(int ctx, int max_splits) {
+  const int chunks = (ctx + kChunk - 1) / kChunk;
+  const int splits = min(max_splits, max(1, chunks));
+  return (chunks + splits - 1) / splits * kChunk;
 }
 
 struct SplitScratch {
@@ -71,8 +78,8 @@ SplitScratch CarveScratch(const PagedAttentionParams& p, const SplitPlan& plan) 
 
 template <int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads)
-    DecodeAttentionKernel(PagedAttentionParams p, int tokens_per_split,
-                          int max_splits, SplitScratch scratch) {
+    DecodeAttentionKernel(PagedAttentionParams p, int max_splits,
+                          SplitScratch scratch) {
   constexpr int kLanesPerKey = kHeadDim / 8;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   constexpr int kKeysPerIter = kWarps * kKeysPerWarp;
@@ -91,6 +98,7 @@ __global__ void __launch_bounds__(kThreads)
   const int kvh = blockIdx.z;
   const int seq = p.token_seq != nullptr ? p.token_seq[t] : static_cast<int>(t);
   const int ctx = p.positions[t] + 1;
+  const int tokens_per_split = SplitLength(ctx, max_splits);
   const int begin = split * tokens_per_split;
   if (begin >= ctx) return;  // uniform over the CTA
   const int end = min(ctx, begin + tokens_per_split);
@@ -308,11 +316,12 @@ __global__ void __launch_bounds__(kThreads)
 // every split's unnormalized output and sum to the global softmax.
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
-    DecodeMergeKernel(PagedAttentionParams p, int tokens_per_split,
-                      int max_splits, SplitScratch scratch) {
+    DecodeMergeKernel(PagedAttentionParams p, int max_splits,
+                      SplitScratch scratch) {
   const int64_t t = blockIdx.x;
   const int head = blockIdx.y;
   const int ctx = p.positions[t] + 1;
+  const int tokens_per_split = SplitLength(ctx, max_splits);
   const int num_splits = (ctx + tokens_per_split - 1) / tokens_per_split;
   if (num_splits == 1) return;  // the main kernel wrote the output
   const int64_t row0 = (t * p.num_heads + head) * int64_t{max_splits};
@@ -366,13 +375,13 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
                           static_cast<unsigned>(plan.max_splits),
                           static_cast<unsigned>(p.num_kv_heads));
           DecodeAttentionKernel<kHd, kGroup><<<grid, kThreads, 0, stream>>>(
-              p, plan.tokens_per_split, plan.max_splits, scratch);
+              p, plan.max_splits, scratch);
           DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
           if (plan.max_splits > 1) {
             const dim3 merge_grid(static_cast<unsigned>(p.num_tokens),
                                   static_cast<unsigned>(p.num_heads));
             DecodeMergeKernel<kHd><<<merge_grid, kThreads, 0, stream>>>(
-                p, plan.tokens_per_split, plan.max_splits, scratch);
+                p, plan.max_splits, scratch);
             DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
           }
           return absl::OkStatus();
