@@ -42,6 +42,8 @@ ABSL_FLAG(std::string, prefill, "512,2048,8192", "prefill prompt lengths");
 ABSL_FLAG(int32_t, iters, 20, "timed iterations per point (after 3 warm-up)");
 ABSL_FLAG(double, kv_budget_gib, 0, "GPU memory for the KV cache (0 = 80% of free)");
 ABSL_FLAG(std::string, json_out, "", "also write the results here");
+ABSL_FLAG(bool, small_gemm, true,
+          "hand-written GEMM for <= 8 tokens (false: cuBLASLt everywhere)");
 
 namespace {
 
@@ -165,7 +167,9 @@ int main(int argc, char** argv) {
               "peak %.0f TFLOP/s\n",
               bandwidth / 1e9, peak / 1e12);
 
-  auto backend = duet::kernels::MakeCudaBackend(0);
+  duet::kernels::CudaBackendOptions options;
+  options.small_gemm = absl::GetFlag(FLAGS_small_gemm);
+  auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;
   auto model = duet::model::Transformer::Load(dir, std::move(*backend));

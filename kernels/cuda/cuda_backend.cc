@@ -26,6 +26,7 @@
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
 #include "kernels/cuda/sampler.h"
+#include "kernels/cuda/small_gemm.h"
 #include "kernels/cuda/step_metadata.h"
 
 namespace duet::kernels {
@@ -475,6 +476,13 @@ class CudaBackend final : public Backend {
       DUET_CUDA_RETURN_IF_ERROR(
           cudaMemsetAsync(y.data, 0, y.nbytes(), stream()));
       return absl::OkStatus();
+    }
+    if (out_type == CUDA_R_16BF && options_.small_gemm &&
+        cuda::SmallGemmApplies(x.dim(0), w.dim(0), x.dim(1))) {
+      return cuda::LaunchSmallGemm(
+          {Ptr<const __nv_bfloat16>(x), Ptr<const __nv_bfloat16>(w),
+           Ptr<__nv_bfloat16>(y), x.dim(0), w.dim(0), x.dim(1)},
+          stream());
     }
     cuda::GemmParams p;
     p.x = x.data;

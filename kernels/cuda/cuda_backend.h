@@ -21,6 +21,10 @@ struct CudaBackendOptions {
   // long chunks, kept as an independent second implementation for tests
   // and for bisecting numerical problems.
   bool tensor_core_prefill = true;
+  // bf16 GEMMs of <= 8 tokens (decode) through the hand-written weight
+  // streaming kernel (small_gemm.h) instead of cuBLASLt. false: cuBLASLt
+  // for every GEMM (tests compare the two; the bench reports both).
+  bool small_gemm = true;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no

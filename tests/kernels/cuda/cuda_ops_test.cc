@@ -225,11 +225,14 @@ TEST_F(CudaVsCpuTest, Linear) {
     int64_t t, n, k;
   };
   // Tiny model, odd sizes, and Qwen3-4B's projections (qkv, o, gate_up,
-  // down) at decode and prefill batch sizes.
+  // down) at decode and prefill batch sizes. 1..8 tokens with K a multiple
+  // of 8 take the hand-written small-GEMM kernel, the rest cuBLASLt.
   for (const Case c :
        {Case{1, 64, 64}, Case{7, 384, 64}, Case{13, 100, 72},
         Case{1, 6144, 2560}, Case{17, 2560, 4096}, Case{64, 19456, 2560},
-        Case{256, 2560, 9728}}) {
+        Case{256, 2560, 9728}, Case{2, 2560, 4096}, Case{3, 33, 8},
+        Case{4, 19456, 2560}, Case{5, 1001, 2568}, Case{6, 7, 9728},
+        Case{8, 2560, 9728}, Case{9, 2560, 9728}, Case{3, 50, 36}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
     std::vector<float> out[2];

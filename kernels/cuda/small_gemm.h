@@ -1,0 +1,39 @@
+// Internal to kernels/cuda: y[M, N] = x[M, K] * w[N, K]^T in bf16 for the
+// few-token GEMMs of decode (M <= kSmallGemmMaxTokens). Hand-written
+// because it is pure weight streaming: measured on an H100 (Qwen3-4B
+// shapes, batch 1), cuBLASLt reached ~69% of the copy bandwidth there
+// (split-K launches plus a separate reduce kernel), and these GEMMs are
+// most of a decode step. One warp per output feature streams its weight row
+// once with 16-byte non-allocating loads, several in flight per lane, and
+// dots it with every token's x (read through L1, shared by the SM's warps).
+#ifndef DUET_KERNELS_CUDA_SMALL_GEMM_H_
+#define DUET_KERNELS_CUDA_SMALL_GEMM_H_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace duet::kernels::cuda {
+
+inline constexpr int64_t kSmallGemmMaxTokens = 8;
+
+struct SmallGemmParams {
+  const __nv_bfloat16* x = nullptr;  // [tokens, k]
+  const __nv_bfloat16* w = nullptr;  // [n, k]
+  __nv_bfloat16* y = nullptr;        // [tokens, n]
+  int64_t tokens = 0;                // 1..kSmallGemmMaxTokens
+  int64_t n = 0;
+  int64_t k = 0;  // multiple of 8 (16-byte rows)
+};
+
+// True when LaunchSmallGemm takes these sizes.
+bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k);
+
+absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream);
+
+}  // namespace duet::kernels::cuda
+
+#endif  // DUET_KERNELS_CUDA_SMALL_GEMM_H_
