@@ -42,8 +42,10 @@ ABSL_FLAG(std::string, prefill, "512,2048,8192", "prefill prompt lengths");
 ABSL_FLAG(int32_t, iters, 20, "timed iterations per point (after 3 warm-up)");
 ABSL_FLAG(double, kv_budget_gib, 0, "GPU memory for the KV cache (0 = 80% of free)");
 ABSL_FLAG(std::string, json_out, "", "also write the results here");
-ABSL_FLAG(bool, small_gemm, true,
-          "hand-written GEMM for <= 8 tokens (false: cuBLASLt everywhere)");
+ABSL_FLAG(int32_t, small_gemm_max_tokens,
+          duet::kernels::CudaBackendOptions{}.small_gemm_max_tokens,
+          "GEMMs of at most this many tokens on the hand-written kernel "
+          "(0: cuBLASLt everywhere, at most 8)");
 
 namespace {
 
@@ -168,7 +170,7 @@ int main(int argc, char** argv) {
               bandwidth / 1e9, peak / 1e12);
 
   duet::kernels::CudaBackendOptions options;
-  options.small_gemm = absl::GetFlag(FLAGS_small_gemm);
+  options.small_gemm_max_tokens = absl::GetFlag(FLAGS_small_gemm_max_tokens);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

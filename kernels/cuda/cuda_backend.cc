@@ -477,7 +477,8 @@ class CudaBackend final : public Backend {
           cudaMemsetAsync(y.data, 0, y.nbytes(), stream()));
       return absl::OkStatus();
     }
-    if (out_type == CUDA_R_16BF && options_.small_gemm &&
+    if (out_type == CUDA_R_16BF &&
+        x.dim(0) <= options_.small_gemm_max_tokens &&
         cuda::SmallGemmApplies(x.dim(0), w.dim(0), x.dim(1))) {
       return cuda::LaunchSmallGemm(
           {Ptr<const __nv_bfloat16>(x), Ptr<const __nv_bfloat16>(w),

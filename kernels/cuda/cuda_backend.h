@@ -21,10 +21,12 @@ struct CudaBackendOptions {
   // long chunks, kept as an independent second implementation for tests
   // and for bisecting numerical problems.
   bool tensor_core_prefill = true;
-  // bf16 GEMMs of <= 8 tokens (decode) through the hand-written weight
-  // streaming kernel (small_gemm.h) instead of cuBLASLt. false: cuBLASLt
-  // for every GEMM (tests compare the two; the bench reports both).
-  bool small_gemm = true;
+  // bf16 GEMMs of at most this many tokens (decode) run on the
+  // hand-written weight-streaming kernel (small_gemm.h) instead of
+  // cuBLASLt; 0 = cuBLASLt for every GEMM; at most 8. Measured on an H100
+  // (docs/PERF.md): faster than cuBLASLt at 1 token, slower at 8, where
+  // every weight load costs 8 loads of x.
+  int small_gemm_max_tokens = 4;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no

@@ -221,6 +221,11 @@ TEST_F(CudaVsCpuTest, SiluMul) {
 
 TEST_F(CudaVsCpuTest, Linear) {
   std::mt19937 rng(8);
+  // Also a backend with the hand-written small-token GEMM up to its limit.
+  CudaBackendOptions options;
+  options.small_gemm_max_tokens = 8;
+  auto wide = MakeCudaBackend(0, options);
+  ASSERT_TRUE(wide.ok()) << wide.status();
   struct Case {
     int64_t t, n, k;
   };
@@ -235,9 +240,9 @@ TEST_F(CudaVsCpuTest, Linear) {
         Case{8, 2560, 9728}, Case{9, 2560, 9728}, Case{3, 50, 36}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
-    std::vector<float> out[2];
-    Backend* backends[2] = {cpu_.get(), cuda_.get()};
-    for (int i = 0; i < 2; ++i) {
+    std::vector<float> out[3];
+    Backend* backends[3] = {cpu_.get(), cuda_.get(), wide->get()};
+    for (int i = 0; i < 3; ++i) {
       Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
       Tensor tw = MustUpload(*backends[i], w, {c.n, c.k});
       Tensor o = Poisoned(*backends[i], {c.t, c.n});
@@ -249,6 +254,9 @@ TEST_F(CudaVsCpuTest, Linear) {
     }
     EXPECT_TRUE(AllClose(out[1], out[0], kBf16Tol,
                          absl::StrCat("linear ", c.t, "x", c.n, "x", c.k)));
+    EXPECT_TRUE(AllClose(out[2], out[0], kBf16Tol,
+                         absl::StrCat("linear (small gemm to 8 tokens) ", c.t,
+                                      "x", c.n, "x", c.k)));
   }
 }
 
