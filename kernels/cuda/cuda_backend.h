@@ -24,9 +24,10 @@ struct CudaBackendOptions {
   // bf16 GEMMs of at most this many tokens (decode) run on the
   // hand-written weight-streaming kernel (small_gemm.h) instead of
   // cuBLASLt; 0 = cuBLASLt for every GEMM; at most 8. Measured on an H100
-  // (docs/PERF.md): faster than cuBLASLt at 1 token, slower at 8, where
-  // every weight load costs 8 loads of x.
-  int small_gemm_max_tokens = 4;
+  // (docs/PERF.md, Qwen3-4B step): faster than cuBLASLt at 1 and 2 tokens
+  // (4.22 vs 4.63 ms, 4.46 vs 4.66 ms), slower from 3 (4.84 vs 4.72 ms),
+  // much slower at 8, where every weight load costs 8 loads of x.
+  int small_gemm_max_tokens = 2;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no
