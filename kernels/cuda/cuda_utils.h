@@ -90,6 +90,21 @@ class CudaEvent {
   cudaEvent_t event_ = nullptr;
 };
 
+// Offsets of arrays packed back to back into one buffer, each 16-byte
+// aligned (for vector loads), so a set of small arrays moves in one copy.
+class PackedLayout {
+ public:
+  size_t Take(size_t bytes) {
+    const size_t offset = size_;
+    size_ += (bytes + 15) / 16 * 16;
+    return offset;
+  }
+  size_t size() const { return size_; }
+
+ private:
+  size_t size_ = 0;
+};
+
 // Page-locked host buffer (fast, truly asynchronous H2D/D2H copies).
 class PinnedBuffer {
  public:

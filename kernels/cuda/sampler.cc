@@ -11,8 +11,6 @@
 namespace duet::kernels::cuda {
 namespace {
 
-size_t AlignUp(size_t n) { return (n + 15) / 16 * 16; }
-
 // Offsets of the arrays inside the pinned and device buffers (same layout).
 struct Layout {
   size_t specs, slot_of_row, row_of_slot, offsets, done, tokens, total;
@@ -20,19 +18,14 @@ struct Layout {
 
 Layout MakeLayout(int rows) {
   Layout l{};
-  size_t at = 0;
-  auto take = [&](size_t bytes) {
-    const size_t offset = at;
-    at += AlignUp(bytes);
-    return offset;
-  };
-  l.specs = take(rows * sizeof(SampleSpec));
-  l.slot_of_row = take(rows * sizeof(int32_t));
-  l.row_of_slot = take(rows * sizeof(int32_t));
-  l.offsets = take((DeviceSampler::kWaveRows + 1) * sizeof(int32_t));
-  l.done = take(rows * sizeof(int32_t));
-  l.tokens = take(rows * sizeof(int32_t));
-  l.total = at;
+  PackedLayout packed;
+  l.specs = packed.Take(rows * sizeof(SampleSpec));
+  l.slot_of_row = packed.Take(rows * sizeof(int32_t));
+  l.row_of_slot = packed.Take(rows * sizeof(int32_t));
+  l.offsets = packed.Take((DeviceSampler::kWaveRows + 1) * sizeof(int32_t));
+  l.done = packed.Take(rows * sizeof(int32_t));
+  l.tokens = packed.Take(rows * sizeof(int32_t));
+  l.total = packed.size();
   return l;
 }
 

@@ -12,8 +12,6 @@ namespace {
 
 constexpr size_t kAlign = 16;
 
-size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
 // Where each array lives inside the packed buffer.
 struct Layout {
   size_t token_ids, positions, slot_mapping, query_start, seq_lens,
@@ -22,21 +20,16 @@ struct Layout {
 
 Layout MakeLayout(const StepInputs& s) {
   Layout l{};
-  size_t at = 0;
-  auto take = [&](size_t bytes) {
-    const size_t offset = at;
-    at += AlignUp(bytes);
-    return offset;
-  };
-  l.token_ids = take(s.token_ids.size() * sizeof(int32_t));
-  l.positions = take(s.positions.size() * sizeof(int32_t));
-  l.slot_mapping = take(s.slot_mapping.size() * sizeof(int64_t));
-  l.query_start = take(s.query_start.size() * sizeof(int32_t));
-  l.seq_lens = take(s.seq_lens.size() * sizeof(int32_t));
-  l.block_tables = take(s.block_tables.size() * sizeof(int32_t));
-  l.logits_rows = take(s.logits_rows.size() * sizeof(int32_t));
-  l.token_seq = take(s.token_ids.size() * sizeof(int32_t));
-  l.total = std::max<size_t>(at, kAlign);
+  PackedLayout packed;
+  l.token_ids = packed.Take(s.token_ids.size() * sizeof(int32_t));
+  l.positions = packed.Take(s.positions.size() * sizeof(int32_t));
+  l.slot_mapping = packed.Take(s.slot_mapping.size() * sizeof(int64_t));
+  l.query_start = packed.Take(s.query_start.size() * sizeof(int32_t));
+  l.seq_lens = packed.Take(s.seq_lens.size() * sizeof(int32_t));
+  l.block_tables = packed.Take(s.block_tables.size() * sizeof(int32_t));
+  l.logits_rows = packed.Take(s.logits_rows.size() * sizeof(int32_t));
+  l.token_seq = packed.Take(s.token_ids.size() * sizeof(int32_t));
+  l.total = std::max<size_t>(packed.size(), kAlign);
   return l;
 }
 
