@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 namespace duet::kernels {
@@ -19,14 +20,38 @@ int32_t Argmax(std::span<const float> logits) {
   return best < 0 ? 0 : best;
 }
 
-struct Candidate {
-  uint32_t bits;  // WeightBits of the weight
-  int32_t id;
-};
+// A token in the sampling order as one integer: weight bits above, id
+// below (inverted), so larger key = earlier (weight desc, id asc).
+uint64_t Key(float weight, int32_t id) {
+  return (uint64_t{WeightBits(weight)} << 32) |
+         (0xffffffffu - static_cast<uint32_t>(id));
+}
+int32_t KeyId(uint64_t key) {
+  return static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key));
+}
+uint64_t KeyMass(uint64_t key) {
+  return Mass(sampling::WeightFromBits(static_cast<uint32_t>(key >> 32)));
+}
 
-// Weight descending, id ascending.
-bool Before(const Candidate& a, const Candidate& b) {
-  return a.bits > b.bits || (a.bits == b.bits && a.id < b.id);
+// The keys of a row. ExpNonPositive is a chain of fma calls; on CPUs with
+// FMA the target clone inlines them as instructions (same IEEE result as
+// the libm call, ~6x faster over a 152k vocabulary).
+template <typename Out>
+inline void FillKeys(const float* logits, int32_t n, float max_logit,
+                     float temperature, Out* out) {
+  for (int32_t i = 0; i < n; ++i) {
+    out[i] = Key(sampling::Weight(logits[i], max_logit, temperature), i);
+  }
+}
+__attribute__((target("fma"))) void FillKeysFma(const float* logits,
+                                                int32_t n, float max_logit,
+                                                float temperature,
+                                                uint64_t* out) {
+  FillKeys(logits, n, max_logit, temperature, out);
+}
+void FillKeysPlain(const float* logits, int32_t n, float max_logit,
+                   float temperature, uint64_t* out) {
+  FillKeys(logits, n, max_logit, temperature, out);
 }
 
 }  // namespace
@@ -38,42 +63,41 @@ int32_t SampleRow(std::span<const float> logits, const SampleSpec& s) {
   if (sampling::IsGreedy(s) || !std::isfinite(max_logit)) return best;
   const int32_t vocab = static_cast<int32_t>(logits.size());
   const double u = sampling::Uniform(s.seed, s.step);
-  std::vector<Candidate> c(vocab);
-  for (int32_t i = 0; i < vocab; ++i) {
-    c[i] = {WeightBits(sampling::Weight(logits[i], max_logit, s.temperature)),
-            i};
-  }
-  auto mass = [](const Candidate& x) {
-    return Mass(sampling::WeightFromBits(x.bits));
-  };
+  std::vector<uint64_t> c(vocab);
+  static const bool has_fma = __builtin_cpu_supports("fma");
+  (has_fma ? FillKeysFma : FillKeysPlain)(logits.data(), vocab, max_logit,
+                                          s.temperature, c.data());
   const bool limit_k = s.top_k > 0 && s.top_k < vocab;
   if (!limit_k && s.top_p >= 1.0f) {
     uint64_t total = 0;
-    for (const Candidate& x : c) total += mass(x);
+    for (uint64_t key : c) total += KeyMass(key);
     const uint64_t target = sampling::Target(u, total);
     uint64_t cumulative = 0;
-    for (const Candidate& x : c) {
-      cumulative += mass(x);
-      if (cumulative > target) return x.id;
+    for (uint64_t key : c) {
+      cumulative += KeyMass(key);
+      if (cumulative > target) return KeyId(key);
     }
     return best;  // unreachable: the maximum has mass 2^42 > target
   }
   const int32_t k = limit_k ? s.top_k : vocab;
-  // Sort only as far as needed: top-k sorts its k; top-p alone doubles the
-  // sorted prefix until it holds the needed mass (flat distributions still
-  // end up sorting most of the vocabulary).
+  // Sort only as far as needed: select the next stretch (nth_element, linear)
+  // and sort just it, doubling the stretch; top-k sorts its k at once.
   int32_t sorted = 0;
   auto sort_to = [&](int32_t end) {
     if (end <= sorted) return;
-    std::partial_sort(c.begin() + sorted, c.begin() + end, c.end(), Before);
+    if (end < vocab) {
+      std::nth_element(c.begin() + sorted, c.begin() + end, c.end(),
+                       std::greater<>());
+    }
+    std::sort(c.begin() + sorted, c.begin() + end, std::greater<>());
     sorted = end;
   };
   uint64_t total = 0;
   if (limit_k) {
     sort_to(k);
-    for (int32_t i = 0; i < k; ++i) total += mass(c[i]);
+    for (int32_t i = 0; i < k; ++i) total += KeyMass(c[i]);
   } else {
-    for (const Candidate& x : c) total += mass(x);
+    for (uint64_t key : c) total += KeyMass(key);
   }
   int32_t keep = k;
   uint64_t kept_total = total;
@@ -84,7 +108,7 @@ int32_t SampleRow(std::span<const float> logits, const SampleSpec& s) {
     for (int32_t chunk = 256; i < k; chunk *= 2) {
       sort_to(std::min(k, i + chunk));
       for (; i < sorted; ++i) {
-        cumulative += mass(c[i]);
+        cumulative += KeyMass(c[i]);
         if (cumulative >= need) break;
       }
       if (i < sorted) break;
@@ -95,10 +119,10 @@ int32_t SampleRow(std::span<const float> logits, const SampleSpec& s) {
   const uint64_t target = sampling::Target(u, kept_total);
   uint64_t cumulative = 0;
   for (int32_t i = 0; i < keep; ++i) {
-    cumulative += mass(c[i]);
-    if (cumulative > target) return c[i].id;
+    cumulative += KeyMass(c[i]);
+    if (cumulative > target) return KeyId(c[i]);
   }
-  return c[0].id;  // unreachable: target < kept_total
+  return KeyId(c[0]);  // unreachable: target < kept_total
 }
 
 }  // namespace duet::kernels
