@@ -191,17 +191,20 @@ absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
                      g.max_blocks < step.max_blocks_per_seq ||
                      g.cache != cache.layer(0).data ||
                      g.block_size != block_size;
+  // Block tables padded to a power of two: contexts that grow re-record a
+  // bucket's graph only log2 times.
+  int32_t max_blocks = g.max_blocks;
   if (stale) {
-    // Block tables padded to a power of two: contexts that grow re-record
-    // a bucket's graph only log2 times.
     const bool same_cache = g.graph != nullptr &&
                             g.cache == cache.layer(0).data &&
                             g.block_size == block_size;
-    int32_t max_blocks = same_cache ? g.max_blocks : 16;
+    if (!same_cache) max_blocks = 16;
     while (max_blocks < step.max_blocks_per_seq) max_blocks *= 2;
+  }
+  DUET_ASSIGN_OR_RETURN(StepInputs padded,
+                        PadDecodeStep(step, bucket, max_blocks));
+  if (stale) {
     g = DecodeGraph{};
-    DUET_ASSIGN_OR_RETURN(StepInputs padded,
-                          PadDecodeStep(step, bucket, max_blocks));
     kernels::Tensor logits;
     auto graph = backend_->CaptureStep(
         padded, shape, config_.vocab_size, [&]() -> absl::Status {
@@ -219,8 +222,6 @@ absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
     g.cache = cache.layer(0).data;
     g.block_size = block_size;
   }
-  DUET_ASSIGN_OR_RETURN(StepInputs padded,
-                        PadDecodeStep(step, bucket, g.max_blocks));
   DUET_RETURN_IF_ERROR(g.graph->Replay(padded));
   TensorView rows = g.logits;
   rows.shape = {step.num_seqs(), config_.vocab_size};

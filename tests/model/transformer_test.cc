@@ -207,3 +207,74 @@ TEST_F(TransformerTest, ForwardRejectsInvalidSteps) {
 
 }  // namespace
 }  // namespace duet::model
+
+namespace duet::model {
+namespace {
+
+TEST(DecodeGraphBucketTest, BucketsCoverEveryBatchWithBoundedPadding) {
+  EXPECT_EQ(DecodeGraphBucket(1), 1);
+  EXPECT_EQ(DecodeGraphBucket(3), 4);
+  EXPECT_EQ(DecodeGraphBucket(8), 8);
+  EXPECT_EQ(DecodeGraphBucket(9), 16);
+  EXPECT_EQ(DecodeGraphBucket(65), 80);
+  EXPECT_EQ(DecodeGraphBucket(257), 288);
+  for (int32_t n = 1; n <= 512; ++n) {
+    const int32_t b = DecodeGraphBucket(n);
+    ASSERT_GE(b, n);
+    if (n > 8) ASSERT_LT(b - n, n / 4 + 8) << n;
+  }
+}
+
+// What the CUDA graph path runs (padding rows repeat sequence 0, wider block
+// tables) must give the real rows the same logits and leave the cache as
+// the unpadded step would: checked on the CPU backend, no GPU needed.
+TEST_F(TransformerTest, PaddedDecodeStepChangesNothingForTheRealRows) {
+  const std::vector<std::vector<int32_t>> prompts = {
+      testing::LcgPrompt(20, 100000), testing::LcgPrompt(33, 100000),
+      testing::LcgPrompt(7, 100000)};
+  const auto all = Blocks(true, 9);
+  std::vector<std::vector<BlockId>> tables = {
+      {all.begin(), all.begin() + 4},
+      {all.begin() + 4, all.begin() + 8},
+      {all.begin() + 8, all.begin() + 12}};
+  KvCacheStorage caches[2] = {NewCache(16), NewCache(16)};
+  std::vector<SeqChunk> prefill;
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    prefill.push_back({prompts[s], 0, tables[s]});
+  }
+  auto pstep = BuildStep(AttentionMode::kPrefill, prefill, 16);
+  ASSERT_TRUE(pstep.ok());
+  for (auto& cache : caches) ASSERT_TRUE(model_->Forward(*pstep, cache, 16).ok());
+
+  const std::vector<int32_t> next = {5, 6, 7};
+  for (int round = 0; round < 2; ++round) {
+    std::vector<SeqChunk> decode;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      decode.push_back({{&next[s], 1},
+                        static_cast<int32_t>(prompts[s].size()) + round,
+                        tables[s]});
+    }
+    auto step = BuildStep(AttentionMode::kDecode, decode, 16);
+    ASSERT_TRUE(step.ok());
+    auto padded = PadDecodeStep(*step, 8, 16);
+    ASSERT_TRUE(padded.ok()) << padded.status();
+    EXPECT_EQ(padded->num_seqs(), 8);
+    EXPECT_EQ(padded->max_blocks_per_seq, 16);
+    auto plain = model_->Forward(*step, caches[0], 16);
+    auto wide = model_->Forward(*padded, caches[1], 16);
+    ASSERT_TRUE(plain.ok() && wide.ok());
+    ASSERT_EQ(wide->size(), 8u * vocab_);
+    wide->resize(plain->size());
+    EXPECT_LT(RelDiff(*wide, *plain), 1e-5) << "round " << round;
+  }
+  // Wrong shapes are refused, not padded.
+  std::vector<SeqChunk> one = {{{&next[0], 1}, 21, tables[0]}};
+  auto step = BuildStep(AttentionMode::kDecode, one, 16);
+  ASSERT_TRUE(step.ok());
+  EXPECT_FALSE(PadDecodeStep(*step, 0, 16).ok());
+  EXPECT_FALSE(PadDecodeStep(*step, 2, step->max_blocks_per_seq - 1).ok());
+  EXPECT_FALSE(PadDecodeStep(*pstep, 4, 16).ok());
+}
+
+}  // namespace
+}  // namespace duet::model
