@@ -46,6 +46,10 @@ ABSL_FLAG(int32_t, small_gemm_max_tokens,
           duet::kernels::CudaBackendOptions{}.small_gemm_max_tokens,
           "GEMMs of at most this many tokens on the hand-written kernel "
           "(0: cuBLASLt everywhere, at most 8)");
+ABSL_FLAG(int32_t, prefill_warp_rows,
+          duet::kernels::CudaBackendOptions{}.prefill_warp_rows,
+          "query rows per warp of the tensor-core prefill attention (16 or "
+          "32)");
 
 namespace {
 
@@ -171,6 +175,7 @@ int main(int argc, char** argv) {
 
   duet::kernels::CudaBackendOptions options;
   options.small_gemm_max_tokens = absl::GetFlag(FLAGS_small_gemm_max_tokens);
+  options.prefill_warp_rows = absl::GetFlag(FLAGS_prefill_warp_rows);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

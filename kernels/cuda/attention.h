@@ -49,6 +49,8 @@ struct PagedAttentionParams {
   __nv_bfloat16* out = nullptr;  // [num_tokens][num_heads * head_dim]
   int64_t out_stride = 0;
   int num_sms = 132;  // to size the decode split
+  // Prefill only: query rows per warp, 16 or 32 (CudaBackendOptions).
+  int prefill_warp_rows = 16;
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
   // that is 0.
   void* workspace = nullptr;

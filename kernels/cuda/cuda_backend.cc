@@ -375,6 +375,7 @@ class CudaBackend final : public Backend {
     p.out = Ptr<__nv_bfloat16>(out);
     p.out_stride = int64_t{s.num_heads} * s.head_dim;
     p.num_sms = num_sms_;
+    p.prefill_warp_rows = options_.prefill_warp_rows;
     if (step.mode == AttentionMode::kPrefill && options_.tensor_core_prefill) {
       return cuda::LaunchPrefillAttention(p, stream());
     }
@@ -625,6 +626,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
   if (device < 0 || device >= count) {
     return absl::FailedPreconditionError(absl::StrCat(
         "no CUDA device ", device, " (", count, " visible)"));
+  }
+  if (options.prefill_warp_rows != 16 && options.prefill_warp_rows != 32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefill_warp_rows is ", options.prefill_warp_rows,
+        "; it must be 16 or 32"));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

@@ -28,6 +28,10 @@ struct CudaBackendOptions {
   // (4.22 vs 4.63 ms, 4.46 vs 4.66 ms), slower from 3 (4.84 vs 4.72 ms),
   // much slower at 8, where every weight load costs 8 loads of x.
   int small_gemm_max_tokens = 2;
+  // Query rows each warp of the tensor-core prefill attention kernel owns:
+  // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
+  // from shared memory, half the shared-memory traffic per FLOP).
+  int prefill_warp_rows = 16;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no
