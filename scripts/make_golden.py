@@ -17,6 +17,21 @@ For the CUDA backend's whole-model check (bf16 on the GPU, 10 prompts):
   python3 scripts/make_golden.py --model /tmp/qwen3-4b --out /tmp/q4b.json \
       --dtype bfloat16 --device cuda --no-hash \
       --lengths 1,5,17,33,64,100,128,200,257,300 --new-tokens 16
+  duet-hf-compare --model /tmp/qwen3-4b --golden /tmp/q4b.json
+Tie-aware greedy check for random-weight models with flat distributions
+(tools/README.md): golden as above, then compare writing duet's
+continuations, score them with transformers, and compare again with the
+scores (a continuation that differs only by taking bf16-tied tokens counts):
+  python3 scripts/make_golden.py --model /tmp/tiny --out /tmp/tiny_g.json \
+      --dtype bfloat16 --device cuda --no-hash \
+      --lengths 1,5,17,33,64,100,128,200,257,300 --new-tokens 16
+  duet-hf-compare --model /tmp/tiny --golden /tmp/tiny_g.json \
+      --continuations-out /tmp/tiny_cont.json
+  python3 scripts/hf_score_continuations.py --model /tmp/tiny \
+      --continuations /tmp/tiny_cont.json --golden /tmp/tiny_g.json \
+      --out /tmp/tiny_scores.json --dtype bfloat16 --device cuda
+  duet-hf-compare --model /tmp/tiny --golden /tmp/tiny_g.json \
+      --tie-aware-scores /tmp/tiny_scores.json
 """
 import argparse
 import json
