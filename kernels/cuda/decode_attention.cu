@@ -1,17 +1,22 @@
-// Flash-decoding over the paged cache. Decode is memory-bound (one query
-// row per KV row), so the design goal is to read every K/V byte exactly once
-// with 16-byte coalesced loads and enough loads in flight:
-// - a CTA owns (query token, KV head, split): all kGroup query heads of the
-//   KV head are processed together, so GQA does not multiply the reads;
-// - a key is read by kHeadDim / 8 lanes (16 bytes each), so a warp reads
-//   kKeysPerWarp whole keys per load instruction;
-// - the context is walked in chunks of kChunk keys: the chunk's block ids
-//   are staged in shared memory first (so no key load waits on a dependent
-//   block-table load), scores of the chunk go to shared memory, then an
-//   exact softmax numerator for the chunk is merged into running (max, sum,
-//   acc) state, online-softmax style;
-// - when the batch alone does not fill the GPU, the context is split across
-//   CTAs and a second kernel merges the splits (log-sum-exp weights).
+// Flash-decoding over the paged cache on bf16 tensor cores. Decode is
+// memory-bound (one query row per KV row), so the design goal is to keep
+// HBM busy: every K/V byte is read exactly once, with enough bytes in
+// flight, and as few instructions per byte as possible.
+// - A CTA owns (query token, KV head, split): the kGroup query heads of the
+//   KV head are the rows of one 16-row MMA tile (rows >= kGroup are zero
+//   padding), so GQA does not multiply the reads, and S = Q K^T and O += P V
+//   are mma.sync m16n8k16 ops: ~0.1 instructions per key and head instead
+//   of a dot product with 4 shuffles per key (the previous CUDA-core kernel
+//   reached 1-2 TB/s at batch 64 x 2048 for that reason).
+// - Each warp streams its own 16-key tiles (warp w takes tiles w, w + 4,
+//   ...) through a private kStages-deep cp.async ring in shared memory, so
+//   there is no CTA-wide barrier per tile and ~(kStages - 1) x 8.5 KB per
+//   warp are always in flight; each warp keeps its own online-softmax state.
+// - At the end the warps' states are merged through shared memory; when the
+//   batch alone does not fill the GPU, the context is split across CTAs and
+//   a second kernel merges the splits (log-sum-exp weights).
+// Numerics match the prefill kernel: fp32 accumulation, scores scaled in
+// fp32 (log2 domain), probabilities rounded to bf16 for the P V product.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -28,18 +33,27 @@
 namespace duet::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;
-constexpr int kChunk = 256;  // keys per shared-memory score chunk
-constexpr int kUnroll = 4;   // independent 16-byte loads per lane in flight
-// Splits are whole multiples of this many keys. Smaller than kChunk so that
-// a short context at batch 1 still spreads over enough CTAs (512 keys x 8
-// KV heads in 256-key splits kept 24 of 132 SMs busy: 36 us per layer).
-constexpr int kSplitGranule = 64;
-// CTAs to aim for per SM before splitting stops: a CTA streams its keys
-// with only kUnroll loads per lane in flight, so one or two per SM leave
-// HBM bandwidth unused.
-constexpr int kCtasPerSm = 4;
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileKeys = 16;  // keys per warp tile: one k-step of P V
+constexpr int kStages = 3;     // tiles per warp ring (2 in flight)
+// Splits are whole multiples of this many keys: one tile per warp, so a
+// short context at batch 1 still spreads over enough CTAs.
+constexpr int kSplitGranule = kWarps * kTileKeys;
+// CTAs per SM to aim for before splitting stops: two fit at once (shared
+// memory), and each keeps 8 tiles in flight.
+constexpr int kCtasPerSm = 2;
+
+// Shared-memory row of one key: head_dim elements plus 16 bytes, so the 8
+// row addresses of each ldmatrix phase hit distinct banks.
+template <int kHeadDim>
+inline constexpr int kRowStride = kHeadDim + 8;
+template <int kHeadDim>
+inline constexpr int kStageElems = 2 * kTileKeys * kRowStride<kHeadDim>;
+template <int kHeadDim>
+inline constexpr size_t kSmemBytes = size_t{kWarps} * kStages *
+                                     kStageElems<kHeadDim> *
+                                     sizeof(__nv_bfloat16);
 
 struct SplitPlan {
   int max_splits = 1;
@@ -87,21 +101,19 @@ SplitScratch CarveScratch(const PagedAttentionParams& p, const SplitPlan& plan) 
 }
 
 template <int kHeadDim, int kGroup>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(PagedAttentionParams p, int max_splits,
                           SplitScratch scratch) {
-  constexpr int kLanesPerKey = kHeadDim / 8;
-  constexpr int kKeysPerWarp = 32 / kLanesPerKey;
-  constexpr int kKeysPerIter = kWarps * kKeysPerWarp;
+  constexpr int kStride = kRowStride<kHeadDim>;
+  constexpr int kQSteps = kHeadDim / 16;       // k-steps of S = Q K^T
+  constexpr int kOTiles = kHeadDim / 8;        // n-tiles of O
+  constexpr int kPieces = kHeadDim / 8;        // 16-byte pieces per key
+  constexpr int kLoads = kTileKeys * kPieces;  // per K (and per V) tile
+  static_assert(kGroup <= 8, "a group must fit rows 0..7 of the MMA tile");
+  static_assert(kLoads % 32 == 0 && kOTiles % 2 == 0);
 
-  __shared__ float scores[kGroup][kChunk];
-  __shared__ float reduce[kWarps][kGroup];
-  // A chunk of kChunk keys spans at most kChunk + 1 blocks (block size 1,
-  // or an unaligned start).
-  __shared__ int32_t chunk_blocks[kChunk + 1];
-  __shared__ float final_max[kGroup];
-  __shared__ float final_sum[kGroup];
-  __shared__ float out_partial[kWarps][kGroup][kHeadDim];
+  extern __shared__ uint4 smem_raw[];
+  auto* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
 
   const int64_t t = blockIdx.x;
   const int split = blockIdx.y;
@@ -116,207 +128,211 @@ __global__ void __launch_bounds__(kThreads)
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int piece = lane % kLanesPerKey;  // which 8 elements of the head
-  const int sub = lane / kLanesPerKey;    // which key of the warp's group
+  const int g = lane / 4;   // fragment row = query head within the group
+  const int qd = lane % 4;  // fragment column pair
+
+  // Q A-fragments, rows g (real when g < kGroup) and g + 8 (always zero).
+  uint32_t qf[kQSteps][2];
+#pragma unroll
+  for (int kk = 0; kk < kQSteps; ++kk) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      qf[kk][half] =
+          g < kGroup
+              ? *reinterpret_cast<const uint32_t*>(
+                    p.q + t * p.q_stride +
+                    int64_t{kvh * kGroup + g} * kHeadDim + kk * 16 +
+                    half * 8 + qd * 2)
+              : 0u;
+    }
+  }
+
   const int32_t* table =
       p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const int64_t head_stride = int64_t{p.block_size} * kHeadDim;
   const int64_t kv_stride = p.num_kv_heads * head_stride;
   const __nv_bfloat16* cache_head = p.kv_cache + kvh * head_stride;
-
-  // Queries of the group, pre-scaled into the log2 domain.
-  float q[kGroup][8];
-  const float qscale = p.scale * kLog2e;
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(
-        p.q + t * p.q_stride + int64_t{kvh * kGroup + h} * kHeadDim +
-        piece * 8);
-    Bf16x8ToFloat(raw, q[h]);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) q[h][i] *= qscale;
-  }
-  // Running softmax state per head. Every thread holds the same values
-  // (they are computed from shared memory), so no run-time register index
-  // is ever needed.
-  float run_max[kGroup];
-  float run_sum[kGroup];
-  float acc[kGroup][8];
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    run_max[h] = -INFINITY;
-    run_sum[h] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[h][i] = 0.0f;
-  }
-
   const BlockDivider blocks(p.block_size);
-  int first_block = 0;
-  // Address of 16-byte piece `piece` of key `pos` of the current chunk (K;
-  // V is kv_stride on). The block id comes from shared memory, so a key
-  // load does not wait for a block-table load first.
-  auto key_ptr = [&](int pos) {
-    const int64_t block = chunk_blocks[blocks.Block(pos) - first_block];
-    return cache_head + block * 2 * kv_stride +
-           int64_t{blocks.Offset(pos)} * kHeadDim + piece * 8;
+  __nv_bfloat16* ring = smem + warp * kStages * kStageElems<kHeadDim>;
+
+  // This warp's tiles: begin + (warp + kWarps * i) * kTileKeys < end.
+  const int first = begin + warp * kTileKeys;
+  const int num_tiles =
+      first < end ? (end - first + kWarps * kTileKeys - 1) / (kWarps * kTileKeys)
+                  : 0;
+
+  // Gathers tile i's K and V into ring stage i % kStages; keys past `end`
+  // are zero so that 0-probability columns never multiply garbage. Each
+  // lane looks up one key's block (lanes 0-15) and the others read it by
+  // shuffle, so a tile costs one dependent table load per lane.
+  auto load_tile = [&](int i) {
+    __nv_bfloat16* ks = ring + (i % kStages) * kStageElems<kHeadDim>;
+    __nv_bfloat16* vs = ks + kTileKeys * kStride;
+    const int key0 = first + i * kWarps * kTileKeys;
+    const int my_pos = key0 + (lane % kTileKeys);
+    const int my_block = my_pos < end ? table[blocks.Block(my_pos)] : 0;
+#pragma unroll
+    for (int r = 0; r < kLoads / 32; ++r) {
+      const int c = lane + r * 32;
+      const int key = c / kPieces;
+      const int piece = c % kPieces;
+      const int pos = key0 + key;
+      const int64_t block = __shfl_sync(0xffffffffu, my_block, key);
+      __nv_bfloat16* kd = ks + key * kStride + piece * 8;
+      __nv_bfloat16* vd = vs + key * kStride + piece * 8;
+      if (pos < end) {
+        const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
+                                   int64_t{blocks.Offset(pos)} * kHeadDim +
+                                   piece * 8;
+        CpAsync16(kd, src);
+        CpAsync16(vd, src + kv_stride);
+      } else {
+        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+      }
+    }
   };
 
-  for (int chunk = begin; chunk < end; chunk += kChunk) {
-    const int n = min(kChunk, end - chunk);
-    // The chunk's block-table entries, once, into shared memory (the
-    // barrier at the end of the previous chunk keeps the old ones alive
-    // until everyone is done with them).
-    first_block = blocks.Block(chunk);
-    const int chunk_num_blocks = blocks.Block(chunk + n - 1) - first_block + 1;
-    for (int i = threadIdx.x; i < chunk_num_blocks; i += kThreads) {
-      chunk_blocks[i] = table[first_block + i];
-    }
-    __syncthreads();
-    // Pass 1: scores of this chunk into shared memory.
-    float local_max[kGroup];
+  float o[kOTiles][4];
 #pragma unroll
-    for (int h = 0; h < kGroup; ++h) local_max[h] = -INFINITY;
-    for (int j0 = 0; j0 < n; j0 += kKeysPerIter * kUnroll) {
-      uint4 raw[kUnroll];
+  for (int n = 0; n < kOTiles; ++n) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kKeysPerIter + warp * kKeysPerWarp + sub;
-        raw[u] = j < n ? *reinterpret_cast<const uint4*>(key_ptr(chunk + j))
-                       : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kKeysPerIter + warp * kKeysPerWarp + sub;
-        float k[8];
-        Bf16x8ToFloat(raw[u], k);
-#pragma unroll
-        for (int h = 0; h < kGroup; ++h) {
-          float dot = 0.0f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) dot += q[h][i] * k[i];
-#pragma unroll
-          for (int off = kLanesPerKey / 2; off > 0; off >>= 1) {
-            dot += __shfl_xor_sync(0xffffffffu, dot, off);
-          }
-          if (j < n) {
-            if (piece == 0) scores[h][j] = dot;
-            local_max[h] = fmaxf(local_max[h], dot);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float m = local_max[h];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      }
-      if (lane == 0) reduce[warp][h] = m;
-    }
-    __syncthreads();
-    float alpha[kGroup];
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float m = run_max[h];
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) m = fmaxf(m, reduce[w][h]);
-      // m is finite (the chunk has at least one real score), so alpha is 0
-      // on the first chunk and the old state vanishes as it should.
-      alpha[h] = exp2f(run_max[h] - m);
-      run_max[h] = m;
-    }
-    __syncthreads();  // `reduce` is rewritten below
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float sum = 0.0f;
-      for (int j = threadIdx.x; j < n; j += kThreads) {
-        const float e = exp2f(scores[h][j] - run_max[h]);
-        scores[h][j] = e;
-        sum += e;
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      }
-      if (lane == 0) reduce[warp][h] = sum;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[h][i] *= alpha[h];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += reduce[w][h];
-      run_sum[h] = run_sum[h] * alpha[h] + sum;
-    }
-    // Pass 2: acc += p * V over the chunk.
-    for (int j0 = 0; j0 < n; j0 += kKeysPerIter * kUnroll) {
-      uint4 raw[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kKeysPerIter + warp * kKeysPerWarp + sub;
-        raw[u] = j < n ? *reinterpret_cast<const uint4*>(key_ptr(chunk + j) +
-                                                          kv_stride)
-                       : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kKeysPerIter + warp * kKeysPerWarp + sub;
-        if (j < n) {
-          float v[8];
-          Bf16x8ToFloat(raw[u], v);
-#pragma unroll
-          for (int h = 0; h < kGroup; ++h) {
-            const float w = scores[h][j];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) acc[h][i] += w * v[i];
-          }
-        }
-      }
-    }
-    __syncthreads();  // scores and `reduce` are rewritten by the next chunk
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
   }
+  float row_max = -INFINITY;  // row g; equal on the 4 lanes of the row
+  float row_sum = 0.0f;       // this lane's columns only
+  const float scale_log2 = p.scale * kLog2e;
 
-  // Sum acc over the lanes holding the same piece of different keys, then
-  // over warps through shared memory.
+  // Prologue: kStages - 1 tiles in flight (empty groups keep the count).
 #pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-#pragma unroll
-      for (int off = kLanesPerKey; off < 32; off <<= 1) {
-        acc[h][i] += __shfl_xor_sync(0xffffffffu, acc[h][i], off);
-      }
-      if (sub == 0) out_partial[warp][h][piece * 8 + i] = acc[h][i];
-    }
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < num_tiles) load_tile(i);
+    CpAsyncCommit();
   }
-  if (threadIdx.x == 0) {
+  for (int i = 0; i < num_tiles; ++i) {
+    // Refill the stage consumed last iteration (the __syncwarp at its end
+    // ordered every lane's reads before these writes).
+    if (i + kStages - 1 < num_tiles) load_tile(i + kStages - 1);
+    CpAsyncCommit();
+    CpAsyncWait<kStages - 1>();
+    __syncwarp();
+    const __nv_bfloat16* ks = ring + (i % kStages) * kStageElems<kHeadDim>;
+    const __nv_bfloat16* vs = ks + kTileKeys * kStride;
+
+    // S = Q K^T: 16 rows x 16 keys as two n-tiles of 8 keys.
+    float s[2][4] = {};
 #pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      final_max[h] = run_max[h];
-      final_sum[h] = run_sum[h];
+    for (int kk = 0; kk < kQSteps; ++kk) {
+      const int key = (lane >> 4) * 8 + (lane & 7);
+      const int col = kk * 16 + ((lane >> 3) & 1) * 8;
+      uint32_t b[4];
+      LdMatrixX4(b, ks + key * kStride + col);
+      const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
+      MmaBf16(s[0], a, b[0], b[1]);
+      MmaBf16(s[1], a, b[2], b[3]);
+    }
+
+    // Scale into the log2 domain, mask keys past `end`, online softmax for
+    // row g (elements 0, 1 of each n-tile; 2, 3 are the zero rows g + 8).
+    const int key0 = first + i * kWarps * kTileKeys;
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int pos = key0 + j * 8 + qd * 2 + e;
+        s[j][e] = pos < end ? s[j][e] * scale_log2 : -INFINITY;
+        tile_max = fmaxf(tile_max, s[j][e]);
+      }
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    // The tile has at least one key below `end`, so new_max is finite and
+    // alpha is 0 on the first tile (the old state vanishes as it should).
+    const float new_max = fmaxf(row_max, tile_max);
+    const float alpha = exp2f(row_max - new_max);
+    row_max = new_max;
+    row_sum *= alpha;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[j][e] = exp2f(s[j][e] - new_max);
+        row_sum += s[j][e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      o[n][0] *= alpha;
+      o[n][1] *= alpha;
+    }
+
+    // O += P V: the two S n-tiles are the A fragment of one 16-key k-step.
+    const uint32_t a[4] = {PackBf16x2(s[0][0], s[0][1]), 0u,
+                           PackBf16x2(s[1][0], s[1][1]), 0u};
+#pragma unroll
+    for (int n = 0; n < kOTiles; n += 2) {
+      const int key = lane & 15;
+      const int col = (n + (lane >> 4)) * 8;
+      uint32_t b[4];
+      LdMatrixX4Trans(b, vs + key * kStride + col);
+      MmaBf16(o[n], a, b[0], b[1]);
+      MmaBf16(o[n + 1], a, b[2], b[3]);
+    }
+    __syncwarp();  // this stage is refilled next iteration
+  }
+  CpAsyncWait<0>();  // no copy may land in the ring once it is reused below
+  row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 1);
+  row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 2);
+
+  // Merge the warps: each writes its unnormalized output, max and sum for
+  // the group's heads into shared memory (over its own ring: every warp
+  // must be done reading, hence the barrier).
+  __syncthreads();
+  float* w_out = reinterpret_cast<float*>(smem);  // [kWarps][kGroup][kHeadDim]
+  float* w_max = w_out + kWarps * kGroup * kHeadDim;  // [kWarps][kGroup]
+  float* w_sum = w_max + kWarps * kGroup;
+  static_assert((kWarps * kGroup * (kHeadDim + 2)) * sizeof(float) <=
+                kSmemBytes<kHeadDim>);
+  if (g < kGroup) {
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      float* dst = w_out + (warp * kGroup + g) * kHeadDim + n * 8 + qd * 2;
+      dst[0] = o[n][0];
+      dst[1] = o[n][1];
+    }
+    if (qd == 0) {
+      w_max[warp * kGroup + g] = row_max;  // -inf for a warp without tiles
+      w_sum[warp * kGroup + g] = row_sum;
     }
   }
   __syncthreads();
   for (int idx = threadIdx.x; idx < kGroup * kHeadDim; idx += kThreads) {
     const int h = idx / kHeadDim;
     const int d = idx % kHeadDim;
-    float v = 0.0f;
+    float m = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += out_partial[w][h][d];
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w_max[w * kGroup + h]);
+    float v = 0.0f;
+    float denom = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      // Warp 0 always has a key, so m is finite and empty warps weigh 0.
+      const float wt = exp2f(w_max[w * kGroup + h] - m);
+      v += wt * w_out[(w * kGroup + h) * kHeadDim + d];
+      denom += wt * w_sum[w * kGroup + h];
+    }
     const int head = kvh * kGroup + h;
     if (num_splits == 1) {
       p.out[t * p.out_stride + int64_t{head} * kHeadDim + d] =
-          __float2bfloat16_rn(v / final_sum[h]);
+          __float2bfloat16_rn(v / denom);
     } else {
       const int64_t row =
           (t * p.num_heads + head) * int64_t{max_splits} + split;
       scratch.out[row * kHeadDim + d] = v;
       if (d == 0) {
-        scratch.max[row] = final_max[h];
-        scratch.sum[row] = final_sum[h];
+        scratch.max[row] = m;
+        scratch.sum[row] = denom;
       }
     }
   }
@@ -384,8 +400,16 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
           const dim3 grid(static_cast<unsigned>(p.num_tokens),
                           static_cast<unsigned>(plan.max_splits),
                           static_cast<unsigned>(p.num_kv_heads));
-          DecodeAttentionKernel<kHd, kGroup><<<grid, kThreads, 0, stream>>>(
-              p, plan.max_splits, scratch);
+          constexpr size_t kSmem = kSmemBytes<kHd>;
+          auto* kernel = &DecodeAttentionKernel<kHd, kGroup>;
+          if (kSmem > 48 * 1024) {
+            // Above 48 KiB a kernel must opt in to dynamic shared memory.
+            DUET_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                static_cast<int>(kSmem)));
+          }
+          kernel<<<grid, kThreads, kSmem, stream>>>(p, plan.max_splits,
+                                                    scratch);
           DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
           if (plan.max_splits > 1) {
             const dim3 merge_grid(static_cast<unsigned>(p.num_tokens),
