@@ -188,6 +188,23 @@ class Backend {
                                     const AttentionShape& shape,
                                     const TensorView& qkv,
                                     const TensorView& kv_cache) = 0;
+  // QkNormRope then WriteKvCache, in one pass where the backend can fuse
+  // them (the CUDA backend does: one kernel instead of two per layer, which
+  // counts at decode, where each is a few microseconds of launch and tail).
+  virtual absl::Status QkNormRopeWriteKv(const StepInputs& step,
+                                         const AttentionShape& shape,
+                                         const TensorView& qkv,
+                                         const TensorView* q_norm,
+                                         const TensorView* k_norm, float eps,
+                                         const TensorView& inv_freq,
+                                         const TensorView& kv_cache) {
+    if (absl::Status s =
+            QkNormRope(step, shape, qkv, q_norm, k_norm, eps, inv_freq);
+        !s.ok()) {
+      return s;
+    }
+    return WriteKvCache(step, shape, qkv, kv_cache);
+  }
   // out[T, num_heads * head_dim] = softmax(Q K^T * scale) V over the paged
   // cache (which already holds this step's K/V), causal, grouped-query.
   virtual absl::Status Attention(const StepInputs& step,

@@ -284,12 +284,10 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     DUET_RETURN_IF_ERROR(be.Linear(hidden.view(), w.qkv.view(), qkv.view()));
-    DUET_RETURN_IF_ERROR(be.QkNormRope(
+    DUET_RETURN_IF_ERROR(be.QkNormRopeWriteKv(
         step, shape, qkv.view(), c.qk_norm ? &w.q_norm.view() : nullptr,
-        c.qk_norm ? &w.k_norm.view() : nullptr, eps,
-        weights_.inv_freq.view()));
-    DUET_RETURN_IF_ERROR(
-        be.WriteKvCache(step, shape, qkv.view(), cache.layer(l)));
+        c.qk_norm ? &w.k_norm.view() : nullptr, eps, weights_.inv_freq.view(),
+        cache.layer(l)));
     DUET_RETURN_IF_ERROR(be.Attention(step, shape, qkv.view(), cache.layer(l),
                                       scale, attn.view()));
     DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));

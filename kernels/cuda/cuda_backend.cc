@@ -283,32 +283,19 @@ class CudaBackend final : public Backend {
                           const TensorView& qkv, const TensorView* q_norm,
                           const TensorView* k_norm, float eps,
                           const TensorView& inv_freq) override {
-    DUET_RETURN_IF_ERROR(meta().Check(step, s, "qk_norm_rope"));
-    DUET_RETURN_IF_ERROR(
-        CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
-    DUET_RETURN_IF_ERROR(
-        CheckVector(inv_freq, kF32, s.head_dim / 2, "inv_freq"));
-    if ((q_norm == nullptr) != (k_norm == nullptr)) {
-      return absl::InvalidArgumentError("q_norm and k_norm: both or neither");
-    }
-    cuda::QkNormRopeParams p;
-    if (q_norm != nullptr) {
-      DUET_RETURN_IF_ERROR(CheckVector(*q_norm, kBF16, s.head_dim, "q_norm"));
-      DUET_RETURN_IF_ERROR(CheckVector(*k_norm, kBF16, s.head_dim, "k_norm"));
-      p.q_norm = Ptr<const __nv_bfloat16>(*q_norm);
-      p.k_norm = Ptr<const __nv_bfloat16>(*k_norm);
-    }
-    ScopedDevice guard(device_);
-    DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    p.qkv = Ptr<__nv_bfloat16>(qkv);
-    p.num_tokens = step.num_tokens();
-    p.num_heads = s.num_heads;
-    p.num_kv_heads = s.num_kv_heads;
-    p.head_dim = s.head_dim;
-    p.positions = meta().device().positions;
-    p.eps = eps;
-    p.inv_freq = Ptr<const float>(inv_freq);
-    return cuda::LaunchQkNormRope(p, stream());
+    return QkNormRopeMaybeWriteKv(step, s, qkv, q_norm, k_norm, eps, inv_freq,
+                                  nullptr);
+  }
+
+  absl::Status QkNormRopeWriteKv(const StepInputs& step,
+                                 const AttentionShape& s,
+                                 const TensorView& qkv,
+                                 const TensorView* q_norm,
+                                 const TensorView* k_norm, float eps,
+                                 const TensorView& inv_freq,
+                                 const TensorView& kv_cache) override {
+    return QkNormRopeMaybeWriteKv(step, s, qkv, q_norm, k_norm, eps, inv_freq,
+                                  &kv_cache);
   }
 
   absl::Status WriteKvCache(const StepInputs& step, const AttentionShape& s,
@@ -468,6 +455,49 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // QkNormRope, plus the KV-cache write in the same kernel when kv_cache
+  // is given.
+  absl::Status QkNormRopeMaybeWriteKv(const StepInputs& step,
+                                      const AttentionShape& s,
+                                      const TensorView& qkv,
+                                      const TensorView* q_norm,
+                                      const TensorView* k_norm, float eps,
+                                      const TensorView& inv_freq,
+                                      const TensorView* kv_cache) {
+    DUET_RETURN_IF_ERROR(meta().Check(step, s, "qk_norm_rope"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
+    DUET_RETURN_IF_ERROR(
+        CheckVector(inv_freq, kF32, s.head_dim / 2, "inv_freq"));
+    if ((q_norm == nullptr) != (k_norm == nullptr)) {
+      return absl::InvalidArgumentError("q_norm and k_norm: both or neither");
+    }
+    cuda::QkNormRopeParams p;
+    if (q_norm != nullptr) {
+      DUET_RETURN_IF_ERROR(CheckVector(*q_norm, kBF16, s.head_dim, "q_norm"));
+      DUET_RETURN_IF_ERROR(CheckVector(*k_norm, kBF16, s.head_dim, "k_norm"));
+      p.q_norm = Ptr<const __nv_bfloat16>(*q_norm);
+      p.k_norm = Ptr<const __nv_bfloat16>(*k_norm);
+    }
+    if (kv_cache != nullptr) {
+      DUET_RETURN_IF_ERROR(CheckCache(s, *kv_cache));
+      p.kv_cache = Ptr<__nv_bfloat16>(*kv_cache);
+      p.slot_mapping = meta().device().slot_mapping;
+      p.block_size = s.block_size;
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    p.qkv = Ptr<__nv_bfloat16>(qkv);
+    p.num_tokens = step.num_tokens();
+    p.num_heads = s.num_heads;
+    p.num_kv_heads = s.num_kv_heads;
+    p.head_dim = s.head_dim;
+    p.positions = meta().device().positions;
+    p.eps = eps;
+    p.inv_freq = Ptr<const float>(inv_freq);
+    return cuda::LaunchQkNormRope(p, stream());
+  }
+
   const cuda::StepMetadata& meta() const { return *current_; }
 
   absl::Status Gemm(const TensorView& x, const TensorView& w,

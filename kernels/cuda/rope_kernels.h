@@ -12,7 +12,8 @@
 
 namespace duet::kernels::cuda {
 
-// For every token t and every Q and K head (V heads untouched), in fp32:
+// For every token t and every Q and K head (V heads untouched in qkv), in
+// fp32:
 //   x = norm ? x / rms(x) * norm_weight : x
 //   rotate-half RoPE at positions[t]: angle_i = float(pos) * inv_freq[i]
 //   (fp32 product, then cosf/sinf, as kernels/cpu and Hugging Face do),
@@ -28,6 +29,12 @@ struct QkNormRopeParams {
   const __nv_bfloat16* k_norm = nullptr;  // [head_dim] or null
   float eps = 1e-6f;
   const float* inv_freq = nullptr;  // [head_dim / 2], device
+  // Optional fused KV-cache write: when kv_cache is set, every token's
+  // (normed, rotated) K heads and its V heads are also stored into its slot
+  // of the paged cache [blocks][2][num_kv_heads][block_size][head_dim].
+  __nv_bfloat16* kv_cache = nullptr;
+  const int64_t* slot_mapping = nullptr;  // [tokens], device
+  int block_size = 0;
 };
 absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream);
 

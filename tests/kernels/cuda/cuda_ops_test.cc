@@ -380,6 +380,55 @@ TEST_F(CudaVsCpuTest, WriteKvCache) {
   }
 }
 
+// The fused kernel against the CPU backend's two separate ops: qkv (Q, K
+// rotated; V untouched) and the cache (K rotated, V copied) must both
+// agree, and slots of other tokens must keep their random contents.
+TEST_F(CudaVsCpuTest, QkNormRopeWriteKvFused) {
+  std::mt19937 rng(13);
+  for (int32_t hd : {16, 64, 128}) {
+    for (int32_t group : {1, 4, 8}) {
+      for (bool norm : {true, false}) {
+        const int32_t bs = hd == 64 ? 32 : 16;
+        const std::vector<SeqSpec> seqs = {{0, 37}, {40000, 1}, {31, 9}};
+        const int32_t blocks = BlocksFor(seqs, bs) + 3;
+        const AttentionShape shape{2 * group, 2, hd, bs, blocks};
+        const StepInputs step =
+            MakeStep(AttentionMode::kPrefill, seqs, bs, blocks, kVocab, rng);
+        const int64_t t = step.num_tokens();
+        const Shape cache_shape = {blocks, 2, 2, bs, hd};
+        const std::vector<float> qkv = RandomBf16(rng, t * shape.qkv_width());
+        const std::vector<float> cache0 = RandomBf16(rng, Numel(cache_shape));
+        const std::vector<float> qn = RandomBf16(rng, hd, 0.5f, 1.5f);
+        const std::vector<float> kn = RandomBf16(rng, hd, 0.5f, 1.5f);
+        const std::vector<float> inv_freq = InvFreq(hd, 5e5);
+        std::vector<float> out_qkv[2], out_cache[2];
+        Backend* backends[2] = {cpu_.get(), cuda_.get()};
+        for (int i = 0; i < 2; ++i) {
+          Backend& be = *backends[i];
+          ASSERT_TRUE(be.BeginStep(step, shape, kVocab).ok());
+          Tensor tq = MustUpload(be, qkv, {t, shape.qkv_width()});
+          Tensor tc = MustUpload(be, cache0, cache_shape);
+          Tensor tqn = MustUpload(be, qn, {hd});
+          Tensor tkn = MustUpload(be, kn, {hd});
+          Tensor tf = MustUpload(be, inv_freq, {hd / 2}, DType::kF32);
+          const absl::Status s = be.QkNormRopeWriteKv(
+              step, shape, tq.view(), norm ? &tqn.view() : nullptr,
+              norm ? &tkn.view() : nullptr, 1e-6f, tf.view(), tc.view());
+          ASSERT_TRUE(s.ok()) << s;
+          out_qkv[i] = Download(be, tq);
+          out_cache[i] = Download(be, tc);
+        }
+        const std::string tag = absl::StrCat("hd=", hd, " g=", group,
+                                             norm ? " norm" : " no-norm");
+        EXPECT_TRUE(AllClose(out_qkv[1], out_qkv[0], kBf16Tol,
+                             "fused qkv " + tag));
+        EXPECT_TRUE(AllClose(out_cache[1], out_cache[0], kBf16Tol,
+                             "fused cache " + tag));
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Errors: InvalidArgument / FailedPrecondition, never a launch.
 // ---------------------------------------------------------------------------
