@@ -1,10 +1,11 @@
 // Paged attention on the CUDA backend against the CPU reference: prefill
-// (tensor-core kernel, and the per-query path as a second implementation)
-// and decode (flash-decoding with and without context splits), over head_dim
-// 16/64/128, GQA group sizes 1/2/4/8, block sizes 16/32, contexts from 1 to
-// 8192 and decode batches up to 256. Inputs are random bf16 values; the KV
-// cache is random everywhere (also in blocks no sequence owns) and block
-// tables are shuffled.
+// (tensor-core kernel with 16 and with 32 query rows per warp, and the
+// per-query path as a second implementation) and decode (flash-decoding
+// with and without context splits), over head_dim 16/64/128, GQA group
+// sizes 1/2/4/8, block sizes 16/32, contexts from 1 to 8192 and decode
+// batches up to 256. Inputs are random bf16 values; the KV cache is random
+// everywhere (also in blocks no sequence owns) and block tables are
+// shuffled.
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -13,8 +14,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+// GCC 12 reports a false -Wmaybe-uninitialized inside absl::InlinedVector's
+// move (Tensor's move assignment, via MustUpload) whenever it emits
+// MustUpload out of line, which depends on inlining decisions in this file.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "kernels/backend.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
+#pragma GCC diagnostic pop
 
 namespace duet::kernels::testing {
 namespace {
@@ -43,6 +50,11 @@ class AttentionTest : public CudaVsCpuTest {
     auto be = MakeCudaBackend(0, options);
     ASSERT_TRUE(be.ok()) << be.status();
     cuda_per_query_ = std::move(*be);
+    CudaBackendOptions wide;
+    wide.prefill_warp_rows = 32;
+    be = MakeCudaBackend(0, wide);
+    ASSERT_TRUE(be.ok()) << be.status();
+    cuda_wide_ = std::move(*be);
   }
 
   // One attention call on `be` with fresh uploads and a poisoned output.
@@ -93,14 +105,18 @@ class AttentionTest : public CudaVsCpuTest {
     const bool prefill = mode == AttentionMode::kPrefill;
     const Tolerance tol = AttentionTol(g.head_dim);
     EXPECT_TRUE(AllClose(Run(*cuda_, step, s, qkv, cache), want, tol,
-                         Tag(prefill ? "prefill" : "decode", g)));
+                         Tag(prefill ? "prefill 16 rows/warp" : "decode", g)));
     if (prefill) {
+      EXPECT_TRUE(AllClose(Run(*cuda_wide_, step, s, qkv, cache), want, tol,
+                           Tag("prefill 32 rows/warp", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_per_query_, step, s, qkv, cache), want,
                            tol, Tag("prefill per-query", g)));
     }
   }
 
   std::unique_ptr<Backend> cuda_per_query_;
+  // Tensor-core prefill with 32 query rows per warp (cuda_ has 16).
+  std::unique_ptr<Backend> cuda_wide_;
 };
 
 // Sequences of one step: a fresh prompt, a chunk after a cached prefix, a
@@ -129,6 +145,25 @@ TEST_F(AttentionTest, PrefillLongPrefix) {
         203);
 }
 
+// Chunk lengths around the 128-row CTA of the 32-rows-per-warp kernel (128 /
+// group tokens) and prefixes off the 64-key tile grid, so that CTAs end
+// mid-warp, whole warps fall past the last token, and the causal diagonal
+// crosses key tiles at every offset.
+TEST_F(AttentionTest, PrefillTileBoundaries) {
+  uint32_t seed = 250;
+  for (int32_t group : {1, 2, 4, 8}) {
+    const int32_t tokens = 128 / group;  // per CTA of the 32-row kernel
+    Check({128, group, 2, 16}, AttentionMode::kPrefill,
+          {{0, tokens - 1}, {33, tokens}, {64, tokens + 1},
+           {1, 2 * tokens + 7}, {100, 3 * tokens - 5}},
+          ++seed);
+  }
+  Check({64, 1, 1, 32}, AttentionMode::kPrefill, {{0, 300}, {17, 129}},
+        ++seed);
+  Check({16, 4, 2, 16}, AttentionMode::kPrefill, {{0, 97}, {63, 200}},
+        ++seed);
+}
+
 TEST_F(AttentionTest, PrefillSharpScores) {
   Check({128, 2, 2, 16}, AttentionMode::kPrefill, kMixedPrefill, 301, 8.0f);
   Check({64, 4, 2, 32}, AttentionMode::kPrefill, {{1500, 90}}, 302, 8.0f);
@@ -150,21 +185,17 @@ TEST_F(AttentionTest, PrefillFull8kPrompt) {
   const std::vector<float> qkv = RandomBf16(rng, int64_t{len} * s.qkv_width());
   const std::vector<float> cache = RandomBf16(
       rng, int64_t{blocks} * 2 * s.num_kv_heads * g.block_size * g.head_dim);
-  const std::vector<float> tc = Run(*cuda_, step, s, qkv, cache);
   const std::vector<float> per_query = Run(*cuda_per_query_, step, s, qkv, cache);
   const Tolerance tol = AttentionTol(g.head_dim);
-  EXPECT_TRUE(AllClose(tc, per_query, tol, Tag("8k prompt tc vs per-query", g)));
 
-  std::vector<int32_t> rows = {0, 1, 15, 16, 17, 63, 64, 65, 1000, 4095,
-                               4096, 8190, 8191};
-  for (int i = 0; i < 35; ++i) rows.push_back(static_cast<int32_t>(rng() % len));
+  std::vector<int32_t> rows = {0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129,
+                               1000, 4095, 4096, 8190, 8191};
+  for (int i = 0; i < 32; ++i) rows.push_back(static_cast<int32_t>(rng() % len));
   StepInputs sampled;
   sampled.mode = AttentionMode::kDecode;
   sampled.max_blocks_per_seq = step.max_blocks_per_seq;
   sampled.query_start.push_back(0);
   std::vector<float> sampled_qkv;
-  std::vector<float> got_rows_tc;
-  const int64_t out_width = int64_t{s.num_heads} * s.head_dim;
   for (int32_t r : rows) {
     sampled.token_ids.push_back(step.token_ids[r]);
     sampled.positions.push_back(r);
@@ -177,12 +208,31 @@ TEST_F(AttentionTest, PrefillFull8kPrompt) {
     sampled.logits_rows.push_back(sampled.num_tokens() - 1);
     sampled_qkv.insert(sampled_qkv.end(), qkv.begin() + int64_t{r} * s.qkv_width(),
                        qkv.begin() + int64_t{r + 1} * s.qkv_width());
-    got_rows_tc.insert(got_rows_tc.end(), tc.begin() + r * out_width,
-                        tc.begin() + (r + 1) * out_width);
   }
   const std::vector<float> cpu_rows = Run(*cpu_, sampled, s, sampled_qkv, cache);
-  EXPECT_TRUE(AllClose(got_rows_tc, cpu_rows, tol,
-                       Tag("8k prompt tc vs cpu (48 rows)", g)));
+
+  const int64_t out_width = int64_t{s.num_heads} * s.head_dim;
+  for (Backend* be : {cuda_.get(), cuda_wide_.get()}) {
+    const std::string what = absl::StrCat(
+        "8k prompt tc ", be == cuda_.get() ? "16" : "32", " rows/warp vs ");
+    const std::vector<float> tc = Run(*be, step, s, qkv, cache);
+    EXPECT_TRUE(AllClose(tc, per_query, tol,
+                         Tag((what + "per-query").c_str(), g)));
+    std::vector<float> got_rows;
+    for (int32_t r : rows) {
+      got_rows.insert(got_rows.end(), tc.begin() + r * out_width,
+                      tc.begin() + (r + 1) * out_width);
+    }
+    EXPECT_TRUE(AllClose(got_rows, cpu_rows, tol,
+                         Tag((what + "cpu (48 rows)").c_str(), g)));
+  }
+}
+
+TEST_F(AttentionTest, PrefillWarpRowsMustBe16Or32) {
+  CudaBackendOptions options;
+  options.prefill_warp_rows = 24;
+  EXPECT_EQ(MakeCudaBackend(0, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 std::vector<SeqSpec> DecodeSeqs(const std::vector<int32_t>& contexts) {

@@ -37,10 +37,12 @@ class CudaBench : public ::testing::Test {
     be_ = std::move(*be);
   }
 
-  // Median milliseconds per call of `op`.
-  double TimeMs(const std::function<absl::Status()>& op, int per_batch = 20) {
+  // Median milliseconds per call of `op`, which runs on `be` (be_ if null).
+  double TimeMs(const std::function<absl::Status()>& op, int per_batch = 20,
+                Backend* be = nullptr) {
+    Backend& b = be != nullptr ? *be : *be_;
     for (int i = 0; i < 3; ++i) EXPECT_TRUE(op().ok());
-    EXPECT_TRUE(be_->Synchronize().ok());
+    EXPECT_TRUE(b.Synchronize().ok());
     std::vector<double> ms;
     for (int rep = 0; rep < 5; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -48,7 +50,7 @@ class CudaBench : public ::testing::Test {
         const absl::Status s = op();
         EXPECT_TRUE(s.ok()) << s;
       }
-      EXPECT_TRUE(be_->Synchronize().ok());
+      EXPECT_TRUE(b.Synchronize().ok());
       const auto t1 = std::chrono::steady_clock::now();
       ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count() /
                    per_batch);
@@ -59,11 +61,11 @@ class CudaBench : public ::testing::Test {
 
   // Fills every slot of `cache` with random (non-zero) K/V by writing a
   // random 4096-token qkv block over and over through WriteKvCache.
-  void FillCache(const AttentionShape& s, const Tensor& cache) {
+  void FillCache(Backend& be, const AttentionShape& s, const Tensor& cache) {
     std::mt19937 rng(1);
     const int32_t chunk = 4096;
     const std::vector<float> qkv = RandomBf16(rng, int64_t{chunk} * s.qkv_width());
-    Tensor tq = MustUpload(*be_, qkv, {chunk, s.qkv_width()});
+    Tensor tq = MustUpload(be, qkv, {chunk, s.qkv_width()});
     const int64_t slots = int64_t{s.num_blocks} * s.block_size;
     for (int64_t start = 0; start < slots; start += chunk) {
       StepInputs step;
@@ -80,10 +82,10 @@ class CudaBench : public ::testing::Test {
       step.seq_lens = {n};
       step.max_blocks_per_seq = nb;
       for (int32_t b = 0; b < nb; ++b) step.block_tables.push_back(first_block + b);
-      ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
+      ASSERT_TRUE(be.BeginStep(step, s, kVocab).ok());
       const TensorView rows{tq.view().data, DType::kBF16, {n, s.qkv_width()},
                             Device::kCuda};
-      ASSERT_TRUE(be_->WriteKvCache(step, s, rows, cache.view()).ok());
+      ASSERT_TRUE(be.WriteKvCache(step, s, rows, cache.view()).ok());
     }
   }
 
@@ -102,7 +104,7 @@ TEST_F(CudaBench, DecodeAttention) {
       const AttentionShape s{kHeads, kKvHeads, kHeadDim, kBlock, blocks};
       auto cache = be_->Allocate(DType::kBF16, {blocks, 2, kKvHeads, kBlock, kHeadDim});
       ASSERT_TRUE(cache.ok());
-      FillCache(s, *cache);
+      FillCache(*be_, s, *cache);
       const StepInputs step =
           MakeStep(AttentionMode::kDecode, seqs, kBlock, blocks, kVocab, rng);
       ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
@@ -114,16 +116,25 @@ TEST_F(CudaBench, DecodeAttention) {
         return be_->Attention(step, s, qkv.view(), cache->view(), 0.088f,
                               out->view());
       });
-      const double bytes = double{batch} * ctx * kKvHeads * kHeadDim * 2 * 2;
+      const double bytes = static_cast<double>(batch) * ctx * kKvHeads * kHeadDim * 2 * 2;
       std::printf("[bench] %6d %7d %10.1f %10.0f\n", batch, ctx, ms * 1e3,
                   bytes / (ms * 1e-3) / 1e9);
     }
   }
 }
 
+// Both tensor-core prefill variants (CudaBackendOptions::prefill_warp_rows
+// 16 and 32) on the same inputs.
 TEST_F(CudaBench, PrefillAttention) {
-  std::printf("\n[bench] prefill attention (causal), 32/8 heads x 128\n");
-  std::printf("[bench] %-26s %10s %10s\n", "sequences", "ms", "TFLOP/s");
+  CudaBackendOptions wide_options;
+  wide_options.prefill_warp_rows = 32;
+  auto wide = MakeCudaBackend(0, wide_options);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  Backend* const variants[] = {be_.get(), wide->get()};
+  std::printf("\n[bench] prefill attention (causal), 32/8 heads x 128, "
+              "16 and 32 query rows per warp\n");
+  std::printf("[bench] %-26s %10s %10s %10s %10s\n", "sequences", "ms(16)",
+              "TFLOP/s", "ms(32)", "TFLOP/s");
   struct Case {
     const char* name;
     std::vector<SeqSpec> seqs;
@@ -135,32 +146,38 @@ TEST_F(CudaBench, PrefillAttention) {
       {"16 x 512 fresh", std::vector<SeqSpec>(16, SeqSpec{0, 512})},
   };
   for (const Case& c : cases) {
-    std::mt19937 rng(3);
-    const int32_t blocks = BlocksFor(c.seqs, kBlock);
-    const AttentionShape s{kHeads, kKvHeads, kHeadDim, kBlock, blocks};
-    auto cache = be_->Allocate(DType::kBF16, {blocks, 2, kKvHeads, kBlock, kHeadDim});
-    ASSERT_TRUE(cache.ok());
-    FillCache(s, *cache);
-    const StepInputs step =
-        MakeStep(AttentionMode::kPrefill, c.seqs, kBlock, blocks, kVocab, rng);
-    ASSERT_TRUE(be_->BeginStep(step, s, kVocab).ok());
-    const int64_t t = step.num_tokens();
-    Tensor qkv = MustUpload(*be_, RandomBf16(rng, t * s.qkv_width()), {t, s.qkv_width()});
-    auto out = be_->Allocate(DType::kBF16, {t, kHeads * kHeadDim});
-    ASSERT_TRUE(out.ok());
     double pairs = 0;  // (query, visible key) pairs
     for (const SeqSpec& q : c.seqs) {
-      pairs += double{q.q_len} * q.prefix + double{q.q_len} * (q.q_len + 1) / 2;
+      pairs += static_cast<double>(q.q_len) * q.prefix +
+               static_cast<double>(q.q_len) * (q.q_len + 1) / 2;
     }
-    const double ms = TimeMs(
-        [&] {
-          return be_->Attention(step, s, qkv.view(), cache->view(), 0.088f,
-                                out->view());
-        },
-        5);
     const double flops = 4.0 * pairs * kHeads * kHeadDim;
-    std::printf("[bench] %-26s %10.3f %10.1f\n", c.name, ms,
-                flops / (ms * 1e-3) / 1e12);
+    double ms[2] = {0, 0};
+    for (int v = 0; v < 2; ++v) {
+      Backend& be = *variants[v];
+      std::mt19937 rng(3);  // the same inputs for both variants
+      const int32_t blocks = BlocksFor(c.seqs, kBlock);
+      const AttentionShape s{kHeads, kKvHeads, kHeadDim, kBlock, blocks};
+      auto cache = be.Allocate(DType::kBF16, {blocks, 2, kKvHeads, kBlock, kHeadDim});
+      ASSERT_TRUE(cache.ok());
+      FillCache(be, s, *cache);
+      const StepInputs step =
+          MakeStep(AttentionMode::kPrefill, c.seqs, kBlock, blocks, kVocab, rng);
+      ASSERT_TRUE(be.BeginStep(step, s, kVocab).ok());
+      const int64_t t = step.num_tokens();
+      Tensor qkv = MustUpload(be, RandomBf16(rng, t * s.qkv_width()), {t, s.qkv_width()});
+      auto out = be.Allocate(DType::kBF16, {t, kHeads * kHeadDim});
+      ASSERT_TRUE(out.ok());
+      ms[v] = TimeMs(
+          [&] {
+            return be.Attention(step, s, qkv.view(), cache->view(), 0.088f,
+                                out->view());
+          },
+          5, &be);
+    }
+    std::printf("[bench] %-26s %10.3f %10.1f %10.3f %10.1f\n", c.name, ms[0],
+                flops / (ms[0] * 1e-3) / 1e12, ms[1],
+                flops / (ms[1] * 1e-3) / 1e12);
   }
 }
 
