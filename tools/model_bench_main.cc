@@ -51,6 +51,9 @@ ABSL_FLAG(int32_t, prefill_warp_rows,
           "query rows per warp of the tensor-core prefill attention (16 or "
           "32)");
 
+ABSL_FLAG(bool, pdl, duet::kernels::CudaBackendOptions{}.programmatic_launch,
+          "launch decode-path kernels as programmatic dependents (sm_90+)");
+
 namespace {
 
 using duet::BlockId;
@@ -176,6 +179,7 @@ int main(int argc, char** argv) {
   duet::kernels::CudaBackendOptions options;
   options.small_gemm_max_tokens = absl::GetFlag(FLAGS_small_gemm_max_tokens);
   options.prefill_warp_rows = absl::GetFlag(FLAGS_prefill_warp_rows);
+  options.programmatic_launch = absl::GetFlag(FLAGS_pdl);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

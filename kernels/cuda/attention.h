@@ -65,8 +65,9 @@ absl::Status LaunchPrefillAttention(const PagedAttentionParams& p,
 // sequence token_seq[t]. Used for decode steps (token_seq null), and as the
 // simple reference path for prefill (slow: every query reads its whole
 // context).
+// pdl: launch as a programmatic dependent (kernels/cuda/pdl.h).
 absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
-                                   cudaStream_t stream);
+                                   cudaStream_t stream, bool pdl = false);
 // Scratch LaunchDecodeAttention needs for `p` (0 when no query's context is
 // split).
 size_t DecodeAttentionWorkspaceBytes(const PagedAttentionParams& p);

@@ -213,7 +213,7 @@ class CudaBackend final : public Backend {
         {table.data, meta().device().token_ids, step.num_tokens(),
          table.dim(1) * static_cast<int64_t>(sizeof(__nv_bfloat16)),
          out.data},
-        stream());
+        stream(), options_.programmatic_launch);
   }
 
   absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
@@ -234,7 +234,7 @@ class CudaBackend final : public Backend {
     p.rows = x.dim(0);
     p.dim = dim;
     p.eps = eps;
-    return cuda::LaunchRmsNorm(p, stream());
+    return cuda::LaunchRmsNorm(p, stream(), options_.programmatic_launch);
   }
 
   absl::Status AddRmsNorm(const TensorView& x, const TensorView& residual,
@@ -260,7 +260,7 @@ class CudaBackend final : public Backend {
     p.rows = x.dim(0);
     p.dim = x.dim(1);
     p.eps = eps;
-    return cuda::LaunchRmsNorm(p, stream());
+    return cuda::LaunchRmsNorm(p, stream(), options_.programmatic_launch);
   }
 
   absl::Status Linear(const TensorView& x, const TensorView& weight,
@@ -377,7 +377,7 @@ class CudaBackend final : public Backend {
       DUET_ASSIGN_OR_RETURN(workspace, DeviceBuffer::Make(allocator_, ws));
       p.workspace = workspace.data();
     }
-    return cuda::LaunchDecodeAttention(p, stream());
+    return cuda::LaunchDecodeAttention(p, stream(), options_.programmatic_launch);
   }
 
   absl::Status SiluMul(const TensorView& gate_up,
@@ -393,7 +393,7 @@ class CudaBackend final : public Backend {
     return cuda::LaunchSiluMul({Ptr<const __nv_bfloat16>(gate_up),
                                 Ptr<__nv_bfloat16>(out), gate_up.dim(0),
                                 gate_up.dim(1) / 2},
-                               stream());
+                               stream(), options_.programmatic_launch);
   }
 
   absl::Status Logits(const StepInputs& step, const TensorView& x,
@@ -423,7 +423,7 @@ class CudaBackend final : public Backend {
         {x.data, d.logits_rows, rows,
          hidden * static_cast<int64_t>(sizeof(__nv_bfloat16)),
          gathered.view().data},
-        stream()));
+        stream(), options_.programmatic_launch));
     return Gemm(gathered.view(), lm_head, logits, CUDA_R_32F);
   }
 
@@ -495,7 +495,7 @@ class CudaBackend final : public Backend {
     p.positions = meta().device().positions;
     p.eps = eps;
     p.inv_freq = Ptr<const float>(inv_freq);
-    return cuda::LaunchQkNormRope(p, stream());
+    return cuda::LaunchQkNormRope(p, stream(), options_.programmatic_launch);
   }
 
   const cuda::StepMetadata& meta() const { return *current_; }
@@ -514,7 +514,7 @@ class CudaBackend final : public Backend {
       return cuda::LaunchSmallGemm(
           {Ptr<const __nv_bfloat16>(x), Ptr<const __nv_bfloat16>(w),
            Ptr<__nv_bfloat16>(y), x.dim(0), w.dim(0), x.dim(1)},
-          stream());
+          stream(), options_.programmatic_launch);
     }
     cuda::GemmParams p;
     p.x = x.data;

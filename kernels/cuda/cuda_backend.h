@@ -32,6 +32,12 @@ struct CudaBackendOptions {
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
   // from shared memory, half the shared-memory traffic per FLOP).
   int prefill_warp_rows = 16;
+  // Launch the decode-path kernels (norms, RoPE, attention, SiLU, small
+  // GEMM, row gathers) as programmatic dependents (kernels/cuda/pdl.h):
+  // each one's CTAs launch while its predecessor runs, and the small GEMM
+  // starts streaming its weights before the predecessor ends. Ignored
+  // before sm_90.
+  bool programmatic_launch = true;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no

@@ -29,6 +29,7 @@
 #include "kernels/cuda/attention_utils.cuh"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/pdl.h"
 
 namespace duet::kernels::cuda {
 namespace {
@@ -49,10 +50,10 @@ constexpr int kCtasPerSm = 2;
 template <int kHeadDim>
 inline constexpr int kRowStride = kHeadDim + 8;
 template <int kHeadDim>
-inline constexpr int kStageElems = 2 * kTileKeys * kRowStride<kHeadDim>;
+inline constexpr int kStageElems = 2 * kTileKeys* kRowStride<kHeadDim>;
 template <int kHeadDim>
-inline constexpr size_t kSmemBytes = size_t{kWarps} * kStages *
-                                     kStageElems<kHeadDim> *
+inline constexpr size_t kSmemBytes = size_t{kWarps} *
+                                     kStages* kStageElems<kHeadDim> *
                                      sizeof(__nv_bfloat16);
 
 struct SplitPlan {
@@ -91,7 +92,8 @@ struct SplitScratch {
   float* sum = nullptr;  // [tokens][heads][max_splits]
 };
 
-SplitScratch CarveScratch(const PagedAttentionParams& p, const SplitPlan& plan) {
+SplitScratch CarveScratch(const PagedAttentionParams& p,
+                          const SplitPlan& plan) {
   SplitScratch s;
   const int64_t rows = p.num_tokens * p.num_heads * plan.max_splits;
   s.out = static_cast<float*>(p.workspace);
@@ -104,6 +106,8 @@ template <int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(PagedAttentionParams p, int max_splits,
                           SplitScratch scratch) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   constexpr int kStride = kRowStride<kHeadDim>;
   constexpr int kQSteps = kHeadDim / 16;       // k-steps of S = Q K^T
   constexpr int kOTiles = kHeadDim / 8;        // n-tiles of O
@@ -137,13 +141,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int kk = 0; kk < kQSteps; ++kk) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      qf[kk][half] =
-          g < kGroup
-              ? *reinterpret_cast<const uint32_t*>(
-                    p.q + t * p.q_stride +
-                    int64_t{kvh * kGroup + g} * kHeadDim + kk * 16 +
-                    half * 8 + qd * 2)
-              : 0u;
+      qf[kk][half] = g < kGroup ? *reinterpret_cast<const uint32_t*>(
+                                      p.q + t * p.q_stride +
+                                      int64_t{kvh * kGroup + g} * kHeadDim +
+                                      kk * 16 + half * 8 + qd * 2)
+                                : 0u;
     }
   }
 
@@ -157,9 +159,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // This warp's tiles: begin + (warp + kWarps * i) * kTileKeys < end.
   const int first = begin + warp * kTileKeys;
-  const int num_tiles =
-      first < end ? (end - first + kWarps * kTileKeys - 1) / (kWarps * kTileKeys)
-                  : 0;
+  const int num_tiles = first < end ? (end - first + kWarps * kTileKeys - 1) /
+                                          (kWarps * kTileKeys)
+                                    : 0;
 
   // Gathers tile i's K and V into ring stage i % kStages; keys past `end`
   // are zero so that 0-probability columns never multiply garbage. Each
@@ -344,6 +346,8 @@ template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
     DecodeMergeKernel(PagedAttentionParams p, int max_splits,
                       SplitScratch scratch) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   const int64_t t = blockIdx.x;
   const int head = blockIdx.y;
   const int ctx = p.positions[t] + 1;
@@ -378,7 +382,7 @@ size_t DecodeAttentionWorkspaceBytes(const PagedAttentionParams& p) {
 }
 
 absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, bool pdl) {
   if (p.num_tokens == 0) return absl::OkStatus();
   if (p.num_tokens > 0x7fffffff) {
     return absl::InvalidArgumentError("decode attention: too many tokens");
@@ -408,15 +412,15 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
                 kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                 static_cast<int>(kSmem)));
           }
-          kernel<<<grid, kThreads, kSmem, stream>>>(p, plan.max_splits,
-                                                    scratch);
-          DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+          DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(kernel, grid, dim3(kThreads),
+                                                 kSmem, stream, pdl, p,
+                                                 plan.max_splits, scratch));
           if (plan.max_splits > 1) {
             const dim3 merge_grid(static_cast<unsigned>(p.num_tokens),
                                   static_cast<unsigned>(p.num_heads));
-            DecodeMergeKernel<kHd><<<merge_grid, kThreads, 0, stream>>>(
-                p, plan.max_splits, scratch);
-            DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+            DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+                &DecodeMergeKernel<kHd>, merge_grid, dim3(kThreads), 0, stream,
+                pdl, p, plan.max_splits, scratch));
           }
           return absl::OkStatus();
         });

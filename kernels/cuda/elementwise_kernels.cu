@@ -8,6 +8,7 @@
 #include "common/device_status.h"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/elementwise_kernels.h"
+#include "kernels/cuda/pdl.h"
 
 namespace duet::kernels::cuda {
 namespace {
@@ -18,25 +19,31 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
 int GridFor(int64_t work) {
-  return static_cast<int>(std::clamp<int64_t>(CeilDiv(work, kThreads), 1,
-                                              kMaxBlocks));
+  return static_cast<int>(
+      std::clamp<int64_t>(CeilDiv(work, kThreads), 1, kMaxBlocks));
 }
 
 template <typename T>
 __device__ __forceinline__ float ToFloat(T v);
 template <>
-__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(float v) {
+  return v;
+}
 template <>
 __device__ __forceinline__ float ToFloat(__nv_bfloat16 v) {
   return __bfloat162float(v);
 }
 template <>
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ToFloat(__half v) {
+  return __half2float(v);
+}
 
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v);
 template <>
-__device__ __forceinline__ float FromFloat(float v) { return v; }
+__device__ __forceinline__ float FromFloat(float v) {
+  return v;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat(float v) {
   return __float2bfloat16_rn(v);
@@ -83,6 +90,8 @@ __global__ void GatherRowsKernel(const char* __restrict__ src,
                                  const int32_t* __restrict__ rows,
                                  int64_t num_rows, int64_t row_vecs,
                                  char* __restrict__ dst) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   const int64_t total = num_rows * row_vecs;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -99,6 +108,8 @@ __device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 __global__ void SiluMulVec8Kernel(const __nv_bfloat16* __restrict__ gate_up,
                                   __nv_bfloat16* __restrict__ out,
                                   int64_t tokens, int64_t inter) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   const int64_t vecs_per_row = inter / 8;
   const int64_t total = tokens * vecs_per_row;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
@@ -125,6 +136,8 @@ __global__ void SiluMulVec8Kernel(const __nv_bfloat16* __restrict__ gate_up,
 __global__ void SiluMulScalarKernel(const __nv_bfloat16* __restrict__ gate_up,
                                     __nv_bfloat16* __restrict__ out,
                                     int64_t tokens, int64_t inter) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   const int64_t total = tokens * inter;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -151,7 +164,8 @@ absl::Status LaunchConvert(const ConvertParams& p, cudaStream_t stream) {
   return absl::InvalidArgumentError("convert: unknown source dtype");
 }
 
-absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream) {
+absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream,
+                              bool pdl) {
   if (p.num_rows == 0 || p.row_bytes == 0) return absl::OkStatus();
   const bool vec16 = p.row_bytes % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(p.src) % 16 == 0 &&
@@ -160,13 +174,14 @@ absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream) {
   auto* dst = static_cast<char*>(p.dst);
   if (vec16) {
     const int64_t vecs = p.row_bytes / 16;
-    GatherRowsKernel<uint4><<<GridFor(p.num_rows * vecs), kThreads, 0,
-                              stream>>>(src, p.rows, p.num_rows, vecs, dst);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+        &GatherRowsKernel<uint4>, GridFor(p.num_rows * vecs), dim3(kThreads), 0,
+        stream, pdl, src, p.rows, p.num_rows, vecs, dst));
   } else if (p.row_bytes % 2 == 0) {
     const int64_t vecs = p.row_bytes / 2;
-    GatherRowsKernel<uint16_t><<<GridFor(p.num_rows * vecs), kThreads, 0,
-                                 stream>>>(src, p.rows, p.num_rows, vecs,
-                                           dst);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+        &GatherRowsKernel<uint16_t>, GridFor(p.num_rows * vecs), dim3(kThreads),
+        0, stream, pdl, src, p.rows, p.num_rows, vecs, dst));
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("gather: odd row size ", p.row_bytes, " bytes"));
@@ -175,14 +190,17 @@ absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
-absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
+absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream,
+                           bool pdl) {
   if (p.tokens == 0 || p.inter == 0) return absl::OkStatus();
   if (p.inter % 8 == 0) {
-    SiluMulVec8Kernel<<<GridFor(p.tokens * p.inter / 8), kThreads, 0,
-                        stream>>>(p.gate_up, p.out, p.tokens, p.inter);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+        &SiluMulVec8Kernel, GridFor(p.tokens * p.inter / 8), dim3(kThreads), 0,
+        stream, pdl, p.gate_up, p.out, p.tokens, p.inter));
   } else {
-    SiluMulScalarKernel<<<GridFor(p.tokens * p.inter), kThreads, 0, stream>>>(
-        p.gate_up, p.out, p.tokens, p.inter);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+        &SiluMulScalarKernel, GridFor(p.tokens * p.inter), dim3(kThreads), 0,
+        stream, pdl, p.gate_up, p.out, p.tokens, p.inter));
   }
   DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
   return absl::OkStatus();

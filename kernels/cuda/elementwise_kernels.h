@@ -35,7 +35,9 @@ struct GatherRowsParams {
   int64_t row_bytes = 0;
   void* dst = nullptr;
 };
-absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream);
+// pdl: launch as a programmatic dependent (kernels/cuda/pdl.h).
+absl::Status LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream,
+                              bool pdl = false);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i], fp32 math.
 struct SiluMulParams {
@@ -44,7 +46,8 @@ struct SiluMulParams {
   int64_t tokens = 0;
   int64_t inter = 0;
 };
-absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream);
+absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream,
+                           bool pdl = false);
 
 }  // namespace duet::kernels::cuda
 

@@ -5,6 +5,7 @@
 #include "common/device_status.h"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/norm_kernels.h"
+#include "kernels/cuda/pdl.h"
 
 namespace duet::kernels::cuda {
 namespace {
@@ -16,7 +17,8 @@ constexpr int kMaxThreads = 1024;
 
 __device__ __forceinline__ float BlockSum(float v, float* shared) {
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  for (int off = 16; off > 0; off >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, off);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (lane == 0) shared[warp] = v;
@@ -34,13 +36,15 @@ struct alignas(kVec * 2) BfVec {
 
 template <int kVec, bool kResidual>
 __global__ void RmsNormKernel(RmsNormParams p) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   __shared__ float partial[kMaxThreads / 32];
   using Vec = BfVec<kVec>;
   const int64_t row = blockIdx.x;
   const int64_t nvec = p.dim / kVec;
   const Vec* x = reinterpret_cast<const Vec*>(p.x + row * p.dim);
-  Vec* res = kResidual ? reinterpret_cast<Vec*>(p.residual + row * p.dim)
-                       : nullptr;
+  Vec* res =
+      kResidual ? reinterpret_cast<Vec*>(p.residual + row * p.dim) : nullptr;
   float vals[kMaxIters][kVec];
   float sum_sq = 0.0f;
 #pragma unroll
@@ -68,8 +72,7 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   }
   // Every read of the row happens before this barrier, so out may alias x.
   const float total = BlockSum(sum_sq, partial);
-  const float inv_rms =
-      1.0f / sqrtf(total / static_cast<float>(p.dim) + p.eps);
+  const float inv_rms = 1.0f / sqrtf(total / static_cast<float>(p.dim) + p.eps);
   const Vec* w = reinterpret_cast<const Vec*>(p.weight);
   Vec* out = reinterpret_cast<Vec*>(p.out + row * p.dim);
 #pragma unroll
@@ -89,12 +92,12 @@ __global__ void RmsNormKernel(RmsNormParams p) {
 }
 
 template <int kVec>
-absl::Status Launch(const RmsNormParams& p, cudaStream_t stream) {
+absl::Status Launch(const RmsNormParams& p, cudaStream_t stream, bool pdl) {
   const int64_t nvec = p.dim / kVec;
   if (nvec > int64_t{kMaxIters} * kMaxThreads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rmsnorm: dim ", p.dim, " exceeds the supported maximum ",
-        int64_t{kMaxIters} * kMaxThreads * kVec));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rmsnorm: dim ", p.dim, " exceeds the supported maximum ",
+                     int64_t{kMaxIters} * kMaxThreads * kVec));
   }
   // Fewest threads that cover the row in kMaxIters vectors each, in whole
   // warps: small rows get small blocks, so more rows run at once.
@@ -102,25 +105,27 @@ absl::Status Launch(const RmsNormParams& p, cudaStream_t stream) {
   threads = threads < 64 ? 64 : threads;
   const dim3 grid(static_cast<unsigned>(p.rows));
   if (p.residual != nullptr) {
-    RmsNormKernel<kVec, true><<<grid, threads, 0, stream>>>(p);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&RmsNormKernel<kVec, true>, grid,
+                                           dim3(threads), 0, stream, pdl, p));
   } else {
-    RmsNormKernel<kVec, false><<<grid, threads, 0, stream>>>(p);
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&RmsNormKernel<kVec, false>, grid,
+                                           dim3(threads), 0, stream, pdl, p));
   }
-  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
+absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream,
+                           bool pdl) {
   if (p.rows == 0) return absl::OkStatus();
   if (p.dim <= 0) return absl::InvalidArgumentError("rmsnorm: empty rows");
   if (p.rows > 0x7fffffff) {
     return absl::InvalidArgumentError("rmsnorm: too many rows");
   }
   // 16-byte vectors when the row allows it (every real hidden size does).
-  if (p.dim % 8 == 0) return Launch<8>(p, stream);
-  return Launch<1>(p, stream);
+  if (p.dim % 8 == 0) return Launch<8>(p, stream, pdl);
+  return Launch<1>(p, stream, pdl);
 }
 
 }  // namespace duet::kernels::cuda

@@ -25,7 +25,9 @@ struct RmsNormParams {
   int64_t dim = 0;
   float eps = 1e-6f;
 };
-absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
+// pdl: launch as a programmatic dependent (kernels/cuda/pdl.h).
+absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream,
+                           bool pdl = false);
 
 }  // namespace duet::kernels::cuda
 

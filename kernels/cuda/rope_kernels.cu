@@ -4,6 +4,7 @@
 #include "common/device_status.h"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/pdl.h"
 #include "kernels/cuda/rope_kernels.h"
 
 namespace duet::kernels::cuda {
@@ -17,6 +18,8 @@ constexpr int kThreads = 128;
 // the thread that holds both halves.
 template <int kHeadDim>
 __global__ void QkNormRopeKernel(QkNormRopeParams p) {
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   constexpr int kHalf = kHeadDim / 2;
   constexpr int kLanes = kHalf < 32 ? kHalf : 32;
   constexpr int kPairs = kHalf / kLanes;
@@ -25,7 +28,8 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
   const bool write_cache = p.kv_cache != nullptr;
   const int heads_per_token =
       p.num_heads + (write_cache ? 2 : 1) * p.num_kv_heads;
-  const int64_t head = int64_t{blockIdx.x} * kHeadsPerBlock + threadIdx.x / kLanes;
+  const int64_t head =
+      int64_t{blockIdx.x} * kHeadsPerBlock + threadIdx.x / kLanes;
   const int lane = threadIdx.x % kLanes;
   // No early return: the shuffles below need every lane of the warp.
   const bool valid = head < p.num_tokens * heads_per_token;
@@ -55,7 +59,7 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
   }
   if (!valid) return;
   // Both norms or neither (checked by the launcher).
-  const __nv_bfloat16* norm = is_v ? nullptr
+  const __nv_bfloat16* norm = is_v              ? nullptr
                               : h < p.num_heads ? p.q_norm
                                                 : p.k_norm;
   if (!is_v) {
@@ -89,10 +93,9 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
   // cache block is [2][nkv][bs][hd], so h - num_heads indexes both.
   const int64_t slot = p.slot_mapping[t];
   const int64_t head_stride = int64_t{p.block_size} * kHeadDim;
-  __nv_bfloat16* dst = p.kv_cache +
-                       slot / p.block_size * 2 * p.num_kv_heads * head_stride +
-                       int64_t{h - p.num_heads} * head_stride +
-                       slot % p.block_size * kHeadDim;
+  __nv_bfloat16* dst =
+      p.kv_cache + slot / p.block_size * 2 * p.num_kv_heads * head_stride +
+      int64_t{h - p.num_heads} * head_stride + slot % p.block_size * kHeadDim;
 #pragma unroll
   for (int k = 0; k < kPairs; ++k) {
     const int i = lane + k * kLanes;
@@ -104,28 +107,32 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
 
 }  // namespace
 
-absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream) {
+absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream,
+                              bool pdl) {
   if (p.num_tokens == 0) return absl::OkStatus();
   if ((p.q_norm == nullptr) != (p.k_norm == nullptr)) {
-    return absl::InvalidArgumentError("qk_norm_rope: q_norm and k_norm: both or neither");
-  }
-  if (p.kv_cache != nullptr && (p.slot_mapping == nullptr || p.block_size <= 0)) {
     return absl::InvalidArgumentError(
-        "qk_norm_rope: the fused cache write needs slot_mapping and block_size");
+        "qk_norm_rope: q_norm and k_norm: both or neither");
+  }
+  if (p.kv_cache != nullptr &&
+      (p.slot_mapping == nullptr || p.block_size <= 0)) {
+    return absl::InvalidArgumentError(
+        "qk_norm_rope: the fused cache write needs slot_mapping and "
+        "block_size");
   }
   return DispatchHeadDim(p.head_dim, "qk_norm_rope", [&](auto hd) {
     constexpr int kHd = decltype(hd)::value;
     constexpr int kLanes = kHd / 2 < 32 ? kHd / 2 : 32;
     const int64_t heads =
-        p.num_tokens * (p.num_heads + (p.kv_cache != nullptr ? 2 : 1) *
-                                          p.num_kv_heads);
+        p.num_tokens *
+        (p.num_heads + (p.kv_cache != nullptr ? 2 : 1) * p.num_kv_heads);
     const int64_t blocks = CeilDiv(heads, kThreads / kLanes);
     if (blocks > 0x7fffffff) {
       return absl::InvalidArgumentError("qk_norm_rope: too many heads");
     }
-    QkNormRopeKernel<kHd><<<static_cast<unsigned>(blocks), kThreads, 0,
-                            stream>>>(p);
-    DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&QkNormRopeKernel<kHd>,
+                                           dim3(static_cast<unsigned>(blocks)),
+                                           dim3(kThreads), 0, stream, pdl, p));
     return absl::OkStatus();
   });
 }

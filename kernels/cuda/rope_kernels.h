@@ -36,7 +36,9 @@ struct QkNormRopeParams {
   const int64_t* slot_mapping = nullptr;  // [tokens], device
   int block_size = 0;
 };
-absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream);
+// pdl: launch as a programmatic dependent (kernels/cuda/pdl.h).
+absl::Status LaunchQkNormRope(const QkNormRopeParams& p, cudaStream_t stream,
+                              bool pdl = false);
 
 }  // namespace duet::kernels::cuda
 

@@ -32,7 +32,9 @@ struct SmallGemmParams {
 // True when LaunchSmallGemm takes these sizes.
 bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k);
 
-absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream);
+// pdl: launch as a programmatic dependent (kernels/cuda/pdl.h).
+absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream,
+                             bool pdl = false);
 
 }  // namespace duet::kernels::cuda
 
