@@ -5,12 +5,15 @@
 // size (1, 2, 4, 8) to compile-time constants in its launcher:
 // - prefill (prefill_attention.cu): FlashAttention-2 style, bf16 tensor cores
 //   (mma.sync m16n8k16), online softmax, causal, varlen. A CTA owns a tile
-//   of 64 (token, head) rows of one sequence and one KV head, so the query
-//   heads of a GQA group share every K/V tile they load.
-// - decode (decode_attention.cu): flash-decoding. A CTA owns one query token
-//   and one KV head with all query heads of its group (each K/V row is read
-//   once for the group) over one split of the context; splits are merged by
-//   a second kernel when the context was split.
+//   of 128 (token, head) rows (64 with prefill_warp_rows = 16) of one
+//   sequence and one KV head, so the query heads of a GQA group share every
+//   K/V tile they load.
+// - decode (decode_attention.cu): flash-decoding on tensor cores. A CTA owns
+//   one query token and one KV head with all query heads of its group as
+//   the rows of one MMA tile (each K/V row is read once for the group) over
+//   one split of the context; its warps stream their own key tiles and are
+//   merged at the end; splits are merged by a second kernel when the
+//   context was split.
 #ifndef DUET_KERNELS_CUDA_ATTENTION_H_
 #define DUET_KERNELS_CUDA_ATTENTION_H_
 
@@ -50,7 +53,7 @@ struct PagedAttentionParams {
   int64_t out_stride = 0;
   int num_sms = 132;  // to size the decode split
   // Prefill only: query rows per warp, 16 or 32 (CudaBackendOptions).
-  int prefill_warp_rows = 16;
+  int prefill_warp_rows = 32;
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
   // that is 0.
   void* workspace = nullptr;

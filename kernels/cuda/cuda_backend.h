@@ -30,8 +30,11 @@ struct CudaBackendOptions {
   int small_gemm_max_tokens = 2;
   // Query rows each warp of the tensor-core prefill attention kernel owns:
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
-  // from shared memory, half the shared-memory traffic per FLOP).
-  int prefill_warp_rows = 16;
+  // from shared memory, half the shared-memory traffic per FLOP). 32 is
+  // the default from an H100 run (docs/PERF.md run 3): 8192-token prefill
+  // 207 -> 174 ms, the attention kernel 181 -> 275 TFLOP/s; 16 stays as
+  // the simpler second implementation.
+  int prefill_warp_rows = 32;
   // Launch the decode-path kernels (norms, RoPE, attention, SiLU, small
   // GEMM, row gathers) as programmatic dependents (kernels/cuda/pdl.h):
   // each one's CTAs launch while its predecessor runs, and the small GEMM
