@@ -212,6 +212,20 @@ class Backend {
                                  const TensorView& qkv,
                                  const TensorView& kv_cache, float scale,
                                  const TensorView& out) = 0;
+  // out[T, I] = silu(g) * u where [g | u] = x * gate_up_weight[2I, K]^T, in
+  // one kernel where the backend can fuse them (the CUDA backend does for
+  // decode-sized x: one warp computes a gate row and its up row). `scratch`
+  // [T, 2I] holds [g | u] on the unfused path; its contents are unspecified
+  // afterwards. Same values as Linear then SiluMul.
+  virtual absl::Status LinearSiluMul(const TensorView& x,
+                                     const TensorView& gate_up_weight,
+                                     const TensorView& scratch,
+                                     const TensorView& out) {
+    if (absl::Status s = Linear(x, gate_up_weight, scratch); !s.ok()) {
+      return s;
+    }
+    return SiluMul(scratch, out);
+  }
   // out[T, I] = silu(gate_up[:, :I]) * gate_up[:, I:].
   virtual absl::Status SiluMul(const TensorView& gate_up,
                                const TensorView& out) = 0;

@@ -293,9 +293,8 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
     DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));
     DUET_RETURN_IF_ERROR(be.AddRmsNorm(proj.view(), residual.view(),
                                        w.post_norm.view(), eps, hidden.view()));
-    DUET_RETURN_IF_ERROR(
-        be.Linear(hidden.view(), w.gate_up.view(), gate_up.view()));
-    DUET_RETURN_IF_ERROR(be.SiluMul(gate_up.view(), act.view()));
+    DUET_RETURN_IF_ERROR(be.LinearSiluMul(hidden.view(), w.gate_up.view(),
+                                          gate_up.view(), act.view()));
     DUET_RETURN_IF_ERROR(be.Linear(act.view(), w.down.view(), proj.view()));
     // The next layer's input norm, or the final norm after the last layer.
     const TensorView& next_norm = l + 1 < c.num_layers

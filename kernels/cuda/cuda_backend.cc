@@ -279,6 +279,35 @@ class CudaBackend final : public Backend {
     return Gemm(x, weight, out, CUDA_R_16BF);
   }
 
+  absl::Status LinearSiluMul(const TensorView& x, const TensorView& weight,
+                             const TensorView& scratch,
+                             const TensorView& out) override {
+    DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "linear_silu_mul x"));
+    DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "linear_silu_mul weight"));
+    if (x.rank() != 2 || weight.rank() != 2 || x.dim(1) != weight.dim(1) ||
+        weight.dim(0) % 2 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "linear_silu_mul: x ", ShapeString(x.shape),
+          " does not match a [2I, K] weight ", ShapeString(weight.shape)));
+    }
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, kBF16, x.dim(0), weight.dim(0) / 2,
+                                     "linear_silu_mul out"));
+    DUET_RETURN_IF_ERROR(CheckMatrix(scratch, kBF16, x.dim(0), weight.dim(0),
+                                     "linear_silu_mul scratch"));
+    if (x.dim(1) > 0 && x.dim(0) <= options_.small_gemm_max_tokens &&
+        cuda::SmallGemmApplies(x.dim(0), weight.dim(0), x.dim(1))) {
+      ScopedDevice guard(device_);
+      DUET_CUDA_RETURN_IF_ERROR(guard.status());
+      cuda::SmallGemmParams p{Ptr<const __nv_bfloat16>(x),
+                              Ptr<const __nv_bfloat16>(weight),
+                              Ptr<__nv_bfloat16>(out), x.dim(0),
+                              weight.dim(0), x.dim(1)};
+      p.silu_mul = true;
+      return cuda::LaunchSmallGemm(p, stream(), options_.programmatic_launch);
+    }
+    return Backend::LinearSiluMul(x, weight, scratch, out);
+  }
+
   absl::Status QkNormRope(const StepInputs& step, const AttentionShape& s,
                           const TensorView& qkv, const TensorView* q_norm,
                           const TensorView* k_norm, float eps,

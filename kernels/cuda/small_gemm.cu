@@ -21,22 +21,36 @@ __device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p) {
   return v;
 }
 
-template <int kM>
+__device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
+
+// One warp per output row. kR = 1: y[m][row] = x[m] . w[row]. kR = 2 (fused
+// SiLU * mul, n = 2I weight rows): the warp also streams weight row
+// row + I, and y[m][row] = silu(g) * u from the two bf16-rounded dot
+// products; each row's sum runs in the same order as with kR = 1, so the
+// result equals the GEMM then the SiLU * mul kernel bit for bit.
+template <int kM, int kR>
 __global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int64_t out_n = p.n / kR;
   const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
-  const bool active = row < p.n;  // whole warp
-  const __nv_bfloat16* w = p.w + (active ? row : 0) * p.k;
-  // kUnroll weight loads per lane in flight: the next group is issued
-  // before the math on the current one.
-  uint4 wv[kUnroll];
+  const bool active = row < out_n;  // whole warp
+  const __nv_bfloat16* w[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+    w[r] = p.w + ((active ? row : 0) + r * out_n) * p.k;
+  // kUnroll weight loads per lane and row in flight: the next group is
+  // issued before the math on the current one.
+  uint4 wv[kR][kUnroll];
   auto load = [&](int64_t base) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t at = base + u * kStep;
-      wv[u] =
-          active && at < p.k ? LoadStreaming(w + at) : make_uint4(0, 0, 0, 0);
+    for (int r = 0; r < kR; ++r) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t at = base + u * kStep;
+        wv[r][u] = active && at < p.k ? LoadStreaming(w[r] + at)
+                                      : make_uint4(0, 0, 0, 0);
+      }
     }
   };
   int64_t base = int64_t{lane} * 8;
@@ -46,20 +60,27 @@ __global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
   PdlWait();
   PdlLaunchDependents();
   if (!active) return;
-  float acc[kM];
+  float acc[kR][kM];
 #pragma unroll
-  for (int m = 0; m < kM; ++m) acc[m] = 0.0f;
+  for (int r = 0; r < kR; ++r) {
+#pragma unroll
+    for (int m = 0; m < kM; ++m) acc[r][m] = 0.0f;
+  }
   for (; base < p.k; base += kStep * kUnroll) {
-    uint4 cur[kUnroll];
+    uint4 cur[kR][kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) cur[u] = wv[u];
+    for (int r = 0; r < kR; ++r) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) cur[r][u] = wv[r][u];
+    }
     if (base + kStep * kUnroll < p.k) load(base + kStep * kUnroll);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t at = base + u * kStep;
       if (at >= p.k) break;
-      float wf[8];
-      Bf16x8ToFloat(cur[u], wf);
+      float wf[kR][8];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) Bf16x8ToFloat(cur[r][u], wf[r]);
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
         const uint4 xv =
@@ -67,35 +88,56 @@ __global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
         float xf[8];
         Bf16x8ToFloat(xv, xf);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
+        for (int r = 0; r < kR; ++r) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i)
+            acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
+        }
       }
     }
   }
 #pragma unroll
-  for (int m = 0; m < kM; ++m) {
+  for (int r = 0; r < kR; ++r) {
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
+    for (int m = 0; m < kM; ++m) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], off);
+      }
     }
   }
   if (lane < kM) {
     // Lane m writes token m (a register array indexed at run time would
     // spill, so select through the unrolled loop).
-    float v = 0.0f;
+    float v[kR] = {};
 #pragma unroll
     for (int m = 0; m < kM; ++m) {
-      if (m == lane) v = acc[m];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        if (m == lane) v[r] = acc[r][m];
+      }
     }
-    p.y[lane * p.n + row] = __float2bfloat16_rn(v);
+    float y = v[0];
+    if constexpr (kR == 2) {
+      const float g = __bfloat162float(__float2bfloat16_rn(v[0]));
+      const float u = __bfloat162float(__float2bfloat16_rn(v[1]));
+      y = Silu(g) * u;
+    }
+    p.y[lane * out_n + row] = __float2bfloat16_rn(y);
   }
 }
 
 template <int kM>
 absl::Status Launch(const SmallGemmParams& p, cudaStream_t stream, bool pdl) {
-  const int64_t blocks = (p.n + kWarps - 1) / kWarps;
-  DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&SmallGemmKernel<kM>,
-                                         dim3(static_cast<unsigned>(blocks)),
-                                         dim3(kThreads), 0, stream, pdl, p));
+  const int64_t out_n = p.silu_mul ? p.n / 2 : p.n;
+  const dim3 grid(static_cast<unsigned>((out_n + kWarps - 1) / kWarps));
+  if (p.silu_mul) {
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&SmallGemmKernel<kM, 2>, grid,
+                                           dim3(kThreads), 0, stream, pdl, p));
+  } else {
+    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&SmallGemmKernel<kM, 1>, grid,
+                                           dim3(kThreads), 0, stream, pdl, p));
+  }
   return absl::OkStatus();
 }
 
@@ -108,7 +150,7 @@ bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k) {
 
 absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream,
                              bool pdl) {
-  if (!SmallGemmApplies(p.tokens, p.n, p.k)) {
+  if (!SmallGemmApplies(p.tokens, p.n, p.k) || (p.silu_mul && p.n % 2 != 0)) {
     return absl::InvalidArgumentError("small gemm: unsupported sizes");
   }
   switch (p.tokens) {

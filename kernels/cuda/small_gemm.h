@@ -27,6 +27,10 @@ struct SmallGemmParams {
   int64_t tokens = 0;                // 1..kSmallGemmMaxTokens
   int64_t n = 0;
   int64_t k = 0;  // multiple of 8 (16-byte rows)
+  // Fused SiLU * mul: w holds n = 2I rows [gate; up], and y [tokens, I] gets
+  // silu(g) * u with g and u rounded to bf16 first, exactly as the GEMM
+  // followed by the SiLU * mul kernel would compute it.
+  bool silu_mul = false;
 };
 
 // True when LaunchSmallGemm takes these sizes.

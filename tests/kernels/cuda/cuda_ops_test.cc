@@ -297,6 +297,50 @@ TEST_F(CudaVsCpuTest, Logits) {
   }
 }
 
+// LinearSiluMul: the fused small-GEMM path (1-2 tokens by default; up to 8
+// on a second backend) must equal Linear then SiluMul on the same backend
+// bit for bit, and the CPU reference within bf16 tolerance; larger batches
+// take the unfused path through the scratch tensor.
+TEST_F(CudaVsCpuTest, LinearSiluMul) {
+  std::mt19937 rng(14);
+  CudaBackendOptions options;
+  options.small_gemm_max_tokens = 8;
+  auto wide = MakeCudaBackend(0, options);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  struct Case {
+    int64_t t, inter, k;
+  };
+  for (const Case c : {Case{1, 9728, 2560}, Case{2, 9728, 2560},
+                       Case{1, 100, 72}, Case{5, 333, 64}, Case{8, 96, 8},
+                       Case{17, 384, 128}}) {
+    const std::vector<float> x = RandomBf16(rng, c.t * c.k, 0.05f, 2.0f);
+    const std::vector<float> w = RandomBf16(rng, 2 * c.inter * c.k);
+    std::vector<float> fused[3], unfused[3];
+    Backend* backends[3] = {cpu_.get(), cuda_.get(), wide->get()};
+    for (int i = 0; i < 3; ++i) {
+      Backend& be = *backends[i];
+      Tensor tx = MustUpload(be, x, {c.t, c.k});
+      Tensor tw = MustUpload(be, w, {2 * c.inter, c.k});
+      Tensor scratch = Poisoned(be, {c.t, 2 * c.inter});
+      Tensor o = Poisoned(be, {c.t, c.inter});
+      const absl::Status st =
+          be.LinearSiluMul(tx.view(), tw.view(), scratch.view(), o.view());
+      ASSERT_TRUE(st.ok()) << st;
+      fused[i] = Download(be, o);
+      Tensor o2 = Poisoned(be, {c.t, c.inter});
+      ASSERT_TRUE(be.Linear(tx.view(), tw.view(), scratch.view()).ok());
+      ASSERT_TRUE(be.SiluMul(scratch.view(), o2.view()).ok());
+      unfused[i] = Download(be, o2);
+    }
+    const std::string tag =
+        absl::StrCat("linear_silu_mul ", c.t, "x", c.inter, "x", c.k);
+    EXPECT_EQ(fused[1], unfused[1]) << tag;
+    EXPECT_EQ(fused[2], unfused[2]) << tag << " (small gemm to 8)";
+    EXPECT_TRUE(AllClose(fused[1], fused[0], kBf16Tol, tag));
+    EXPECT_TRUE(AllClose(fused[2], fused[0], kBf16Tol, tag + " wide"));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // QK-norm + RoPE and the KV-cache write
 // ---------------------------------------------------------------------------
