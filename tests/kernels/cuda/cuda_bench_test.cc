@@ -126,11 +126,16 @@ TEST_F(CudaBench, DecodeAttention) {
 // Both tensor-core prefill variants (CudaBackendOptions::prefill_warp_rows
 // 16 and 32) on the same inputs.
 TEST_F(CudaBench, PrefillAttention) {
+  // Both built with explicit options: the default is one of them.
+  CudaBackendOptions narrow_options;
+  narrow_options.prefill_warp_rows = 16;
+  auto narrow = MakeCudaBackend(0, narrow_options);
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
   CudaBackendOptions wide_options;
   wide_options.prefill_warp_rows = 32;
   auto wide = MakeCudaBackend(0, wide_options);
   ASSERT_TRUE(wide.ok()) << wide.status();
-  Backend* const variants[] = {be_.get(), wide->get()};
+  Backend* const variants[] = {narrow->get(), wide->get()};
   std::printf("\n[bench] prefill attention (causal), 32/8 heads x 128, "
               "16 and 32 query rows per warp\n");
   std::printf("[bench] %-26s %10s %10s %10s %10s\n", "sequences", "ms(16)",
