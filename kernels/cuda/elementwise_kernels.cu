@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/device_status.h"
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/elementwise_kernels.h"
 #include "kernels/cuda/pdl.h"
@@ -101,8 +102,6 @@ __global__ void GatherRowsKernel(const char* __restrict__ src,
     reinterpret_cast<V*>(dst)[i] = *s;
   }
 }
-
-__device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 
 // 8 outputs per thread with 16-byte loads when inter % 8 == 0.
 __global__ void SiluMulVec8Kernel(const __nv_bfloat16* __restrict__ gate_up,

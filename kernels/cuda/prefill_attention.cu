@@ -219,6 +219,24 @@ __device__ __forceinline__ void StoreRows(const float (&o)[kOTiles][4],
 }
 
 // 16 rows per warp (prefill_warp_rows = 16): Q fragments in registers.
+// What a CTA of either kernel covers: query tokens [tok0, tok0 + kTokens)
+// of sequence seq (tile order reversed: with causal masking the highest
+// tiles have the most keys, and starting them early shortens the tail of
+// the launch), which see keys [0, kv_end). tok0 >= q_len: nothing to do.
+struct CtaSpan {
+  __device__ CtaSpan(const PagedAttentionParams& p, int seq, int tokens)
+      : q_begin(p.query_start[seq]),
+        q_len(p.query_start[seq + 1] - q_begin),
+        tok0((gridDim.x - 1 - blockIdx.x) * tokens),
+        prefix(p.seq_lens[seq] - q_len),
+        kv_end(prefix + min(tok0 + tokens, q_len)) {}
+  int q_begin;
+  int q_len;
+  int tok0;
+  int prefix;
+  int kv_end;
+};
+
 template <int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     PrefillAttentionKernel(PagedAttentionParams p) {
@@ -237,16 +255,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
 
   const int seq = blockIdx.y;
   const int kvh = blockIdx.z;
-  const int q_begin = p.query_start[seq];
-  const int q_len = p.query_start[seq + 1] - q_begin;
-  // Highest tiles first: with causal masking they have the most keys, and
-  // starting them early shortens the tail of the launch.
-  const int tile = gridDim.x - 1 - blockIdx.x;
-  const int tok0 = tile * kTokens;
-  if (tok0 >= q_len) return;  // uniform over the CTA
-  const int seq_len = p.seq_lens[seq];
-  const int prefix = seq_len - q_len;
-  const int kv_end = prefix + min(tok0 + kTokens, q_len);  // keys [0, kv_end)
+  const CtaSpan span(p, seq, kTokens);
+  if (span.tok0 >= span.q_len) return;  // uniform over the CTA
+  const int q_begin = span.q_begin;
+  const int q_len = span.q_len;
+  const int tok0 = span.tok0;
+  const int prefix = span.prefix;
+  const int kv_end = span.kv_end;
   const int num_tiles = (kv_end + kKeys - 1) / kKeys;
 
   const int warp = threadIdx.x / 32;
@@ -386,14 +401,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
 
   const int seq = blockIdx.y;
   const int kvh = blockIdx.z;
-  const int q_begin = p.query_start[seq];
-  const int q_len = p.query_start[seq + 1] - q_begin;
-  const int tile = gridDim.x - 1 - blockIdx.x;  // highest tiles first
-  const int tok0 = tile * kTokens;
-  if (tok0 >= q_len) return;  // uniform over the CTA
-  const int seq_len = p.seq_lens[seq];
-  const int prefix = seq_len - q_len;
-  const int kv_end = prefix + min(tok0 + kTokens, q_len);  // keys [0, kv_end)
+  const CtaSpan span(p, seq, kTokens);
+  if (span.tok0 >= span.q_len) return;  // uniform over the CTA
+  const int q_begin = span.q_begin;
+  const int q_len = span.q_len;
+  const int tok0 = span.tok0;
+  const int prefix = span.prefix;
+  const int kv_end = span.kv_end;
   const int num_tiles = (kv_end + kKeys - 1) / kKeys;
 
   const int warp = threadIdx.x / 32;

@@ -1,4 +1,5 @@
 #include "common/device_status.h"
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention_utils.cuh"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/pdl.h"
@@ -20,8 +21,6 @@ __device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p) {
                : "l"(p));
   return v;
 }
-
-__device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 
 // One warp per output row. kR = 1: y[m][row] = x[m] . w[row]. kR = 2 (fused
 // SiLU * mul, n = 2I weight rows): the warp also streams weight row
