@@ -54,6 +54,11 @@ ABSL_FLAG(int32_t, prefill_warp_rows,
 ABSL_FLAG(bool, pdl, duet::kernels::CudaBackendOptions{}.programmatic_launch,
           "launch decode-path kernels as programmatic dependents (sm_90+)");
 
+ABSL_FLAG(int32_t, small_gemm_shape,
+          duet::kernels::CudaBackendOptions{}.small_gemm_shape,
+          "small GEMM launch shape at 1-2 tokens (-1: by K; 0..7 force one, "
+          "kernels/cuda/small_gemm.cu)");
+
 namespace {
 
 using duet::BlockId;
@@ -180,6 +185,7 @@ int main(int argc, char** argv) {
   options.small_gemm_max_tokens = absl::GetFlag(FLAGS_small_gemm_max_tokens);
   options.prefill_warp_rows = absl::GetFlag(FLAGS_prefill_warp_rows);
   options.programmatic_launch = absl::GetFlag(FLAGS_pdl);
+  options.small_gemm_shape = absl::GetFlag(FLAGS_small_gemm_shape);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

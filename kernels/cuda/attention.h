@@ -12,8 +12,8 @@
 //   one query token and one KV head with all query heads of its group as
 //   the rows of one MMA tile (each K/V row is read once for the group) over
 //   one split of the context; its warps stream their own key tiles and are
-//   merged at the end; splits are merged by a second kernel when the
-//   context was split.
+//   merged at the end; when the context was split, the last CTA of each
+//   (token, KV head) to finish merges the splits.
 #ifndef DUET_KERNELS_CUDA_ATTENTION_H_
 #define DUET_KERNELS_CUDA_ATTENTION_H_
 
@@ -57,6 +57,11 @@ struct PagedAttentionParams {
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
   // that is 0.
   void* workspace = nullptr;
+  // Decode split arrival counters, one per (token, KV head): zero before
+  // the launch and left zero after it (the last split resets its counter).
+  // Needed when the context is split; capacity in counters.
+  unsigned int* split_counters = nullptr;
+  int64_t split_counter_capacity = 0;
 };
 
 // Chunked prefill: each sequence's new tokens attend to its cached prefix

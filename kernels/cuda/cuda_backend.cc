@@ -113,6 +113,12 @@ class CudaBackend final : public Backend {
     DUET_RETURN_IF_ERROR(gemm_.Init(allocator_));
     DUET_RETURN_IF_ERROR(metadata_.Init());
     DUET_RETURN_IF_ERROR(transfer_.Init(allocator_));
+    // Decode splits only when tokens x KV heads CTAs leave SMs idle, so a
+    // few thousand counters cover every split launch.
+    DUET_ASSIGN_OR_RETURN(split_counters_,
+                          DeviceBuffer::Make(allocator_, kSplitCounters * 4));
+    DUET_CUDA_RETURN_IF_ERROR(
+        cudaMemset(split_counters_.data(), 0, split_counters_.size()));
     return absl::OkStatus();
   }
 
@@ -298,10 +304,7 @@ class CudaBackend final : public Backend {
         cuda::SmallGemmApplies(x.dim(0), weight.dim(0), x.dim(1))) {
       ScopedDevice guard(device_);
       DUET_CUDA_RETURN_IF_ERROR(guard.status());
-      cuda::SmallGemmParams p{Ptr<const __nv_bfloat16>(x),
-                              Ptr<const __nv_bfloat16>(weight),
-                              Ptr<__nv_bfloat16>(out), x.dim(0),
-                              weight.dim(0), x.dim(1)};
+      cuda::SmallGemmParams p = SmallGemm(x, weight, out);
       p.silu_mul = true;
       return cuda::LaunchSmallGemm(p, stream(), options_.programmatic_launch);
     }
@@ -406,6 +409,8 @@ class CudaBackend final : public Backend {
       DUET_ASSIGN_OR_RETURN(workspace, DeviceBuffer::Make(allocator_, ws));
       p.workspace = workspace.data();
     }
+    p.split_counters = split_counters_.as<unsigned int>();
+    p.split_counter_capacity = kSplitCounters;
     return cuda::LaunchDecodeAttention(p, stream(), options_.programmatic_launch);
   }
 
@@ -529,6 +534,20 @@ class CudaBackend final : public Backend {
 
   const cuda::StepMetadata& meta() const { return *current_; }
 
+  // The small GEMM's parameters for y = x * w^T (sizes checked by caller).
+  cuda::SmallGemmParams SmallGemm(const TensorView& x, const TensorView& w,
+                                  const TensorView& y) const {
+    cuda::SmallGemmParams p;
+    p.x = Ptr<const __nv_bfloat16>(x);
+    p.w = Ptr<const __nv_bfloat16>(w);
+    p.y = Ptr<__nv_bfloat16>(y);
+    p.tokens = x.dim(0);
+    p.n = w.dim(0);
+    p.k = x.dim(1);
+    p.shape = options_.small_gemm_shape;
+    return p;
+  }
+
   absl::Status Gemm(const TensorView& x, const TensorView& w,
                     const TensorView& y, cudaDataType_t out_type) {
     if (x.dim(1) == 0) {
@@ -540,10 +559,8 @@ class CudaBackend final : public Backend {
     if (out_type == CUDA_R_16BF &&
         x.dim(0) <= options_.small_gemm_max_tokens &&
         cuda::SmallGemmApplies(x.dim(0), w.dim(0), x.dim(1))) {
-      return cuda::LaunchSmallGemm(
-          {Ptr<const __nv_bfloat16>(x), Ptr<const __nv_bfloat16>(w),
-           Ptr<__nv_bfloat16>(y), x.dim(0), w.dim(0), x.dim(1)},
-          stream(), options_.programmatic_launch);
+      return cuda::LaunchSmallGemm(SmallGemm(x, w, y), stream(),
+                                   options_.programmatic_launch);
     }
     cuda::GemmParams p;
     p.x = x.data;
@@ -570,6 +587,10 @@ class CudaBackend final : public Backend {
   const cuda::StepMetadata* current_ = &metadata_;
   cuda::HostTransfer transfer_;
   cuda::DeviceSampler sampler_;
+  // Decode attention's split arrival counters (attention.h): zero between
+  // launches.
+  static constexpr int64_t kSplitCounters = 4096;
+  DeviceBuffer split_counters_;
 };
 
 // A CUDA graph of one step's ops plus what it bakes in: its own metadata
@@ -690,6 +711,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "prefill_warp_rows is ", options.prefill_warp_rows,
         "; it must be 16 or 32"));
+  }
+  if (options.small_gemm_shape < -1 ||
+      options.small_gemm_shape >= cuda::kSmallGemmShapes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "small_gemm_shape is ", options.small_gemm_shape, "; it must be -1 (by K) or 0..",
+        cuda::kSmallGemmShapes - 1));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

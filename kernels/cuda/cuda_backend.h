@@ -41,6 +41,9 @@ struct CudaBackendOptions {
   // starts streaming its weights before the predecessor ends. Ignored
   // before sm_90.
   bool programmatic_launch = true;
+  // Launch shape of the small GEMM at 1-2 tokens (small_gemm.cu): -1
+  // picks by K; 0..7 force one (benchmarks and tests).
+  int small_gemm_shape = -1;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no

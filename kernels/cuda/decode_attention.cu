@@ -14,7 +14,9 @@
 //   warp are always in flight; each warp keeps its own online-softmax state.
 // - At the end the warps' states are merged through shared memory; when the
 //   batch alone does not fill the GPU, the context is split across CTAs and
-//   a second kernel merges the splits (log-sum-exp weights).
+//   the last CTA of each (token, KV head) to finish merges the splits
+//   (log-sum-exp weights). A separate merge kernel cost a launch gap per
+//   layer, which at batch 1 is as long as the attention itself.
 // Numerics match the prefill kernel: fp32 accumulation, scores scaled in
 // fp32 (log2 domain), probabilities rounded to bf16 for the P V product.
 #include <cuda_bf16.h>
@@ -100,6 +102,34 @@ SplitScratch CarveScratch(const PagedAttentionParams& p,
   s.max = s.out + rows * p.head_dim;
   s.sum = s.max + rows;
   return s;
+}
+
+// Merges the splits of the kGroup heads of (token t, KV head kvh):
+// weights 2^(max_s - max) rescale every split's unnormalized output and sum
+// to the global softmax. The partials come from other CTAs of this grid,
+// so they are read from L2 (__ldcg), never from a stale L1 line.
+template <int kHeadDim, int kGroup>
+__device__ void MergeSplits(const PagedAttentionParams& p, int max_splits,
+                            const SplitScratch& scratch, int64_t t, int kvh,
+                            int num_splits) {
+  for (int idx = threadIdx.x; idx < kGroup * kHeadDim; idx += kThreads) {
+    const int head = kvh * kGroup + idx / kHeadDim;
+    const int d = idx % kHeadDim;
+    const int64_t row0 = (t * p.num_heads + head) * int64_t{max_splits};
+    float m = -INFINITY;
+    for (int s = 0; s < num_splits; ++s) {
+      m = fmaxf(m, __ldcg(scratch.max + row0 + s));
+    }
+    float denom = 0.0f;
+    float v = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+      const float wt = exp2f(__ldcg(scratch.max + row0 + s) - m);
+      denom += wt * __ldcg(scratch.sum + row0 + s);
+      v += wt * __ldcg(scratch.out + (row0 + s) * kHeadDim + d);
+    }
+    p.out[t * p.out_stride + int64_t{head} * kHeadDim + d] =
+        __float2bfloat16_rn(v / denom);
+  }
 }
 
 template <int kHeadDim, int kGroup>
@@ -338,38 +368,21 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   }
-}
-
-// Merges the splits of each (token, head): weights 2^(max_s - max) rescale
-// every split's unnormalized output and sum to the global softmax.
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
-    DecodeMergeKernel(PagedAttentionParams p, int max_splits,
-                      SplitScratch scratch) {
-  PdlWait();  // pdl.h: before any read of an earlier kernel's output
-  PdlLaunchDependents();
-  const int64_t t = blockIdx.x;
-  const int head = blockIdx.y;
-  const int ctx = p.positions[t] + 1;
-  const int tokens_per_split = SplitLength(ctx, max_splits);
-  const int num_splits = (ctx + tokens_per_split - 1) / tokens_per_split;
-  if (num_splits == 1) return;  // the main kernel wrote the output
-  const int64_t row0 = (t * p.num_heads + head) * int64_t{max_splits};
-  float m = -INFINITY;
-  for (int s = 0; s < num_splits; ++s) m = fmaxf(m, scratch.max[row0 + s]);
-  float denom = 0.0f;
-  for (int s = 0; s < num_splits; ++s) {
-    denom += exp2f(scratch.max[row0 + s] - m) * scratch.sum[row0 + s];
+  if (num_splits == 1) return;
+  // Publish this split's partials, then count it in; the last split of
+  // (t, kvh) to arrive merges them all and re-zeroes the counter.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned int* counter = p.split_counters + t * p.num_kv_heads + kvh;
+    last = atomicAdd(counter, 1u) == static_cast<unsigned int>(num_splits - 1);
+    if (last) *counter = 0;
   }
-  for (int d = threadIdx.x; d < kHeadDim; d += blockDim.x) {
-    float v = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      v += exp2f(scratch.max[row0 + s] - m) *
-           scratch.out[(row0 + s) * kHeadDim + d];
-    }
-    p.out[t * p.out_stride + int64_t{head} * kHeadDim + d] =
-        __float2bfloat16_rn(v / denom);
-  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  MergeSplits<kHeadDim, kGroup>(p, max_splits, scratch, t, kvh, num_splits);
 }
 
 }  // namespace
@@ -391,9 +404,12 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
   if (plan.max_splits > 65535) {
     return absl::InvalidArgumentError("decode attention: context too long");
   }
-  if (plan.max_splits > 1 && p.workspace == nullptr) {
+  if (plan.max_splits > 1 &&
+      (p.workspace == nullptr || p.split_counters == nullptr ||
+       p.num_tokens * p.num_kv_heads > p.split_counter_capacity)) {
     return absl::InvalidArgumentError(
-        "decode attention: split contexts need a workspace");
+        absl::StrCat("decode attention: split contexts need a workspace and ",
+                     p.num_tokens * p.num_kv_heads, " split counters"));
   }
   const SplitScratch scratch = CarveScratch(p, plan);
   return DispatchHeadDim(p.head_dim, "decode attention", [&](auto hd) {
@@ -415,13 +431,6 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
           DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(kernel, grid, dim3(kThreads),
                                                  kSmem, stream, pdl, p,
                                                  plan.max_splits, scratch));
-          if (plan.max_splits > 1) {
-            const dim3 merge_grid(static_cast<unsigned>(p.num_tokens),
-                                  static_cast<unsigned>(p.num_heads));
-            DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
-                &DecodeMergeKernel<kHd>, merge_grid, dim3(kThreads), 0, stream,
-                pdl, p, plan.max_splits, scratch));
-          }
           return absl::OkStatus();
         });
   });

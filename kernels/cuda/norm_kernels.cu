@@ -36,12 +36,22 @@ struct alignas(kVec * 2) BfVec {
 
 template <int kVec, bool kResidual>
 __global__ void RmsNormKernel(RmsNormParams p) {
-  PdlWait();  // pdl.h: before any read of an earlier kernel's output
-  PdlLaunchDependents();
   __shared__ float partial[kMaxThreads / 32];
   using Vec = BfVec<kVec>;
   const int64_t row = blockIdx.x;
   const int64_t nvec = p.dim / kVec;
+  // No kernel writes the norm weight: fetch it while the previous kernel
+  // finishes (pdl.h), one memory latency off this kernel's critical path
+  // (at decode it is a single CTA between two GEMMs).
+  const Vec* w = reinterpret_cast<const Vec*>(p.weight);
+  Vec wv[kMaxIters];
+#pragma unroll
+  for (int it = 0; it < kMaxIters; ++it) {
+    const int64_t c = threadIdx.x + int64_t{it} * blockDim.x;
+    if (c < nvec) wv[it] = w[c];
+  }
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
   const Vec* x = reinterpret_cast<const Vec*>(p.x + row * p.dim);
   Vec* res =
       kResidual ? reinterpret_cast<Vec*>(p.residual + row * p.dim) : nullptr;
@@ -73,17 +83,15 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   // Every read of the row happens before this barrier, so out may alias x.
   const float total = BlockSum(sum_sq, partial);
   const float inv_rms = 1.0f / sqrtf(total / static_cast<float>(p.dim) + p.eps);
-  const Vec* w = reinterpret_cast<const Vec*>(p.weight);
   Vec* out = reinterpret_cast<Vec*>(p.out + row * p.dim);
 #pragma unroll
   for (int it = 0; it < kMaxIters; ++it) {
     const int64_t c = threadIdx.x + int64_t{it} * blockDim.x;
     if (c < nvec) {
-      const Vec wv = w[c];
       Vec o;
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
-        o.v[j] = __float2bfloat16_rn(__bfloat162float(wv.v[j]) *
+        o.v[j] = __float2bfloat16_rn(__bfloat162float(wv[it].v[j]) *
                                      (vals[it][j] * inv_rms));
       }
       out[c] = o;

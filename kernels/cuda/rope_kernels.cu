@@ -18,8 +18,6 @@ constexpr int kThreads = 128;
 // the thread that holds both halves.
 template <int kHeadDim>
 __global__ void QkNormRopeKernel(QkNormRopeParams p) {
-  PdlWait();  // pdl.h: before any read of an earlier kernel's output
-  PdlLaunchDependents();
   constexpr int kHalf = kHeadDim / 2;
   constexpr int kLanes = kHalf < 32 ? kHalf : 32;
   constexpr int kPairs = kHalf / kLanes;
@@ -38,6 +36,23 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
   const bool is_v = h >= p.num_heads + p.num_kv_heads;
   const int64_t width = int64_t{p.num_heads + 2 * p.num_kv_heads} * kHeadDim;
   __nv_bfloat16* x = p.qkv + t * width + int64_t{h} * kHeadDim;
+  // Both norms or neither (checked by the launcher).
+  const __nv_bfloat16* norm = is_v              ? nullptr
+                              : h < p.num_heads ? p.q_norm
+                                                : p.k_norm;
+  // No kernel writes the norm weights or frequencies: fetch them while the
+  // previous kernel finishes (pdl.h), a memory latency off this one.
+  float na[kPairs], nb[kPairs], freq[kPairs];
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int i = lane + k * kLanes;
+    const bool has_norm = valid && norm != nullptr;
+    na[k] = has_norm ? __bfloat162float(norm[i]) : 1.0f;
+    nb[k] = has_norm ? __bfloat162float(norm[i + kHalf]) : 1.0f;
+    freq[k] = valid && !is_v ? p.inv_freq[i] : 0.0f;
+  }
+  PdlWait();  // pdl.h: before any read of an earlier kernel's output
+  PdlLaunchDependents();
 
   float a[kPairs];
   float b[kPairs];
@@ -58,18 +73,13 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
     ss += __shfl_xor_sync(0xffffffffu, ss, off);
   }
   if (!valid) return;
-  // Both norms or neither (checked by the launcher).
-  const __nv_bfloat16* norm = is_v              ? nullptr
-                              : h < p.num_heads ? p.q_norm
-                                                : p.k_norm;
   if (!is_v) {
     if (norm != nullptr) {
       const float inv_rms = 1.0f / sqrtf(ss / kHeadDim + p.eps);
 #pragma unroll
       for (int k = 0; k < kPairs; ++k) {
-        const int i = lane + k * kLanes;
-        a[k] = __bfloat162float(norm[i]) * (a[k] * inv_rms);
-        b[k] = __bfloat162float(norm[i + kHalf]) * (b[k] * inv_rms);
+        a[k] = na[k] * (a[k] * inv_rms);
+        b[k] = nb[k] * (b[k] * inv_rms);
       }
     }
     const float pos = static_cast<float>(p.positions[t]);
@@ -79,7 +89,7 @@ __global__ void QkNormRopeKernel(QkNormRopeParams p) {
       // Accurate cosf/sinf (not __cosf): angles reach ~4e4 rad at long
       // positions, where the fast intrinsics lose all precision.
       float s, c;
-      sincosf(pos * p.inv_freq[i], &s, &c);
+      sincosf(pos * freq[k], &s, &c);
       const float ra = a[k] * c - b[k] * s;
       const float rb = b[k] * c + a[k] * s;
       a[k] = ra;

@@ -8,89 +8,117 @@
 namespace duet::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kUnroll = 4;     // 16-byte weight loads in flight per lane
 constexpr int kStep = 32 * 8;  // K elements a warp covers per load
 
-// Weights are read exactly once: do not let them evict x from L1.
-__device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p) {
+// An L2 cache policy that makes the lines a load brings in the first to be
+// evicted: weights are read once, the activations and KV cache are reused.
+__device__ __forceinline__ uint64_t EvictFirstPolicy() {
+  uint64_t policy = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;"
+               : "=l"(policy));
+#endif
+  return policy;
+}
+
+// Weights are read exactly once: do not let them evict x from L1 or
+// anything reused from L2.
+__device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p,
+                                               uint64_t policy) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
+  asm volatile(
+      "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, "
+      "[%4], %5;"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(policy));
   return v;
 }
 
-// One warp per output row. kR = 1: y[m][row] = x[m] . w[row]. kR = 2 (fused
-// SiLU * mul, n = 2I weight rows): the warp also streams weight row
-// row + I, and y[m][row] = silu(g) * u from the two bf16-rounded dot
-// products; each row's sum runs in the same order as with kR = 1, so the
-// result equals the GEMM then the SiLU * mul kernel bit for bit.
-template <int kM, int kR>
-__global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
+// kSplit warps per output row, each dotting one contiguous 1/kSplit of K
+// (in 16-byte vectors: lane l of a segment takes vectors l, l + 32, ...),
+// so a CTA of kWarps covers kWarps / kSplit rows. kR = 1: y[m][row] = x[m]
+// . w[row]. kR = 2 (fused SiLU * mul, n = 2I weight rows): the warp also
+// streams weight row row + I, and y[m][row] = silu(g) * u from the two
+// bf16-rounded dot products; each row's sum runs in the same order as with
+// kR = 1 and the same shape, so the result equals the GEMM then the SiLU *
+// mul kernel bit for bit.
+template <int kM, int kR, int kWarps, int kSplit, int kUnroll>
+__global__ void __launch_bounds__(kWarps * 32)
+    SmallGemmKernel(SmallGemmParams p) {
+  constexpr int kRows = kWarps / kSplit;
+  static_assert(kRows * kSplit == kWarps);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int seg = warp % kSplit;
   const int64_t out_n = p.n / kR;
-  const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
+  const int64_t row = int64_t{blockIdx.x} * kRows + warp / kSplit;
   const bool active = row < out_n;  // whole warp
-  const __nv_bfloat16* w[kR];
+  const int64_t nvec = p.k / 8;
+  const int64_t seg_len = (nvec + kSplit - 1) / kSplit;
+  const int64_t seg_end = min(nvec, (seg + 1) * seg_len);
+  const uint4* w[kR];
 #pragma unroll
-  for (int r = 0; r < kR; ++r)
-    w[r] = p.w + ((active ? row : 0) + r * out_n) * p.k;
+  for (int r = 0; r < kR; ++r) {
+    w[r] = reinterpret_cast<const uint4*>(
+        p.w + ((active ? row : 0) + r * out_n) * p.k);
+  }
   // kUnroll weight loads per lane and row in flight: the next group is
   // issued before the math on the current one.
+  const uint64_t policy = EvictFirstPolicy();
   uint4 wv[kR][kUnroll];
-  auto load = [&](int64_t base) {
+  auto load = [&](int64_t v0) {
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int64_t at = base + u * kStep;
-        wv[r][u] = active && at < p.k ? LoadStreaming(w[r] + at)
-                                      : make_uint4(0, 0, 0, 0);
+        const int64_t v = v0 + u * 32;
+        wv[r][u] =
+            active && v < seg_end
+                ? LoadStreaming(
+                      reinterpret_cast<const __nv_bfloat16*>(w[r] + v), policy)
+                : make_uint4(0, 0, 0, 0);
       }
     }
   };
-  int64_t base = int64_t{lane} * 8;
+  int64_t v0 = seg * seg_len + lane;
   // No kernel writes the weights, so the first loads may start before the
   // previous kernel (which writes x) has finished: pdl.h.
-  load(base);
+  load(v0);
   PdlWait();
   PdlLaunchDependents();
-  if (!active) return;
   float acc[kR][kM];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
 #pragma unroll
     for (int m = 0; m < kM; ++m) acc[r][m] = 0.0f;
   }
-  for (; base < p.k; base += kStep * kUnroll) {
-    uint4 cur[kR][kUnroll];
+  const uint4* x = reinterpret_cast<const uint4*>(p.x);
+  if (active) {
+    for (; v0 < seg_end; v0 += 32 * kUnroll) {
+      uint4 cur[kR][kUnroll];
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
+      for (int r = 0; r < kR; ++r) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) cur[r][u] = wv[r][u];
-    }
-    if (base + kStep * kUnroll < p.k) load(base + kStep * kUnroll);
+        for (int u = 0; u < kUnroll; ++u) cur[r][u] = wv[r][u];
+      }
+      if (v0 + 32 * kUnroll < seg_end) load(v0 + 32 * kUnroll);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t at = base + u * kStep;
-      if (at >= p.k) break;
-      float wf[kR][8];
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t v = v0 + u * 32;
+        if (v >= seg_end) break;
+        float wf[kR][8];
 #pragma unroll
-      for (int r = 0; r < kR; ++r) Bf16x8ToFloat(cur[r][u], wf[r]);
+        for (int r = 0; r < kR; ++r) Bf16x8ToFloat(cur[r][u], wf[r]);
 #pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        const uint4 xv =
-            __ldg(reinterpret_cast<const uint4*>(p.x + m * p.k + at));
-        float xf[8];
-        Bf16x8ToFloat(xv, xf);
+        for (int m = 0; m < kM; ++m) {
+          float xf[8];
+          Bf16x8ToFloat(__ldg(x + m * nvec + v), xf);
 #pragma unroll
-        for (int r = 0; r < kR; ++r) {
+          for (int r = 0; r < kR; ++r) {
 #pragma unroll
-          for (int i = 0; i < 8; ++i)
-            acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
+            for (int i = 0; i < 8; ++i)
+              acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
+          }
         }
       }
     }
@@ -105,7 +133,29 @@ __global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
       }
     }
   }
-  if (lane < kM) {
+  if constexpr (kSplit > 1) {
+    // The segments' sums, added in segment order by the row's first warp.
+    __shared__ float partial[kWarps][kR][kM];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+#pragma unroll
+        for (int m = 0; m < kM; ++m) partial[warp][r][m] = acc[r][m];
+      }
+    }
+    __syncthreads();
+    if (seg != 0) return;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        float sum = partial[warp][r][m];
+        for (int s = 1; s < kSplit; ++s) sum += partial[warp + s][r][m];
+        acc[r][m] = sum;
+      }
+    }
+  }
+  if (active && lane < kM) {
     // Lane m writes token m (a register array indexed at run time would
     // spill, so select through the unrolled loop).
     float v[kR] = {};
@@ -126,31 +176,89 @@ __global__ void __launch_bounds__(kThreads) SmallGemmKernel(SmallGemmParams p) {
   }
 }
 
+template <int kM, int kR, int kWarps, int kSplit, int kUnroll>
+absl::Status LaunchShape(const SmallGemmParams& p, cudaStream_t stream,
+                         bool pdl) {
+  const int64_t out_n = p.n / kR;
+  const dim3 grid(static_cast<unsigned>(CeilDiv(out_n, kWarps / kSplit)));
+  DUET_CUDA_RETURN_IF_ERROR(
+      LaunchKernel(&SmallGemmKernel<kM, kR, kWarps, kSplit, kUnroll>, grid,
+                   dim3(kWarps * 32), 0, stream, pdl, p));
+  return absl::OkStatus();
+}
+
+// The launch shapes (warps per CTA, warps per row, loads in flight per
+// lane) SmallGemmParams::shape picks from at 1-2 tokens.
+template <int kM, int kR>
+absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
+                              cudaStream_t stream, bool pdl) {
+  switch (shape) {
+    case 1:
+      return LaunchShape<kM, kR, 4, 1, 8>(p, stream, pdl);
+    case 2:
+      return LaunchShape<kM, kR, 8, 2, 4>(p, stream, pdl);
+    case 3:
+      return LaunchShape<kM, kR, 8, 4, 4>(p, stream, pdl);
+    case 4:
+      return LaunchShape<kM, kR, 8, 8, 4>(p, stream, pdl);
+    case 5:
+      return LaunchShape<kM, kR, 4, 2, 4>(p, stream, pdl);
+    case 6:
+      return LaunchShape<kM, kR, 4, 1, 4>(p, stream, pdl);
+    case 7:
+      return LaunchShape<kM, kR, 8, 2, 8>(p, stream, pdl);
+    default:
+      return LaunchShape<kM, kR, 8, 1, 4>(p, stream, pdl);
+  }
+}
+
+// The shape for a [n, k] weight (n: weight rows, the same for the fused
+// SiLU GEMM and the plain GEMM over its 2I rows, so both sum each row the
+// same way). From an H100 sweep of every shape over Qwen3-4B's weights
+// (docs/PERF.md): weights with many rows stream best from small CTAs with
+// one warp per row; with few rows (n = hidden size: o_proj, down), rows
+// split into segments of ~1K elements so enough warps are in flight.
+int AutoShape(int64_t n, int64_t k) {
+  if (n >= 16384) return 6;  // 4 warps, 1 per row
+  int split = 1;
+  while (split < 8 && k / (split * 2) >= 1024) split *= 2;
+  switch (split) {
+    case 1:
+      return 6;  // 4 warps, 1 per row
+    case 2:
+      return 5;  // 4 warps, 2 per row
+    case 4:
+      return 3;  // 8 warps, 4 per row
+    default:
+      return 4;  // 8 warps, 8 per row
+  }
+}
+
 template <int kM>
 absl::Status Launch(const SmallGemmParams& p, cudaStream_t stream, bool pdl) {
-  const int64_t out_n = p.silu_mul ? p.n / 2 : p.n;
-  const dim3 grid(static_cast<unsigned>((out_n + kWarps - 1) / kWarps));
-  if (p.silu_mul) {
-    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&SmallGemmKernel<kM, 2>, grid,
-                                           dim3(kThreads), 0, stream, pdl, p));
-  } else {
-    DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(&SmallGemmKernel<kM, 1>, grid,
-                                           dim3(kThreads), 0, stream, pdl, p));
+  if constexpr (kM <= 2) {
+    const int shape = p.shape >= 0 ? p.shape : AutoShape(p.n, p.k);
+    return p.silu_mul ? LaunchShapeIndex<kM, 2>(shape, p, stream, pdl)
+                      : LaunchShapeIndex<kM, 1>(shape, p, stream, pdl);
   }
-  return absl::OkStatus();
+  return p.silu_mul ? LaunchShape<kM, 2, 8, 1, 4>(p, stream, pdl)
+                    : LaunchShape<kM, 1, 8, 1, 4>(p, stream, pdl);
 }
 
 }  // namespace
 
 bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k) {
   return tokens >= 1 && tokens <= kSmallGemmMaxTokens && n >= 1 && k >= 8 &&
-         k % 8 == 0 && (n + kWarps - 1) / kWarps < (int64_t{1} << 31);
+         k % 8 == 0 && n < (int64_t{1} << 31);
 }
 
 absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream,
                              bool pdl) {
   if (!SmallGemmApplies(p.tokens, p.n, p.k) || (p.silu_mul && p.n % 2 != 0)) {
     return absl::InvalidArgumentError("small gemm: unsupported sizes");
+  }
+  if (p.shape >= kSmallGemmShapes) {
+    return absl::InvalidArgumentError("small gemm: no such launch shape");
   }
   switch (p.tokens) {
     case 1:

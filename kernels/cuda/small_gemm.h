@@ -19,6 +19,7 @@
 namespace duet::kernels::cuda {
 
 inline constexpr int64_t kSmallGemmMaxTokens = 8;
+inline constexpr int kSmallGemmShapes = 8;
 
 struct SmallGemmParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, k]
@@ -31,6 +32,9 @@ struct SmallGemmParams {
   // silu(g) * u with g and u rounded to bf16 first, exactly as the GEMM
   // followed by the SiLU * mul kernel would compute it.
   bool silu_mul = false;
+  // Launch shape at 1-2 tokens: -1 picks by K; 0..kSmallGemmShapes - 1
+  // force one (benchmarks and tests; small_gemm.cu lists them).
+  int shape = -1;
 };
 
 // True when LaunchSmallGemm takes these sizes.

@@ -14,8 +14,12 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
 #include "gtest/gtest.h"
+#include "common/status.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
 
 namespace duet::kernels::testing {
@@ -231,6 +235,156 @@ TEST_F(CudaBench, LinearAndElementwise) {
               4.0 * t * h * 2 / (add * 1e-3) / 1e9);
   std::printf("[bench] silu_mul    %8.1f us %8.0f GB/s\n", silu * 1e3,
               3.0 * t * inter * 2 / (silu * 1e-3) / 1e9);
+}
+
+
+// Device-to-device copy bandwidth (bytes read + written per second): the
+// floor the weight-streaming figures below are printed against.
+double CopyBandwidth() {
+  const size_t n = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
+    return 0;
+  }
+  (void)cudaMemset(a, 1, n);
+  cudaEvent_t start, stop;
+  (void)cudaEventCreate(&start);
+  (void)cudaEventCreate(&stop);
+  for (int i = 0; i < 3; ++i) {
+    (void)cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  }
+  (void)cudaEventRecord(start);
+  constexpr int kIters = 20;
+  for (int i = 0; i < kIters; ++i) {
+    (void)cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
+  }
+  (void)cudaEventRecord(stop);
+  (void)cudaEventSynchronize(stop);
+  float ms = 0;
+  (void)cudaEventElapsedTime(&ms, start, stop);
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  (void)cudaFree(a);
+  (void)cudaFree(b);
+  return 2.0 * n * kIters / (ms * 1e-3);
+}
+
+// The weight GEMMs of one batch-1 decode step of the Qwen3-4B shape (36
+// layers, each with its own weights so nothing is served from L2), alone
+// and with the residual add + RMSNorms between them, unfused and fused
+// into the GEMMs (AddRmsNormLinear): how far the GEMMs are from the copy
+// floor and what the norms add.
+TEST_F(CudaBench, DecodeGemmChain) {
+  const double bw = CopyBandwidth();
+  ASSERT_GT(bw, 0);
+  constexpr int kLayers = 36;
+  const int64_t h = 2560, inter = 9728, qkv_n = 6144, q = 4096;
+  const int64_t vocab = 151936;
+  struct Layer {
+    Tensor qkv, o, gate_up, down, norm;
+  };
+  std::vector<Layer> layers;
+  std::mt19937 rng(5);
+  for (int l = 0; l < kLayers; ++l) {
+    // Timing only: the big weights keep whatever the allocator hands out.
+    auto a = be_->Allocate(DType::kBF16, {qkv_n, h});
+    auto b = be_->Allocate(DType::kBF16, {h, q});
+    auto c = be_->Allocate(DType::kBF16, {2 * inter, h});
+    auto d = be_->Allocate(DType::kBF16, {h, inter});
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
+    layers.push_back({std::move(*a), std::move(*b), std::move(*c),
+                      std::move(*d), MustUpload(*be_, RandomBf16(rng, h), {h})});
+  }
+  auto lm = be_->Allocate(DType::kBF16, {vocab, h});
+  ASSERT_TRUE(lm.ok());
+  Tensor x = MustUpload(*be_, RandomBf16(rng, inter), {1, inter});
+  Tensor hid = MustUpload(*be_, RandomBf16(rng, h), {1, h});
+  Tensor res = MustUpload(*be_, RandomBf16(rng, h), {1, h});
+  Tensor delta = MustUpload(*be_, RandomBf16(rng, h), {1, h});
+  auto qkv = be_->Allocate(DType::kBF16, {1, qkv_n});
+  auto proj = be_->Allocate(DType::kBF16, {1, h});
+  auto gu = be_->Allocate(DType::kBF16, {1, 2 * inter});
+  auto act = be_->Allocate(DType::kBF16, {1, inter});
+  auto logits = be_->Allocate(DType::kBF16, {1, vocab});
+  ASSERT_TRUE(qkv.ok() && proj.ok() && gu.ok() && act.ok() && logits.ok());
+  const TensorView xq{x.view().data, DType::kBF16, {1, q}, Device::kCuda};
+  const double wbytes =
+      2.0 * (qkv_n * h + h * q + 2 * inter * h + h * inter) * kLayers;
+
+  // By K and N (the default), then every forced shape with
+  // DUET_BENCH_ALL_SHAPES=1 (the sweep AutoShape was chosen from).
+  std::vector<int> shapes = {-1};
+  if (const char* all = std::getenv("DUET_BENCH_ALL_SHAPES");
+      all != nullptr && std::string(all) == "1") {
+    for (int shape = 0; shape < 8; ++shape) shapes.push_back(shape);
+  }
+  for (const int shape : shapes) {
+    CudaBackendOptions options;
+    options.small_gemm_shape = shape;
+    auto made = MakeCudaBackend(0, options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    Backend& be = **made;
+    std::printf(
+        "\n[bench] batch-1 decode GEMM chain, 36 layers of Qwen3-4B, small "
+        "GEMM shape %d (copy bandwidth %.0f GB/s)\n",
+        shape, bw / 1e9);
+    std::printf("[bench] %-28s %10s %10s %8s %8s\n", "chain", "us",
+                "floor us", "ratio", "GB/s");
+    auto row = [&](const char* name, double bytes, double ms) {
+      std::printf("[bench] %-28s %10.1f %10.1f %8.2f %8.0f\n", name, ms * 1e3,
+                  bytes / bw * 1e6, ms * 1e-3 / (bytes / bw),
+                  bytes / (ms * 1e-3) / 1e9);
+    };
+    auto chain = [&](const std::function<absl::Status(const Layer&)>& op) {
+      return TimeMs(
+          [&]() -> absl::Status {
+            for (const Layer& y : layers) {
+              if (absl::Status s = op(y); !s.ok()) return s;
+            }
+            return absl::OkStatus();
+          },
+          5, &be);
+    };
+    auto qkv_op = [&](const Layer& y) {
+      return be.Linear(hid.view(), y.qkv.view(), qkv->view());
+    };
+    auto o_op = [&](const Layer& y) {
+      return be.Linear(xq, y.o.view(), proj->view());
+    };
+    auto gate_up_op = [&](const Layer& y) {
+      return be.LinearSiluMul(hid.view(), y.gate_up.view(), gu->view(),
+                              act->view());
+    };
+    auto down_op = [&](const Layer& y) {
+      return be.Linear(x.view(), y.down.view(), proj->view());
+    };
+    auto norm_op = [&](const Layer& y) {
+      return be.AddRmsNorm(delta.view(), res.view(), y.norm.view(), 1e-6f,
+                           hid.view());
+    };
+    row("qkv x36", 2.0 * qkv_n * h * kLayers, chain(qkv_op));
+    row("o_proj x36", 2.0 * h * q * kLayers, chain(o_op));
+    row("gate_up+silu x36", 2.0 * 2 * inter * h * kLayers, chain(gate_up_op));
+    row("down x36", 2.0 * h * inter * kLayers, chain(down_op));
+    row("lm_head", 2.0 * vocab * h,
+        TimeMs([&] { return be.Linear(hid.view(), lm->view(), logits->view()); },
+               20, &be));
+    row("4 GEMMs x36", wbytes, chain([&](const Layer& y) -> absl::Status {
+          DUET_RETURN_IF_ERROR(qkv_op(y));
+          DUET_RETURN_IF_ERROR(o_op(y));
+          DUET_RETURN_IF_ERROR(gate_up_op(y));
+          return down_op(y);
+        }));
+    row("4 GEMMs + 2 norms x36", wbytes,
+        chain([&](const Layer& y) -> absl::Status {
+          DUET_RETURN_IF_ERROR(norm_op(y));
+          DUET_RETURN_IF_ERROR(qkv_op(y));
+          DUET_RETURN_IF_ERROR(o_op(y));
+          DUET_RETURN_IF_ERROR(norm_op(y));
+          DUET_RETURN_IF_ERROR(gate_up_op(y));
+          return down_op(y);
+        }));
+  }
 }
 
 }  // namespace

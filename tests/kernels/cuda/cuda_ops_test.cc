@@ -297,6 +297,51 @@ TEST_F(CudaVsCpuTest, Logits) {
   }
 }
 
+// Every launch shape of the small GEMM (1-2 tokens; warps per row 1..8,
+// so K splits unevenly across lanes and segments) against the CPU
+// reference, and its fused SiLU * mul against its own Linear then SiluMul
+// bit for bit.
+TEST_F(CudaVsCpuTest, SmallGemmShapes) {
+  std::mt19937 rng(16);
+  struct Case {
+    int64_t t, n, k;
+  };
+  for (int shape = 0; shape < 8; ++shape) {
+    CudaBackendOptions options;
+    options.small_gemm_shape = shape;
+    auto made = MakeCudaBackend(0, options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    Backend& be = **made;
+    for (const Case c : {Case{1, 6144, 2560}, Case{2, 2560, 9728},
+                         Case{1, 37, 4096}, Case{2, 10, 8}, Case{1, 9, 200},
+                         Case{2, 64, 1032}}) {
+      const std::vector<float> x = RandomBf16(rng, c.t * c.k);
+      const std::vector<float> w = RandomBf16(rng, 2 * c.n * c.k);
+      const std::string tag = absl::StrCat("small gemm shape ", shape, " ",
+                                           c.t, "x", c.n, "x", c.k);
+      std::vector<float> lin[2], fused, unfused;
+      Backend* backends[2] = {cpu_.get(), &be};
+      for (int i = 0; i < 2; ++i) {
+        Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
+        Tensor tw = MustUpload(*backends[i], w, {2 * c.n, c.k});
+        Tensor o = Poisoned(*backends[i], {c.t, 2 * c.n});
+        ASSERT_TRUE(backends[i]->Linear(tx.view(), tw.view(), o.view()).ok());
+        lin[i] = Download(*backends[i], o);
+        if (i == 0) continue;
+        Tensor act = Poisoned(be, {c.t, c.n});
+        ASSERT_TRUE(be.SiluMul(o.view(), act.view()).ok());
+        unfused = Download(be, act);
+        Tensor act2 = Poisoned(be, {c.t, c.n});
+        ASSERT_TRUE(
+            be.LinearSiluMul(tx.view(), tw.view(), o.view(), act2.view()).ok());
+        fused = Download(be, act2);
+      }
+      EXPECT_TRUE(AllClose(lin[1], lin[0], kBf16Tol, tag));
+      EXPECT_EQ(fused, unfused) << tag;
+    }
+  }
+}
+
 // LinearSiluMul: the fused small-GEMM path (1-2 tokens by default; up to 8
 // on a second backend) must equal Linear then SiluMul on the same backend
 // bit for bit, and the CPU reference within bf16 tolerance; larger batches
