@@ -271,9 +271,8 @@ double CopyBandwidth() {
 
 // The weight GEMMs of one batch-1 decode step of the Qwen3-4B shape (36
 // layers, each with its own weights so nothing is served from L2), alone
-// and with the residual add + RMSNorms between them, unfused and fused
-// into the GEMMs (AddRmsNormLinear): how far the GEMMs are from the copy
-// floor and what the norms add.
+// and with the residual add + RMSNorm kernels between them: how far the
+// GEMMs are from the copy floor and what the norms add.
 TEST_F(CudaBench, DecodeGemmChain) {
   const double bw = CopyBandwidth();
   ASSERT_GT(bw, 0);
