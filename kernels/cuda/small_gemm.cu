@@ -215,7 +215,7 @@ absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
 // The shape for a [n, k] weight (n: weight rows, the same for the fused
 // SiLU GEMM and the plain GEMM over its 2I rows, so both sum each row the
 // same way). From an H100 sweep of every shape over Qwen3-4B's weights
-// (docs/PERF.md): weights with many rows stream best from small CTAs with
+// (docs/bench/2026-11-21-h100-decode-gemm-chain.txt): weights with many rows stream best from small CTAs with
 // one warp per row; with few rows (n = hidden size: o_proj, down), rows
 // split into segments of ~1K elements so enough warps are in flight.
 int AutoShape(int64_t n, int64_t k) {

@@ -3,9 +3,10 @@
 // because it is pure weight streaming: measured on an H100 (Qwen3-4B
 // shapes, batch 1), cuBLASLt reached ~69% of the copy bandwidth there
 // (split-K launches plus a separate reduce kernel), and these GEMMs are
-// most of a decode step. One warp per output feature streams its weight row
-// once with 16-byte non-allocating loads, several in flight per lane, and
-// dots it with every token's x (read through L1, shared by the SM's warps).
+// most of a decode step. Warps stream weight rows once with 16-byte
+// non-allocating loads, several in flight per lane, and dot them with every
+// token's x (read through L1, shared by the SM's warps); a row is split over
+// 1-8 warps, chosen per weight so that enough loads are in flight.
 #ifndef DUET_KERNELS_CUDA_SMALL_GEMM_H_
 #define DUET_KERNELS_CUDA_SMALL_GEMM_H_
 

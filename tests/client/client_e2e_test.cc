@@ -331,9 +331,11 @@ TEST(BenchTest, PoissonArrivalsMatchTheRequestedRate) {
 
 TEST(BenchTest, OpenLoopBurstOpensAStreamPerRequest) {
   // rate = inf sends all 96 at once: the open-loop pool must grow to one
-  // thread per request instead of queueing behind slow ones.
+  // thread per request instead of queueing behind slow ones. The first
+  // token waits long enough that all 96 are open at once even on a loaded
+  // machine (at 100 ms it failed under ctest -j8 on 2 cores).
   auto server = StartServer(Scripted([](StreamScript& s) {
-    s.first_token_delay = absl::Milliseconds(100);
+    s.first_token_delay = absl::Milliseconds(400);
   }));
   auto client = Connect(*server);
   BenchOptions o = SmallBench();
