@@ -56,7 +56,7 @@ ABSL_FLAG(bool, pdl, duet::kernels::CudaBackendOptions{}.programmatic_launch,
 
 ABSL_FLAG(int32_t, small_gemm_shape,
           duet::kernels::CudaBackendOptions{}.small_gemm_shape,
-          "small GEMM launch shape at 1-2 tokens (-1: by K; 0..7 force one, "
+          "small GEMM launch shape at 1-2 tokens (-1: by weight size; 0..7 force one, "
           "kernels/cuda/small_gemm.cu)");
 
 namespace {
@@ -84,32 +84,6 @@ std::vector<int32_t> ParseList(const std::string& s) {
     if (e != cudaSuccess) return Fail(std::string(#x) + ": " +            \
                                       cudaGetErrorString(e));             \
   } while (0)
-
-// Device-to-device copy bandwidth, bytes read + written per second.
-int MeasureCopyBandwidth(double* bytes_per_s) {
-  const size_t n = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK_CUDA(cudaMalloc(&a, n));
-  CHECK_CUDA(cudaMalloc(&b, n));
-  CHECK_CUDA(cudaMemset(a, 1, n));
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  for (int i = 0; i < 3; ++i) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-  cudaEventRecord(start);
-  constexpr int kIters = 20;
-  for (int i = 0; i < kIters; ++i) {
-    cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
-  }
-  cudaEventRecord(stop);
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  *bytes_per_s = 2.0 * n * kIters / (ms * 1e-3);
-  cudaFree(a);
-  cudaFree(b);
-  return 0;
-}
 
 // cuBLAS bf16 GEMM throughput on random data, FLOP/s.
 int MeasureGemmPeak(double* flops) {
@@ -175,7 +149,11 @@ int main(int argc, char** argv) {
               (*devices)[0].multiprocessors,
               (*devices)[0].total_memory_bytes / double(1 << 30));
   double bandwidth = 0, peak = 0;
-  if (int rc = MeasureCopyBandwidth(&bandwidth); rc != 0) return rc;
+  if (auto bw = duet::kernels::cuda::MeasureCopyBandwidth(0); bw.ok()) {
+    bandwidth = *bw;
+  } else {
+    return Fail(bw.status().ToString());
+  }
   if (int rc = MeasureGemmPeak(&peak); rc != 0) return rc;
   std::printf("measured copy bandwidth %.0f GB/s (read+write), cuBLAS bf16 "
               "peak %.0f TFLOP/s\n",

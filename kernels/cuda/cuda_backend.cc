@@ -714,9 +714,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
   }
   if (options.small_gemm_shape < -1 ||
       options.small_gemm_shape >= cuda::kSmallGemmShapes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "small_gemm_shape is ", options.small_gemm_shape, "; it must be -1 (by K) or 0..",
-        cuda::kSmallGemmShapes - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("small_gemm_shape is ", options.small_gemm_shape,
+                     "; it must be -1 (by weight size) or 0..",
+                     cuda::kSmallGemmShapes - 1));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

@@ -106,29 +106,43 @@ SplitScratch CarveScratch(const PagedAttentionParams& p,
 
 // Merges the splits of the kGroup heads of (token t, KV head kvh):
 // weights 2^(max_s - max) rescale every split's unnormalized output and sum
-// to the global softmax. The partials come from other CTAs of this grid,
+// to the global softmax. Each head's max and denominator are computed once
+// (by thread h) and shared. The partials come from other CTAs of this grid,
 // so they are read from L2 (__ldcg), never from a stale L1 line.
 template <int kHeadDim, int kGroup>
 __device__ void MergeSplits(const PagedAttentionParams& p, int max_splits,
                             const SplitScratch& scratch, int64_t t, int kvh,
                             int num_splits) {
-  for (int idx = threadIdx.x; idx < kGroup * kHeadDim; idx += kThreads) {
-    const int head = kvh * kGroup + idx / kHeadDim;
-    const int d = idx % kHeadDim;
-    const int64_t row0 = (t * p.num_heads + head) * int64_t{max_splits};
+  __shared__ float head_max[kGroup];
+  __shared__ float head_denom[kGroup];
+  auto row0 = [&](int h) {
+    return (t * p.num_heads + kvh * kGroup + h) * int64_t{max_splits};
+  };
+  if (threadIdx.x < kGroup) {
+    const int64_t r = row0(threadIdx.x);
     float m = -INFINITY;
-    for (int s = 0; s < num_splits; ++s) {
-      m = fmaxf(m, __ldcg(scratch.max + row0 + s));
-    }
+    for (int s = 0; s < num_splits; ++s)
+      m = fmaxf(m, __ldcg(scratch.max + r + s));
     float denom = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+      denom +=
+          exp2f(__ldcg(scratch.max + r + s) - m) * __ldcg(scratch.sum + r + s);
+    }
+    head_max[threadIdx.x] = m;
+    head_denom[threadIdx.x] = denom;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < kGroup * kHeadDim; idx += kThreads) {
+    const int h = idx / kHeadDim;
+    const int d = idx % kHeadDim;
+    const int64_t r = row0(h);
     float v = 0.0f;
     for (int s = 0; s < num_splits; ++s) {
-      const float wt = exp2f(__ldcg(scratch.max + row0 + s) - m);
-      denom += wt * __ldcg(scratch.sum + row0 + s);
-      v += wt * __ldcg(scratch.out + (row0 + s) * kHeadDim + d);
+      v += exp2f(__ldcg(scratch.max + r + s) - head_max[h]) *
+           __ldcg(scratch.out + (r + s) * kHeadDim + d);
     }
-    p.out[t * p.out_stride + int64_t{head} * kHeadDim + d] =
-        __float2bfloat16_rn(v / denom);
+    p.out[t * p.out_stride + int64_t{kvh * kGroup + h} * kHeadDim + d] =
+        __float2bfloat16_rn(v / head_denom[h]);
   }
 }
 

@@ -1,5 +1,6 @@
-// CUDA device discovery, used at start-up to choose a backend. Plain C++
-// header: no CUDA types leak to callers.
+// CUDA device discovery, used at start-up to choose a backend, and the
+// device's measured copy bandwidth, the floor benchmarks print against.
+// Plain C++ header: no CUDA types leak to callers.
 #ifndef DUET_KERNELS_CUDA_DEVICE_INFO_H_
 #define DUET_KERNELS_CUDA_DEVICE_INFO_H_
 
@@ -22,6 +23,11 @@ struct DeviceInfo {
 // Devices visible to this process. An empty list (not an error) when the
 // machine has no GPU or no driver.
 absl::StatusOr<std::vector<DeviceInfo>> ListDevices();
+
+// Device-to-device copy bandwidth of `device` (the current device is left
+// as it was), bytes read + written per second: 20 copies of 1 GiB after 3
+// warm-up copies, timed with CUDA events.
+absl::StatusOr<double> MeasureCopyBandwidth(int device);
 
 }  // namespace duet::kernels::cuda
 

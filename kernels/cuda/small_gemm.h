@@ -33,7 +33,7 @@ struct SmallGemmParams {
   // silu(g) * u with g and u rounded to bf16 first, exactly as the GEMM
   // followed by the SiLU * mul kernel would compute it.
   bool silu_mul = false;
-  // Launch shape at 1-2 tokens: -1 picks by K; 0..kSmallGemmShapes - 1
+  // Launch shape at 1-2 tokens: -1 picks by [n, k]; 0..kSmallGemmShapes - 1
   // force one (benchmarks and tests; small_gemm.cu lists them).
   int shape = -1;
 };

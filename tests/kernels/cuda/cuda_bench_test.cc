@@ -14,12 +14,11 @@
 #include <string>
 #include <vector>
 
-#include <cuda_runtime_api.h>
-
 #include "gtest/gtest.h"
 #include "common/status.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/device_info.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
 
 namespace duet::kernels::testing {
@@ -238,44 +237,15 @@ TEST_F(CudaBench, LinearAndElementwise) {
 }
 
 
-// Device-to-device copy bandwidth (bytes read + written per second): the
-// floor the weight-streaming figures below are printed against.
-double CopyBandwidth() {
-  const size_t n = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
-    return 0;
-  }
-  (void)cudaMemset(a, 1, n);
-  cudaEvent_t start, stop;
-  (void)cudaEventCreate(&start);
-  (void)cudaEventCreate(&stop);
-  for (int i = 0; i < 3; ++i) {
-    (void)cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-  }
-  (void)cudaEventRecord(start);
-  constexpr int kIters = 20;
-  for (int i = 0; i < kIters; ++i) {
-    (void)cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
-  }
-  (void)cudaEventRecord(stop);
-  (void)cudaEventSynchronize(stop);
-  float ms = 0;
-  (void)cudaEventElapsedTime(&ms, start, stop);
-  (void)cudaEventDestroy(start);
-  (void)cudaEventDestroy(stop);
-  (void)cudaFree(a);
-  (void)cudaFree(b);
-  return 2.0 * n * kIters / (ms * 1e-3);
-}
-
 // The weight GEMMs of one batch-1 decode step of the Qwen3-4B shape (36
 // layers, each with its own weights so nothing is served from L2), alone
 // and with the residual add + RMSNorm kernels between them: how far the
 // GEMMs are from the copy floor and what the norms add.
 TEST_F(CudaBench, DecodeGemmChain) {
-  const double bw = CopyBandwidth();
-  ASSERT_GT(bw, 0);
+  // The floor the chains are printed against, as duet-model-bench does.
+  const absl::StatusOr<double> measured = cuda::MeasureCopyBandwidth(0);
+  ASSERT_TRUE(measured.ok()) << measured.status();
+  const double bw = *measured;
   constexpr int kLayers = 36;
   const int64_t h = 2560, inter = 9728, qkv_n = 6144, q = 4096;
   const int64_t vocab = 151936;

@@ -342,6 +342,16 @@ TEST_F(CudaVsCpuTest, SmallGemmShapes) {
   }
 }
 
+TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
+  for (const int shape : {-2, 8}) {
+    CudaBackendOptions options;
+    options.small_gemm_shape = shape;
+    const absl::Status st = MakeCudaBackend(0, options).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("small_gemm_shape"), std::string::npos) << st;
+  }
+}
+
 // LinearSiluMul: the fused small-GEMM path (1-2 tokens by default; up to 8
 // on a second backend) must equal Linear then SiluMul on the same backend
 // bit for bit, and the CPU reference within bf16 tolerance; larger batches
