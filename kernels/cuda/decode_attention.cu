@@ -104,45 +104,79 @@ SplitScratch CarveScratch(const PagedAttentionParams& p,
   return s;
 }
 
-// Merges the splits of the kGroup heads of (token t, KV head kvh):
-// weights 2^(max_s - max) rescale every split's unnormalized output and sum
-// to the global softmax. Each head's max and denominator are computed once
-// (by thread h) and shared. The partials come from other CTAs of this grid,
-// so they are read from L2 (__ldcg), never from a stale L1 line.
+// Merges the splits of the kGroup heads of (token t, KV head kvh): weights
+// 2^(max_s - max) rescale every split's unnormalized output and sum to the
+// global softmax. The partials come from other CTAs of this grid, so they
+// are read from L2 (__ldcg), never from a stale L1 line. Every load is
+// independent of the others and issued in parallel: at batch 1 this merge
+// sits on the critical path of the layer, and a chain of one dependent L2
+// round trip per split cost more than the attention itself at 2K context.
+// `smem` holds 2 * kGroup * num_splits + kGroup floats (checked on launch).
 template <int kHeadDim, int kGroup>
 __device__ void MergeSplits(const PagedAttentionParams& p, int max_splits,
                             const SplitScratch& scratch, int64_t t, int kvh,
-                            int num_splits) {
-  __shared__ float head_max[kGroup];
-  __shared__ float head_denom[kGroup];
-  auto row0 = [&](int h) {
-    return (t * p.num_heads + kvh * kGroup + h) * int64_t{max_splits};
-  };
-  if (threadIdx.x < kGroup) {
-    const int64_t r = row0(threadIdx.x);
-    float m = -INFINITY;
-    for (int s = 0; s < num_splits; ++s)
-      m = fmaxf(m, __ldcg(scratch.max + r + s));
-    float denom = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      denom +=
-          exp2f(__ldcg(scratch.max + r + s) - m) * __ldcg(scratch.sum + r + s);
-    }
-    head_max[threadIdx.x] = m;
-    head_denom[threadIdx.x] = denom;
+                            int num_splits, float* smem) {
+  float* weight = smem;                            // [kGroup][num_splits]
+  float* part_sum = weight + kGroup * num_splits;  // [kGroup][num_splits]
+  float* denom = part_sum + kGroup * num_splits;   // [kGroup]
+  const int64_t row0 = (t * p.num_heads + kvh * kGroup) * int64_t{max_splits};
+  // 1. Every split's max and sum, all loads in flight at once.
+  for (int i = threadIdx.x; i < kGroup * num_splits; i += kThreads) {
+    const int h = i / num_splits;
+    const int s = i % num_splits;
+    const int64_t r = row0 + int64_t{h} * max_splits + s;
+    weight[i] = __ldcg(scratch.max + r);
+    part_sum[i] = __ldcg(scratch.sum + r);
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < kGroup * kHeadDim; idx += kThreads) {
-    const int h = idx / kHeadDim;
-    const int d = idx % kHeadDim;
-    const int64_t r = row0(h);
-    float v = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      v += exp2f(__ldcg(scratch.max + r + s) - head_max[h]) *
-           __ldcg(scratch.out + (r + s) * kHeadDim + d);
+  // 2. Per head (one warp each): the global max, each split's weight
+  // 2^(max_s - max) and the softmax denominator.
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  for (int h = warp; h < kGroup; h += kWarps) {
+    float* w = weight + h * num_splits;
+    float m = -INFINITY;
+    for (int s = lane; s < num_splits; s += 32) m = fmaxf(m, w[s]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float d = 0.0f;
+    for (int s = lane; s < num_splits; s += 32) {
+      w[s] = exp2f(w[s] - m);
+      d += w[s] * part_sum[h * num_splits + s];
     }
-    p.out[t * p.out_stride + int64_t{kvh * kGroup + h} * kHeadDim + d] =
-        __float2bfloat16_rn(v / head_denom[h]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+      d += __shfl_xor_sync(0xffffffffu, d, off);
+    if (lane == 0) denom[h] = d;
+  }
+  __syncthreads();
+  // 3. The outputs, 4 columns per thread, 8 splits' loads in flight.
+  constexpr int kQuads = kHeadDim / 4;
+  for (int i = threadIdx.x; i < kGroup * kQuads; i += kThreads) {
+    const int h = i / kQuads;
+    const int d4 = i % kQuads;
+    const float* w = weight + h * num_splits;
+    const float4* src = reinterpret_cast<const float4*>(scratch.out) +
+                        (row0 + int64_t{h} * max_splits) * kQuads + d4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 8
+    for (int s = 0; s < num_splits; ++s) {
+      const float4 o = __ldcg(src + int64_t{s} * kQuads);
+      v.x += w[s] * o.x;
+      v.y += w[s] * o.y;
+      v.z += w[s] * o.z;
+      v.w += w[s] * o.w;
+    }
+    const float dn = denom[h];
+    __nv_bfloat16* dst = p.out + t * p.out_stride +
+                         int64_t{kvh * kGroup + h} * kHeadDim + d4 * 4;
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x / dn, v.y / dn);
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(v.z / dn, v.w / dn);
+    uint2 packed;
+    packed.x = *reinterpret_cast<const uint32_t*>(&lo);
+    packed.y = *reinterpret_cast<const uint32_t*>(&hi);
+    *reinterpret_cast<uint2*>(dst) = packed;
   }
 }
 
@@ -150,8 +184,21 @@ template <int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(PagedAttentionParams p, int max_splits,
                           SplitScratch scratch) {
-  PdlWait();  // pdl.h: before any read of an earlier kernel's output
-  PdlLaunchDependents();
+  // At decode (one new token per sequence, at its last position) every
+  // cache row but the newest was written by earlier steps, and the step
+  // metadata was uploaded before the step's first kernel: the prologue's
+  // table lookups and K/V copies may start before the kernel that writes
+  // this step's K/V and Q finishes (pdl.h), and only the newest key and Q
+  // wait. At batch 1 this takes two memory latencies off every layer.
+  // ValidateStep guarantees the new token's slot is the one its block table
+  // names for its position, so no early copy can race with that write.
+  // Prefill through this kernel (token_seq set) has many new keys per
+  // sequence and waits first.
+  const bool early = p.token_seq == nullptr;
+  if (!early) {
+    PdlWait();  // pdl.h: before any read of an earlier kernel's output
+    PdlLaunchDependents();
+  }
   constexpr int kStride = kRowStride<kHeadDim>;
   constexpr int kQSteps = kHeadDim / 16;       // k-steps of S = Q K^T
   constexpr int kOTiles = kHeadDim / 8;        // n-tiles of O
@@ -170,7 +217,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int ctx = p.positions[t] + 1;
   const int tokens_per_split = SplitLength(ctx, max_splits);
   const int begin = split * tokens_per_split;
-  if (begin >= ctx) return;  // uniform over the CTA
+  if (begin >= ctx) {      // uniform over the CTA
+    if (early) PdlWait();  // pdl.h: not before the predecessor completes
+    return;
+  }
   const int end = min(ctx, begin + tokens_per_split);
   const int num_splits = (ctx + tokens_per_split - 1) / tokens_per_split;
 
@@ -178,20 +228,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;   // fragment row = query head within the group
   const int qd = lane % 4;  // fragment column pair
-
-  // Q A-fragments, rows g (real when g < kGroup) and g + 8 (always zero).
-  uint32_t qf[kQSteps][2];
-#pragma unroll
-  for (int kk = 0; kk < kQSteps; ++kk) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      qf[kk][half] = g < kGroup ? *reinterpret_cast<const uint32_t*>(
-                                      p.q + t * p.q_stride +
-                                      int64_t{kvh * kGroup + g} * kHeadDim +
-                                      kk * 16 + half * 8 + qd * 2)
-                                : 0u;
-    }
-  }
 
   const int32_t* table =
       p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
@@ -211,7 +247,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // are zero so that 0-probability columns never multiply garbage. Each
   // lane looks up one key's block (lanes 0-15) and the others read it by
   // shuffle, so a tile costs one dependent table load per lane.
-  auto load_tile = [&](int i) {
+  // `defer_new`: leave the newest key (written by the predecessor kernel)
+  // out; it is copied in once that kernel has finished.
+  auto load_tile = [&](int i, bool defer_new) {
     __nv_bfloat16* ks = ring + (i % kStages) * kStageElems<kHeadDim>;
     __nv_bfloat16* vs = ks + kTileKeys * kStride;
     const int key0 = first + i * kWarps * kTileKeys;
@@ -226,7 +264,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int64_t block = __shfl_sync(0xffffffffu, my_block, key);
       __nv_bfloat16* kd = ks + key * kStride + piece * 8;
       __nv_bfloat16* vd = vs + key * kStride + piece * 8;
-      if (pos < end) {
+      if (defer_new && pos == ctx - 1) {
+        // Filled after PdlWait.
+      } else if (pos < end) {
         const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
                                    int64_t{blocks.Offset(pos)} * kHeadDim +
                                    piece * 8;
@@ -252,13 +292,52 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Prologue: kStages - 1 tiles in flight (empty groups keep the count).
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < num_tiles) load_tile(i);
+    if (i < num_tiles) load_tile(i, early);
     CpAsyncCommit();
   }
+  if (early) {
+    PdlWait();  // pdl.h: before any read of an earlier kernel's output
+    PdlLaunchDependents();
+    // The newest key, if it fell in a prologue tile of this warp: plain
+    // L2 loads (never a stale L1 line), stored into its ring row; the
+    // __syncwarp before the tile is read orders these stores.
+    const int rel = ctx - 1 - first;
+    const int tile = rel / (kWarps * kTileKeys);
+    if (end == ctx && rel >= 0 && rel % (kWarps * kTileKeys) < kTileKeys &&
+        tile < kStages - 1 && tile < num_tiles) {
+      __nv_bfloat16* ks = ring + (tile % kStages) * kStageElems<kHeadDim>;
+      const int key = rel % (kWarps * kTileKeys);
+      const int64_t block = table[blocks.Block(ctx - 1)];
+      const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
+                                 int64_t{blocks.Offset(ctx - 1)} * kHeadDim;
+      for (int c = lane; c < 2 * kPieces; c += 32) {
+        const int kv = c / kPieces;  // 0: K, 1: V
+        const int piece = c % kPieces;
+        *reinterpret_cast<uint4*>(ks + kv * kTileKeys * kStride +
+                                  key * kStride + piece * 8) =
+            __ldcg(reinterpret_cast<const uint4*>(src + kv * kv_stride +
+                                                  piece * 8));
+      }
+    }
+  }
+  // Q A-fragments, rows g (real when g < kGroup) and g + 8 (always zero).
+  uint32_t qf[kQSteps][2];
+#pragma unroll
+  for (int kk = 0; kk < kQSteps; ++kk) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      qf[kk][half] = g < kGroup ? *reinterpret_cast<const uint32_t*>(
+                                      p.q + t * p.q_stride +
+                                      int64_t{kvh * kGroup + g} * kHeadDim +
+                                      kk * 16 + half * 8 + qd * 2)
+                                : 0u;
+    }
+  }
+
   for (int i = 0; i < num_tiles; ++i) {
     // Refill the stage consumed last iteration (the __syncwarp at its end
     // ordered every lane's reads before these writes).
-    if (i + kStages - 1 < num_tiles) load_tile(i + kStages - 1);
+    if (i + kStages - 1 < num_tiles) load_tile(i + kStages - 1, false);
     CpAsyncCommit();
     CpAsyncWait<kStages - 1>();
     __syncwarp();
@@ -396,7 +475,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  MergeSplits<kHeadDim, kGroup>(p, max_splits, scratch, t, kvh, num_splits);
+  MergeSplits<kHeadDim, kGroup>(p, max_splits, scratch, t, kvh, num_splits,
+                                reinterpret_cast<float*>(smem));
 }
 
 }  // namespace
@@ -435,6 +515,13 @@ absl::Status LaunchDecodeAttention(const PagedAttentionParams& p,
                           static_cast<unsigned>(plan.max_splits),
                           static_cast<unsigned>(p.num_kv_heads));
           constexpr size_t kSmem = kSmemBytes<kHd>;
+          // The split merge's weights live in the ring's shared memory.
+          if ((2 * int64_t{kGroup} * plan.max_splits + kGroup) * sizeof(float) >
+              kSmem) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("decode attention: ", plan.max_splits,
+                             " splits exceed the merge's shared memory"));
+          }
           auto* kernel = &DecodeAttentionKernel<kHd, kGroup>;
           if (kSmem > 48 * 1024) {
             // Above 48 KiB a kernel must opt in to dynamic shared memory.
