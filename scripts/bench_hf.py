@@ -4,13 +4,19 @@
 Builds the model from a duet/HF checkpoint's config.json with random bf16
 weights (timing does not depend on the values; loading 8 GB would only cost
 time), then measures:
-  - decode: per-token time of greedy generation with a static KV cache and
-    torch.compile (the fastest documented transformers setup), batch B,
-    context C: (time of generate(C-prompt, N new) - time of generate(1 new))
-    / (N - 1);
+  - decode: per-token time of greedy generation with a static KV cache,
+    batch B, context C: (time of generate(C-prompt, N new) - time of
+    generate(1 new)) / (N - 1); first eager (generate's disable_compile),
+    then with torch.compile the way transformers documents it for static
+    caches: generate() compiles the decoding forward itself (its
+    CompileConfig: fullgraph, mode "reduce-overhead", i.e. CUDA graphs).
+    Wrapping model.forward in torch.compile by hand instead fails in
+    transformers 5 ("accessing tensor output of CUDAGraphs that has been
+    overwritten", in the static cache's index_copy_), because generate()
+    then compiles it a second time;
   - prefill: one forward of a T-token prompt (sdpa attention, no cache).
-Prints one JSON object per measurement (eager static cache first, then
-with torch.compile).
+Prints one JSON object per measurement; "compiled" says whether generate()
+really ran a compiled forward.
 
   python3 scripts/bench_hf.py --config DIR/config.json --decode 1:512,1:2048
       --prefill 512,2048,8192
@@ -59,14 +65,15 @@ def main():
     decode_specs = [tuple(int(v) for v in x.split(":"))
                     for x in args.decode.split(",") if x]
 
-    def decode(tag):
+    def decode(tag, compile_forward):
         for batch, ctx in decode_specs:
             ids = torch.randint(0, 100000, (batch, ctx), device="cuda")
 
             def gen(n):
                 return model.generate(
                     ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                    cache_implementation="static", pad_token_id=0)
+                    cache_implementation="static", pad_token_id=0,
+                    disable_compile=not compile_forward)
 
             log(f"decode {tag} batch {batch} context {ctx}: warm-up")
             for _ in range(2):
@@ -74,7 +81,8 @@ def main():
             full = timed(lambda: gen(args.new_tokens), 2)
             one = timed(lambda: gen(1), 2)
             emit({"decode": tag, "batch": batch, "context": ctx,
-                  "step_ms": 1e3 * (full - one) / (args.new_tokens - 1)})
+                  "step_ms": 1e3 * (full - one) / (args.new_tokens - 1),
+                  "compiled": hasattr(model, "_compiled_call")})
 
     with torch.inference_mode():
         for t in [int(x) for x in args.prefill.split(",") if x]:
@@ -83,10 +91,8 @@ def main():
             fwd()
             emit({"prefill": "eager", "tokens": t,
                   "time_ms": 1e3 * timed(fwd, 3)})
-        decode("static_cache")
-        model.forward = torch.compile(model.forward, mode="reduce-overhead",
-                                      fullgraph=True)
-        decode("static_cache+compile")
+        decode("static_cache", compile_forward=False)
+        decode("static_cache+compile", compile_forward=True)
     log("done")
 
 
