@@ -9,13 +9,19 @@
 // weights, which no kernel writes).
 //
 // Contract for a kernel launched with LaunchKernel(..., pdl = true):
-// - every thread calls PdlWait() before it reads anything an earlier kernel
-//   wrote or writes anything an earlier kernel reads, and before it exits
+// - every thread calls PdlWait() before it reads anything its predecessor
+//   writes or writes anything an earlier kernel reads, and before it exits
 //   (so the grid cannot complete before its predecessor: the chain of waits
 //   is what orders kernel N after every kernel before N - 1);
 // - it calls PdlLaunchDependents() after PdlWait(), which lets the next
 //   kernel launch once every CTA of this one is running: at most one kernel
 //   ahead is resident and waiting.
+// Consequence: when a kernel starts, its predecessor has passed PdlWait, so
+// every kernel before the predecessor (and every copy queued before the
+// step) has completed. Before PdlWait a kernel may therefore read what
+// those wrote, just not what its immediate predecessor writes: the decode
+// attention starts its K/V copies there, leaving out only the newest key
+// (decode_attention.cu).
 // Kernels launched without the flag (cuBLAS, copies) are ordered as usual,
 // and on a GPU older than sm_90 both calls compile to nothing.
 #ifndef DUET_KERNELS_CUDA_PDL_H_
