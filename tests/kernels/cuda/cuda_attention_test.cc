@@ -5,7 +5,8 @@
 // sizes 1/2/4/8, block sizes 16/32, contexts from 1 to 8192 and decode
 // batches up to 256. Inputs are random bf16 values; the KV cache is random
 // everywhere (also in blocks no sequence owns) and block tables are
-// shuffled.
+// shuffled. One decode test runs behind the kernel that writes the newest
+// keys, as in the model, to check the early-start ordering.
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -282,6 +283,71 @@ TEST_F(AttentionTest, DecodeLargeBatch) {
   std::vector<int32_t> contexts(128);
   for (int32_t& c : contexts) c = 1 + static_cast<int32_t>(rng() % 600);
   Check({64, 8, 1, 32}, AttentionMode::kDecode, DecodeSeqs(contexts), 710);
+}
+
+// At decode the attention kernel starts its K/V copies before its
+// predecessor finishes (kernels/cuda/pdl.h); only Q and the newest key wait.
+// Here the predecessor is the fused QK-norm/RoPE + KV write (a programmatic
+// dependent launch, as in the model) and the newest keys' slots hold NaN
+// until it writes them: an early read of one would poison the output.
+// Contexts put the newest key first, mid and last in a 16-key tile, in the
+// first prologue tile and past it, with and without context splits.
+TEST_F(AttentionTest, DecodeWaitsForTheKeyItsPredecessorWrites) {
+  std::mt19937 rng(800);
+  for (const Geometry g : {Geometry{128, 4, 2, 16}, Geometry{64, 8, 1, 32}}) {
+    const std::vector<SeqSpec> seqs =
+        DecodeSeqs({1, 16, 17, 64, 65, 129, 300, 2049});
+    const int32_t blocks = BlocksFor(seqs, g.block_size) + 5;
+    const AttentionShape s{g.group * g.num_kv_heads, g.num_kv_heads,
+                           g.head_dim, g.block_size, blocks};
+    const StepInputs step =
+        MakeStep(AttentionMode::kDecode, seqs, g.block_size, blocks, kVocab,
+                 rng);
+    const int64_t t = step.num_tokens();
+    const std::vector<float> qkv = RandomBf16(rng, t * s.qkv_width());
+    std::vector<float> cache = RandomBf16(
+        rng, int64_t{blocks} * 2 * s.num_kv_heads * g.block_size * g.head_dim);
+    for (const int64_t slot : step.slot_mapping) {
+      const int64_t block = slot / g.block_size;
+      const int64_t off = slot % g.block_size;
+      for (int64_t kv = 0; kv < 2; ++kv) {
+        for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+          const int64_t row =
+              ((block * 2 + kv) * s.num_kv_heads + h) * g.block_size + off;
+          for (int64_t d = 0; d < g.head_dim; ++d) {
+            cache[row * g.head_dim + d] = kNaN;
+          }
+        }
+      }
+    }
+    std::vector<float> inv_freq(g.head_dim / 2);
+    for (int32_t i = 0; i < g.head_dim / 2; ++i) {
+      inv_freq[i] = static_cast<float>(
+          1.0 / std::pow(1e6, 2.0 * i / static_cast<double>(g.head_dim)));
+    }
+    std::vector<float> out[2];
+    Backend* backends[2] = {cpu_.get(), cuda_.get()};
+    for (int i = 0; i < 2; ++i) {
+      Backend& be = *backends[i];
+      const absl::Status begin = be.BeginStep(step, s, kVocab);
+      ASSERT_TRUE(begin.ok()) << begin;
+      Tensor tq = MustUpload(be, qkv, {t, s.qkv_width()});
+      Tensor tc = MustUpload(be, cache,
+                             {s.num_blocks, 2, s.num_kv_heads, s.block_size,
+                              s.head_dim});
+      Tensor tf = MustUpload(be, inv_freq, {g.head_dim / 2}, DType::kF32);
+      Tensor o = Poisoned(be, {t, int64_t{s.num_heads} * s.head_dim});
+      ASSERT_TRUE(be.QkNormRopeWriteKv(step, s, tq.view(), nullptr, nullptr,
+                                       1e-6f, tf.view(), tc.view())
+                      .ok());
+      const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+      ASSERT_TRUE(
+          be.Attention(step, s, tq.view(), tc.view(), scale, o.view()).ok());
+      out[i] = Download(be, o);
+    }
+    EXPECT_TRUE(AllClose(out[1], out[0], AttentionTol(g.head_dim),
+                         Tag("decode after its KV write", g)));
+  }
 }
 
 }  // namespace
