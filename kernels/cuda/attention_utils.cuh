@@ -58,6 +58,21 @@ __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
                    SharedAddress(smem)),
                "l"(gmem));
 }
+// One 16-byte piece of a cached key's K row (src) and V row (src +
+// kv_stride) into shared memory by cp.async; zeros where src is null (a
+// key past the end, so 0-probability columns never multiply garbage).
+__device__ __forceinline__ void LoadKvPiece(__nv_bfloat16* kd,
+                                            __nv_bfloat16* vd,
+                                            const __nv_bfloat16* src,
+                                            int64_t kv_stride) {
+  if (src != nullptr) {
+    CpAsync16(kd, src);
+    CpAsync16(vd, src + kv_stride);
+  } else {
+    *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+  }
+}
 __device__ __forceinline__ void CpAsyncCommit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }

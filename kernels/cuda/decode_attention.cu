@@ -243,6 +243,11 @@ __global__ void __launch_bounds__(kThreads, 2)
                                           (kWarps * kTileKeys)
                                     : 0;
 
+  // Key `pos`'s K row in cache block `block` (its V row is kv_stride on).
+  auto key_row = [&](int64_t block, int pos) {
+    return cache_head + block * 2 * kv_stride +
+           int64_t{blocks.Offset(pos)} * kHeadDim;
+  };
   // Gathers tile i's K and V into ring stage i % kStages; keys past `end`
   // are zero so that 0-probability columns never multiply garbage. Each
   // lane looks up one key's block (lanes 0-15) and the others read it by
@@ -264,18 +269,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int64_t block = __shfl_sync(0xffffffffu, my_block, key);
       __nv_bfloat16* kd = ks + key * kStride + piece * 8;
       __nv_bfloat16* vd = vs + key * kStride + piece * 8;
-      if (defer_new && pos == ctx - 1) {
-        // Filled after PdlWait.
-      } else if (pos < end) {
-        const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
-                                   int64_t{blocks.Offset(pos)} * kHeadDim +
-                                   piece * 8;
-        CpAsync16(kd, src);
-        CpAsync16(vd, src + kv_stride);
-      } else {
-        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
-      }
+      if (defer_new && pos == ctx - 1) continue;  // filled after PdlWait
+      LoadKvPiece(kd, vd, pos < end ? key_row(block, pos) + piece * 8 : nullptr,
+                  kv_stride);
     }
   };
 
@@ -307,9 +303,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         tile < kStages - 1 && tile < num_tiles) {
       __nv_bfloat16* ks = ring + (tile % kStages) * kStageElems<kHeadDim>;
       const int key = rel % (kWarps * kTileKeys);
-      const int64_t block = table[blocks.Block(ctx - 1)];
-      const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
-                                 int64_t{blocks.Offset(ctx - 1)} * kHeadDim;
+      const __nv_bfloat16* src = key_row(table[blocks.Block(ctx - 1)], ctx - 1);
       for (int c = lane; c < 2 * kPieces; c += 32) {
         const int kv = c / kPieces;  // 0: K, 1: V
         const int piece = c % kPieces;

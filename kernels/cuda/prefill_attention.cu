@@ -102,17 +102,12 @@ struct KvGather {
       const int pos = first + key;
       __nv_bfloat16* kd = ks + key * kStride + piece * 8;
       __nv_bfloat16* vd = vs + key * kStride + piece * 8;
-      if (pos < kv_end) {
-        const int64_t block = table[div.Block(pos)];
-        const __nv_bfloat16* src = cache_head + block * 2 * kv_stride +
-                                   int64_t{div.Offset(pos)} * kHeadDim +
-                                   piece * 8;
-        CpAsync16(kd, src);
-        CpAsync16(vd, src + kv_stride);
-      } else {
-        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
-      }
+      const __nv_bfloat16* src =
+          pos < kv_end ? cache_head + int64_t{table[div.Block(pos)]} * 2 *
+                                          kv_stride +
+                             int64_t{div.Offset(pos)} * kHeadDim + piece * 8
+                       : nullptr;
+      LoadKvPiece(kd, vd, src, kv_stride);
     }
   }
 
