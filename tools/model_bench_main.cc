@@ -56,7 +56,7 @@ ABSL_FLAG(bool, pdl, duet::kernels::CudaBackendOptions{}.programmatic_launch,
 
 ABSL_FLAG(int32_t, small_gemm_shape,
           duet::kernels::CudaBackendOptions{}.small_gemm_shape,
-          "small GEMM launch shape at 1-2 tokens (-1: by weight size; 0..7 force one, "
+          "small GEMM launch shape at 1-2 tokens (-1: by weight size; 0..10 force one, "
           "kernels/cuda/small_gemm.cu)");
 
 namespace {

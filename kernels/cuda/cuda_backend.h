@@ -42,7 +42,7 @@ struct CudaBackendOptions {
   // before sm_90.
   bool programmatic_launch = true;
   // Launch shape of the small GEMM at 1-2 tokens (small_gemm.cu): -1
-  // picks by the weight's size; 0..7 force one (benchmarks and tests).
+  // picks by the weight's size; 0..10 force one (benchmarks and tests).
   int small_gemm_shape = -1;
 };
 

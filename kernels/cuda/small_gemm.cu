@@ -43,7 +43,9 @@ __device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p,
 // kR = 1 and the same shape, so the result equals the GEMM then the SiLU *
 // mul kernel bit for bit.
 template <int kM, int kR, int kWarps, int kSplit, int kUnroll>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, (kR == 1 && kUnroll == 5)
+                                                   ? 1024 / (kWarps * 32)
+                                                   : 1)
     SmallGemmKernel(SmallGemmParams p) {
   constexpr int kRows = kWarps / kSplit;
   static_assert(kRows * kSplit == kWarps);
@@ -188,7 +190,9 @@ absl::Status LaunchShape(const SmallGemmParams& p, cudaStream_t stream,
 }
 
 // The launch shapes (warps per CTA, warps per row, loads in flight per
-// lane) SmallGemmParams::shape picks from at 1-2 tokens.
+// lane) SmallGemmParams::shape picks from at 1-2 tokens. The 5-load shapes
+// are held to 64 registers (launch bounds) so as many CTAs stay resident
+// as with 4 loads.
 template <int kM, int kR>
 absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
                               cudaStream_t stream, bool pdl) {
@@ -207,6 +211,12 @@ absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
       return LaunchShape<kM, kR, 4, 1, 4>(p, stream, pdl);
     case 7:
       return LaunchShape<kM, kR, 8, 2, 8>(p, stream, pdl);
+    case 8:
+      return LaunchShape<kM, kR, 8, 8, 5>(p, stream, pdl);
+    case 9:
+      return LaunchShape<kM, kR, 4, 2, 5>(p, stream, pdl);
+    case 10:
+      return LaunchShape<kM, kR, 8, 4, 5>(p, stream, pdl);
     default:
       return LaunchShape<kM, kR, 8, 1, 4>(p, stream, pdl);
   }
@@ -214,23 +224,29 @@ absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
 
 // The shape for a [n, k] weight (n: weight rows, the same for the fused
 // SiLU GEMM and the plain GEMM over its 2I rows, so both sum each row the
-// same way). From an H100 sweep of every shape over Qwen3-4B's weights
-// (docs/bench/2026-11-21-h100-decode-gemm-chain.txt): weights with many rows stream best from small CTAs with
-// one warp per row; with few rows (n = hidden size: o_proj, down), rows
-// split into segments of ~1K elements so enough warps are in flight.
+// same way). From H100 sweeps of every shape over Qwen3-4B's weights
+// (docs/bench/2026-11-21-h100-decode-gemm-chain.txt and
+// docs/bench/2026-11-21-h100-small-gemm-shapes-run7.txt): a
+// vocabulary-sized weight streams best from small CTAs with one warp per
+// row; otherwise rows split into segments of ~1K elements so enough warps
+// are in flight, and when that leaves a lane 5 loads, a shape that issues
+// all 5 at once (one memory round trip per CTA instead of 4 + 1: down 755
+// -> 703 us, qkv 478 -> 467, gate_up 1267 -> 1248 over 36 layers).
 int AutoShape(int64_t n, int64_t k) {
-  if (n >= 16384) return 6;  // 4 warps, 1 per row
+  if (n >= 65536) return 6;  // 4 warps, 1 per row
   int split = 1;
   while (split < 8 && k / (split * 2) >= 1024) split *= 2;
+  const int64_t seg = (k / 8 + split - 1) / split;  // vectors per warp
+  const bool five = (seg + 31) / 32 == 5;           // loads per lane
   switch (split) {
     case 1:
       return 6;  // 4 warps, 1 per row
     case 2:
-      return 5;  // 4 warps, 2 per row
+      return five ? 9 : 5;  // 4 warps, 2 per row
     case 4:
-      return 3;  // 8 warps, 4 per row
+      return five ? 10 : 3;  // 8 warps, 4 per row
     default:
-      return 4;  // 8 warps, 8 per row
+      return five ? 8 : 4;  // 8 warps, 8 per row
   }
 }
 

@@ -20,7 +20,7 @@
 namespace duet::kernels::cuda {
 
 inline constexpr int64_t kSmallGemmMaxTokens = 8;
-inline constexpr int kSmallGemmShapes = 8;
+inline constexpr int kSmallGemmShapes = 11;
 
 struct SmallGemmParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, k]

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -282,10 +284,19 @@ TEST_F(CudaBench, DecodeGemmChain) {
 
   // By K and N (the default), then every forced shape with
   // DUET_BENCH_ALL_SHAPES=1 (the sweep AutoShape was chosen from).
+  // DUET_BENCH_SHAPES=8,-1 times just those.
   std::vector<int> shapes = {-1};
   if (const char* all = std::getenv("DUET_BENCH_ALL_SHAPES");
       all != nullptr && std::string(all) == "1") {
-    for (int shape = 0; shape < 8; ++shape) shapes.push_back(shape);
+    for (int shape = 0; shape < 11; ++shape) shapes.push_back(shape);
+  }
+  if (const char* some = std::getenv("DUET_BENCH_SHAPES"); some != nullptr) {
+    shapes.clear();
+    for (absl::string_view s : absl::StrSplit(some, ',')) {
+      int shape = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(s, &shape)) << s;
+      shapes.push_back(shape);
+    }
   }
   for (const int shape : shapes) {
     CudaBackendOptions options;

@@ -306,7 +306,7 @@ TEST_F(CudaVsCpuTest, SmallGemmShapes) {
   struct Case {
     int64_t t, n, k;
   };
-  for (int shape = 0; shape < 8; ++shape) {
+  for (int shape = 0; shape < 11; ++shape) {
     CudaBackendOptions options;
     options.small_gemm_shape = shape;
     auto made = MakeCudaBackend(0, options);
@@ -343,7 +343,7 @@ TEST_F(CudaVsCpuTest, SmallGemmShapes) {
 }
 
 TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
-  for (const int shape : {-2, 8}) {
+  for (const int shape : {-2, 11}) {
     CudaBackendOptions options;
     options.small_gemm_shape = shape;
     const absl::Status st = MakeCudaBackend(0, options).status();
