@@ -26,6 +26,14 @@ absl::StatusOr<std::vector<DeviceInfo>> ListDevices() {
   return devices;
 }
 
+absl::StatusOr<DeviceMemory> QueryDeviceMemory(int device) {
+  ScopedDevice guard(device);
+  DUET_CUDA_RETURN_IF_ERROR(guard.status());
+  DeviceMemory m;
+  DUET_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&m.free_bytes, &m.total_bytes));
+  return m;
+}
+
 absl::StatusOr<double> MeasureCopyBandwidth(int device) {
   ScopedDevice guard(device);
   DUET_CUDA_RETURN_IF_ERROR(guard.status());

@@ -24,6 +24,15 @@ struct DeviceInfo {
 // machine has no GPU or no driver.
 absl::StatusOr<std::vector<DeviceInfo>> ListDevices();
 
+struct DeviceMemory {
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+};
+
+// Free and total memory of `device` now (cudaMemGetInfo; the current device
+// is left as it was). Free memory counts every process on the device.
+absl::StatusOr<DeviceMemory> QueryDeviceMemory(int device);
+
 // Device-to-device copy bandwidth of `device` (the current device is left
 // as it was), bytes read + written per second: 20 copies of 1 GiB after 3
 // warm-up copies, timed with CUDA events.

@@ -1,0 +1,178 @@
+#include "runtime/model_runner.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace duet::runtime {
+
+using kernels::AttentionMode;
+
+kv_transfer::KvLayout KvLayoutFor(const model::ModelConfig& c,
+                                  int32_t block_size, DType dtype) {
+  kv_transfer::KvLayout l;
+  l.num_layers = c.num_layers;
+  l.num_kv_heads = c.num_kv_heads;
+  l.head_dim = c.head_dim;
+  l.block_size = block_size;
+  l.dtype = dtype;
+  return l;
+}
+
+namespace {
+
+// Runs the largest step the node will run (max_num_batched_tokens prompt
+// tokens) in a temporary cache, so the activation memory it needs is taken
+// before the pool is sized from what is left (vLLM profiles the same way
+// for gpu_memory_utilization).
+absl::Status ProfileStep(model::Transformer& model, int32_t block_size,
+                         int32_t tokens) {
+  const int32_t blocks = model::BlocksForTokens(tokens, block_size);
+  DUET_ASSIGN_OR_RETURN(model::KvCacheStorage cache,
+                        model.AllocateKvCache(block_size, blocks));
+  std::vector<int32_t> ids(static_cast<size_t>(tokens));
+  for (int32_t i = 0; i < tokens; ++i) {
+    ids[static_cast<size_t>(i)] = i % model.config().vocab_size;
+  }
+  std::vector<BlockId> table;
+  for (int32_t b = 0; b < blocks; ++b) table.emplace_back(b);
+  const model::SeqChunk chunk{ids, 0, table};
+  DUET_ASSIGN_OR_RETURN(
+      kernels::StepInputs step,
+      model::BuildStep(AttentionMode::kPrefill, {&chunk, 1}, block_size));
+  const kernels::SampleSpec spec{};
+  DUET_RETURN_IF_ERROR(
+      model.ForwardSample(step, cache, block_size, {&spec, 1}).status());
+  return model.backend().Synchronize();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
+    BackendChoice backend, const std::string& model_dir,
+    const ModelRunnerOptions& options) {
+  DUET_ASSIGN_OR_RETURN(
+      std::unique_ptr<model::Transformer> model,
+      model::Transformer::Load(model_dir, std::move(backend.backend)));
+  return Create(std::move(backend), std::move(model), options);
+}
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
+    BackendChoice backend, std::unique_ptr<model::Transformer> model,
+    const ModelRunnerOptions& options) {
+  if (options.block_size <= 0 || options.num_kv_blocks < 0 ||
+      options.max_num_batched_tokens <= 0 || options.cpu_default_blocks <= 0 ||
+      !(options.kv_cache_memory_fraction > 0 &&
+        options.kv_cache_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model runner: block size (", options.block_size,
+        ") and max-num-batched-tokens (", options.max_num_batched_tokens,
+        ") must be > 0, num-kv-blocks (", options.num_kv_blocks,
+        ") >= 0, kv-cache-memory-fraction (",
+        options.kv_cache_memory_fraction, ") in (0, 1]"));
+  }
+  std::unique_ptr<ModelRunner> r(new ModelRunner());
+  r->model_ = std::move(model);
+  r->options_ = options;
+  r->device_ = backend.device;
+  r->description_ = backend.description;
+  const int64_t bytes_per_block = [&] {
+    const model::ModelConfig& c = r->model_->config();
+    return int64_t{2} * c.num_layers * c.num_kv_heads * c.head_dim *
+           options.block_size *
+           static_cast<int64_t>(DTypeSize(r->model_->backend().activation_dtype()));
+  }();
+  int32_t blocks = options.num_kv_blocks;
+  if (blocks == 0 && backend.device < 0) blocks = options.cpu_default_blocks;
+  if (blocks == 0) {
+    DUET_RETURN_IF_ERROR(ProfileStep(*r->model_, options.block_size,
+                                     options.max_num_batched_tokens));
+    DUET_ASSIGN_OR_RETURN(const size_t free_now, FreeDeviceMemory(backend));
+    const double used_here =
+        static_cast<double>(backend.free_bytes_at_start) -
+        static_cast<double>(free_now);
+    // What this process may take in all, less what it already holds; never
+    // more than is free now, less a margin for the CUDA graphs and
+    // cuBLAS workspaces that come with the first decode steps.
+    const double margin = 512.0 * (1 << 20);
+    const double share =
+        options.kv_cache_memory_fraction * static_cast<double>(backend.total_bytes);
+    const double kv_bytes =
+        std::min(share - std::max(used_here, 0.0),
+                 static_cast<double>(free_now) - margin);
+    const int64_t n = kv_bytes > 0 ? static_cast<int64_t>(kv_bytes) /
+                                         bytes_per_block
+                                   : 0;
+    if (n < 1) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "no GPU memory left for a KV pool: --kv-cache-memory-fraction "
+          "%.2f of %.1f GiB is %.1f GiB, this process already uses %.1f "
+          "GiB (weights, activations of a %d-token step, CUDA context) and "
+          "%.1f GiB is free; raise the fraction, lower "
+          "--max-num-batched-tokens, or set --num-kv-blocks",
+          options.kv_cache_memory_fraction, backend.total_bytes / 1073741824.0,
+          share / 1073741824.0, used_here / 1073741824.0,
+          options.max_num_batched_tokens, free_now / 1073741824.0));
+    }
+    blocks = static_cast<int32_t>(std::min<int64_t>(n, INT32_MAX / 2));
+  }
+  r->num_blocks_ = blocks;
+  DUET_ASSIGN_OR_RETURN(r->cache_,
+                        r->model_->AllocateKvCache(options.block_size, blocks));
+  r->layout_ = KvLayoutFor(r->model_->config(), options.block_size,
+                           r->model_->backend().activation_dtype());
+  return r;
+}
+
+kv_transfer::KvPoolView ModelRunner::pool_view() const {
+  kv_transfer::KvPoolView view;
+  view.layout = layout_;
+  view.num_blocks = num_blocks_;
+  for (int32_t l = 0; l < cache_.num_layers(); ++l) {
+    view.layer_base.push_back(cache_.layer(l).data);
+  }
+  view.device = cache_.layer(0).device;
+  return view;
+}
+
+std::string ModelRunner::PoolSummary() const {
+  return absl::StrFormat(
+      "%d KV blocks x %d tokens = %d tokens (%.2f GiB)", num_blocks_,
+      options_.block_size, int64_t{num_blocks_} * options_.block_size,
+      static_cast<double>(cache_.bytes_per_block()) * num_blocks_ /
+          1073741824.0);
+}
+
+absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
+    std::span<const RunChunk> chunks) {
+  if (chunks.empty()) return std::vector<int32_t>{};
+  std::vector<model::SeqChunk> seqs;
+  std::vector<kernels::SampleSpec> specs;
+  seqs.reserve(chunks.size());
+  specs.reserve(chunks.size());
+  bool decode = true;
+  for (const RunChunk& c : chunks) {
+    seqs.push_back(model::SeqChunk{c.tokens, c.num_cached, c.blocks});
+    // Chunks that end mid-prompt get a cheap greedy draw, discarded.
+    specs.push_back(c.sample.value_or(kernels::SampleSpec{}));
+    decode = decode && c.tokens.size() == 1;
+  }
+  DUET_ASSIGN_OR_RETURN(
+      kernels::StepInputs step,
+      model::BuildStep(decode ? AttentionMode::kDecode : AttentionMode::kPrefill,
+                       seqs, options_.block_size));
+  DUET_ASSIGN_OR_RETURN(
+      std::vector<int32_t> drawn,
+      model_->ForwardSample(step, cache_, options_.block_size, specs));
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].sample.has_value()) tokens.push_back(drawn[i]);
+  }
+  return tokens;
+}
+
+}  // namespace duet::runtime

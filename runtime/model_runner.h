@@ -1,0 +1,97 @@
+// The model runner: one backend (CPU or one CUDA device), the weights on it,
+// the paged KV pool and (inside the Transformer) the decode CUDA graphs. It
+// runs one planned step and returns the sampled tokens; it keeps no request
+// state, so any role's loop can drive it.
+#ifndef DUET_RUNTIME_MODEL_RUNNER_H_
+#define DUET_RUNTIME_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/strong_id.h"
+#include "kernels/sampling.h"
+#include "kv_transfer/kv_transfer.h"
+#include "model/kv_cache.h"
+#include "model/transformer.h"
+#include "runtime/backend_factory.h"
+
+namespace duet::runtime {
+
+struct ModelRunnerOptions {
+  int32_t block_size = 16;
+  // KV pool size in blocks; 0 = sized from memory: on a GPU, a
+  // kv_cache_memory_fraction share of the device's memory minus what this
+  // process already uses (weights, the activations of a
+  // max_num_batched_tokens step, the CUDA context); on the CPU backend,
+  // cpu_default_blocks.
+  int32_t num_kv_blocks = 0;
+  double kv_cache_memory_fraction = 0.9;
+  // The largest step the caller will run (the memory profile runs one).
+  int32_t max_num_batched_tokens = 2048;
+  int32_t cpu_default_blocks = 1024;
+};
+
+// One sequence's share of a step: `tokens` go after the `num_cached`
+// tokens already in `blocks`; `sample` draws the token after the last one.
+struct RunChunk {
+  std::span<const int32_t> tokens;
+  int32_t num_cached = 0;
+  std::span<const BlockId> blocks;
+  std::optional<kernels::SampleSpec> sample;
+};
+
+class ModelRunner {
+ public:
+  // Loads the checkpoint in `model_dir` onto `backend` and allocates the KV
+  // pool. InvalidArgument for bad options, RESOURCE_EXHAUSTED when the
+  // memory share leaves no room for a KV pool (the message says how much
+  // is used and free and what to change).
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(
+      BackendChoice backend, const std::string& model_dir,
+      const ModelRunnerOptions& options);
+  // An already loaded model (tests): the pool is sized like Create's.
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(
+      BackendChoice backend, std::unique_ptr<model::Transformer> model,
+      const ModelRunnerOptions& options);
+
+  // Runs one step over `chunks` and returns one token per chunk with a
+  // sample spec, in order. A step whose chunks all have one token runs as a
+  // decode step (CUDA graphs), any other as a prefill step.
+  absl::StatusOr<std::vector<int32_t>> Run(std::span<const RunChunk> chunks);
+
+  const model::ModelConfig& config() const { return model_->config(); }
+  kernels::Backend& backend() { return model_->backend(); }
+  int32_t block_size() const { return options_.block_size; }
+  int32_t num_blocks() const { return num_blocks_; }
+  int32_t device() const { return device_; }
+  const std::string& backend_description() const { return description_; }
+  const kv_transfer::KvLayout& layout() const { return layout_; }
+  // The pool as kv_transfer sees it.
+  kv_transfer::KvPoolView pool_view() const;
+  // "4096 KV blocks x 16 tokens = 65536 tokens (9.0 GiB)".
+  std::string PoolSummary() const;
+
+ private:
+  ModelRunner() = default;
+
+  std::unique_ptr<model::Transformer> model_;
+  ModelRunnerOptions options_;
+  int32_t device_ = -1;
+  std::string description_;
+  int32_t num_blocks_ = 0;
+  model::KvCacheStorage cache_;
+  kv_transfer::KvLayout layout_;
+};
+
+// The TP=1 layout of a `config` cache in blocks of `block_size`.
+kv_transfer::KvLayout KvLayoutFor(const model::ModelConfig& config,
+                                  int32_t block_size, DType dtype);
+
+}  // namespace duet::runtime
+
+#endif  // DUET_RUNTIME_MODEL_RUNNER_H_

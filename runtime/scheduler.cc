@@ -1,0 +1,209 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace duet::runtime {
+
+Scheduler::Scheduler(const SchedulerOptions& options)
+    : options_(options), pool_(options.num_blocks) {}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
+    const SchedulerOptions& options) {
+  if (options.block_size <= 0 || options.num_blocks <= 0 ||
+      options.max_num_batched_tokens <= 0 || options.max_num_seqs <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler: block_size (", options.block_size, "), num_blocks (",
+        options.num_blocks, "), max_num_batched_tokens (",
+        options.max_num_batched_tokens, ") and max_num_seqs (",
+        options.max_num_seqs, ") must all be > 0"));
+  }
+  return std::unique_ptr<Scheduler>(new Scheduler(options));
+}
+
+absl::StatusOr<std::vector<BlockId>> Scheduler::Reserve(int32_t n) {
+  if (n < 0) return absl::InvalidArgumentError("Reserve: negative count");
+  return pool_.Allocate(n);
+}
+
+absl::Status Scheduler::Unreserve(std::span<const BlockId> blocks) {
+  return pool_.Free(blocks);
+}
+
+int32_t Scheduler::MissingBlocks(const Sequence& s, int64_t num_tokens) const {
+  return std::max<int32_t>(
+      0, model::BlocksForTokens(num_tokens, options_.block_size) -
+             static_cast<int32_t>(s.blocks.size()));
+}
+
+absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
+                            int32_t num_prompt_tokens, int32_t num_computed,
+                            std::vector<BlockId> blocks) {
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", id.value(), " has no tokens"));
+  }
+  const auto n = static_cast<int32_t>(tokens.size());
+  if (num_prompt_tokens <= 0 || num_prompt_tokens > n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", id.value(), ": num_prompt_tokens ",
+                     num_prompt_tokens, " outside [1, ", n, "]"));
+  }
+  if (num_computed < 0 || num_computed >= n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", id.value(), ": num_computed ", num_computed,
+        " outside [0, ", n, "): at least one token must be left to run"));
+  }
+  const int32_t need = model::BlocksForTokens(n, options_.block_size);
+  if (need > pool_.num_blocks()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", id.value(), " needs ", need,
+                     " KV blocks; the pool has only ", pool_.num_blocks()));
+  }
+  if (model::BlocksForTokens(num_computed, options_.block_size) >
+      static_cast<int32_t>(blocks.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", id.value(), ": ", blocks.size(),
+                     " blocks cannot hold ", num_computed, " computed tokens"));
+  }
+  if (seqs_.contains(id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("sequence ", id.value(), " is already scheduled"));
+  }
+  auto s = std::make_unique<Sequence>();
+  s->id = id;
+  s->tokens = std::move(tokens);
+  s->num_prompt_tokens = num_prompt_tokens;
+  s->num_computed = num_computed;
+  s->blocks = std::move(blocks);
+  seqs_.emplace(id, std::move(s));
+  waiting_.push_back(id);
+  return absl::OkStatus();
+}
+
+void Scheduler::FreeBlocks(Sequence& s) {
+  // Blocks of a sequence came from this pool and are listed once, so Free
+  // cannot fail; a failure would be a bookkeeping bug worth surfacing.
+  const absl::Status freed = pool_.Free(s.blocks);
+  if (!freed.ok()) std::abort();
+  s.blocks.clear();
+}
+
+void Scheduler::Preempt(Sequence& s) {
+  FreeBlocks(s);
+  s.num_computed = 0;
+  s.running = false;
+  ++s.num_preemptions;
+  ++num_preemptions_;
+  running_.erase(std::find(running_.begin(), running_.end(), s.id));
+  waiting_.push_front(s.id);
+}
+
+StepPlan Scheduler::Schedule() {
+  StepPlan plan;
+  int32_t budget = options_.max_num_batched_tokens;
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& s = *seqs_.at(running_[i]);
+    const int32_t remaining =
+        static_cast<int32_t>(s.tokens.size()) - s.num_computed;
+    if (remaining <= 0) continue;  // finished; the caller removes it
+    const int32_t len = std::min(remaining, budget);
+    const int32_t need = MissingBlocks(s, int64_t{s.num_computed} + len);
+    bool self_preempted = false;
+    while (need > pool_.num_free()) {
+      // Victims come from the back, so none was planned yet this step.
+      Sequence& victim = *seqs_.at(running_.back());
+      Preempt(victim);
+      plan.preempted.push_back(victim.id);
+      if (&victim == &s) {
+        self_preempted = true;
+        break;
+      }
+    }
+    if (self_preempted) break;
+    auto blocks = pool_.Allocate(need);
+    if (!blocks.ok()) std::abort();  // checked against num_free above
+    s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
+    plan.chunks.push_back(
+        {s.id, s.num_computed, len, len == remaining});
+    budget -= len;
+  }
+  // Admission waits while preemption is freeing room for running work.
+  if (!plan.preempted.empty()) return plan;
+  while (!waiting_.empty() && budget > 0 &&
+         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
+    Sequence& s = *seqs_.at(waiting_.front());
+    const int32_t need =
+        MissingBlocks(s, static_cast<int64_t>(s.tokens.size()));
+    if (need > pool_.num_free()) break;  // FCFS: nothing overtakes it
+    auto blocks = pool_.Allocate(need);
+    if (!blocks.ok()) std::abort();
+    s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
+    waiting_.pop_front();
+    running_.push_back(s.id);
+    s.running = true;
+    const int32_t remaining =
+        static_cast<int32_t>(s.tokens.size()) - s.num_computed;
+    const int32_t len = std::min(remaining, budget);
+    plan.chunks.push_back({s.id, s.num_computed, len, len == remaining});
+    budget -= len;
+  }
+  return plan;
+}
+
+absl::Status Scheduler::Update(const StepPlan& plan,
+                               std::span<const int32_t> sampled) {
+  const auto samples = std::count_if(
+      plan.chunks.begin(), plan.chunks.end(),
+      [](const ScheduledChunk& c) { return c.sample; });
+  if (static_cast<size_t>(samples) != sampled.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Update: ", sampled.size(), " sampled tokens for ",
+                     samples, " sampling chunks"));
+  }
+  size_t next = 0;
+  for (const ScheduledChunk& c : plan.chunks) {
+    const int32_t token = c.sample ? sampled[next++] : 0;
+    auto it = seqs_.find(c.id);
+    if (it == seqs_.end()) continue;  // removed after planning
+    Sequence& s = *it->second;
+    if (!s.running || s.num_computed != c.start) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Update: sequence ", c.id.value(), " is not where the plan left it"));
+    }
+    s.num_computed += c.len;
+    if (c.sample) s.tokens.push_back(token);
+  }
+  return absl::OkStatus();
+}
+
+bool Scheduler::Remove(RequestId id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return false;
+  Sequence& s = *it->second;
+  FreeBlocks(s);
+  if (s.running) {
+    running_.erase(std::find(running_.begin(), running_.end(), id));
+  } else {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
+  }
+  seqs_.erase(it);
+  return true;
+}
+
+const Sequence* Scheduler::Find(RequestId id) const {
+  auto it = seqs_.find(id);
+  return it == seqs_.end() ? nullptr : it->second.get();
+}
+
+int64_t Scheduler::num_uncomputed_tokens() const {
+  int64_t total = 0;
+  for (const auto& [id, s] : seqs_) {
+    total += static_cast<int64_t>(s->tokens.size()) - s->num_computed;
+  }
+  return total;
+}
+
+}  // namespace duet::runtime

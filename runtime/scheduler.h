@@ -1,0 +1,148 @@
+// The scheduler: pure bookkeeping of which tokens of which sequences run in
+// the next forward step, and of the KV blocks they occupy. No threads, no
+// device, no clock: the engine loop drives it step by step, and tests drive
+// it the same way on any machine.
+//
+// A sequence is a list of known tokens (prompt, then generated ones) of
+// which the first num_computed have their KV in the sequence's blocks. A
+// step advances num_computed by a chunk; when a chunk reaches the last known
+// token the step samples the next token, which the caller appends through
+// Update. Prefill (many tokens), decode (one token) and recompute after a
+// preemption (the prompt and generated tokens again) are the same operation,
+// as in vLLM v1, so one loop serves every role.
+//
+// Blocks: a sequence is admitted only when blocks for all its known tokens
+// are free (all-or-nothing, so two half-admitted prompts can never deadlock
+// each other); it then grows one block at a time as it generates. When a
+// running sequence needs a block and none is free, the most recently
+// admitted running sequence is preempted by recompute: its blocks are freed
+// and it goes back to the front of the waiting queue with num_computed = 0.
+// Blocks can also be held outside any sequence (Reserve), for KV that a
+// peer writes before the sequence exists (the decode node's reservations).
+#ifndef DUET_RUNTIME_SCHEDULER_H_
+#define DUET_RUNTIME_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/strong_id.h"
+#include "model/kv_cache.h"
+
+namespace duet::runtime {
+
+struct SchedulerOptions {
+  int32_t block_size = 16;
+  int32_t num_blocks = 0;
+  // Tokens of all chunks of one step (--max-num-batched-tokens).
+  int32_t max_num_batched_tokens = 2048;
+  // Sequences in one step (--max-num-seqs).
+  int32_t max_num_seqs = 64;
+};
+
+// One sequence's share of a step: tokens [start, start + len) of it.
+struct ScheduledChunk {
+  RequestId id;
+  int32_t start = 0;
+  int32_t len = 0;
+  // The chunk ends at the sequence's last known token: the step draws the
+  // next one.
+  bool sample = false;
+};
+
+struct StepPlan {
+  std::vector<ScheduledChunk> chunks;
+  // Running sequences preempted while planning (blocks freed, requeued).
+  std::vector<RequestId> preempted;
+  bool empty() const { return chunks.empty(); }
+};
+
+// What the scheduler holds of one sequence (read-only to callers).
+struct Sequence {
+  RequestId id;
+  std::vector<int32_t> tokens;
+  int32_t num_prompt_tokens = 0;
+  int32_t num_computed = 0;
+  std::vector<BlockId> blocks;
+  bool running = false;
+  int32_t num_preemptions = 0;
+  // The index of the next token to draw among the generated ones (its
+  // sampler step): tokens.size() - num_prompt_tokens.
+  int32_t num_generated() const {
+    return static_cast<int32_t>(tokens.size()) - num_prompt_tokens;
+  }
+};
+
+class Scheduler {
+ public:
+  // InvalidArgument unless every option is > 0.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
+      const SchedulerOptions& options);
+
+  const SchedulerOptions& options() const { return options_; }
+
+  // Takes `n` blocks outside any sequence (RESOURCE_EXHAUSTED, nothing
+  // taken, when fewer are free).
+  absl::StatusOr<std::vector<BlockId>> Reserve(int32_t n);
+  // Returns blocks taken by Reserve and never handed to Add.
+  absl::Status Unreserve(std::span<const BlockId> blocks);
+
+  // Queues a sequence (FCFS, behind the waiting ones). `tokens` are its
+  // known tokens, the first `num_prompt_tokens` of them the prompt; the
+  // first `num_computed` already have their KV in `blocks` (from Reserve,
+  // owned by the sequence from now on). InvalidArgument for an empty
+  // sequence, num_computed outside [0, tokens.size()), too few blocks for
+  // num_computed tokens, or a sequence that could never fit the pool;
+  // AlreadyExists for a known id.
+  absl::Status Add(RequestId id, std::vector<int32_t> tokens,
+                   int32_t num_prompt_tokens, int32_t num_computed = 0,
+                   std::vector<BlockId> blocks = {});
+
+  // Plans the next step: every running sequence first (in admission order,
+  // growing or preempting as needed), then waiting ones, FCFS, while the
+  // token budget, max_num_seqs and free blocks allow. A waiting sequence
+  // that does not fit stops admission (nothing overtakes it).
+  StepPlan Schedule();
+
+  // Records that `plan` ran: each chunk's tokens are computed, and
+  // sampled[i] (one per chunk with sample set, in order) is appended to its
+  // sequence. A sequence removed since Schedule is skipped.
+  absl::Status Update(const StepPlan& plan, std::span<const int32_t> sampled);
+
+  // Drops a sequence in any state and frees its blocks. False if unknown.
+  bool Remove(RequestId id);
+
+  // Null when unknown. Valid until the next non-const call.
+  const Sequence* Find(RequestId id) const;
+
+  int32_t num_free_blocks() const { return pool_.num_free(); }
+  int32_t num_total_blocks() const { return pool_.num_blocks(); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  // Known tokens not yet computed, over all sequences (queued prefill work).
+  int64_t num_uncomputed_tokens() const;
+  int64_t num_preemptions() const { return num_preemptions_; }
+
+ private:
+  explicit Scheduler(const SchedulerOptions& options);
+  // Blocks `s` lacks to hold `num_tokens` tokens.
+  int32_t MissingBlocks(const Sequence& s, int64_t num_tokens) const;
+  void Preempt(Sequence& s);
+  void FreeBlocks(Sequence& s);
+
+  const SchedulerOptions options_;
+  model::BlockPool pool_;
+  absl::flat_hash_map<RequestId, std::unique_ptr<Sequence>> seqs_;
+  std::vector<RequestId> running_;  // admission order
+  std::deque<RequestId> waiting_;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace duet::runtime
+
+#endif  // DUET_RUNTIME_SCHEDULER_H_
