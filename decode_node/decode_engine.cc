@@ -118,7 +118,7 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
                                   : options_.default_reservation_ttl);
   std::vector<int32_t> ids;
   for (BlockId b : r->blocks) ids.push_back(b.value());
-  auto desc = receiver_->Describe(ids);
+  auto desc = receiver_->Describe(request_id, ids);
   if (!desc.ok()) {
     (void)pool_.Free(r->blocks);
     return desc.status();
@@ -154,6 +154,7 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
         "max_tokens ", params.max_tokens, " exceeds the reserved ",
         r.max_new_tokens));
   }
+  DUET_RETURN_IF_ERROR(receiver_->Land(request_id));
   r.started = true;
   r.params = params;
   r.stops = params.stop_token_ids;
@@ -195,6 +196,7 @@ bool DecodeEngine::Release(uint64_t request_id) {
 }
 
 void DecodeEngine::QuarantineLocked(Request& r) {
+  receiver_->Drop(r.id);
   quarantine_.emplace_back(absl::Now() + options_.release_quarantine,
                            std::move(r.blocks));
   requests_.erase(r.id);  // destroys r

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -174,6 +175,61 @@ absl::Status CheckSampleArgs(const TensorView& logits, Device device,
           s.top_k, ", top_p ", s.top_p,
           " (need temperature >= 0, top_k >= 0, top_p in (0, 1])"));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKvBlockCopy(const KvBlockPool& pool, Device device,
+                              std::span<const int32_t> ids, const void* host,
+                              int64_t host_bytes, bool unique_ids) {
+  if (pool.device != device) {
+    return absl::InvalidArgumentError(
+        "KV block copy: the pool is not in this backend's memory");
+  }
+  if (pool.layer_base.empty() || pool.num_blocks <= 0 ||
+      pool.block_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV block copy: pool needs layers, blocks and block bytes, got ",
+        pool.layer_base.size(), " layers, ", pool.num_blocks, " blocks of ",
+        pool.block_bytes, " bytes"));
+  }
+  for (size_t l = 0; l < pool.layer_base.size(); ++l) {
+    if (pool.layer_base[l] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV block copy: layer ", l, " has no base address"));
+    }
+  }
+  std::vector<bool> seen(unique_ids ? static_cast<size_t>(pool.num_blocks) : 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t b = ids[i];
+    if (b < 0 || b >= pool.num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV block copy: ids[", i, "] = ", b, " outside [0, ",
+                       pool.num_blocks, ")"));
+    }
+    if (unique_ids) {
+      if (seen[static_cast<size_t>(b)]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KV block copy: block ", b, " listed twice (two writes to one "
+            "block)"));
+      }
+      seen[static_cast<size_t>(b)] = true;
+    }
+  }
+  if (ids.empty()) return absl::OkStatus();
+  if (host == nullptr) {
+    return absl::InvalidArgumentError("KV block copy: null host buffer");
+  }
+  // ids.size() <= 2^31 and the product of three positive values that each
+  // fit in a pool: divide instead of multiplying to rule out overflow.
+  const int64_t per_block =
+      static_cast<int64_t>(pool.layer_base.size()) * pool.block_bytes;
+  if (host_bytes < 0 ||
+      static_cast<int64_t>(ids.size()) > host_bytes / per_block) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV block copy: host buffer of ", host_bytes, " bytes cannot hold ",
+        ids.size(), " blocks x ", pool.layer_base.size(), " layers x ",
+        pool.block_bytes, " bytes"));
   }
   return absl::OkStatus();
 }

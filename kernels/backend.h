@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -63,6 +64,62 @@ class Tensor {
   TensorView view_;
   Deleter deleter_;
 };
+
+// Owning handle of host memory from Backend::AllocateHostStaging. Move-only;
+// frees on destruction (it may outlive the backend).
+class HostBuffer {
+ public:
+  using Deleter = std::function<void(void*)>;
+  HostBuffer() = default;
+  HostBuffer(void* data, size_t size, Deleter deleter)
+      : data_(data), size_(size), deleter_(std::move(deleter)) {}
+  ~HostBuffer() { Reset(); }
+  HostBuffer(HostBuffer&& other) noexcept { *this = std::move(other); }
+  HostBuffer& operator=(HostBuffer&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      deleter_ = std::exchange(other.deleter_, nullptr);
+    }
+    return *this;
+  }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  void Reset() {
+    if (data_ != nullptr && deleter_) deleter_(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  void* data_ = nullptr;
+  size_t size_ = 0;
+  Deleter deleter_;
+};
+
+// A paged KV pool as raw bytes, for moving whole blocks (KV transfer): per
+// layer, `num_blocks` blocks of `block_bytes` starting at layer_base[l], so
+// block b of layer l is layer_base[l] + b * block_bytes. This is the layout
+// of one layer's [num_blocks][2][num_kv_heads][block_size][head_dim] cache.
+struct KvBlockPool {
+  std::vector<void*> layer_base;  // [num_layers], backend memory
+  int32_t num_blocks = 0;
+  int64_t block_bytes = 0;
+  Device device = Device::kCpu;
+};
+
+// InvalidArgument unless `pool` is on `device` with a non-null base per layer
+// (at least one layer), positive num_blocks and block_bytes, every id is in
+// [0, num_blocks) (and, when `unique_ids`, listed once), `host` is non-null
+// when there are ids, and `host_bytes` holds the packed blocks
+// (num_layers * ids.size() * block_bytes). Shared by the backends.
+absl::Status CheckKvBlockCopy(const KvBlockPool& pool, Device device,
+                              std::span<const int32_t> ids, const void* host,
+                              int64_t host_bytes, bool unique_ids);
 
 enum class AttentionMode {
   // Queries of any length per sequence (chunked prefill): each new token
@@ -251,6 +308,29 @@ class Backend {
     (void)step, (void)shape, (void)vocab_size, (void)record;
     return absl::UnimplementedError("this backend does not record graphs");
   }
+  // Host memory of at least `bytes` for staging KV blocks to and from the
+  // network (registered with UCX by kv_transfer): page-locked on device
+  // backends, so the copies run at full PCIe rate without an extra bounce;
+  // 64-byte aligned plain memory on the CPU. InvalidArgument for bytes <= 0,
+  // RESOURCE_EXHAUSTED when the memory cannot be had.
+  virtual absl::StatusOr<HostBuffer> AllocateHostStaging(int64_t bytes) = 0;
+  // Copies block ids[i] of every layer of `pool` into host memory laid out
+  // [layer][i][block_bytes] (`host`, at least host_bytes). Queued after the
+  // work already on the backend's stream (the forward pass that wrote the
+  // KV) and returns once the host bytes are valid. Ids may repeat.
+  // InvalidArgument as CheckKvBlockCopy (duplicates allowed), before
+  // anything is copied.
+  virtual absl::Status GatherKvBlocks(const KvBlockPool& pool,
+                                      std::span<const int32_t> ids, void* host,
+                                      int64_t host_bytes) = 0;
+  // The inverse: host [layer][i][block_bytes] into block ids[i] of every
+  // layer of `pool`. Returns once `host` has been read (the caller may reuse
+  // it); the pool writes are ordered before any later work on the backend's
+  // stream (the next forward pass sees them). InvalidArgument as
+  // CheckKvBlockCopy, ids listed twice included (two writes to one block).
+  virtual absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
+                                       std::span<const int32_t> ids,
+                                       const KvBlockPool& pool) = 0;
   // Blocks until all queued work is done (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
 };

@@ -58,11 +58,17 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
   if (absl::Status s = CheckSameLayout(local.layout, dest.layout); !s.ok()) {
     return s;
   }
+  if (dest.num_blocks <= 0 ||
+      dest.block_ids.size() > static_cast<size_t>(dest.num_blocks)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "descriptor addresses ", dest.num_blocks, " blocks but lists ",
+        dest.block_ids.size(), " block ids"));
+  }
   for (size_t i = 0; i < dest.block_ids.size(); ++i) {
-    if (dest.block_ids[i] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("descriptor block_ids[", i,
-                                                     "] = ", dest.block_ids[i],
-                                                     " is negative"));
+    if (dest.block_ids[i] < 0 || dest.block_ids[i] >= dest.num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "descriptor block_ids[", i, "] = ", dest.block_ids[i],
+          " outside the receiver's [0, ", dest.num_blocks, ")"));
     }
   }
   const int64_t num_logical = static_cast<int64_t>(dest.block_ids.size());
@@ -85,7 +91,63 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
           " outside the local pool's ", local.num_blocks, " blocks"));
     }
   }
+  // Two copies into one block would race (and a receiver never mints such
+  // a descriptor). Sorting, not a bitmap: num_blocks comes from the wire.
+  std::vector<int32_t> targets;
+  targets.reserve(copies.size());
+  for (const BlockCopy& c : copies) {
+    targets.push_back(dest.block_ids[static_cast<size_t>(c.logical_block)]);
+  }
+  std::sort(targets.begin(), targets.end());
+  if (auto dup = std::adjacent_find(targets.begin(), targets.end());
+      dup != targets.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "destination block ", *dup, " is the target of two copies"));
+  }
   return absl::OkStatus();
+}
+
+absl::Status ValidateDescribeIds(std::span<const int32_t> block_ids,
+                                 int32_t num_blocks, absl::string_view what) {
+  std::vector<bool> used(static_cast<size_t>(std::max(num_blocks, 0)), false);
+  for (size_t i = 0; i < block_ids.size(); ++i) {
+    const int32_t b = block_ids[i];
+    if (b < 0 || b >= num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block_ids[", i, "] = ", b, " outside ", what, " of ",
+                       num_blocks, " blocks"));
+    }
+    if (used[static_cast<size_t>(b)]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", b, " appears twice in block_ids"));
+    }
+    used[static_cast<size_t>(b)] = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DescribedKeys::Add(uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  if (!keys_.insert(key).second) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("KV key ", key, " is already described"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DescribedKeys::Land(uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  if (keys_.erase(key) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("KV key ", key, " was never described, or already "
+                                     "landed or dropped"));
+  }
+  return absl::OkStatus();
+}
+
+void DescribedKeys::Drop(uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  keys_.erase(key);
 }
 
 std::vector<CopyRun> PlanCopyRuns(const KvDescriptor& dest,

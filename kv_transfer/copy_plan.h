@@ -1,8 +1,10 @@
-// Checks and planning shared by every transport (internal to kv_transfer/).
+// Checks, planning and key tracking shared by every transport (internal to
+// kv_transfer/).
 //
-// Every transport validates a Send the same way before touching memory, so a
-// bad descriptor fails identically (InvalidArgument) whichever transport is
-// configured, and every transport moves the same coalesced runs of blocks.
+// Every transport validates a Send (and a Describe) the same way before
+// touching memory, so a bad descriptor fails identically (InvalidArgument)
+// whichever transport is configured, and every transport moves the same
+// coalesced runs of blocks.
 #ifndef DUET_KV_TRANSFER_COPY_PLAN_H_
 #define DUET_KV_TRANSFER_COPY_PLAN_H_
 
@@ -10,8 +12,11 @@
 #include <span>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "kv_transfer/kv_transfer.h"
 
 namespace duet::kv_transfer::internal {
@@ -25,13 +30,35 @@ absl::Status ValidateLayout(const KvLayout& layout);
 absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what);
 
 // InvalidArgument when `dest` is not for `transport`, its layout differs from
-// the local pool's, one of its block ids is negative, a copy's logical block
-// is outside dest.block_ids or appears twice, or a copy's source block is
-// outside the local pool. Destination ids above the receiver's pool size are
-// caught by the receiver (Describe) since the descriptor does not carry it.
+// the local pool's, its num_blocks is not positive or smaller than its
+// number of block ids, one of its block ids is outside [0, num_blocks), two
+// copies go to one destination block, a copy's logical block is outside
+// dest.block_ids or appears twice, or a copy's source block is outside the
+// local pool.
 absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
                           std::span<const BlockCopy> copies,
                           Transport transport);
+
+// What every receiver checks in Describe: InvalidArgument for an id outside
+// [0, num_blocks) or listed twice. `what` names the pool in the message.
+absl::Status ValidateDescribeIds(std::span<const int32_t> block_ids,
+                                 int32_t num_blocks, absl::string_view what);
+
+// The keys a direct receiver has described and not yet landed or dropped
+// (it moves no data itself, but keeps the same contract as a staged one).
+// Thread-safe.
+class DescribedKeys {
+ public:
+  // AlreadyExists when `key` is present.
+  absl::Status Add(uint64_t key);
+  // NotFound when `key` is absent.
+  absl::Status Land(uint64_t key);
+  void Drop(uint64_t key);
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_set<uint64_t> keys_ ABSL_GUARDED_BY(mu_);
+};
 
 // A run of `num_blocks` consecutive blocks: local [src_block, +num_blocks)
 // into remote [dst_block, +num_blocks). One run is one memcpy / one UCX put

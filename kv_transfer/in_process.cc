@@ -73,34 +73,32 @@ class InProcessReceiver final : public KvReceiver {
   }
 
   absl::StatusOr<KvDescriptor> Describe(
-      std::span<const int32_t> block_ids) override {
-    const int32_t num_blocks = slot_->pool.num_blocks;
-    std::vector<bool> used(static_cast<size_t>(num_blocks), false);
-    for (size_t i = 0; i < block_ids.size(); ++i) {
-      const int32_t b = block_ids[i];
-      if (b < 0 || b >= num_blocks) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("block_ids[", i, "] = ", b, " outside pool '", name_,
-                         "' of ", num_blocks, " blocks"));
-      }
-      if (used[static_cast<size_t>(b)]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("block ", b, " appears twice in block_ids"));
-      }
-      used[static_cast<size_t>(b)] = true;
+      uint64_t key, std::span<const int32_t> block_ids) override {
+    if (absl::Status s = internal::ValidateDescribeIds(
+            block_ids, slot_->pool.num_blocks,
+            absl::StrCat("pool '", name_, "'"));
+        !s.ok()) {
+      return s;
     }
+    if (absl::Status s = keys_.Add(key); !s.ok()) return s;
     KvDescriptor d;
     d.transport = Transport::kInProcess;
     d.layout = slot_->pool.layout;
     d.block_ids.assign(block_ids.begin(), block_ids.end());
+    d.num_blocks = slot_->pool.num_blocks;
     d.endpoint_name = name_;
     return d;
   }
+
+  // Senders write the pool itself: nothing to land.
+  absl::Status Land(uint64_t key) override { return keys_.Land(key); }
+  void Drop(uint64_t key) override { keys_.Drop(key); }
 
  private:
   const std::shared_ptr<InProcessRegistry::State> state_;
   const std::string name_;
   const std::shared_ptr<Slot> slot_;
+  internal::DescribedKeys keys_;
 };
 
 class InProcessSender final : public KvSender {
@@ -140,13 +138,11 @@ class InProcessSender final : public KvSender {
     if (absl::Status s = CheckSameLayout(remote.layout, dest.layout); !s.ok()) {
       return s;
     }
-    for (const BlockCopy& c : copies) {
-      const int32_t dst = dest.block_ids[static_cast<size_t>(c.logical_block)];
-      if (dst >= remote.num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "destination block ", dst, " outside receiver '",
-            dest.endpoint_name, "' of ", remote.num_blocks, " blocks"));
-      }
+    // ValidateSend kept every id below dest.num_blocks.
+    if (dest.num_blocks != remote.num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "descriptor says receiver '", dest.endpoint_name, "' has ",
+          dest.num_blocks, " blocks, it has ", remote.num_blocks));
     }
     const int64_t block_bytes = local_.layout.block_bytes();
     for (const internal::CopyRun& run : internal::PlanCopyRuns(dest, copies)) {

@@ -5,8 +5,9 @@
 //   InProcessRegistry registry;
 //   auto receiver = MakeInProcessReceiver(registry, "decode0", decode_pool);
 //   auto sender = MakeInProcessSender(registry, prefill_pool);
-//   KvDescriptor d = *(*receiver)->Describe(block_ids);
+//   KvDescriptor d = *(*receiver)->Describe(request_id, block_ids);
 //   sender->Send(d, copies, absl::Seconds(1));
+//   (*receiver)->Land(request_id);  // nothing to copy: the pool was written
 #ifndef DUET_KV_TRANSFER_IN_PROCESS_H_
 #define DUET_KV_TRANSFER_IN_PROCESS_H_
 

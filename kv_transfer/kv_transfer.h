@@ -3,10 +3,12 @@
 // One interface, several transports (UCX, in-process; NCCL later). The decode
 // side (KvReceiver) exposes its pool and describes it in a KvDescriptor that
 // travels to the prefill side inside the Reserve reply; the prefill side
-// (KvSender) writes blocks straight into the described blocks. A Send returns
-// OK only once the data is visible in the receiver's memory (UCX: after an
-// endpoint flush), so the decode node may use the blocks as soon as the
-// completion reaches it through the control plane (router -> Decode RPC).
+// (KvSender) writes blocks into the described blocks. A Send returns OK only
+// once the data is visible in the receiver's memory (UCX: after an endpoint
+// flush); when the completion reaches the decode node through the control
+// plane (router -> Decode RPC) it calls KvReceiver::Land, after which the
+// blocks hold the KV. Direct receivers (the sender writes the pool itself)
+// land nothing; staged ones (a GPU pool behind host staging) copy it in.
 //
 // No gRPC, UCX or CUDA type appears here (pimpl in the .cc files); nodes
 // convert KvDescriptor to and from duet.v1.KvTransferDescriptor.
@@ -62,6 +64,13 @@ struct KvDescriptor {
   Transport transport = Transport::kInProcess;
   KvLayout layout;
   std::vector<int32_t> block_ids;  // destination block per logical block
+  // How many destination blocks the descriptor addresses per layer: every
+  // id in block_ids is below it (the receiver's pool size, or the staging
+  // slots of this request on a staged receiver). Senders reject a
+  // descriptor with an id outside [0, num_blocks) before any byte moves,
+  // so a forged or corrupted descriptor cannot write past what the
+  // receiver exposed.
+  int32_t num_blocks = 0;
   // kInProcess: the receiver's registry name. kUcx: unused.
   std::string endpoint_name;
   // kUcx: the receiver's packed worker address, one packed rkey and one base
@@ -78,12 +87,31 @@ struct BlockCopy {
   int32_t logical_block = 0;
 };
 
+// The decode side. A request's KV goes through three calls keyed by the
+// caller's request id: Describe (at reservation), then Land (the sender
+// reported completion) or Drop (the reservation ended without it).
+// Describe, Land and Drop are thread-safe.
 class KvReceiver {
  public:
   virtual ~KvReceiver() = default;
-  // Fills the transport fields of a descriptor for `block_ids` of this pool.
+  // Describes where a sender writes the KV of request `key` whose logical
+  // block i goes to pool block block_ids[i]. A staged receiver also takes
+  // staging space for those blocks (RESOURCE_EXHAUSTED when it has none
+  // free), held until Land or Drop. InvalidArgument for an id outside the
+  // pool or listed twice; AlreadyExists for a key already described.
   virtual absl::StatusOr<KvDescriptor> Describe(
-      std::span<const int32_t> block_ids) = 0;
+      uint64_t key, std::span<const int32_t> block_ids) = 0;
+  // The sender reported completion (control plane): makes the KV received
+  // for `key` visible in the pool blocks given to Describe (a staged
+  // receiver scatters it in from staging with the backend), then frees the
+  // staging space. Must be called on the thread that owns the backend's
+  // stream (the engine loop). NotFound for an unknown key.
+  virtual absl::Status Land(uint64_t key) = 0;
+  // Forgets `key` without landing (reservation released or expired).
+  // Staging space is reused only after a quarantine (UCX over tcp emulates
+  // puts: bytes of an abandoned transfer may still land, see
+  // docs/ARCHITECTURE.md "quarantine"). Unknown keys are ignored.
+  virtual void Drop(uint64_t key) = 0;
 };
 
 class KvSender {

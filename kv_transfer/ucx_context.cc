@@ -204,4 +204,30 @@ std::string PeerName(absl::string_view worker_address) {
   return absl::StrFormat("worker 0x%016x", attr.worker_uid);
 }
 
+absl::StatusOr<bool> UseStaging(const KvPoolView& pool,
+                                const UcxOptions& options,
+                                const kernels::Backend* backend,
+                                absl::string_view what) {
+  if (pool.device == Device::kCpu && !options.staged) return false;
+  if (backend == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": a staged pool (GPU memory, or UcxOptions::staged) needs the "
+              "backend that owns it"));
+  }
+  if (backend->device() != pool.device) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the pool is not in the given backend's memory"));
+  }
+  return true;
+}
+
+kernels::KvBlockPool ToBlockPool(const KvPoolView& pool) {
+  kernels::KvBlockPool b;
+  b.layer_base = pool.layer_base;
+  b.num_blocks = pool.num_blocks;
+  b.block_bytes = pool.layout.block_bytes();
+  b.device = pool.device;
+  return b;
+}
+
 }  // namespace duet::kv_transfer::internal

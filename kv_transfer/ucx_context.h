@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "kernels/backend.h"
 #include "kv_transfer/ucx_transport.h"
 
 namespace duet::kv_transfer::internal {
@@ -141,6 +142,16 @@ absl::StatusOr<UcpMem> MapMemory(ucp_context_h context, void* address,
                                  size_t length);
 // ucp_rkey_pack output as bytes, for KvDescriptor::ucx_rkeys.
 absl::StatusOr<std::string> PackRkey(ucp_context_h context, ucp_mem_h memh);
+
+// Whether a side over `pool` runs staged (a GPU pool, or options.staged),
+// after checking that a staged side has a backend on the pool's device.
+// `what` names the side in the message.
+absl::StatusOr<bool> UseStaging(const KvPoolView& pool,
+                                const UcxOptions& options,
+                                const kernels::Backend* backend,
+                                absl::string_view what);
+// `pool` in the shape the backend's gather / scatter take.
+kernels::KvBlockPool ToBlockPool(const KvPoolView& pool);
 
 // "worker 0x<uid>" for a packed worker address (or "<bad worker address>"),
 // used in error messages since the address itself is binary.

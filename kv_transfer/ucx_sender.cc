@@ -1,5 +1,8 @@
-// UCX sender: one-sided puts into a receiver's registered pool, completed by
-// an endpoint flush, under a deadline.
+// UCX sender: one-sided puts into a receiver's registered memory, completed
+// by an endpoint flush, under a deadline. The puts read the local pool
+// (direct) or a staging buffer the backend gathered the blocks into
+// (staged); everything after "where do the bytes come from" is one path.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "kernels/backend.h"
 #include "kv_transfer/copy_plan.h"
 #include "kv_transfer/ucx_context.h"
 #include "kv_transfer/ucx_transport.h"
@@ -101,18 +105,41 @@ void OnOpDone(void* /*request*/, ucs_status_t status, void* user_data) {
   if (status != UCS_OK && batch->error == UCS_OK) batch->error = status;
 }
 
+// Puts from one registered source: per layer the base its runs' src_block
+// index from and the memory handle covering it.
+struct PutSource {
+  std::vector<const char*> layer_base;
+  std::vector<ucp_mem_h> memh;
+};
+
+// What one Send moves in one go. Direct: one part, the whole Send, from the
+// pool. Staged: one part per staging batch; `gather` lists the pool blocks
+// to gather into staging positions 0..n-1 first, and the runs' src_block
+// are those positions.
+struct SendPart {
+  std::vector<int32_t> gather;
+  std::vector<internal::CopyRun> runs;
+};
+
 class UcxSender final : public KvSender {
  public:
   static absl::StatusOr<std::unique_ptr<KvSender>> Create(
-      const KvPoolView& local, const UcxOptions& options);
+      const KvPoolView& local, const UcxOptions& options,
+      kernels::Backend* backend);
 
   absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
                     absl::Duration timeout) override;
 
  private:
-  explicit UcxSender(const KvPoolView& local) : local_(local) {}
+  UcxSender(const KvPoolView& local, kernels::Backend* backend)
+      : local_(local), backend_(backend) {}
 
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !busy_; }
+  bool staged() const { return backend_ != nullptr; }
+  std::vector<SendPart> PlanParts(const KvDescriptor& dest,
+                                  std::span<const BlockCopy> copies) const;
+  // Gathers part.gather into staging (staged) and says where its runs read.
+  absl::StatusOr<PutSource> PrepareSource(const SendPart& part);
   absl::Status SendExclusive(const KvDescriptor& dest,
                              std::span<const BlockCopy> copies,
                              absl::Duration timeout, absl::Time deadline);
@@ -120,9 +147,15 @@ class UcxSender final : public KvSender {
   absl::StatusOr<ucp_rkey_h> GetRkey(Peer& peer, const std::string& packed);
 
   const KvPoolView local_;
+  kernels::Backend* const backend_;  // null: direct mode
   UcpContext context_;
   UcpWorker worker_;
-  std::vector<UcpMem> local_mem_;  // one registration per layer
+  // Staged: the staging buffer and how many blocks (of every layer) fit.
+  kernels::HostBuffer staging_;
+  int32_t staging_blocks_ = 0;
+  // Direct: one registration per layer of the pool. Staged: one for the
+  // staging buffer. Declared after staging_: unmapped before it is freed.
+  std::vector<UcpMem> mem_;
 
   // Send holds busy_ (not mu_) while it uses the worker, so a queued Send can
   // give up at its own deadline (Mutex::AwaitWithDeadline) instead of waiting
@@ -135,28 +168,100 @@ class UcxSender final : public KvSender {
 };
 
 absl::StatusOr<std::unique_ptr<KvSender>> UcxSender::Create(
-    const KvPoolView& local, const UcxOptions& options) {
+    const KvPoolView& local, const UcxOptions& options,
+    kernels::Backend* backend) {
   if (absl::Status s = internal::ValidatePool(local, "UCX sender pool");
       !s.ok()) {
     return s;
   }
-  if (local.device != Device::kCpu) {
-    return absl::UnimplementedError(
-        "UCX KV transport: GPU pools need host staging, not built yet");
-  }
-  std::unique_ptr<UcxSender> s(new UcxSender(local));
+  DUET_ASSIGN_OR_RETURN(
+      const bool staged,
+      internal::UseStaging(local, options, backend, "UCX sender"));
+  std::unique_ptr<UcxSender> s(
+      new UcxSender(local, staged ? backend : nullptr));
   DUET_ASSIGN_OR_RETURN(s->context_, internal::CreateContext(options));
   DUET_ASSIGN_OR_RETURN(s->worker_, internal::CreateWorker(s->context_.get()));
   // Registering once here spares UCX a registration-cache lookup (or a
   // registration) per put.
-  const size_t layer_bytes = static_cast<size_t>(local.num_blocks) *
-                             static_cast<size_t>(local.layout.block_bytes());
-  for (void* base : local.layer_base) {
-    DUET_ASSIGN_OR_RETURN(
-        UcpMem mem, internal::MapMemory(s->context_.get(), base, layer_bytes));
-    s->local_mem_.push_back(std::move(mem));
+  if (staged) {
+    const int64_t block_all_layers =
+        int64_t{local.layout.num_layers} * local.layout.block_bytes();
+    s->staging_blocks_ = static_cast<int32_t>(std::clamp<int64_t>(
+        options.sender_staging_bytes / block_all_layers, 1, local.num_blocks));
+    DUET_ASSIGN_OR_RETURN(s->staging_, backend->AllocateHostStaging(
+                                           s->staging_blocks_ *
+                                           block_all_layers));
+    DUET_ASSIGN_OR_RETURN(UcpMem mem,
+                          internal::MapMemory(s->context_.get(),
+                                              s->staging_.data(),
+                                              s->staging_.size()));
+    s->mem_.push_back(std::move(mem));
+  } else {
+    const size_t layer_bytes = static_cast<size_t>(local.num_blocks) *
+                               static_cast<size_t>(local.layout.block_bytes());
+    for (void* base : local.layer_base) {
+      DUET_ASSIGN_OR_RETURN(UcpMem mem, internal::MapMemory(s->context_.get(),
+                                                            base, layer_bytes));
+      s->mem_.push_back(std::move(mem));
+    }
   }
   return std::unique_ptr<KvSender>(std::move(s));
+}
+
+std::vector<SendPart> UcxSender::PlanParts(
+    const KvDescriptor& dest, std::span<const BlockCopy> copies) const {
+  if (!staged()) return {SendPart{{}, internal::PlanCopyRuns(dest, copies)}};
+  // By destination, so consecutive destination blocks sit in consecutive
+  // staging positions and one put per layer carries each run of them.
+  std::vector<std::pair<int32_t, int32_t>> by_dst;  // (dst, src)
+  by_dst.reserve(copies.size());
+  for (const BlockCopy& c : copies) {
+    by_dst.emplace_back(dest.block_ids[static_cast<size_t>(c.logical_block)],
+                        c.src_block);
+  }
+  std::sort(by_dst.begin(), by_dst.end());
+  std::vector<SendPart> parts;
+  for (size_t i = 0; i < by_dst.size(); ++i) {
+    if (i % static_cast<size_t>(staging_blocks_) == 0) parts.emplace_back();
+    SendPart& part = parts.back();
+    const int32_t pos = static_cast<int32_t>(part.gather.size());
+    const int32_t dst = by_dst[i].first;
+    part.gather.push_back(by_dst[i].second);
+    if (!part.runs.empty()) {
+      internal::CopyRun& last = part.runs.back();
+      if (dst == last.dst_block + last.num_blocks) {
+        ++last.num_blocks;
+        continue;
+      }
+    }
+    part.runs.push_back(internal::CopyRun{pos, dst, 1});
+  }
+  return parts;
+}
+
+absl::StatusOr<PutSource> UcxSender::PrepareSource(const SendPart& part) {
+  const size_t num_layers = local_.layer_base.size();
+  PutSource source;
+  if (!staged()) {
+    for (size_t l = 0; l < num_layers; ++l) {
+      source.layer_base.push_back(
+          static_cast<const char*>(local_.layer_base[l]));
+      source.memh.push_back(mem_[l].get());
+    }
+    return source;
+  }
+  const int64_t block_bytes = local_.layout.block_bytes();
+  const int64_t n = static_cast<int64_t>(part.gather.size());
+  DUET_RETURN_IF_ERROR(backend_->GatherKvBlocks(
+      internal::ToBlockPool(local_), part.gather, staging_.data(),
+      static_cast<int64_t>(staging_.size())));
+  // The gather wrote [layer][position][block].
+  for (size_t l = 0; l < num_layers; ++l) {
+    source.layer_base.push_back(static_cast<const char*>(staging_.data()) +
+                                static_cast<int64_t>(l) * n * block_bytes);
+    source.memh.push_back(mem_[0].get());
+  }
+  return source;
 }
 
 absl::StatusOr<Peer*> UcxSender::GetPeer(const std::string& address) {
@@ -285,10 +390,12 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
     rkeys[l] = *rkey;
   }
 
-  const std::vector<internal::CopyRun> runs =
-      internal::PlanCopyRuns(dest, copies);
+  const std::vector<SendPart> parts = PlanParts(dest, copies);
   const int64_t block_bytes = local_.layout.block_bytes();
-  const int64_t total_puts = static_cast<int64_t>(runs.size() * num_layers);
+  int64_t total_puts = 0;
+  for (const SendPart& part : parts) {
+    total_puts += static_cast<int64_t>(part.runs.size() * num_layers);
+  }
   const int64_t total_bytes = static_cast<int64_t>(copies.size()) *
                               block_bytes * static_cast<int64_t>(num_layers);
 
@@ -310,26 +417,64 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
     batch.pending_bytes += op.bytes;
     if (op.bytes == 0) batch.flush_pending = true;
   };
+  auto failed = [&] { return batch.error != UCS_OK || peer->error != UCS_OK; };
 
-  for (size_t l = 0; l < num_layers && batch.error == UCS_OK; ++l) {
-    const auto* local_base = static_cast<const char*>(local_.layer_base[l]);
-    param.memh = local_mem_[l].get();
-    for (const internal::CopyRun& run : runs) {
-      Op& op = batch.ops.emplace_back();
-      op.batch = &batch;
-      op.bytes = run.num_blocks * block_bytes;
-      param.user_data = &op;
-      const uint64_t remote =
-          dest.remote_layer_base[l] +
-          static_cast<uint64_t>(run.dst_block * block_bytes);
-      track(
-          ucp_put_nbx(peer->ep.get(), local_base + run.src_block * block_bytes,
-                      static_cast<size_t>(op.bytes), remote, rkeys[l], &param),
-          op);
-      if (batch.error != UCS_OK) break;
+  ucp_worker_h worker = worker_.get();
+  bool timed_out = false;
+  // Progresses until every operation issued so far completed, one failed,
+  // or the deadline passed (timed_out).
+  auto wait = [&] {
+    int idle_spins = 0;
+    int busy_spins = 0;
+    while (batch.pending_ops > 0 && !failed()) {
+      if (ucp_worker_progress(worker) != 0) {
+        idle_spins = 0;
+        // A worker that always has something to do must not outrun the
+        // deadline either; absl::Now() per call would be wasted while busy.
+        if (++busy_spins % 64 != 0 || absl::Now() < deadline) continue;
+        timed_out = true;
+        return;
+      }
+      if (absl::Now() >= deadline) {
+        timed_out = true;
+        return;
+      }
+      if (++idle_spins > kSpinsBeforeSleep) absl::SleepFor(kIdleSleep);
+    }
+  };
+
+  for (size_t p = 0; p < parts.size() && !failed() && !timed_out; ++p) {
+    // Staging holds one part at a time: the puts of the previous part must
+    // have left it (locally complete) before the next gather overwrites it.
+    if (p > 0) {
+      wait();
+      if (failed() || timed_out) break;
+    }
+    absl::StatusOr<PutSource> source = PrepareSource(parts[p]);
+    if (!source.ok()) {
+      // Nothing is in flight (see the wait above); the connection is fine.
+      return source.status();
+    }
+    for (size_t l = 0; l < num_layers && !failed(); ++l) {
+      param.memh = source->memh[l];
+      for (const internal::CopyRun& run : parts[p].runs) {
+        Op& op = batch.ops.emplace_back();
+        op.batch = &batch;
+        op.bytes = run.num_blocks * block_bytes;
+        param.user_data = &op;
+        const uint64_t remote =
+            dest.remote_layer_base[l] +
+            static_cast<uint64_t>(run.dst_block * block_bytes);
+        track(ucp_put_nbx(peer->ep.get(),
+                          source->layer_base[l] + run.src_block * block_bytes,
+                          static_cast<size_t>(op.bytes), remote, rkeys[l],
+                          &param),
+              op);
+        if (failed()) break;
+      }
     }
   }
-  if (batch.error == UCS_OK) {
+  if (!failed() && !timed_out) {
     // The flush completes once every put above is complete at the target:
     // this is what makes OK mean "visible at the receiver".
     Op& op = batch.ops.emplace_back();
@@ -341,30 +486,10 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
     flush_param.cb.send = OnOpDone;
     flush_param.user_data = &op;
     track(ucp_ep_flush_nbx(peer->ep.get(), &flush_param), op);
+    wait();
   }
 
-  ucp_worker_h worker = worker_.get();
-  int idle_spins = 0;
-  int busy_spins = 0;
-  bool timed_out = false;
-  while (batch.pending_ops > 0 && batch.error == UCS_OK &&
-         peer->error == UCS_OK) {
-    if (ucp_worker_progress(worker) != 0) {
-      idle_spins = 0;
-      // A worker that always has something to do must not outrun the
-      // deadline either; absl::Now() per call would be wasted while busy.
-      if (++busy_spins % 64 != 0 || absl::Now() < deadline) continue;
-      timed_out = true;
-      break;
-    }
-    if (absl::Now() >= deadline) {
-      timed_out = true;
-      break;
-    }
-    if (++idle_spins > kSpinsBeforeSleep) absl::SleepFor(kIdleSleep);
-  }
-
-  if (peer->error != UCS_OK || batch.error != UCS_OK) {
+  if (failed()) {
     const ucs_status_t status =
         peer->error != UCS_OK ? peer->error : batch.error;
     drop_peer();
@@ -389,8 +514,9 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KvSender>> MakeUcxSender(
-    const KvPoolView& local, const UcxOptions& options) {
-  return UcxSender::Create(local, options);
+    const KvPoolView& local, const UcxOptions& options,
+    kernels::Backend* backend) {
+  return UcxSender::Create(local, options, backend);
 }
 
 }  // namespace duet::kv_transfer

@@ -14,12 +14,14 @@ absl::Status Disabled() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KvReceiver>> MakeUcxReceiver(
-    const KvPoolView& /*pool*/, const UcxOptions& /*options*/) {
+    const KvPoolView& /*pool*/, const UcxOptions& /*options*/,
+    kernels::Backend* /*backend*/) {
   return Disabled();
 }
 
 absl::StatusOr<std::unique_ptr<KvSender>> MakeUcxSender(
-    const KvPoolView& /*local*/, const UcxOptions& /*options*/) {
+    const KvPoolView& /*local*/, const UcxOptions& /*options*/,
+    kernels::Backend* /*backend*/) {
   return Disabled();
 }
 

@@ -80,6 +80,7 @@ absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& p) {
 v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& d) {
   v1::KvTransferDescriptor p;
   p.mutable_block_ids()->Add(d.block_ids.begin(), d.block_ids.end());
+  p.set_num_blocks(d.num_blocks);
   *p.mutable_layout() = ToProto(d.layout);
   v1::KvRankEndpoint* ep = p.add_ranks();
   ep->set_tp_rank(d.layout.tp_rank);
@@ -105,10 +106,16 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
   kv_transfer::KvDescriptor d;
   DUET_ASSIGN_OR_RETURN(d.layout, FromProto(p.layout()));
   d.block_ids.assign(p.block_ids().begin(), p.block_ids().end());
+  d.num_blocks = p.num_blocks();
+  if (d.num_blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV descriptor addresses ", d.num_blocks, " blocks (must be > 0)"));
+  }
   for (int32_t id : d.block_ids) {
-    if (id < 0) {
+    if (id < 0 || id >= d.num_blocks) {
       return absl::InvalidArgumentError(
-          absl::StrCat("KV descriptor has negative block id ", id));
+          absl::StrCat("KV descriptor has block id ", id, " outside [0, ",
+                       d.num_blocks, ")"));
     }
   }
   switch (p.transport()) {

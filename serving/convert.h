@@ -23,7 +23,8 @@ absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& layout);
 
 v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& desc);
 // InvalidArgument when the descriptor is malformed (unknown transport, no
-// rank endpoint, rkeys/bases not one per layer).
+// rank endpoint, rkeys/bases not one per layer, num_blocks <= 0 or a block
+// id outside [0, num_blocks)).
 absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     const v1::KvTransferDescriptor& desc);
 

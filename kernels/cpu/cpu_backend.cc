@@ -308,6 +308,53 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<HostBuffer> AllocateHostStaging(int64_t bytes) override {
+    if (bytes <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "AllocateHostStaging: bytes must be positive, got ", bytes));
+    }
+    const size_t size = static_cast<size_t>(bytes);
+    void* data = std::aligned_alloc(64, (size + 63) / 64 * 64);
+    if (data == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("host staging allocation of ", bytes, " bytes failed"));
+    }
+    return HostBuffer(data, size, [](void* p) { std::free(p); });
+  }
+
+  // The reference: one memcpy per (layer, block).
+  absl::Status GatherKvBlocks(const KvBlockPool& pool,
+                              std::span<const int32_t> ids, void* host,
+                              int64_t host_bytes) override {
+    DUET_RETURN_IF_ERROR(CheckKvBlockCopy(pool, Device::kCpu, ids, host,
+                                          host_bytes, /*unique_ids=*/false));
+    const size_t bb = static_cast<size_t>(pool.block_bytes);
+    auto* out = static_cast<char*>(host);
+    for (void* base : pool.layer_base) {
+      for (int32_t id : ids) {
+        std::memcpy(out, static_cast<const char*>(base) + id * bb, bb);
+        out += bb;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
+                               std::span<const int32_t> ids,
+                               const KvBlockPool& pool) override {
+    DUET_RETURN_IF_ERROR(CheckKvBlockCopy(pool, Device::kCpu, ids, host,
+                                          host_bytes, /*unique_ids=*/true));
+    const size_t bb = static_cast<size_t>(pool.block_bytes);
+    const auto* in = static_cast<const char*>(host);
+    for (void* base : pool.layer_base) {
+      for (int32_t id : ids) {
+        std::memcpy(static_cast<char*>(base) + id * bb, in, bb);
+        in += bb;
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Synchronize() override { return absl::OkStatus(); }
 };
 

@@ -1,8 +1,8 @@
 // CudaBackend: argument checks (every malformed call is InvalidArgument or
 // FailedPrecondition before anything is queued), then the launchers of
 // kernels/cuda. The CUDA work itself lives in the *_kernels.cu files, the
-// GEMMs in gemm.cc, memory in allocator.cc, copies in host_transfer.cc and
-// step_metadata.cc.
+// GEMMs in gemm.cc, memory in allocator.cc, copies in host_transfer.cc,
+// kv_block_transfer.cc and step_metadata.cc.
 #include <cuda_runtime_api.h>
 
 #include "kernels/cuda/cuda_backend.h"
@@ -22,6 +22,7 @@
 #include "kernels/cuda/elementwise_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/host_transfer.h"
+#include "kernels/cuda/kv_block_transfer.h"
 #include "kernels/cuda/kv_cache_kernels.h"
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
@@ -113,6 +114,7 @@ class CudaBackend final : public Backend {
     DUET_RETURN_IF_ERROR(gemm_.Init(allocator_));
     DUET_RETURN_IF_ERROR(metadata_.Init());
     DUET_RETURN_IF_ERROR(transfer_.Init(allocator_));
+    DUET_RETURN_IF_ERROR(kv_blocks_.Init(allocator_));
     // Decode splits only when tokens x KV heads CTAs leave SMs idle, so a
     // few thousand counters cover every split launch.
     DUET_ASSIGN_OR_RETURN(split_counters_,
@@ -471,6 +473,44 @@ class CudaBackend final : public Backend {
     return sampler_.Run(logits, specs, tokens, stream());
   }
 
+  absl::StatusOr<HostBuffer> AllocateHostStaging(int64_t bytes) override {
+    if (bytes <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "AllocateHostStaging: bytes must be positive, got ", bytes));
+    }
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    void* data = nullptr;
+    // Portable: pinned for every device's context, so a tensor-parallel
+    // rank on another GPU can stage through the same buffer.
+    DUET_CUDA_RETURN_IF_ERROR(cudaHostAlloc(
+        &data, static_cast<size_t>(bytes), cudaHostAllocPortable));
+    return HostBuffer(data, static_cast<size_t>(bytes),
+                      [](void* p) { (void)cudaFreeHost(p); });
+  }
+
+  absl::Status GatherKvBlocks(const KvBlockPool& pool,
+                              std::span<const int32_t> ids, void* host,
+                              int64_t host_bytes) override {
+    DUET_RETURN_IF_ERROR(CheckKvBlockCopy(pool, Device::kCuda, ids, host,
+                                          host_bytes, /*unique_ids=*/false));
+    DUET_RETURN_IF_ERROR(cuda::KvBlockTransfer::CheckAlignment(pool));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return kv_blocks_.Gather(pool, ids, host, stream());
+  }
+
+  absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
+                               std::span<const int32_t> ids,
+                               const KvBlockPool& pool) override {
+    DUET_RETURN_IF_ERROR(CheckKvBlockCopy(pool, Device::kCuda, ids, host,
+                                          host_bytes, /*unique_ids=*/true));
+    DUET_RETURN_IF_ERROR(cuda::KvBlockTransfer::CheckAlignment(pool));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return kv_blocks_.Scatter(host, ids, pool, stream());
+  }
+
   absl::Status Synchronize() override {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
@@ -586,6 +626,7 @@ class CudaBackend final : public Backend {
   // The metadata ops read: metadata_, or a graph's own during its capture.
   const cuda::StepMetadata* current_ = &metadata_;
   cuda::HostTransfer transfer_;
+  cuda::KvBlockTransfer kv_blocks_;
   cuda::DeviceSampler sampler_;
   // Decode attention's split arrival counters (attention.h): zero between
   // launches.

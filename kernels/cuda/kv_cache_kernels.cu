@@ -44,7 +44,56 @@ __global__ void WriteKvCacheKernel(WriteKvCacheParams p) {
   }
 }
 
+// One CTA per packed row (layer, i) at a time, its threads striding over
+// the block's 16-byte pieces: both sides are contiguous runs of
+// block_bytes, so every load and store is a coalesced 16-byte access.
+template <bool kGather>
+__global__ void CopyKvBlocksKernel(KvBlocksParams p) {
+  const int64_t pieces = p.block_bytes / 16;
+  const int64_t rows = int64_t{p.num_layers} * p.num_ids;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t layer = row / p.num_ids;
+    const int64_t i = row % p.num_ids;
+    uint4* block = reinterpret_cast<uint4*>(p.layer_base[layer]) +
+                   p.block_ids[i] * pieces;
+    uint4* packed = static_cast<uint4*>(p.packed) + row * pieces;
+    for (int64_t v = threadIdx.x; v < pieces; v += blockDim.x) {
+      if constexpr (kGather) {
+        packed[v] = block[v];
+      } else {
+        block[v] = packed[v];
+      }
+    }
+  }
+}
+
+template <bool kGather>
+absl::Status LaunchCopyKvBlocks(const KvBlocksParams& p, cudaStream_t stream) {
+  if (p.num_layers <= 0 || p.num_ids <= 0) return absl::OkStatus();
+  if (p.block_bytes <= 0 || p.block_bytes % 16 != 0) {
+    return absl::InvalidArgumentError(
+        "copy_kv_blocks: block_bytes must be a positive multiple of 16");
+  }
+  const int64_t rows = int64_t{p.num_layers} * p.num_ids;
+  // Enough CTAs to fill any GPU several times over; more only adds
+  // scheduling, since each CTA loops over its rows.
+  const int grid = static_cast<int>(std::min<int64_t>(rows, 1 << 16));
+  CopyKvBlocksKernel<kGather><<<grid, kThreads, 0, stream>>>(p);
+  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p,
+                                  cudaStream_t stream) {
+  return LaunchCopyKvBlocks<true>(p, stream);
+}
+
+absl::Status LaunchScatterKvBlocks(const KvBlocksParams& p,
+                                   cudaStream_t stream) {
+  return LaunchCopyKvBlocks<false>(p, stream);
+}
 
 absl::Status LaunchWriteKvCache(const WriteKvCacheParams& p,
                                 cudaStream_t stream) {

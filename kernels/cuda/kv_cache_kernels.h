@@ -1,5 +1,7 @@
 // Internal to kernels/cuda: scatter of each new token's K and V heads into
-// the paged cache [num_blocks][2][num_kv_heads][block_size][head_dim].
+// the paged cache [num_blocks][2][num_kv_heads][block_size][head_dim], and
+// whole-block copies between the paged cache and a packed buffer (KV
+// transfer staging).
 #ifndef DUET_KERNELS_CUDA_KV_CACHE_KERNELS_H_
 #define DUET_KERNELS_CUDA_KV_CACHE_KERNELS_H_
 
@@ -24,6 +26,24 @@ struct WriteKvCacheParams {
 };
 absl::Status LaunchWriteKvCache(const WriteKvCacheParams& p,
                                 cudaStream_t stream);
+
+// Whole KV blocks between the per-layer pools and one packed device buffer
+// [num_layers][num_ids][block_bytes]: gather reads block block_ids[i] of
+// every layer into packed row (layer, i), scatter writes it back. One launch
+// moves a whole transfer batch, so the host copy that follows (or precedes)
+// is one large copy instead of one per block (DESIGN.md §4).
+struct KvBlocksParams {
+  const uint64_t* layer_base = nullptr;  // [num_layers], device
+  const int32_t* block_ids = nullptr;    // [num_ids], device, validated
+  int num_layers = 0;
+  int num_ids = 0;
+  int64_t block_bytes = 0;  // multiple of 16; bases 16-byte aligned
+  void* packed = nullptr;   // [num_layers][num_ids][block_bytes], device
+};
+absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p,
+                                  cudaStream_t stream);
+absl::Status LaunchScatterKvBlocks(const KvBlocksParams& p,
+                                   cudaStream_t stream);
 
 }  // namespace duet::kernels::cuda
 

@@ -142,7 +142,7 @@ TEST(FaultInjectionTest, PassForwardsRealTransfers) {
       MakeFaultInjectingSender(MakeInProcessSender(registry, src.view()),
                                *ParseFaultPlan("drop:every=2"));
   const testing::CopyPlan plan = testing::MakeCopyPlan(8, 16, 16);
-  const KvDescriptor d = *(*receiver)->Describe(plan.dest_block_ids);
+  const KvDescriptor d = *(*receiver)->Describe(/*key=*/1, plan.dest_block_ids);
   EXPECT_TRUE(sender->Send(d, plan.copies, absl::Seconds(1)).ok());
   EXPECT_TRUE(BlocksCopied(src, dst, plan.dest_block_ids, plan.copies));
   dst.Fill(testing::kPoison);

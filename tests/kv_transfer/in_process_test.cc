@@ -1,5 +1,6 @@
 #include "kv_transfer/in_process.h"
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,11 +36,14 @@ TEST(InProcessTest, CopiesPermutedBlocksOfEveryLayerExactly) {
     SCOPED_TRACE(seed);
     dst.Fill(testing::kPoison);
     const CopyPlan plan = MakeCopyPlan(seed, 24, 40);
-    absl::StatusOr<KvDescriptor> d = (*receiver)->Describe(plan.dest_block_ids);
+    absl::StatusOr<KvDescriptor> d =
+        (*receiver)->Describe(seed, plan.dest_block_ids);
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_EQ(d->transport, Transport::kInProcess);
     EXPECT_EQ(d->endpoint_name, "decode0");
+    EXPECT_EQ(d->num_blocks, 40);
     ASSERT_TRUE(sender->Send(*d, plan.copies, kTimeout).ok());
+    EXPECT_TRUE((*receiver)->Land(seed).ok());
     EXPECT_TRUE(BlocksCopied(src, dst, plan.dest_block_ids, plan.copies));
   }
 }
@@ -50,7 +54,7 @@ TEST(InProcessTest, EmptyCopyListIsOk) {
   InProcessRegistry registry;
   auto receiver = MakeInProcessReceiver(registry, "d", dst.view());
   ASSERT_TRUE(receiver.ok());
-  auto d = (*receiver)->Describe(std::vector<int32_t>{1, 2});
+  auto d = (*receiver)->Describe(1, std::vector<int32_t>{1, 2});
   ASSERT_TRUE(d.ok());
   EXPECT_TRUE(
       MakeInProcessSender(registry, src.view())->Send(*d, {}, kTimeout).ok());
@@ -68,7 +72,7 @@ TEST(InProcessTest, UnknownOrDestroyedReceiverIsUnavailable) {
     auto receiver = MakeInProcessReceiver(registry, "gone", dst.view());
     ASSERT_TRUE(receiver.ok());
     EXPECT_TRUE(registry.Contains("gone"));
-    d = *(*receiver)->Describe(std::vector<int32_t>{3});
+    d = *(*receiver)->Describe(1, std::vector<int32_t>{3});
   }
   EXPECT_FALSE(registry.Contains("gone"));
   const std::vector<BlockCopy> copies = {{0, 0}};
@@ -112,13 +116,14 @@ TEST(InProcessTest, InvalidPoolsAreRejected) {
 
 class InProcessValidationTest : public ::testing::Test {
  protected:
+  static constexpr uint64_t kKey = 42;
   void SetUp() override {
     src_.FillRandom(3);
     auto r = MakeInProcessReceiver(registry_, "d", dst_.view());
     ASSERT_TRUE(r.ok());
     receiver_ = std::move(*r);
     sender_ = MakeInProcessSender(registry_, src_.view());
-    desc_ = *receiver_->Describe(std::vector<int32_t>{5, 6});
+    desc_ = *receiver_->Describe(kKey, std::vector<int32_t>{5, 6});
   }
   absl::StatusCode SendCode(const KvDescriptor& d,
                             std::vector<BlockCopy> copies) {
@@ -166,11 +171,57 @@ TEST_F(InProcessValidationTest, OutOfRangeBlocksAreInvalidArgument) {
   d = desc_;
   d.transport = Transport::kUcx;
   EXPECT_EQ(SendCode(d, {{0, 0}}), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(receiver_->Describe(std::vector<int32_t>{8}).status().code(),
+  EXPECT_EQ(receiver_->Describe(1, std::vector<int32_t>{8}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(receiver_->Describe(std::vector<int32_t>{1, 1}).status().code(),
+  EXPECT_EQ(receiver_->Describe(2, std::vector<int32_t>{1, 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(receiver_->Describe(3, std::vector<int32_t>{-1}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(AllPoison(dst_));
+}
+
+// A forged descriptor (ids past what the receiver exposed, a wrong or
+// missing pool size, two copies into one block) is rejected before any
+// byte moves, whatever the receiver's real pool would allow.
+TEST_F(InProcessValidationTest, ForgedDescriptorsAreInvalidArgument) {
+  const std::vector<BlockCopy> one = {{0, 0}};
+  for (int32_t forged : {8, -1, 1 << 30, std::numeric_limits<int32_t>::max(),
+                         std::numeric_limits<int32_t>::min()}) {
+    SCOPED_TRACE(forged);
+    KvDescriptor d = desc_;
+    d.block_ids[0] = forged;
+    EXPECT_EQ(SendCode(d, one), absl::StatusCode::kInvalidArgument);
+    // Claiming a bigger pool does not help: the in-process sender checks
+    // the size against the real one.
+    d.num_blocks = std::numeric_limits<int32_t>::max();
+    EXPECT_EQ(SendCode(d, one), absl::StatusCode::kInvalidArgument);
+  }
+  KvDescriptor d = desc_;
+  for (int32_t size : {0, -5, 1}) {  // 1: fewer than its two block ids
+    d.num_blocks = size;
+    EXPECT_EQ(SendCode(d, one), absl::StatusCode::kInvalidArgument) << size;
+  }
+  d = desc_;
+  d.num_blocks = 9;  // consistent in itself, but not the receiver's pool
+  EXPECT_EQ(SendCode(d, one), absl::StatusCode::kInvalidArgument);
+  d = desc_;
+  d.block_ids[1] = d.block_ids[0];
+  EXPECT_EQ(SendCode(d, {{0, 0}, {1, 1}}), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(AllPoison(dst_));
+  EXPECT_TRUE(sender_->Send(desc_, one, kTimeout).ok());  // still works
+}
+
+TEST_F(InProcessValidationTest, KeysAreDescribedOnceAndLandedOrDroppedOnce) {
+  EXPECT_EQ(receiver_->Describe(kKey, std::vector<int32_t>{1}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(receiver_->Land(7).code(), absl::StatusCode::kNotFound);
+  receiver_->Drop(7);  // unknown: ignored
+  EXPECT_TRUE(receiver_->Land(kKey).ok());
+  EXPECT_EQ(receiver_->Land(kKey).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(receiver_->Describe(kKey, std::vector<int32_t>{1}).ok());
+  receiver_->Drop(kKey);
+  EXPECT_EQ(receiver_->Land(kKey).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(receiver_->Describe(kKey, std::vector<int32_t>{1}).ok());
 }
 
 TEST_F(InProcessValidationTest, NonPositiveTimeoutIsDeadlineExceeded) {
@@ -196,7 +247,7 @@ TEST(InProcessTest, ConcurrentSendsAndReceiverTeardown) {
   std::vector<KvDescriptor> descriptors;
   for (int t = 0; t < kThreads; ++t) {
     descriptors.push_back(*(*receiver)->Describe(
-        std::vector<int32_t>{4 * t + 3, 4 * t, 4 * t + 2, 4 * t + 1}));
+        static_cast<uint64_t>(t), std::vector<int32_t>{4 * t + 3, 4 * t, 4 * t + 2, 4 * t + 1}));
   }
   const std::vector<BlockCopy> copies = {{7, 0}, {1, 1}, {2, 2}, {12, 3}};
   std::vector<std::thread> threads;

@@ -170,6 +170,7 @@ std::string SerializeDescriptor(const KvDescriptor& d) {
   }
   PutU64(out, d.block_ids.size());
   for (int32_t b : d.block_ids) PutU64(out, static_cast<uint64_t>(b));
+  PutU64(out, static_cast<uint64_t>(static_cast<int64_t>(d.num_blocks)));
   PutString(out, d.endpoint_name);
   PutString(out, d.ucx_worker_address);
   PutU64(out, d.ucx_rkeys.size());
@@ -199,6 +200,8 @@ absl::StatusOr<KvDescriptor> ParseDescriptor(absl::string_view bytes) {
     ok = r.U64(v);
     d.block_ids.push_back(static_cast<int32_t>(v));
   }
+  ok = ok && r.U64(v);
+  d.num_blocks = static_cast<int32_t>(static_cast<int64_t>(v));
   ok = ok && r.String(d.endpoint_name) && r.String(d.ucx_worker_address) &&
        r.U64(n);
   for (uint64_t i = 0; ok && i < n; ++i) {

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,6 +27,8 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kv_transfer/ucx_transport.h"
 #include "tests/kv_transfer/kv_test_util.h"
 
@@ -130,18 +133,24 @@ enum ChildExit {
 };
 
 int RunChild(const std::string& spec) {
-  // "<mode>:<transports>", mode "verify" or "hold".
+  // "<mode>:<transports>", mode "verify", "verify-staged" (a staged
+  // receiver on the CPU backend, landed before the check) or "hold".
   std::pair<std::string, std::string> parts =
       absl::StrSplit(spec, absl::MaxSplits(':', 1));
   alarm(static_cast<unsigned>(absl::ToInt64Seconds(kChildLimit)));
   TestPool dst(TestLayout(), kDstBlocks);
   const CopyPlan plan = MakeCopyPlan(/*seed=*/77, kSrcBlocks, kDstBlocks);
-  auto receiver = MakeUcxReceiver(dst.view(), WithTransports(parts.second));
+  UcxOptions options = WithTransports(parts.second);
+  options.staged = parts.first == "verify-staged";
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
+  auto receiver = MakeUcxReceiver(dst.view(), options, backend.get());
   if (!receiver.ok()) {
     fprintf(stderr, "child: %s\n", receiver.status().ToString().c_str());
     return kChildSetupFailed;
   }
-  absl::StatusOr<KvDescriptor> d = (*receiver)->Describe(plan.dest_block_ids);
+  constexpr uint64_t kKey = 5;
+  absl::StatusOr<KvDescriptor> d =
+      (*receiver)->Describe(kKey, plan.dest_block_ids);
   if (!d.ok()) return kChildSetupFailed;
   if (!WriteFrame(kChildOutFd, testing::SerializeDescriptor(*d))) {
     return kChildPipeFailed;
@@ -152,6 +161,10 @@ int RunChild(const std::string& spec) {
     return kChildPipeFailed;
   }
   if (go != 'S') return kChildNotSent;
+  if (absl::Status s = (*receiver)->Land(kKey); !s.ok()) {
+    fprintf(stderr, "child: Land: %s\n", s.ToString().c_str());
+    return kChildBytesWrong;
+  }
   TestPool src(TestLayout(), kSrcBlocks);
   src.FillRandom(/*seed=*/78);
   const ::testing::AssertionResult copied =
@@ -273,6 +286,27 @@ class UcxTest : public ::testing::TestWithParam<std::string> {
   UcxOptions Options() const { return WithTransports(GetParam()); }
 };
 
+// Sends the child's plan from this process with `options` (on the CPU
+// backend when staged) and checks that the child verified every byte.
+void TwoProcessTransfer(std::unique_ptr<Child> child,
+                        const UcxOptions& options) {
+  ASSERT_NE(child, nullptr);
+  ASSERT_GT(child->pid(), 0);
+  absl::StatusOr<KvDescriptor> d = child->ReadDescriptor();
+  ASSERT_TRUE(d.ok()) << d.status() << " (child exit "
+                      << child->Wait(absl::Seconds(1)) << ")";
+  TestPool src(TestLayout(), kSrcBlocks);
+  src.FillRandom(/*seed=*/78);  // what the child expects
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
+  auto sender = MakeUcxSender(src.view(), options, backend.get());
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  const CopyPlan plan = MakeCopyPlan(/*seed=*/77, kSrcBlocks, kDstBlocks);
+  absl::Status s = (*sender)->Send(*d, plan.copies, kSendTimeout);
+  EXPECT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(child->Tell(s.ok() ? 'S' : 'F'));
+  EXPECT_EQ(child->Wait(absl::Seconds(10)), kChildOk);
+}
+
 TEST_P(UcxTest, RoundTripInOneProcess) {
   TestPool src(TestLayout(), kSrcBlocks);
   src.FillRandom(1);
@@ -286,13 +320,16 @@ TEST_P(UcxTest, RoundTripInOneProcess) {
     SCOPED_TRACE(seed);
     dst.Fill(testing::kPoison);
     const CopyPlan plan = MakeCopyPlan(seed, kSrcBlocks, kDstBlocks);
-    absl::StatusOr<KvDescriptor> d = (*receiver)->Describe(plan.dest_block_ids);
+    absl::StatusOr<KvDescriptor> d =
+        (*receiver)->Describe(seed, plan.dest_block_ids);
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_EQ(d->transport, Transport::kUcx);
+    EXPECT_EQ(d->num_blocks, kDstBlocks);
     EXPECT_EQ(d->ucx_rkeys.size(), 4u);
     EXPECT_EQ(d->remote_layer_base.size(), 4u);
     absl::Status s = (*sender)->Send(*d, plan.copies, kSendTimeout);
     ASSERT_TRUE(s.ok()) << s;
+    ASSERT_TRUE((*receiver)->Land(seed).ok());
     EXPECT_TRUE(BlocksCopied(src, dst, plan.dest_block_ids, plan.copies));
   }
 }
@@ -309,8 +346,8 @@ TEST_P(UcxTest, OneSenderTwoReceiversAndConcurrentSends) {
   ASSERT_TRUE(sender.ok());
   const CopyPlan plan_a = MakeCopyPlan(31, kSrcBlocks, kDstBlocks);
   const CopyPlan plan_b = MakeCopyPlan(32, kSrcBlocks, kDstBlocks);
-  const KvDescriptor da = *(*a)->Describe(plan_a.dest_block_ids);
-  const KvDescriptor db = *(*b)->Describe(plan_b.dest_block_ids);
+  const KvDescriptor da = *(*a)->Describe(1, plan_a.dest_block_ids);
+  const KvDescriptor db = *(*b)->Describe(1, plan_b.dest_block_ids);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -335,7 +372,8 @@ TEST_P(UcxTest, BadArgumentsAreInvalidArgumentAndMoveNothing) {
   ASSERT_TRUE(receiver.ok());
   auto sender = MakeUcxSender(src.view(), Options());
   ASSERT_TRUE(sender.ok());
-  const KvDescriptor good = *(*receiver)->Describe(std::vector<int32_t>{4, 9});
+  const KvDescriptor good =
+      *(*receiver)->Describe(1, std::vector<int32_t>{4, 9});
   auto code = [&](const KvDescriptor& d, std::vector<BlockCopy> copies) {
     return (*sender)->Send(d, copies, kSendTimeout).code();
   };
@@ -366,10 +404,30 @@ TEST_P(UcxTest, BadArgumentsAreInvalidArgumentAndMoveNothing) {
   d.transport = Transport::kInProcess;
   EXPECT_EQ(code(d, {{0, 0}}), kInvalid);
   EXPECT_EQ(
-      (*receiver)->Describe(std::vector<int32_t>{kDstBlocks}).status().code(),
+      (*receiver)->Describe(2, std::vector<int32_t>{kDstBlocks}).status().code(),
       kInvalid);
-  EXPECT_EQ((*receiver)->Describe(std::vector<int32_t>{3, 3}).status().code(),
+  EXPECT_EQ((*receiver)->Describe(3, std::vector<int32_t>{3, 3}).status().code(),
             kInvalid);
+  EXPECT_EQ((*receiver)->Describe(1, std::vector<int32_t>{3}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  // Forged destination ids: the UCX sender cannot see the receiver's pool,
+  // only the descriptor's num_blocks, and must stop at it.
+  for (int32_t forged : {kDstBlocks, -1, 1 << 30,
+                         std::numeric_limits<int32_t>::max()}) {
+    SCOPED_TRACE(forged);
+    d = good;
+    d.block_ids[1] = forged;
+    EXPECT_EQ(code(d, {{0, 1}}), kInvalid);
+  }
+  for (int32_t size : {0, -1, 1, std::numeric_limits<int32_t>::min()}) {
+    SCOPED_TRACE(size);
+    d = good;
+    d.num_blocks = size;
+    EXPECT_EQ(code(d, {{0, 0}}), kInvalid);
+  }
+  d = good;
+  d.block_ids[1] = d.block_ids[0];
+  EXPECT_EQ(code(d, {{0, 0}, {1, 1}}), kInvalid);
   EXPECT_TRUE(AllPoison(dst));
   // The sender still works after all that.
   EXPECT_TRUE(
@@ -385,30 +443,39 @@ TEST_P(UcxTest, InvalidPoolsAreRejectedAtCreation) {
   EXPECT_EQ(MakeUcxSender(v, Options()).status().code(),
             absl::StatusCode::kInvalidArgument);
   v = pool.view();
-  v.device = Device::kCuda;
+  v.device = Device::kCuda;  // staged, but no backend that owns it
   EXPECT_EQ(MakeUcxReceiver(v, Options()).status().code(),
-            absl::StatusCode::kUnimplemented);
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeUcxSender(v, Options()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::unique_ptr<kernels::Backend> cpu = kernels::MakeCpuBackend();
+  EXPECT_EQ(MakeUcxReceiver(v, Options(), cpu.get()).status().code(),
+            absl::StatusCode::kInvalidArgument);  // backend on another device
+  UcxOptions staged = Options();
+  staged.staged = true;
+  EXPECT_EQ(MakeUcxReceiver(pool.view(), staged).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  staged.staging_blocks = 0;
+  EXPECT_EQ(MakeUcxReceiver(pool.view(), staged, cpu.get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(UcxTest, TwoProcesses) {
   auto child = Child::Spawn(absl::StrCat("verify:", GetParam()));
-  ASSERT_NE(child, nullptr);
-  ASSERT_GT(child->pid(), 0);
-  absl::StatusOr<KvDescriptor> d = child->ReadDescriptor();
-  ASSERT_TRUE(d.ok()) << d.status() << " (child exit "
-                      << child->Wait(absl::Seconds(1)) << ")";
-  TestPool src(TestLayout(), kSrcBlocks);
-  src.FillRandom(/*seed=*/78);  // what the child expects
-  auto sender = MakeUcxSender(src.view(), Options());
-  ASSERT_TRUE(sender.ok());
-  const CopyPlan plan = MakeCopyPlan(/*seed=*/77, kSrcBlocks, kDstBlocks);
-  absl::Status s = (*sender)->Send(*d, plan.copies, kSendTimeout);
-  EXPECT_TRUE(s.ok()) << s;
-  ASSERT_TRUE(child->Tell(s.ok() ? 'S' : 'F'));
-  EXPECT_EQ(child->Wait(absl::Seconds(10)), kChildOk);
+  TwoProcessTransfer(std::move(child), Options());
+}
+
+// Both sides staged on the CPU backend, across processes.
+TEST_P(UcxTest, TwoProcessesStaged) {
+  auto child = Child::Spawn(absl::StrCat("verify-staged:", GetParam()));
+  UcxOptions options = Options();
+  options.staged = true;
+  options.sender_staging_bytes = 5 * 4 * TestLayout().block_bytes();
+  TwoProcessTransfer(std::move(child), options);
 }
 
 TEST_P(UcxTest, KilledReceiverFailsWithinTimeout) {
+
   auto child = Child::Spawn(absl::StrCat("hold:", GetParam()));
   ASSERT_NE(child, nullptr);
   absl::StatusOr<KvDescriptor> d = child->ReadDescriptor();
@@ -486,7 +553,7 @@ TEST(UcxTimeoutTest, DestroyedReceiverInProcessFailsWithinTimeout) {
   {
     auto receiver = MakeUcxReceiver(dst.view(), WithTransports("tcp"));
     ASSERT_TRUE(receiver.ok());
-    d = *(*receiver)->Describe(plan.dest_block_ids);
+    d = *(*receiver)->Describe(1, plan.dest_block_ids);
   }
   const absl::Time start = absl::Now();
   absl::Status s = (*sender)->Send(d, plan.copies, kShortTimeout);

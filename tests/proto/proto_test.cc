@@ -166,6 +166,7 @@ KvTransferDescriptor MakeDescriptor() {
     ep->add_cuda_ipc_handles(std::string(64, '\x02'));
   }
   d.set_decode_node_address("10.0.0.2:50052");
+  d.set_num_blocks(2048);
   return d;
 }
 

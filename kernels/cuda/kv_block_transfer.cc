@@ -1,0 +1,135 @@
+#include "kernels/cuda/kv_block_transfer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/device_status.h"
+#include "common/status.h"
+#include "kernels/cuda/kv_cache_kernels.h"
+
+namespace duet::kernels::cuda {
+
+absl::Status KvBlockTransfer::Init(
+    std::shared_ptr<CachingAllocator> allocator) {
+  allocator_ = std::move(allocator);
+  return absl::OkStatus();
+}
+
+absl::Status KvBlockTransfer::CheckAlignment(const KvBlockPool& pool) {
+  if (pool.block_bytes % 16 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV block copy: block_bytes (", pool.block_bytes,
+        ") must be a multiple of 16 on the CUDA backend"));
+  }
+  for (size_t l = 0; l < pool.layer_base.size(); ++l) {
+    if (reinterpret_cast<uintptr_t>(pool.layer_base[l]) % 16 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KV block copy: layer ", l, " base is not 16-byte aligned"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> KvBlockTransfer::UploadMetadata(
+    const KvBlockPool& pool, std::span<const int32_t> ids,
+    cudaStream_t stream) {
+  PackedLayout layout;
+  const size_t bases_at = layout.Take(pool.layer_base.size() * 8);
+  const size_t ids_at = layout.Take(ids.size() * 4);
+  DUET_RETURN_IF_ERROR(metadata_host_.Reserve(layout.size()));
+  DUET_RETURN_IF_ERROR(metadata_.Reserve(allocator_, layout.size()));
+  auto* host = static_cast<char*>(metadata_host_.data());
+  for (size_t l = 0; l < pool.layer_base.size(); ++l) {
+    const uint64_t base = reinterpret_cast<uint64_t>(pool.layer_base[l]);
+    std::memcpy(host + bases_at + l * 8, &base, 8);
+  }
+  std::memcpy(host + ids_at, ids.data(), ids.size() * 4);
+  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host,
+                                            layout.size(),
+                                            cudaMemcpyHostToDevice, stream));
+  return ids_at;
+}
+
+// Host data is [layer][i][block_bytes]. A chunk is either whole layers
+// (every id) or, when one layer's blocks exceed kChunkBytes, a run of ids
+// of one layer: both are contiguous on the host and in the packed layout the
+// kernel uses, so each chunk is one kernel and one copy.
+absl::Status KvBlockTransfer::Run(bool gather, const KvBlockPool& pool,
+                                  std::span<const int32_t> ids, char* host,
+                                  cudaStream_t stream) {
+  if (ids.empty()) return absl::OkStatus();
+  DUET_ASSIGN_OR_RETURN(const size_t ids_at,
+                        UploadMetadata(pool, ids, stream));
+  const int64_t bb = pool.block_bytes;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t num_layers = static_cast<int64_t>(pool.layer_base.size());
+  const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkBytes / bb);
+  const int64_t layers_per_chunk =
+      n <= rows_per_chunk ? std::min(num_layers, rows_per_chunk / n) : 1;
+  const int64_t ids_per_chunk = std::min(n, rows_per_chunk);
+  DUET_RETURN_IF_ERROR(scratch_.Reserve(
+      allocator_, static_cast<size_t>(layers_per_chunk * ids_per_chunk * bb)));
+  const auto* bases = metadata_.as<uint64_t>();
+  const auto* dev_ids =
+      reinterpret_cast<const int32_t*>(metadata_.as<char>() + ids_at);
+  for (int64_t l = 0; l < num_layers; l += layers_per_chunk) {
+    const int64_t layers = std::min(layers_per_chunk, num_layers - l);
+    for (int64_t i = 0; i < n; i += ids_per_chunk) {
+      const int64_t count = std::min(ids_per_chunk, n - i);
+      KvBlocksParams p;
+      p.layer_base = bases + l;
+      p.block_ids = dev_ids + i;
+      p.num_layers = static_cast<int>(layers);
+      p.num_ids = static_cast<int>(count);
+      p.block_bytes = bb;
+      p.packed = scratch_.data();
+      char* chunk_host = host + (l * n + i) * bb;
+      const size_t bytes = static_cast<size_t>(layers * count * bb);
+      if (gather) {
+        DUET_RETURN_IF_ERROR(LaunchGatherKvBlocks(p, stream));
+        DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(chunk_host, scratch_.data(),
+                                                  bytes, cudaMemcpyDeviceToHost,
+                                                  stream));
+      } else {
+        DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scratch_.data(), chunk_host,
+                                                  bytes, cudaMemcpyHostToDevice,
+                                                  stream));
+        DUET_RETURN_IF_ERROR(LaunchScatterKvBlocks(p, stream));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvBlockTransfer::Gather(const KvBlockPool& pool,
+                                     std::span<const int32_t> ids, void* host,
+                                     cudaStream_t stream) {
+  absl::Status s = Run(/*gather=*/true, pool, ids, static_cast<char*>(host),
+                       stream);
+  // Also after a failure: what was queued may still read the metadata.
+  const cudaError_t rc = cudaStreamSynchronize(stream);
+  DUET_RETURN_IF_ERROR(s);
+  DUET_CUDA_RETURN_IF_ERROR(rc);
+  return absl::OkStatus();
+}
+
+absl::Status KvBlockTransfer::Scatter(const void* host,
+                                      std::span<const int32_t> ids,
+                                      const KvBlockPool& pool,
+                                      cudaStream_t stream) {
+  // Waiting for the copies out of `host` would be enough for the caller to
+  // reuse it; waiting for the whole stream costs only the last chunk's
+  // kernel (HBM speed, microseconds) on top and keeps one rule for both
+  // directions: every call ends with nothing of it queued.
+  absl::Status s = Run(/*gather=*/false, pool, ids,
+                       const_cast<char*>(static_cast<const char*>(host)),
+                       stream);
+  const cudaError_t rc = cudaStreamSynchronize(stream);
+  DUET_RETURN_IF_ERROR(s);
+  DUET_CUDA_RETURN_IF_ERROR(rc);
+  return absl::OkStatus();
+}
+
+}  // namespace duet::kernels::cuda

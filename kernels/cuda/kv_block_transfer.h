@@ -1,0 +1,74 @@
+// Internal to kernels/cuda: whole KV blocks between the paged cache and host
+// memory (Backend::GatherKvBlocks / ScatterKvBlocks, for KV transfer
+// staging).
+//
+// Gather: one kernel packs the blocks of every layer into a device scratch
+// buffer, then one cudaMemcpyAsync moves it to the host; scatter mirrors
+// it. Copying each block separately would be ~100x slower (DESIGN.md §4).
+// A kernel writing mapped pinned memory directly would save the scratch
+// buffer but hold SMs for the whole PCIe transfer, stealing them from the
+// decode steps that share the GPU; the copy engine moves the bytes without
+// them, and the packing kernel runs at HBM speed (~1% of the PCIe time).
+// Transfers larger than kChunkBytes go in chunks through one scratch buffer
+// of that size, so landing a long prompt never needs its whole KV twice in
+// device memory.
+#ifndef DUET_KERNELS_CUDA_KV_BLOCK_TRANSFER_H_
+#define DUET_KERNELS_CUDA_KV_BLOCK_TRANSFER_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/allocator.h"
+#include "kernels/cuda/cuda_utils.h"
+
+namespace duet::kernels::cuda {
+
+class KvBlockTransfer {
+ public:
+  static constexpr int64_t kChunkBytes = int64_t{64} << 20;
+
+  KvBlockTransfer() = default;
+  KvBlockTransfer(const KvBlockTransfer&) = delete;
+  KvBlockTransfer& operator=(const KvBlockTransfer&) = delete;
+
+  absl::Status Init(std::shared_ptr<CachingAllocator> allocator);
+
+  // Arguments validated by the caller (CheckKvBlockCopy) and block_bytes a
+  // multiple of 16 with 16-byte aligned bases (CheckAlignment). Gather
+  // returns once `host` holds the blocks; Scatter once `host` has been read.
+  absl::Status Gather(const KvBlockPool& pool, std::span<const int32_t> ids,
+                      void* host, cudaStream_t stream);
+  absl::Status Scatter(const void* host, std::span<const int32_t> ids,
+                       const KvBlockPool& pool, cudaStream_t stream);
+
+  // InvalidArgument unless the kernel's 16-byte accesses fit the pool.
+  static absl::Status CheckAlignment(const KvBlockPool& pool);
+
+ private:
+  // Uploads the layer bases and ids the kernels read; returns the ids'
+  // offset in metadata_ (the bases are at 0).
+  absl::StatusOr<size_t> UploadMetadata(const KvBlockPool& pool,
+                              std::span<const int32_t> ids,
+                              cudaStream_t stream);
+  absl::Status Run(bool gather, const KvBlockPool& pool,
+                   std::span<const int32_t> ids, char* host,
+                   cudaStream_t stream);
+
+  std::shared_ptr<CachingAllocator> allocator_;
+  // Reused by the next call only: every call waits before it returns until
+  // the copies that read these are done.
+  PinnedBuffer metadata_host_;
+  DeviceBuffer metadata_;
+  DeviceBuffer scratch_;
+};
+
+}  // namespace duet::kernels::cuda
+
+#endif  // DUET_KERNELS_CUDA_KV_BLOCK_TRANSFER_H_
