@@ -5,11 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
-#include "serving/kv_pool.h"
+#include "model/kv_cache.h"
 
 namespace duet::decode_node {
-
-using kernels::AttentionMode;
 
 DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
@@ -29,66 +27,82 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
   return u;
 }
 
-void DecodeStream::Cancel() { cancelled_.store(true); }
-
-void DecodeStream::Push(int32_t token) {
+void DecodeStream::OnToken(int32_t token) {
   absl::MutexLock lock(&mu_);
   pending_.push_back(token);
 }
 
-void DecodeStream::Finish(FinishReason reason, absl::Status error,
-                          double decode_ms) {
+void DecodeStream::OnFinish(FinishReason reason, absl::Status status) {
   absl::MutexLock lock(&mu_);
   done_ = true;
   finish_ = reason;
-  error_ = std::move(error);
-  decode_ms_ = decode_ms;
+  error_ = std::move(status);
+  decode_ms_ = absl::ToDoubleMilliseconds(absl::Now() - first_token_time_);
 }
 
-DecodeEngine::DecodeEngine(std::unique_ptr<model::Transformer> model,
-                           const DecodeEngineOptions& options,
-                           model::KvCacheStorage cache)
-    : model_(std::move(model)),
-      options_(options),
-      cache_(std::move(cache)),
-      layout_(serving::KvLayoutFor(model_->config(), options.block_size,
-                                   model_->backend().activation_dtype())),
-      pool_(options.num_blocks) {}
+// Lands a request's KV before its first step and keeps the reservations'
+// clock.
+class DecodeEngine::Policy final : public runtime::RolePolicy {
+ public:
+  explicit Policy(DecodeEngine* engine) : engine_(engine) {}
+
+  absl::Status OnAdmit(const runtime::NewRequest& r) override {
+    absl::Status s = engine_->receiver_->Land(r.id.value());
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("landing the KV of request ",
+                                                 r.id.value(), ": ",
+                                                 s.message()));
+    }
+    return s;
+  }
+  void Housekeeping(runtime::Scheduler& scheduler) override {
+    engine_->Housekeeping(scheduler);
+  }
+  void OnRemoved(RequestId id) override {
+    // A request that ended before landing still holds receiver staging.
+    engine_->receiver_->Drop(id.value());
+    absl::MutexLock lock(&engine_->mu_);
+    engine_->streams_.erase(id.value());
+  }
+
+ private:
+  DecodeEngine* const engine_;
+};
 
 absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
-    std::unique_ptr<model::Transformer> model,
+    std::unique_ptr<runtime::ModelRunner> runner,
     const DecodeEngineOptions& options, const ReceiverFactory& receiver) {
-  if (options.block_size <= 0 || options.num_blocks <= 0 ||
-      options.max_batch_size <= 0) {
+  if (options.max_num_seqs <= 0 || options.max_num_batched_tokens <= 0 ||
+      options.default_reservation_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "decode engine: block_size, num_blocks and max_batch_size must be > "
-        "0");
+        "decode engine: max_num_seqs, max_num_batched_tokens and the "
+        "reservation TTL must be > 0");
   }
+  std::unique_ptr<DecodeEngine> e(new DecodeEngine());
+  e->options_ = options;
+  e->runner_ = std::move(runner);
+  DUET_ASSIGN_OR_RETURN(e->receiver_, receiver(*e->runner_));
+  e->policy_ = std::make_unique<Policy>(e.get());
+  runtime::EngineLoopOptions lo;
+  lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
+  lo.scheduler.max_num_seqs = options.max_num_seqs;
+  lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(
-      model::KvCacheStorage cache,
-      model->AllocateKvCache(options.block_size, options.num_blocks));
-  std::unique_ptr<DecodeEngine> engine(
-      new DecodeEngine(std::move(model), options, std::move(cache)));
-  DUET_ASSIGN_OR_RETURN(
-      engine->receiver_,
-      receiver(serving::PoolViewOf(engine->cache_, engine->layout_,
-                              options.num_blocks)));
-  engine->loop_ = std::thread([e = engine.get()] { e->Loop(); });
-  return engine;
+      e->loop_,
+      runtime::EngineLoop::Create(e->runner_.get(), e->policy_.get(), lo));
+  return e;
 }
 
 DecodeEngine::~DecodeEngine() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (loop_.joinable()) loop_.join();
+  // The loop ends running requests; reservations need nothing more (the
+  // pool goes with the runner).
+  loop_.reset();
 }
 
 absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
     const kv_transfer::KvLayout& expected, absl::Duration ttl) {
-  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout_, expected));
+  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), expected));
   if (num_prompt_tokens <= 0 || max_new_tokens <= 0) {
     return absl::InvalidArgumentError(
         "Reserve: num_prompt_tokens and max_new_tokens must be > 0");
@@ -99,36 +113,53 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
         "Reserve: prompt (", num_prompt_tokens, ") + max_new_tokens (",
         max_new_tokens, ") exceeds the model context of ", max_model_len()));
   }
-  absl::MutexLock lock(&mu_);
-  if (requests_.contains(request_id)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("request ", request_id, " is already reserved"));
+  const int32_t bs = runner_->block_size();
+  // The last sampled token is never fed back: total - 1 cached tokens at
+  // most. A request that needs more than the whole pool could never finish,
+  // even alone after preempting everything else.
+  const int32_t most = model::BlocksForTokens(total - 1, bs);
+  if (most > runner_->num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Reserve: prompt + max_tokens needs ", most,
+        " KV blocks at the end; this decode node's pool has ",
+        runner_->num_blocks(), " (lower max_tokens)"));
   }
-  // The last sampled token is never fed back: total - 1 cached tokens.
-  DUET_ASSIGN_OR_RETURN(
-      std::vector<BlockId> blocks,
-      pool_.Allocate(model::BlocksForTokens(total - 1, options_.block_size)));
-  auto r = std::make_unique<Request>();
-  r->id = request_id;
-  r->blocks = std::move(blocks);
-  r->prompt_len = num_prompt_tokens;
-  r->max_new_tokens = max_new_tokens;
-  r->expires = absl::Now() + (ttl > absl::ZeroDuration()
-                                  ? ttl
-                                  : options_.default_reservation_ttl);
-  std::vector<int32_t> ids;
-  for (BlockId b : r->blocks) ids.push_back(b.value());
-  auto desc = receiver_->Describe(request_id, ids);
-  if (!desc.ok()) {
-    (void)pool_.Free(r->blocks);
-    return desc.status();
-  }
-  requests_.emplace(request_id, std::move(r));
-  return desc;
+  const int32_t prompt_blocks = model::BlocksForTokens(num_prompt_tokens, bs);
+  return loop_->WithScheduler(
+      [&](runtime::Scheduler& scheduler)
+          -> absl::StatusOr<kv_transfer::KvDescriptor> {
+        absl::MutexLock lock(&mu_);
+        if (reservations_.contains(request_id) ||
+            streams_.contains(request_id)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("request ", request_id, " is already reserved"));
+        }
+        DUET_ASSIGN_OR_RETURN(
+            std::vector<BlockId> blocks,
+            scheduler.Reserve(std::min(prompt_blocks + 1, most)));
+        std::vector<int32_t> ids;
+        for (int32_t i = 0; i < prompt_blocks; ++i) {
+          ids.push_back(blocks[static_cast<size_t>(i)].value());
+        }
+        auto desc = receiver_->Describe(request_id, ids);
+        if (!desc.ok()) {
+          (void)scheduler.Unreserve(blocks);
+          return desc.status();
+        }
+        Reservation r;
+        r.blocks = std::move(blocks);
+        r.prompt_len = num_prompt_tokens;
+        r.max_new_tokens = max_new_tokens;
+        r.expires = absl::Now() + (ttl > absl::ZeroDuration()
+                                       ? ttl
+                                       : options_.default_reservation_ttl);
+        reservations_.emplace(request_id, std::move(r));
+        return desc;
+      });
 }
 
 absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
-    uint64_t request_id, int32_t first_token,
+    uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
     const model::SamplingParams& params) {
   DUET_RETURN_IF_ERROR(
       model::ValidateSamplingParams(params, config().vocab_size));
@@ -136,111 +167,127 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     return absl::InvalidArgumentError(absl::StrCat(
         "first_token ", first_token, " is outside the vocabulary"));
   }
-  absl::MutexLock lock(&mu_);
-  auto it = requests_.find(request_id);
-  if (it == requests_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "request ", request_id,
-        " has no reservation on this decode node (never reserved, released "
-        "or expired)"));
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", id, " is outside the vocabulary"));
+    }
   }
-  Request& r = *it->second;
-  if (r.started) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("request ", request_id, " is already decoding"));
+  auto stream = std::make_shared<DecodeStream>();
+  stream->OnToken(first_token);
+  runtime::NewRequest req;
+  bool finished_at_first = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = reservations_.find(request_id);
+    if (it == reservations_.end()) {
+      if (streams_.contains(request_id)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("request ", request_id, " is already decoding"));
+      }
+      return absl::FailedPreconditionError(absl::StrCat(
+          "request ", request_id,
+          " has no reservation on this decode node (never reserved, released "
+          "or expired)"));
+    }
+    Reservation& r = it->second;
+    if (static_cast<int32_t>(prompt.size()) != r.prompt_len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Decode: prompt_token_ids has ", prompt.size(),
+          " tokens but the reservation is for ", r.prompt_len,
+          " (the decode node keeps the prompt to recompute its KV after a "
+          "preemption)"));
+    }
+    if (params.max_tokens > r.max_new_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_tokens ", params.max_tokens, " exceeds the reserved ",
+          r.max_new_tokens));
+    }
+    std::vector<int32_t> stops = params.stop_token_ids;
+    if (!params.ignore_eos) {
+      stops.insert(stops.end(), config().eos_token_ids.begin(),
+                   config().eos_token_ids.end());
+    }
+    const bool stop =
+        std::find(stops.begin(), stops.end(), first_token) != stops.end();
+    finished_at_first = stop || params.max_tokens <= 1;
+    req.id = RequestId(request_id);
+    req.num_prompt_tokens = r.prompt_len;
+    req.num_computed = r.prompt_len;
+    req.tokens = std::move(prompt);
+    req.tokens.push_back(first_token);
+    req.blocks = std::move(r.blocks);
+    req.params = params;
+    req.sink = stream;
+    reservations_.erase(it);
+    if (finished_at_first) {
+      stream->OnFinish(stop ? FinishReason::kStopToken
+                            : FinishReason::kMaxTokens,
+                       absl::OkStatus());
+    } else {
+      streams_[request_id] = stream;
+    }
   }
-  if (params.max_tokens > r.max_new_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_tokens ", params.max_tokens, " exceeds the reserved ",
-        r.max_new_tokens));
+  if (finished_at_first) {
+    receiver_->Drop(request_id);
+    loop_->WithScheduler([&](runtime::Scheduler& s) {
+      return s.Unreserve(req.blocks);
+    }).IgnoreError();
+    return stream;
   }
-  DUET_RETURN_IF_ERROR(receiver_->Land(request_id));
-  r.started = true;
-  r.params = params;
-  r.stops = params.stop_token_ids;
-  if (!params.ignore_eos) {
-    const auto& eos = config().eos_token_ids;
-    r.stops.insert(r.stops.end(), eos.begin(), eos.end());
-  }
-  r.last_token = first_token;
-  r.num_cached = r.prompt_len;
-  r.generated = 1;
-  r.first_token_time = absl::Now();
-  r.stream = std::make_shared<DecodeStream>();
-  r.stream->Push(first_token);
-  std::shared_ptr<DecodeStream> stream = r.stream;
-  if (std::find(r.stops.begin(), r.stops.end(), first_token) !=
-      r.stops.end()) {
-    FinishLocked(r, FinishReason::kStopToken, absl::OkStatus());
-  } else if (params.max_tokens <= 1) {
-    FinishLocked(r, FinishReason::kMaxTokens, absl::OkStatus());
-  } else {
-    waiting_.push_back(request_id);
+  std::vector<BlockId> blocks = req.blocks;
+  if (absl::Status s = loop_->Submit(std::move(req)); !s.ok()) {
+    receiver_->Drop(request_id);
+    loop_->WithScheduler([&](runtime::Scheduler& sch) {
+      return sch.Unreserve(blocks);
+    }).IgnoreError();
+    absl::MutexLock lock(&mu_);
+    streams_.erase(request_id);
+    return s;
   }
   return stream;
 }
 
 bool DecodeEngine::Release(uint64_t request_id) {
   absl::MutexLock lock(&mu_);
-  auto it = requests_.find(request_id);
-  if (it == requests_.end()) return false;
-  Request& r = *it->second;
-  if (r.started) {
-    // The step loop owns running requests: it frees them at the next step
-    // boundary, never in the middle of a forward pass that reads their KV.
-    r.stream->Cancel();
+  if (auto it = reservations_.find(request_id); it != reservations_.end()) {
+    Reservation r = std::move(it->second);
+    reservations_.erase(it);
+    QuarantineLocked(request_id, std::move(r));
     return true;
   }
-  QuarantineLocked(r);
-  return true;
+  if (auto it = streams_.find(request_id); it != streams_.end()) {
+    // The loop frees a running request's blocks at the next step boundary,
+    // never under a forward pass that reads them.
+    if (auto stream = it->second.lock()) stream->Cancel();
+    return true;
+  }
+  return false;
 }
 
-void DecodeEngine::QuarantineLocked(Request& r) {
-  receiver_->Drop(r.id);
+void DecodeEngine::QuarantineLocked(uint64_t id, Reservation r) {
+  receiver_->Drop(id);
   quarantine_.emplace_back(absl::Now() + options_.release_quarantine,
                            std::move(r.blocks));
-  requests_.erase(r.id);  // destroys r
 }
 
-DecodeLoad DecodeEngine::Load() {
+void DecodeEngine::Housekeeping(runtime::Scheduler& scheduler) {
   absl::MutexLock lock(&mu_);
-  DecodeLoad load;
-  load.free_blocks = pool_.num_free();
-  load.total_blocks = pool_.num_blocks();
-  load.running = static_cast<int32_t>(running_.size());
-  load.waiting = static_cast<int32_t>(waiting_.size());
-  load.reserved = static_cast<int32_t>(requests_.size()) - load.running -
-                  load.waiting;
-  for (const auto& q : quarantine_) {
-    load.quarantined_blocks += static_cast<int32_t>(q.second.size());
-  }
-  return load;
-}
-
-void DecodeEngine::FinishLocked(Request& r, FinishReason reason,
-                                absl::Status error) {
-  const double decode_ms =
-      absl::ToDoubleMilliseconds(absl::Now() - r.first_token_time);
-  if (r.stream != nullptr) r.stream->Finish(reason, std::move(error), decode_ms);
-  const absl::Status freed = pool_.Free(r.blocks);
-  if (!freed.ok()) DUET_LOG(ERROR) << "freeing request blocks: " << freed;
-  requests_.erase(r.id);  // destroys r
-}
-
-void DecodeEngine::ReapExpiredLocked() {
   const absl::Time now = absl::Now();
   std::vector<uint64_t> expired;
-  for (const auto& [id, r] : requests_) {
-    if (!r->started && r->expires < now) expired.push_back(id);
+  for (const auto& [id, r] : reservations_) {
+    if (r.expires < now) expired.push_back(id);
   }
   for (uint64_t id : expired) {
     DUET_LOG(WARNING) << "reservation of request " << id
                       << " expired without a Decode call; freeing its blocks";
-    QuarantineLocked(*requests_[id]);
+    Reservation r = std::move(reservations_[id]);
+    reservations_.erase(id);
+    QuarantineLocked(id, std::move(r));
   }
   for (auto it = quarantine_.begin(); it != quarantine_.end();) {
     if (it->first <= now) {
-      (void)pool_.Free(it->second);
+      (void)scheduler.Unreserve(it->second);
       it = quarantine_.erase(it);
     } else {
       ++it;
@@ -248,113 +295,20 @@ void DecodeEngine::ReapExpiredLocked() {
   }
 }
 
-void DecodeEngine::Loop() {
-  while (true) {
-    std::vector<Request*> batch;
-    {
-      absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || !waiting_.empty() || !running_.empty();
-      };
-      // Wake at least every 100 ms to expire abandoned reservations.
-      mu_.AwaitWithTimeout(absl::Condition(&has_work),
-                           absl::Milliseconds(100));
-      ReapExpiredLocked();
-      if (stop_) {
-        std::vector<uint64_t> ids;
-        for (const auto& [id, r] : requests_) ids.push_back(id);
-        for (uint64_t id : ids) {
-          Request& r = *requests_[id];
-          if (r.stream != nullptr) {
-            FinishLocked(r, FinishReason::kCancelled,
-                         absl::CancelledError("decode node shutting down"));
-          } else {
-            (void)pool_.Free(r.blocks);
-            requests_.erase(id);
-          }
-        }
-        running_.clear();
-        waiting_.clear();
-        return;
-      }
-      // Requests leave between steps: cancelled ones first.
-      auto drop_cancelled = [this](auto& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(
-                                mu_) {
-        for (auto it = ids.begin(); it != ids.end();) {
-          Request& r = *requests_[*it];
-          if (r.stream->cancelled_.load()) {
-            FinishLocked(r, FinishReason::kCancelled,
-                         absl::CancelledError("request cancelled"));
-            it = ids.erase(it);
-          } else {
-            ++it;
-          }
-        }
-      };
-      drop_cancelled(running_);
-      drop_cancelled(waiting_);
-      // ... and join, FCFS, up to the batch limit.
-      while (static_cast<int32_t>(running_.size()) < options_.max_batch_size &&
-             !waiting_.empty()) {
-        running_.push_back(waiting_.front());
-        waiting_.pop_front();
-      }
-      for (uint64_t id : running_) batch.push_back(requests_[id].get());
-    }
-    if (batch.empty()) continue;
-    // Only this thread touches a running request's decode state and frees
-    // its blocks, so the forward pass runs without the lock.
-    const absl::Status status = Step(batch);
-    absl::MutexLock lock(&mu_);
-    for (auto it = running_.begin(); it != running_.end();) {
-      Request& r = *requests_[*it];
-      const bool stop = std::find(r.stops.begin(), r.stops.end(),
-                                  r.last_token) != r.stops.end();
-      if (!status.ok()) {
-        FinishLocked(r, FinishReason::kCancelled,
-                     absl::InternalError(absl::StrCat(
-                         "decode step failed: ", status.message())));
-      } else if (stop) {
-        FinishLocked(r, FinishReason::kStopToken, absl::OkStatus());
-      } else if (r.generated >= r.params.max_tokens) {
-        FinishLocked(r, FinishReason::kMaxTokens, absl::OkStatus());
-      } else {
-        ++it;
-        continue;
-      }
-      it = running_.erase(it);
-    }
+DecodeLoad DecodeEngine::Load() {
+  const runtime::LoopLoad l = loop_->Load();
+  DecodeLoad load;
+  load.free_blocks = l.free_blocks;
+  load.total_blocks = l.total_blocks;
+  load.running = l.running;
+  load.waiting = l.waiting;
+  load.preemptions = l.preemptions;
+  absl::MutexLock lock(&mu_);
+  load.reserved = static_cast<int32_t>(reservations_.size());
+  for (const auto& q : quarantine_) {
+    load.quarantined_blocks += static_cast<int32_t>(q.second.size());
   }
-}
-
-absl::Status DecodeEngine::Step(const std::vector<Request*>& batch) {
-  std::vector<model::SeqChunk> chunks;
-  chunks.reserve(batch.size());
-  for (Request* r : batch) {
-    chunks.push_back(model::SeqChunk{{&r->last_token, 1}, r->num_cached,
-                                     r->blocks});
-  }
-  DUET_ASSIGN_OR_RETURN(
-      kernels::StepInputs step,
-      model::BuildStep(AttentionMode::kDecode, chunks, options_.block_size));
-  std::vector<kernels::SampleSpec> specs;
-  specs.reserve(batch.size());
-  for (Request* r : batch) {
-    specs.push_back(
-        model::ToSampleSpec(r->params, static_cast<uint64_t>(r->generated)));
-  }
-  DUET_ASSIGN_OR_RETURN(
-      std::vector<int32_t> tokens,
-      model_->ForwardSample(step, cache_, options_.block_size, specs));
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Request& r = *batch[i];
-    const int32_t token = tokens[i];
-    ++r.num_cached;
-    ++r.generated;
-    r.last_token = token;
-    r.stream->Push(token);
-  }
-  return absl::OkStatus();
+  return load;
 }
 
 }  // namespace duet::decode_node

@@ -1,22 +1,23 @@
-// The decode node's engine: owns the paged KV pool (exposed to prefill
-// nodes through a kv_transfer::KvReceiver), answers Reserve, and runs
-// continuous batching: each step takes the next token of every running
-// request, runs one paged-attention decode forward pass, samples and hands
-// the tokens to each request's stream. Requests join and leave between steps.
+// The decode role on the shared runtime. The decode engine owns the node's
+// KV pool (exposed to prefill nodes through a kv_transfer::KvReceiver),
+// answers Reserve, and admits a request into the engine loop's continuous
+// batch only once its KV is complete (StartDecode, after the prefill node
+// reported the transfer done); the receiver lands the KV on the loop thread
+// before the request's first step.
 //
-// Block accounting: a reservation allocates every block the request can ever
-// need (prompt + max_new_tokens - 1 tokens), so a running request can never
-// run out of cache mid-stream; when the pool is full, Reserve fails with
-// RESOURCE_EXHAUSTED and running requests are untouched. Blocks return to
-// the pool when a request finishes, is cancelled or released, or when its
-// reservation expires without a Decode call (the prefill side died).
+// Blocks: Reserve takes the prompt's blocks plus one, held outside the
+// scheduler until StartDecode; decode grows a request one block at a time as
+// it generates, and when the pool is full the scheduler preempts the most
+// recently admitted request by recompute (its KV is rebuilt on this node
+// from its prompt and generated tokens; its stream just continues). Blocks
+// return to the pool when a request finishes, is cancelled or released, or
+// when its reservation expires without a Decode call (the prefill side
+// died).
 #ifndef DUET_DECODE_NODE_DECODE_ENGINE_H_
 #define DUET_DECODE_NODE_DECODE_ENGINE_H_
 
-#include <deque>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -24,16 +25,20 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv_transfer/kv_transfer.h"
-#include "model/kv_cache.h"
 #include "model/sampler.h"
-#include "model/transformer.h"
+#include "runtime/engine_loop.h"
+#include "runtime/model_runner.h"
 
 namespace duet::decode_node {
 
+using FinishReason = runtime::FinishReason;
+
 struct DecodeEngineOptions {
-  int32_t block_size = 16;
-  int32_t num_blocks = 1024;
-  int32_t max_batch_size = 64;
+  // Requests in one decode step (--max-num-seqs).
+  int32_t max_num_seqs = 64;
+  // Token budget of one step (recompute after preemption runs as chunked
+  // prefill under it).
+  int32_t max_num_batched_tokens = 2048;
   // Reservations without a Decode call are freed after this long.
   absl::Duration default_reservation_ttl = absl::Seconds(60);
   // Blocks of a reservation released before its Decode call may still be
@@ -44,19 +49,18 @@ struct DecodeEngineOptions {
   absl::Duration release_quarantine = absl::Seconds(2);
 };
 
-enum class FinishReason { kStopToken, kMaxTokens, kCancelled };
-
 struct DecodeLoad {
   int32_t free_blocks = 0;
   int32_t total_blocks = 0;
   int32_t running = 0;   // in the batch
-  int32_t waiting = 0;   // admitted, waiting for a batch slot
+  int32_t waiting = 0;   // admitted (or preempted), waiting for a slot
   int32_t reserved = 0;  // reservations awaiting Decode
   int32_t quarantined_blocks = 0;  // released, not yet reusable
+  int64_t preemptions = 0;         // since start
 };
 
 // The consumer side of one request's token stream. Thread-safe.
-class DecodeStream {
+class DecodeStream : public runtime::RequestSink {
  public:
   struct Update {
     std::vector<int32_t> tokens;  // new tokens since the last call
@@ -67,8 +71,10 @@ class DecodeStream {
   };
   // Returns new tokens, or done, or (after `timeout`) an empty update.
   Update Next(absl::Duration timeout);
-  // Asks the engine to drop the request at the next step boundary.
-  void Cancel();
+
+  // RequestSink (loop thread).
+  void OnToken(int32_t token) override;
+  void OnFinish(FinishReason reason, absl::Status status) override;
 
  private:
   friend class DecodeEngine;
@@ -78,42 +84,43 @@ class DecodeStream {
   FinishReason finish_ ABSL_GUARDED_BY(mu_) = FinishReason::kMaxTokens;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   double decode_ms_ ABSL_GUARDED_BY(mu_) = 0.0;
-  std::atomic<bool> cancelled_{false};
-
-  void Push(int32_t token);
-  void Finish(FinishReason reason, absl::Status error, double decode_ms);
+  absl::Time first_token_time_ = absl::Now();
 };
 
 class DecodeEngine {
  public:
   using ReceiverFactory =
       std::function<absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>>(
-          const kv_transfer::KvPoolView&)>;
+          runtime::ModelRunner&)>;
 
   static absl::StatusOr<std::unique_ptr<DecodeEngine>> Create(
-      std::unique_ptr<model::Transformer> model,
+      std::unique_ptr<runtime::ModelRunner> runner,
       const DecodeEngineOptions& options, const ReceiverFactory& receiver);
   ~DecodeEngine();  // stops the step loop; pending streams end CANCELLED
 
-  const kv_transfer::KvLayout& layout() const { return layout_; }
-  const model::ModelConfig& config() const { return model_->config(); }
+  const kv_transfer::KvLayout& layout() const { return runner_->layout(); }
+  const model::ModelConfig& config() const { return runner_->config(); }
+  const runtime::ModelRunner& runner() const { return *runner_; }
   int32_t max_model_len() const {
-    return model_->config().max_position_embeddings;
+    return runner_->config().max_position_embeddings;
   }
 
-  // Allocates the blocks for a request and describes them for the prefill
-  // node. INVALID_ARGUMENT for a bad request or a layout that is not ours,
-  // ALREADY_EXISTS for a duplicate id, RESOURCE_EXHAUSTED when the pool is
-  // full.
+  // Takes the prompt's blocks plus one and describes the prompt's blocks
+  // for the prefill node. INVALID_ARGUMENT for a bad request, a layout that
+  // is not ours or a request that could never fit this node's pool,
+  // ALREADY_EXISTS for a duplicate id, RESOURCE_EXHAUSTED when the pool (or
+  // the receiver's staging) is full.
   absl::StatusOr<kv_transfer::KvDescriptor> Reserve(
       uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
       const kv_transfer::KvLayout& expected, absl::Duration ttl);
 
-  // Admits a reserved request whose KV is complete, with its first token
-  // (sampled by the prefill node). FAILED_PRECONDITION when the reservation
-  // is unknown or expired.
+  // Admits a reserved request whose KV is complete, with its prompt (kept
+  // to recompute the KV after a preemption) and its first token (sampled
+  // by the prefill node). FAILED_PRECONDITION when the reservation is
+  // unknown or expired, INVALID_ARGUMENT for a prompt of another length
+  // than reserved.
   absl::StatusOr<std::shared_ptr<DecodeStream>> StartDecode(
-      uint64_t request_id, int32_t first_token,
+      uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
       const model::SamplingParams& params);
 
   // Frees a reservation or cancels a running request; false if unknown.
@@ -122,51 +129,36 @@ class DecodeEngine {
   DecodeLoad Load();
 
  private:
-  struct Request {
-    uint64_t id = 0;
+  class Policy;
+  struct Reservation {
     std::vector<BlockId> blocks;
     int32_t prompt_len = 0;
     int32_t max_new_tokens = 0;
     absl::Time expires;
-    // Set by StartDecode:
-    bool started = false;
-    model::SamplingParams params;
-    std::vector<int32_t> stops;
-    int32_t last_token = 0;
-    int32_t num_cached = 0;  // tokens whose KV is in the cache
-    int32_t generated = 0;   // tokens sampled so far (token 1 included)
-    absl::Time first_token_time;
-    std::shared_ptr<DecodeStream> stream;
   };
 
-  DecodeEngine(std::unique_ptr<model::Transformer> model,
-               const DecodeEngineOptions& options,
-               model::KvCacheStorage cache);
-  void Loop();
-  // Runs one decode step over `batch`; returns the status of the forward.
-  absl::Status Step(const std::vector<Request*>& batch);
-  void FinishLocked(Request& r, FinishReason reason, absl::Status error)
+  DecodeEngine() = default;
+  // Moves a reservation's blocks to the quarantine and drops its staging.
+  void QuarantineLocked(uint64_t id, Reservation r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReapExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Frees an unstarted reservation through the quarantine.
-  void QuarantineLocked(Request& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loop thread, loop lock held: expiries and the end of quarantines.
+  void Housekeeping(runtime::Scheduler& scheduler);
 
-  std::unique_ptr<model::Transformer> model_;
-  const DecodeEngineOptions options_;
-  model::KvCacheStorage cache_;
-  kv_transfer::KvLayout layout_;
+  DecodeEngineOptions options_;
+  std::unique_ptr<runtime::ModelRunner> runner_;
   std::unique_ptr<kv_transfer::KvReceiver> receiver_;
+  std::unique_ptr<runtime::RolePolicy> policy_;
 
+  // Lock order: the loop's lock, then mu_.
   absl::Mutex mu_;
-  model::BlockPool pool_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, std::unique_ptr<Request>> requests_
+  absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(mu_);
+  // Started requests, for Release.
+  absl::flat_hash_map<uint64_t, std::weak_ptr<DecodeStream>> streams_
       ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> waiting_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> running_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<absl::Time, std::vector<BlockId>>> quarantine_
       ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread loop_;
+
+  std::unique_ptr<runtime::EngineLoop> loop_;  // destroyed first
 };
 
 }  // namespace duet::decode_node

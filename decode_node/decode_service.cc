@@ -46,8 +46,11 @@ grpc::Status DecodeService::Decode(
     grpc::ServerWriter<v1::DecodeResponse>* writer) {
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
-  auto stream =
-      engine_->StartDecode(req->request_id(), req->first_token(), *params);
+  auto stream = engine_->StartDecode(
+      req->request_id(),
+      std::vector<int32_t>(req->prompt_token_ids().begin(),
+                           req->prompt_token_ids().end()),
+      req->first_token(), *params);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
   const absl::Time deadline =
       req->deadline_ms() > 0

@@ -6,11 +6,8 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "model/engine.h"
-#include "serving/kv_pool.h"
 
 namespace duet::prefill_node {
-
-using kernels::AttentionMode;
 
 std::optional<absl::StatusOr<PrefillResult>> PrefillJob::Wait(
     absl::Duration timeout) {
@@ -18,245 +15,134 @@ std::optional<absl::StatusOr<PrefillResult>> PrefillJob::Wait(
   return result_;
 }
 
-PrefillEngine::PrefillEngine(std::unique_ptr<model::Transformer> model,
-                             const PrefillEngineOptions& options,
-                             model::KvCacheStorage cache)
-    : model_(std::move(model)),
-      options_(options),
-      cache_(std::move(cache)),
-      layout_(serving::KvLayoutFor(model_->config(), options.block_size,
-                                   model_->backend().activation_dtype())),
-      pool_(options.num_blocks) {}
+void PrefillJob::OnScheduled() { started_ = absl::Now(); }
+
+void PrefillJob::OnToken(int32_t token) {
+  partial_.first_token = token;
+  partial_.queue_ms = absl::ToDoubleMilliseconds(started_ - submitted_);
+  partial_.prefill_ms = absl::ToDoubleMilliseconds(absl::Now() - started_);
+}
+
+void PrefillJob::OnFinish(runtime::FinishReason reason, absl::Status status) {
+  if (status.ok()) {
+    result_ = partial_;
+  } else {
+    result_ = std::move(status);
+  }
+  done_.Notify();
+}
+
+// Pushes the blocks each chunk wrote to the request's decode node, once the
+// step that wrote them is done, and ends a request at its first token.
+class PrefillPolicy final : public runtime::RolePolicy {
+ public:
+  PrefillPolicy(std::unique_ptr<kv_transfer::KvSender> sender,
+                absl::Duration transfer_timeout, int32_t block_size)
+      : sender_(std::move(sender)),
+        transfer_timeout_(transfer_timeout),
+        block_size_(block_size) {}
+
+  absl::Status OnChunkDone(const runtime::RequestView& r,
+                           const runtime::ScheduledChunk& chunk) override {
+    auto& job = static_cast<PrefillJob&>(*r.request.sink);
+    // A partial last block is pushed again, completed, with the next chunk.
+    const int32_t end = chunk.start + chunk.len;
+    std::vector<kv_transfer::BlockCopy> copies;
+    for (int32_t b = chunk.start / block_size_;
+         b < model::BlocksForTokens(end, block_size_); ++b) {
+      copies.push_back({r.seq.blocks[static_cast<size_t>(b)].value(), b});
+    }
+    const absl::Time sent_at = absl::Now();
+    const absl::Duration left = r.request.deadline - sent_at;
+    const absl::Status sent = sender_->Send(
+        job.dest_, copies,
+        std::max(absl::Milliseconds(1), std::min(transfer_timeout_, left)));
+    job.partial_.transfer_ms += absl::ToDoubleMilliseconds(absl::Now() - sent_at);
+    if (!sent.ok()) {
+      return absl::Status(
+          sent.code(), absl::StrCat("KV transfer to the decode node failed: ",
+                                    sent.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  int32_t MaxGenerated(const runtime::NewRequest&) const override { return 1; }
+
+ private:
+  std::unique_ptr<kv_transfer::KvSender> sender_;
+  const absl::Duration transfer_timeout_;
+  const int32_t block_size_;
+};
 
 absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
-    std::unique_ptr<model::Transformer> model,
+    std::unique_ptr<runtime::ModelRunner> runner,
     const PrefillEngineOptions& options, const SenderFactory& sender) {
-  if (options.block_size <= 0 || options.num_blocks <= 0 ||
-      options.max_num_batched_tokens <= 0) {
+  if (options.max_num_batched_tokens <= 0 || options.max_num_seqs <= 0 ||
+      options.transfer_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "prefill engine: block_size, num_blocks and max_num_batched_tokens "
-        "must be > 0");
+        "prefill engine: max_num_batched_tokens, max_num_seqs and "
+        "transfer_timeout must be > 0");
   }
+  std::unique_ptr<PrefillEngine> e(new PrefillEngine());
+  e->runner_ = std::move(runner);
+  DUET_ASSIGN_OR_RETURN(std::unique_ptr<kv_transfer::KvSender> s,
+                        sender(*e->runner_));
+  e->policy_ = std::make_unique<PrefillPolicy>(
+      std::move(s), options.transfer_timeout, e->runner_->block_size());
+  runtime::EngineLoopOptions lo;
+  lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
+  lo.scheduler.max_num_seqs = options.max_num_seqs;
+  lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(
-      model::KvCacheStorage cache,
-      model->AllocateKvCache(options.block_size, options.num_blocks));
-  std::unique_ptr<PrefillEngine> engine(
-      new PrefillEngine(std::move(model), options, std::move(cache)));
-  DUET_ASSIGN_OR_RETURN(
-      engine->sender_,
-      sender(serving::PoolViewOf(engine->cache_, engine->layout_,
-                              options.num_blocks)));
-  engine->loop_ = std::thread([e = engine.get()] { e->Loop(); });
-  return engine;
+      e->loop_,
+      runtime::EngineLoop::Create(e->runner_.get(), e->policy_.get(), lo));
+  return e;
 }
 
-PrefillEngine::~PrefillEngine() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (loop_.joinable()) loop_.join();
-}
+PrefillEngine::~PrefillEngine() { loop_.reset(); }
 
 absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
     uint64_t request_id, std::vector<int32_t> prompt,
     const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
     absl::Time deadline) {
   DUET_RETURN_IF_ERROR(model::ValidateRequest(prompt, params, config()));
-  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout_, dest.layout));
+  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), dest.layout));
   const int32_t need = model::BlocksForTokens(
-      static_cast<int64_t>(prompt.size()), options_.block_size);
+      static_cast<int64_t>(prompt.size()), runner_->block_size());
   if (static_cast<int32_t>(dest.block_ids.size()) < need) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KV destination has ", dest.block_ids.size(), " blocks; the prompt "
         "needs ", need));
   }
-  if (need > options_.num_blocks) {
+  if (need > runner_->num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt needs ", need, " KV blocks but this prefill node has only ",
-        options_.num_blocks, " (raise --num-kv-blocks)"));
+        runner_->num_blocks(), " (raise --num-kv-blocks)"));
   }
   auto job = std::make_shared<PrefillJob>();
-  job->id_ = request_id;
-  job->prompt_ = std::move(prompt);
-  job->params_ = params;
   job->dest_ = std::move(dest);
-  job->deadline_ = deadline;
   job->submitted_ = absl::Now();
-  absl::MutexLock lock(&mu_);
-  if (stop_) return absl::UnavailableError("prefill node is shutting down");
-  queued_tokens_ += static_cast<int64_t>(job->prompt_.size());
-  queue_.push_back(job);
+  job->started_ = job->submitted_;
+  runtime::NewRequest r;
+  r.id = RequestId(request_id);
+  r.num_prompt_tokens = static_cast<int32_t>(prompt.size());
+  r.tokens = std::move(prompt);
+  r.params = params;
+  r.deadline = deadline;
+  r.sink = job;
+  DUET_RETURN_IF_ERROR(loop_->Submit(std::move(r)));
   return job;
 }
 
 int64_t PrefillEngine::queued_tokens() {
-  absl::MutexLock lock(&mu_);
-  return queued_tokens_;
+  return loop_->Load().uncomputed_tokens;
 }
 
-int32_t PrefillEngine::free_blocks() {
-  absl::MutexLock lock(&mu_);
-  return pool_.num_free();
-}
+int32_t PrefillEngine::free_blocks() { return loop_->Load().free_blocks; }
 
 int32_t PrefillEngine::active_requests() {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int32_t>(queue_.size());
-}
-
-void PrefillEngine::Complete(PrefillJob& job,
-                             absl::StatusOr<PrefillResult> result) {
-  if (!job.blocks_.empty()) {
-    const absl::Status freed = pool_.Free(job.blocks_);
-    if (!freed.ok()) DUET_LOG(ERROR) << "freeing prefill blocks: " << freed;
-    job.blocks_.clear();
-  }
-  queued_tokens_ -=
-      static_cast<int64_t>(job.prompt_.size()) - job.next_pos_;
-  job.result_ = std::move(result);
-  job.done_.Notify();
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-    if (it->get() == &job) {
-      queue_.erase(it);
-      break;
-    }
-  }
-}
-
-void PrefillEngine::Loop() {
-  struct Planned {
-    std::shared_ptr<PrefillJob> job;
-    int32_t start;
-    int32_t len;
-  };
-  const int32_t bs = options_.block_size;
-  while (true) {
-    std::vector<Planned> plan;
-    {
-      absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || !queue_.empty();
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&has_work),
-                           absl::Milliseconds(100));
-      if (stop_) {
-        while (!queue_.empty()) {
-          Complete(*queue_.front(),
-                   absl::CancelledError("prefill node shutting down"));
-        }
-        return;
-      }
-      const absl::Time now = absl::Now();
-      std::vector<std::shared_ptr<PrefillJob>> dropped;
-      for (const auto& job : queue_) {
-        if (job->cancelled_.load() || now > job->deadline_) dropped.push_back(job);
-      }
-      for (const auto& job : dropped) {
-        Complete(*job, job->cancelled_.load()
-                           ? absl::CancelledError("prefill cancelled")
-                           : absl::DeadlineExceededError(absl::StrCat(
-                                 "request ", job->id_,
-                                 " passed its deadline during prefill")));
-      }
-      int32_t budget = options_.max_num_batched_tokens;
-      for (const auto& job : queue_) {
-        if (budget == 0) break;
-        if (job->blocks_.empty()) {
-          auto blocks = pool_.Allocate(model::BlocksForTokens(
-              static_cast<int64_t>(job->prompt_.size()), bs));
-          if (!blocks.ok()) break;  // FCFS: later requests wait behind it
-          job->blocks_ = std::move(*blocks);
-          job->started_ = now;
-        }
-        const int32_t remaining =
-            static_cast<int32_t>(job->prompt_.size()) - job->next_pos_;
-        const int32_t len = std::min(remaining, budget);
-        plan.push_back({job, job->next_pos_, len});
-        budget -= len;
-      }
-    }
-    if (plan.empty()) continue;
-
-    // One forward pass over every planned chunk (no lock: only this thread
-    // touches a job's blocks and progress).
-    std::vector<model::SeqChunk> chunks;
-    for (const Planned& p : plan) {
-      chunks.push_back(model::SeqChunk{
-          std::span<const int32_t>(p.job->prompt_).subspan(p.start, p.len),
-          p.start, p.job->blocks_});
-    }
-    // The first token is drawn on the backend for chunks that end their
-    // prompt; the others get a (cheap, unused) greedy draw.
-    std::vector<kernels::SampleSpec> specs;
-    for (const Planned& p : plan) {
-      const bool last = p.start + p.len ==
-                        static_cast<int32_t>(p.job->prompt_.size());
-      specs.push_back(last ? model::ToSampleSpec(p.job->params_, /*step=*/0)
-                           : kernels::SampleSpec{});
-    }
-    absl::StatusOr<std::vector<int32_t>> tokens = absl::InternalError("");
-    auto step = model::BuildStep(AttentionMode::kPrefill, chunks, bs);
-    tokens = step.ok() ? model_->ForwardSample(*step, cache_, bs, specs)
-                       : step.status();
-
-    std::vector<std::pair<std::shared_ptr<PrefillJob>,
-                          absl::StatusOr<PrefillResult>>>
-        finished;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      PrefillJob& job = *plan[i].job;
-      if (!tokens.ok()) {
-        finished.emplace_back(plan[i].job,
-                              absl::InternalError(absl::StrCat(
-                                  "prefill forward failed: ",
-                                  tokens.status().message())));
-        continue;
-      }
-      // Push the blocks this chunk wrote (a partial last block is pushed
-      // again, completed, with the next chunk).
-      const int32_t end = plan[i].start + plan[i].len;
-      std::vector<kv_transfer::BlockCopy> copies;
-      for (int32_t b = plan[i].start / bs; b < model::BlocksForTokens(end, bs);
-           ++b) {
-        copies.push_back({job.blocks_[b].value(), b});
-      }
-      const absl::Duration left = job.deadline_ - absl::Now();
-      const absl::Time sent_at = absl::Now();
-      const absl::Status sent = sender_->Send(
-          job.dest_, copies,
-          std::max(absl::Milliseconds(1),
-                   std::min(options_.transfer_timeout, left)));
-      job.transfer_ms_ += absl::ToDoubleMilliseconds(absl::Now() - sent_at);
-      if (!sent.ok()) {
-        finished.emplace_back(
-            plan[i].job,
-            absl::Status(sent.code(),
-                         absl::StrCat("KV transfer to the decode node failed: ",
-                                      sent.message())));
-        continue;
-      }
-      job.next_pos_ = end;
-      if (end == static_cast<int32_t>(job.prompt_.size())) {
-        PrefillResult r;
-        r.first_token = (*tokens)[i];
-        r.queue_ms = absl::ToDoubleMilliseconds(job.started_ - job.submitted_);
-        r.prefill_ms = absl::ToDoubleMilliseconds(absl::Now() - job.started_);
-        r.transfer_ms = job.transfer_ms_;
-        finished.emplace_back(plan[i].job, r);
-      }
-    }
-    absl::MutexLock lock(&mu_);
-    for (const Planned& p : plan) {
-      // Progress made by this pass no longer counts as queued work.
-      if (p.job->next_pos_ == p.start + p.len) queued_tokens_ -= p.len;
-    }
-    for (auto& [job, result] : finished) {
-      if (result.ok()) {
-        job->next_pos_ = static_cast<int32_t>(job->prompt_.size());
-      }
-      Complete(*job, std::move(result));
-    }
-  }
+  const runtime::LoopLoad l = loop_->Load();
+  return l.running + l.waiting;
 }
 
 }  // namespace duet::prefill_node

@@ -361,6 +361,7 @@ grpc::Status RouterService::GenerateImpl(
   v1::DecodeRequest d;
   d.set_request_id(id);
   d.set_first_token(prefill.first_token());
+  d.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   *d.mutable_sampling() = sampling;
   d.set_deadline_ms(MsUntil(deadline));
   grpc::ClientContext dctx;

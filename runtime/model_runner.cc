@@ -25,6 +25,8 @@ kv_transfer::KvLayout KvLayoutFor(const model::ModelConfig& c,
 
 namespace {
 
+constexpr int64_t kMaxAutoBlocks = int64_t{1} << 20;
+
 // Runs the largest step the node will run (max_num_batched_tokens prompt
 // tokens) in a temporary cache, so the activation memory it needs is taken
 // before the pool is sized from what is left (vLLM profiles the same way
@@ -118,7 +120,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
           share / 1073741824.0, used_here / 1073741824.0,
           options.max_num_batched_tokens, free_now / 1073741824.0));
     }
-    blocks = static_cast<int32_t>(std::min<int64_t>(n, INT32_MAX / 2));
+    // Past 2^20 blocks (16M tokens at block size 16) more blocks serve no
+    // request of a real context length, and the free list is host memory.
+    blocks = static_cast<int32_t>(std::min<int64_t>(n, kMaxAutoBlocks));
   }
   r->num_blocks_ = blocks;
   DUET_ASSIGN_OR_RETURN(r->cache_,

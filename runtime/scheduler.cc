@@ -25,7 +25,22 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
 
 absl::StatusOr<std::vector<BlockId>> Scheduler::Reserve(int32_t n) {
   if (n < 0) return absl::InvalidArgumentError("Reserve: negative count");
+  const int64_t owed = num_blocks_owed();
+  if (owed > 0 && pool_.num_free() - n < owed) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache full: ", pool_.num_free(), " blocks free, ", owed,
+        " owed to preempted requests waiting to resume"));
+  }
   return pool_.Allocate(n);
+}
+
+int64_t Scheduler::num_blocks_owed() const {
+  int64_t owed = 0;
+  for (RequestId id : waiting_) {
+    const Sequence& s = *seqs_.at(id);
+    owed += MissingBlocks(s, static_cast<int64_t>(s.tokens.size()));
+  }
+  return owed;
 }
 
 absl::Status Scheduler::Unreserve(std::span<const BlockId> blocks) {
@@ -132,16 +147,22 @@ StepPlan Scheduler::Schedule() {
   }
   // Admission waits while preemption is freeing room for running work.
   if (!plan.preempted.empty()) return plan;
-  while (!waiting_.empty() && budget > 0 &&
-         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
-    Sequence& s = *seqs_.at(waiting_.front());
+  bool blocked = false;
+  for (auto it = waiting_.begin();
+       it != waiting_.end() && budget > 0 &&
+       static_cast<int32_t>(running_.size()) < options_.max_num_seqs;) {
+    Sequence& s = *seqs_.at(*it);
     const int32_t need =
         MissingBlocks(s, static_cast<int64_t>(s.tokens.size()));
-    if (need > pool_.num_free()) break;  // FCFS: nothing overtakes it
+    if (need > 0 && (blocked || need > pool_.num_free())) {
+      blocked = true;  // FCFS for blocks: nothing overtakes it
+      ++it;
+      continue;
+    }
     auto blocks = pool_.Allocate(need);
     if (!blocks.ok()) std::abort();
     s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     running_.push_back(s.id);
     s.running = true;
     const int32_t remaining =

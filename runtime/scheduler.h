@@ -86,8 +86,11 @@ class Scheduler {
 
   const SchedulerOptions& options() const { return options_; }
 
-  // Takes `n` blocks outside any sequence (RESOURCE_EXHAUSTED, nothing
-  // taken, when fewer are free).
+  // Takes `n` blocks outside any sequence. RESOURCE_EXHAUSTED (nothing
+  // taken) when fewer are free, or when taking them would leave fewer than
+  // the waiting sequences still need: preempted work is owed its blocks
+  // before new reservations get any, or a stream of reservations could
+  // starve it forever.
   absl::StatusOr<std::vector<BlockId>> Reserve(int32_t n);
   // Returns blocks taken by Reserve and never handed to Add.
   absl::Status Unreserve(std::span<const BlockId> blocks);
@@ -106,7 +109,10 @@ class Scheduler {
   // Plans the next step: every running sequence first (in admission order,
   // growing or preempting as needed), then waiting ones, FCFS, while the
   // token budget, max_num_seqs and free blocks allow. A waiting sequence
-  // that does not fit stops admission (nothing overtakes it).
+  // that needs blocks that are not free stops admission of others that
+  // need blocks (nothing overtakes it for blocks); waiting sequences that
+  // already hold all their blocks (reserved KV) may still join, since they
+  // take nothing from it, and running is how they give their blocks back.
   StepPlan Schedule();
 
   // Records that `plan` ran: each chunk's tokens are computed, and
@@ -127,6 +133,8 @@ class Scheduler {
   // Known tokens not yet computed, over all sequences (queued prefill work).
   int64_t num_uncomputed_tokens() const;
   int64_t num_preemptions() const { return num_preemptions_; }
+  // Blocks the waiting sequences lack to hold their known tokens.
+  int64_t num_blocks_owed() const;
 
  private:
   explicit Scheduler(const SchedulerOptions& options);

@@ -6,7 +6,10 @@
 # text stream as they are decoded, then per-phase timings), lists the nodes,
 # and stops the cluster.
 #   scripts/demo.sh            # DUET_DEMO_PORT=50051 picks the router port
-# The CPU backend serves today; the CUDA backend is the next milestone.
+# With a GPU visible (and CUDA in the build) both nodes run the CUDA backend
+# on GPU 0 with a generated Qwen3-0.6B-shape checkpoint; otherwise the CPU
+# reference backend with the tiny one. DUET_DEMO_BACKEND=cpu|cuda forces
+# one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${DUET_BUILD_DIR:-build}
@@ -14,9 +17,19 @@ DUET_BUILD_DIR=$BUILD_DIR \
   DUET_BUILD_TARGETS="duet-make-model duet-run duet-router duet-prefill duet-decode duet-cli" \
   scripts/build.sh
 BIN=$(cd "$BUILD_DIR" && pwd)
-MODEL_DIR="$BIN/models/tiny"
+BACKEND=${DUET_DEMO_BACKEND:-auto}
+PRESET=tiny
+if [[ "$BACKEND" == cuda ]] || { [[ "$BACKEND" == auto ]] &&
+    command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU' &&
+    grep -q 'DUET_WITH_CUDA:BOOL=ON' "$BIN/CMakeCache.txt"; }; then
+  BACKEND=cuda PRESET=qwen3-0.6b
+else
+  BACKEND=cpu
+fi
+echo "== backend: $BACKEND (model: generated $PRESET checkpoint)"
+MODEL_DIR="$BIN/models/$PRESET"
 if [[ ! -f "$MODEL_DIR/config.json" ]]; then
-  "$BIN/tools/duet-make-model" --preset tiny --out "$MODEL_DIR"
+  "$BIN/tools/duet-make-model" --preset "$PRESET" --out "$MODEL_DIR"
 fi
 PORT=${DUET_DEMO_PORT:-$((20000 + RANDOM % 30000))}
 ROUTER=127.0.0.1:$PORT
@@ -24,10 +37,11 @@ LOG=$(mktemp /tmp/duet-demo.XXXXXX)
 
 echo "== starting a local cluster on $ROUTER"
 ROUTER_ARGS="--tokenizer $PWD/assets/qwen3/tokenizer.json" DUET_BIN=$BIN \
-  scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" >"$LOG" 2>&1 &
+  scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" \
+  --backend "$BACKEND" >"$LOG" 2>&1 &
 CLUSTER=$!
 trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
-for _ in $(seq 600); do
+for _ in $(seq 1800); do
   grep -q "cluster ready" "$LOG" && break
   kill -0 $CLUSTER 2>/dev/null || { cat "$LOG"; exit 1; }
   sleep 0.1
@@ -48,5 +62,5 @@ echo; echo "== text in, text out (real Qwen3 tokenizer; the tiny model's weights
 "$BIN/client/duet-cli" generate --router "$ROUTER" \
   --prompt "Hello, world! 你好" --max-tokens 24 --stop "e"
 echo; echo "== the same greedy prompt on the single-process engine (must match)"
-"$BIN/tools/duet-run" --model "$MODEL_DIR" \
+"$BIN/tools/duet-run" --model "$MODEL_DIR" --backend "$BACKEND" \
   --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16 | grep generated

@@ -3,13 +3,17 @@
 # running until Ctrl-C (or SIGTERM), then stops them all.
 #   scripts/local_cluster.sh --model DIR [--prefill N] [--decode M]
 #                            [--port 50051] [--log-dir DIR]
+#                            [--backend auto|cpu|cuda] [--device N]
 # Prints "cluster ready: router at 127.0.0.1:PORT" once every node has
-# registered. Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
+# registered. --backend auto (the default) runs the nodes on GPU --device
+# when one is visible, else on the CPU; nodes sharing one GPU split
+# 80% of its memory evenly (--kv-cache-memory-fraction) unless the *_ARGS
+# set it. Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
 # variables (e.g. ROUTER_ARGS="--tokenizer assets/qwen3").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
-MODEL="" PREFILL=1 DECODE=1 PORT=50051 LOG_DIR=""
+MODEL="" PREFILL=1 DECODE=1 PORT=50051 LOG_DIR="" BACKEND=auto DEVICE=0
 while (($#)); do
   case "$1" in
     --model) MODEL=$2; shift 2 ;;
@@ -17,13 +21,24 @@ while (($#)); do
     --decode) DECODE=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --log-dir) LOG_DIR=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --backend) BACKEND=$2; shift 2 ;;
+    --device) DEVICE=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "local_cluster.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
 [[ -n "$MODEL" ]] || { echo "local_cluster.sh: --model is required" >&2; exit 2; }
 [[ "$PREFILL" =~ ^[1-9][0-9]*$ && "$DECODE" =~ ^[1-9][0-9]*$ ]] ||
   { echo "local_cluster.sh: --prefill and --decode must be >= 1" >&2; exit 2; }
+[[ "$BACKEND" =~ ^(auto|cpu|cuda)$ ]] ||
+  { echo "local_cluster.sh: --backend must be auto, cpu or cuda" >&2; exit 2; }
+NODE_ARGS="--backend $BACKEND --device $DEVICE"
+if [[ "$BACKEND" != cpu ]] && command -v nvidia-smi >/dev/null &&
+    nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  if [[ "${PREFILL_ARGS:-} ${DECODE_ARGS:-}" != *kv-cache-memory-fraction* ]]; then
+    NODE_ARGS+=" --kv-cache-memory-fraction $(awk -v n=$((PREFILL + DECODE)) 'BEGIN { printf "%.3f", 0.8 / n }')"
+  fi
+fi
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/duet-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
 ROUTER=127.0.0.1:$PORT
@@ -53,17 +68,17 @@ PIDS+=($!)
 for i in $(seq 0 $((PREFILL - 1))); do
   # shellcheck disable=SC2086
   "$BIN/prefill_node/duet-prefill" --model "$MODEL" --router "$ROUTER" --rank "$i" \
-    ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
+    $NODE_ARGS ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
   PIDS+=($!)
 done
 for i in $(seq 0 $((DECODE - 1))); do
   # shellcheck disable=SC2086
   "$BIN/decode_node/duet-decode" --model "$MODEL" --router "$ROUTER" --rank "$i" \
-    ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
+    $NODE_ARGS ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
   PIDS+=($!)
 done
 
-for _ in $(seq 300); do
+for _ in $(seq 1200); do
   if "$BIN/client/duet-cli" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
       grep -q "serving=true prefill_nodes=$PREFILL decode_nodes=$DECODE "; then
     cat "$LOG_DIR"/*.out
@@ -76,5 +91,5 @@ for _ in $(seq 300); do
   done
   sleep 0.1
 done
-echo "local_cluster.sh: nodes did not register within 30 s; see $LOG_DIR" >&2
+echo "local_cluster.sh: nodes did not register within 120 s; see $LOG_DIR" >&2
 exit 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a duet decode node. Required: --model DIR --router HOST:PORT.
-# Common: --listen HOST:PORT (0.0.0.0:PORT plus --advertise MYHOST:PORT for
-# other hosts), --num-kv-blocks, --block-size, --max-batch-size,
+# Common: --backend auto|cpu|cuda, --device N (GPU index), --listen HOST:PORT (0.0.0.0:PORT plus --advertise MYHOST:PORT for
+# other hosts), --num-kv-blocks, --block-size, --max-num-seqs,
 # --reservation-ttl-ms. Prefill nodes write KV into this node over UCX.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -14,12 +14,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "model/engine.h"
-#ifdef DUET_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/device_info.h"
-#endif
+#include "runtime/backend_factory.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory");
 ABSL_FLAG(std::string, prompt_ids, "", "comma-separated prompt token ids");
@@ -33,41 +29,13 @@ ABSL_FLAG(int32_t, block_size, 16, "KV cache block size in tokens");
 ABSL_FLAG(int32_t, prefill_chunk, 2048, "prompt tokens per prefill pass");
 ABSL_FLAG(std::string, backend, "auto",
           "cpu, cuda, or auto (cuda when a GPU is visible, else cpu)");
+ABSL_FLAG(int32_t, device, 0, "CUDA device index for the cuda backend");
 
 namespace {
 
 int Fail(const std::string& msg, int code) {
   std::fprintf(stderr, "duet-run: %s\n", msg.c_str());
   return code;
-}
-
-// Picks the backend: CUDA on GPU 0 when asked for (or, with "auto", when a
-// GPU is visible), else the CPU reference.
-absl::StatusOr<std::unique_ptr<duet::kernels::Backend>> ChooseBackend(
-    const std::string& name) {
-  if (name != "auto" && name != "cpu" && name != "cuda") {
-    return absl::InvalidArgumentError("--backend must be cpu, cuda or auto");
-  }
-#ifdef DUET_HAVE_CUDA
-  if (name != "cpu") {
-    auto devices = duet::kernels::cuda::ListDevices();
-    if (devices.ok() && !devices->empty()) {
-      const auto& d = (*devices)[0];
-      std::printf("gpu 0: %s (sm_%d%d, %.1f GiB): CUDA backend, bf16\n",
-                  d.name.c_str(), d.sm_major, d.sm_minor,
-                  d.total_memory_bytes / double(1 << 30));
-      return duet::kernels::MakeCudaBackend(0);
-    }
-    if (name == "cuda") return absl::UnavailableError("no CUDA device visible");
-  }
-#else
-  if (name == "cuda") {
-    return absl::UnavailableError("built without CUDA (DUET_WITH_CUDA=OFF)");
-  }
-#endif
-  std::printf("%s: CPU reference backend, fp32\n",
-              name == "cpu" ? "--backend cpu" : "no GPU found");
-  return duet::kernels::MakeCpuBackend();
 }
 
 }  // namespace
@@ -106,14 +74,19 @@ int main(int argc, char** argv) {
     return Fail("--block-size and --prefill-chunk must be > 0", 2);
   }
 
-  const std::string backend_name = absl::GetFlag(FLAGS_backend);
-  if (backend_name != "auto" && backend_name != "cpu" && backend_name != "cuda") {
-    return Fail("--backend must be cpu, cuda or auto", 2);
+  const duet::runtime::BackendRequest request{absl::GetFlag(FLAGS_backend),
+                                              absl::GetFlag(FLAGS_device)};
+  auto backend = duet::runtime::MakeBackend(request);
+  if (!backend.ok()) {
+    return Fail(std::string(backend.status().message()),
+                backend.status().code() == absl::StatusCode::kInvalidArgument
+                    ? 2
+                    : 1);
   }
-  auto backend = ChooseBackend(backend_name);
-  if (!backend.ok()) return Fail(backend.status().ToString(), 1);
+  std::printf("%s\n", backend->description.c_str());
   duet::Stopwatch load_clock;
-  auto model = duet::model::Transformer::Load(model_dir, std::move(*backend));
+  auto model =
+      duet::model::Transformer::Load(model_dir, std::move(backend->backend));
   if (!model.ok()) return Fail(model.status().ToString(), 1);
   auto engine = duet::model::Engine::Create(std::move(*model), options);
   if (!engine.ok()) return Fail(engine.status().ToString(), 1);

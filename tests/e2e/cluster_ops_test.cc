@@ -73,8 +73,9 @@ TEST(ClusterOpsTest, SilentNodeLeavesRotationAndReRegistersWhenBack) {
 TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
-  // 8 blocks = 128 tokens of decode KV: each request below needs 5 blocks,
-  // so only one fits at a time and the others wait at the router.
+  // 8 blocks = 128 tokens of decode KV: each request below reserves 4
+  // blocks and grows to 5, so at most two run at a time (the others wait
+  // at the router, and growth preempts).
   o.decode_args = {"--num-kv-blocks", "8"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -90,14 +91,14 @@ TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {
   for (const grpc::Status& s : results) {
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
-  // A request that can never fit (needs 9 blocks) but is within the model
-  // context waits until its deadline, then gets RESOURCE_EXHAUSTED.
+  // A request that could never fit the pool, even alone (its prompt +
+  // max_tokens needs 9 blocks), is refused at once with what to change
+  // rather than queued until its deadline.
   const absl::Time start = absl::Now();
-  const grpc::Status big =
-      RunRequest(stub, 100, 40, absl::Milliseconds(700));
-  EXPECT_TRUE(big.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-              big.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+  const grpc::Status big = RunRequest(stub, 100, 40, absl::Seconds(30));
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
       << big.error_message();
+  EXPECT_THAT(big.error_message(), ::testing::HasSubstr("lower max_tokens"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }

@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -124,8 +125,17 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   c->log_dir_ = absl::StrCat(::testing::TempDir(), "/duet_cluster_", getpid(),
                              "_", counter++);
   mkdir(c->log_dir_.c_str(), 0755);
-  const absl::Duration kStart = absl::Seconds(30);
-  std::vector<std::string> router = {DUET_ROUTER_BIN, "--listen",
+  // GPU nodes load multi-GB checkpoints and profile a step first.
+  const absl::Duration kStart = absl::Seconds(120);
+  // DUET_BIN_DIR runs the binaries of a bundle (scripts/bundle.sh) instead
+  // of the build tree's.
+  const char* bin_dir = std::getenv("DUET_BIN_DIR");
+  auto bin = [&](const char* built, const char* name) {
+    return bin_dir != nullptr ? absl::StrCat(bin_dir, "/", name)
+                              : std::string(built);
+  };
+  std::vector<std::string> router = {bin(DUET_ROUTER_BIN, "duet-router"),
+                                     "--listen",
                                      "127.0.0.1:0", "--heartbeat-interval-ms",
                                      "100", "--node-timeout-ms", "1000"};
   router.insert(router.end(), o.router_args.begin(), o.router_args.end());
@@ -135,7 +145,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   c->router_ = std::move(*r);
   c->router_address_ = c->router_->address();
   for (int i = 0; i < o.num_prefill; ++i) {
-    std::vector<std::string> args = {DUET_PREFILL_BIN, "--model", o.model_dir,
+    std::vector<std::string> args = {bin(DUET_PREFILL_BIN, "duet-prefill"),
+                                     "--model", o.model_dir,
                                      "--router", c->router_address_,
                                      "--rank", std::to_string(i)};
     args.insert(args.end(), o.prefill_args.begin(), o.prefill_args.end());
@@ -146,7 +157,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     c->prefill_.push_back(std::move(*p));
   }
   for (int i = 0; i < o.num_decode; ++i) {
-    std::vector<std::string> args = {DUET_DECODE_BIN, "--model", o.model_dir,
+    std::vector<std::string> args = {bin(DUET_DECODE_BIN, "duet-decode"),
+                                     "--model", o.model_dir,
                                      "--router", c->router_address_,
                                      "--rank", std::to_string(i)};
     args.insert(args.end(), o.decode_args.begin(), o.decode_args.end());

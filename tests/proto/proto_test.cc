@@ -234,6 +234,8 @@ TEST(ProtoRoundTrip, NodeMessages) {
   decode.set_first_token(9707);
   *decode.mutable_sampling() = MakeSamplingParams();
   decode.set_deadline_ms(60'000);
+  decode.add_prompt_token_ids(9707);
+  decode.add_prompt_token_ids(11);
   ExpectRoundTrip(decode);
 
   DecodeResponse decode_chunk;

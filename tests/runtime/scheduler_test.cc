@@ -254,6 +254,59 @@ TEST(SchedulerTest, WaitingHeadIsNotOvertaken) {
   EXPECT_EQ(p.chunks[0].id, RequestId(1));
 }
 
+// The decode node's deadlock that reserved KV must not cause: a preempted
+// request waits for more blocks than are free while a newer request holds
+// its reserved blocks in the waiting queue behind it. The newer one may
+// run (it takes no blocks) and the reservation that would starve the
+// preempted one is refused.
+TEST(SchedulerTest, ReservedSequencesRunPastABlockedHeadAndReservationsWait) {
+  auto s = Make(/*blocks=*/8, /*budget=*/64, 8, /*bs=*/4);
+  auto add_reserved = [&](uint64_t id) {
+    auto blocks = s->Reserve(3);  // 8 prompt tokens + 1 block
+    ASSERT_TRUE(blocks.ok()) << blocks.status();
+    std::vector<int32_t> t = Tokens(8, static_cast<int32_t>(10 * id));
+    t.push_back(1);
+    ASSERT_TRUE(s->Add(RequestId(id), t, 8, 8, *blocks).ok());
+  };
+  add_reserved(1);
+  add_reserved(2);
+  // Grow both until request 2 is preempted.
+  int guard = 0;
+  while (s->num_preemptions() == 0 && ++guard < 100) {
+    StepPlan p = s->Schedule();
+    ASSERT_FALSE(p.empty());
+    ASSERT_TRUE(s->Update(p, FakeSample(*s, p)).ok());
+  }
+  ASSERT_EQ(s->num_preemptions(), 1);
+  ASSERT_NE(s->Find(RequestId(2)), nullptr);
+  EXPECT_FALSE(s->Find(RequestId(2))->running);
+  const int64_t owed = s->num_blocks_owed();
+  EXPECT_GT(owed, 0);
+  // A reservation that would leave less than is owed is refused.
+  EXPECT_EQ(s->Reserve(s->num_free_blocks()).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // Request 1 finishes; 2 resumes.
+  s->Remove(RequestId(1));
+  StepPlan p = s->Schedule();
+  ASSERT_EQ(p.chunks.size(), 1u);
+  EXPECT_EQ(p.chunks[0].id, RequestId(2));
+  EXPECT_EQ(p.chunks[0].start, 0);  // recompute
+  // Now a request holding reserved blocks queued behind a blocked head.
+  auto held = s->Reserve(2);
+  ASSERT_TRUE(held.ok()) << held.status();
+  std::vector<int32_t> t = Tokens(4, 900);
+  t.push_back(1);
+  ASSERT_TRUE(s->Add(RequestId(3), t, 4, 4, *held).ok());
+  ASSERT_TRUE(s->Add(RequestId(4), Tokens(30), 30).ok());  // 8 blocks: blocked
+  ASSERT_TRUE(s->Update(p, FakeSample(*s, p)).ok());
+  s->Remove(RequestId(2));
+  // 4 waits for all 8 blocks (3 holds 2); 3 joins anyway and runs.
+  ASSERT_TRUE(s->Add(RequestId(5), Tokens(2), 2).ok());  // needs 1 block
+  StepPlan q = s->Schedule();
+  ASSERT_EQ(q.chunks.size(), 1u);
+  EXPECT_EQ(q.chunks[0].id, RequestId(3));  // 5 must not overtake 4
+}
+
 // Cancelling any request at any step leaves no block behind and lets the
 // others finish.
 TEST(SchedulerTest, CancellationAtEveryStepLeaksNothing) {

@@ -28,29 +28,29 @@ std::unique_ptr<Pair> MakePair(int32_t prefill_budget, int32_t decode_blocks,
                                const std::string& fault = "") {
   auto p = std::make_unique<Pair>();
   decode_node::DecodeEngineOptions d;
-  d.num_blocks = decode_blocks;
-  d.max_batch_size = max_batch;
+  d.max_num_seqs = max_batch;
   d.release_quarantine = absl::Milliseconds(200);
   auto decode = decode_node::DecodeEngine::Create(
-      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), d,
-      [&](const kv_transfer::KvPoolView& view) {
-        return kv_transfer::MakeInProcessReceiver(p->registry, "decode0", view);
+      testing::MakeCpuRunner(testing::SyntheticModelDir("tiny"), decode_blocks),
+      d, [&](runtime::ModelRunner& r) {
+        return kv_transfer::MakeInProcessReceiver(p->registry, "decode0",
+                                                  r.pool_view());
       });
   EXPECT_TRUE(decode.ok()) << decode.status();
   p->decode = std::move(*decode);
   prefill_node::PrefillEngineOptions o;
   o.max_num_batched_tokens = prefill_budget;
-  o.num_blocks = 128;
   o.transfer_timeout = absl::Milliseconds(300);
   auto plan = kv_transfer::ParseFaultPlan(fault);
   EXPECT_TRUE(plan.ok());
   auto prefill = prefill_node::PrefillEngine::Create(
-      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), o,
-      [&](const kv_transfer::KvPoolView& view)
+      testing::MakeCpuRunner(testing::SyntheticModelDir("tiny"), 128), o,
+      [&](runtime::ModelRunner& r)
           -> absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> {
         return std::unique_ptr<kv_transfer::KvSender>(
             kv_transfer::MakeFaultInjectingSender(
-                kv_transfer::MakeInProcessSender(p->registry, view), *plan));
+                kv_transfer::MakeInProcessSender(p->registry, r.pool_view()),
+                *plan));
       });
   EXPECT_TRUE(prefill.ok()) << prefill.status();
   p->prefill = std::move(*prefill);
@@ -81,7 +81,7 @@ absl::StatusOr<std::vector<int32_t>> RunOne(Pair& p, uint64_t id,
     p.decode->Release(id);
     return result->status();
   }
-  auto stream = p.decode->StartDecode(id, (*result)->first_token, s);
+  auto stream = p.decode->StartDecode(id, prompt, (*result)->first_token, s);
   if (!stream.ok()) return stream.status();
   std::vector<int32_t> tokens;
   while (true) {
@@ -164,7 +164,7 @@ TEST(DisaggregatedEnginesTest, AbandonedReservationExpires) {
   EXPECT_LT(p->decode->Load().free_blocks, 16);
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(p->decode->Load().free_blocks, 16);
-  auto late = p->decode->StartDecode(7, 1, Greedy(4));
+  auto late = p->decode->StartDecode(7, testing::LcgPrompt(10, 1000), 1, Greedy(4));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
@@ -207,7 +207,7 @@ TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(p->decode->StartDecode(99, 1, Greedy(4)).status().code(),
+  EXPECT_EQ(p->decode->StartDecode(99, {1, 2}, 1, Greedy(4)).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(p->decode->Release(1));
   EXPECT_FALSE(p->decode->Release(1));
@@ -236,7 +236,8 @@ TEST(DisaggregatedEnginesTest, CancelledStreamFreesBlocksAtTheNextStep) {
   ASSERT_TRUE(job.ok());
   auto first = (*job)->Wait(absl::Seconds(10));
   ASSERT_TRUE(first.has_value() && first->ok());
-  auto stream = p->decode->StartDecode(9, (*first)->first_token, Greedy(500));
+  auto stream = p->decode->StartDecode(9, prompt, (*first)->first_token,
+                                      Greedy(500));
   ASSERT_TRUE(stream.ok());
   (*stream)->Next(absl::Seconds(5));
   (*stream)->Cancel();
@@ -270,6 +271,60 @@ TEST(DisaggregatedEnginesTest, LongAndShortPromptsShareTheTokenBudget) {
   p->decode->Release(1);
   p->decode->Release(2);
   EXPECT_EQ(p->prefill->queued_tokens(), 0);
+}
+
+// A decode pool too small for the concurrent requests' growth: the most
+// recently admitted ones are preempted, recomputed on the decode node, and
+// every stream still equals the single-process engine token for token.
+TEST(DisaggregatedEnginesTest, PreemptionByRecomputeKeepsOutputsIdentical) {
+  constexpr int kN = 4;
+  constexpr int32_t kPrompt = 20, kGen = 40;
+  // Each reservation takes 2 + 1 blocks (12 in all); growing every request
+  // to 59 tokens would need 16.
+  auto p = MakePair(/*prefill_budget=*/64, /*decode_blocks=*/12, kN);
+  auto engine = model::Engine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::vector<int32_t>> prompts, want;
+  std::vector<std::shared_ptr<decode_node::DecodeStream>> streams;
+  std::vector<kv_transfer::KvDescriptor> descs;
+  for (int i = 0; i < kN; ++i) {
+    prompts.push_back(testing::LcgPrompt(kPrompt + i, 100000 + i));
+    auto r = (*engine)->Generate(prompts[i], Greedy(kGen));
+    ASSERT_TRUE(r.ok());
+    want.push_back(r->tokens);
+    auto d = p->decode->Reserve(i + 1, kPrompt + i, kGen, p->prefill->layout(),
+                                absl::ZeroDuration());
+    ASSERT_TRUE(d.ok()) << d.status();
+    descs.push_back(*d);
+  }
+  EXPECT_EQ(p->decode->Load().free_blocks, 0);
+  std::vector<int32_t> firsts;
+  for (int i = 0; i < kN; ++i) {
+    auto job = p->prefill->Submit(i + 1, prompts[i], Greedy(kGen), descs[i],
+                                  absl::Now() + absl::Seconds(30));
+    ASSERT_TRUE(job.ok());
+    auto r = (*job)->Wait(absl::Seconds(30));
+    ASSERT_TRUE(r.has_value() && r->ok());
+    firsts.push_back((*r)->first_token);
+  }
+  for (int i = 0; i < kN; ++i) {
+    auto s = p->decode->StartDecode(i + 1, prompts[i], firsts[i], Greedy(kGen));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (int i = 0; i < kN; ++i) {
+    std::vector<int32_t> got;
+    decode_node::DecodeStream::Update u;
+    for (int k = 0; k < 1000 && !u.done; ++k) {
+      u = streams[i]->Next(absl::Seconds(5));
+      got.insert(got.end(), u.tokens.begin(), u.tokens.end());
+    }
+    ASSERT_TRUE(u.done && u.error.ok()) << u.error;
+    EXPECT_EQ(got, want[i]) << "request " << i;
+  }
+  EXPECT_GT(p->decode->Load().preemptions, 0);
+  EXPECT_EQ(p->decode->Load().free_blocks, 12);
 }
 
 }  // namespace

@@ -35,6 +35,19 @@ std::unique_ptr<model::Transformer> LoadCpuModel(const std::string& dir) {
   return model.ok() ? std::move(*model) : nullptr;
 }
 
+std::unique_ptr<runtime::ModelRunner> MakeCpuRunner(const std::string& dir,
+                                                    int32_t num_blocks,
+                                                    int32_t block_size) {
+  runtime::BackendChoice cpu;
+  cpu.backend = kernels::MakeCpuBackend();
+  runtime::ModelRunnerOptions o;
+  o.num_kv_blocks = num_blocks;
+  o.block_size = block_size;
+  auto runner = runtime::ModelRunner::Create(std::move(cpu), dir, o);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  return runner.ok() ? std::move(*runner) : nullptr;
+}
+
 std::string Fnv1a64File(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   uint64_t h = 0xcbf29ce484222325ull;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/transformer.h"
+#include "runtime/model_runner.h"
 
 namespace duet::testing {
 
@@ -18,6 +19,12 @@ const std::string& SyntheticModelDir(const std::string& preset);
 
 // Loads `dir` on the CPU backend; fails the test on error.
 std::unique_ptr<model::Transformer> LoadCpuModel(const std::string& dir);
+
+// A model runner over `dir` on the CPU backend with a pool of `num_blocks`
+// blocks of `block_size`; fails the test on error.
+std::unique_ptr<runtime::ModelRunner> MakeCpuRunner(const std::string& dir,
+                                                    int32_t num_blocks,
+                                                    int32_t block_size = 16);
 
 // FNV-1a 64 of a file's bytes, as scripts/make_golden.py computes it.
 std::string Fnv1a64File(const std::string& path);
