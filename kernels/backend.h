@@ -331,6 +331,11 @@ class Backend {
   virtual absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
                                        std::span<const int32_t> ids,
                                        const KvBlockPool& pool) = 0;
+  // Device memory this backend holds (handed out or cached for reuse);
+  // 0 on the CPU. What a node counts as its own when it sizes its KV pool
+  // from a share of the device: free-memory readings would also count
+  // other processes on the same GPU.
+  virtual int64_t DeviceBytesReserved() const { return 0; }
   // Blocks until all queued work is done (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
 };

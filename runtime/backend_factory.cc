@@ -33,7 +33,6 @@ absl::StatusOr<BackendChoice> MakeBackend(const BackendRequest& request) {
       choice.device = request.device;
       DUET_ASSIGN_OR_RETURN(auto mem,
                             kernels::cuda::QueryDeviceMemory(request.device));
-      choice.free_bytes_at_start = mem.free_bytes;
       choice.total_bytes = mem.total_bytes;
       choice.description = absl::StrFormat(
           "gpu %d: %s (sm_%d%d, %.1f GiB, %.1f GiB free): CUDA backend, bf16",

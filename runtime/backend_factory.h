@@ -26,9 +26,8 @@ struct BackendChoice {
   // "gpu 0: NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB): CUDA backend, bf16" or
   // "no GPU found: CPU reference backend, fp32".
   std::string description;
-  // Device memory when the backend was made (after its context exists,
-  // before any weight): what this process may size its KV pool from.
-  size_t free_bytes_at_start = 0;
+  // Device memory in all (0 on the CPU): what --kv-cache-memory-fraction
+  // is a share of.
   size_t total_bytes = 0;
 };
 

@@ -94,9 +94,12 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     DUET_RETURN_IF_ERROR(ProfileStep(*r->model_, options.block_size,
                                      options.max_num_batched_tokens));
     DUET_ASSIGN_OR_RETURN(const size_t free_now, FreeDeviceMemory(backend));
+    // This process's own allocations (weights, activations): not the drop
+    // in device free memory, which also counts nodes starting beside it on
+    // the same GPU. The CUDA context and cuBLAS handles are outside it and
+    // come out of the margin and the (1 - fraction) share.
     const double used_here =
-        static_cast<double>(backend.free_bytes_at_start) -
-        static_cast<double>(free_now);
+        static_cast<double>(r->model_->backend().DeviceBytesReserved());
     // What this process may take in all, less what it already holds; never
     // more than is free now, less a margin for the CUDA graphs and
     // cuBLAS workspaces that come with the first decode steps.
@@ -112,8 +115,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     if (n < 1) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "no GPU memory left for a KV pool: --kv-cache-memory-fraction "
-          "%.2f of %.1f GiB is %.1f GiB, this process already uses %.1f "
-          "GiB (weights, activations of a %d-token step, CUDA context) and "
+          "%.2f of %.1f GiB is %.1f GiB, this process already holds %.1f "
+          "GiB (weights, activations of a %d-token step) and "
           "%.1f GiB is free; raise the fraction, lower "
           "--max-num-batched-tokens, or set --num-kv-blocks",
           options.kv_cache_memory_fraction, backend.total_bytes / 1073741824.0,

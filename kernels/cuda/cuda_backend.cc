@@ -511,6 +511,11 @@ class CudaBackend final : public Backend {
     return kv_blocks_.Scatter(host, ids, pool, stream());
   }
 
+  int64_t DeviceBytesReserved() const override {
+    const cuda::AllocatorStats st = allocator_->stats();
+    return static_cast<int64_t>(st.bytes_in_use + st.bytes_cached);
+  }
+
   absl::Status Synchronize() override {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
