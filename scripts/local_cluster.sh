@@ -13,6 +13,15 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
+# A build tree (router/duet-router, ...) or a scripts/bundle.sh bundle (bin/).
+if [[ -x "$BIN/bin/duet-router" ]]; then
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  ROUTER_BIN=$BIN/bin/duet-router PREFILL_BIN=$BIN/bin/duet-prefill
+  DECODE_BIN=$BIN/bin/duet-decode CLI_BIN=$BIN/bin/duet-cli
+else
+  ROUTER_BIN=$BIN/router/duet-router PREFILL_BIN=$BIN/prefill_node/duet-prefill
+  DECODE_BIN=$BIN/decode_node/duet-decode CLI_BIN=$BIN/client/duet-cli
+fi
 MODEL="" PREFILL=1 DECODE=1 PORT=50051 LOG_DIR="" BACKEND=auto DEVICE=0
 while (($#)); do
   case "$1" in
@@ -63,23 +72,23 @@ trap 'stop; exit 143' TERM
 trap stop EXIT
 
 # shellcheck disable=SC2086
-"$BIN/router/duet-router" --listen "$ROUTER" ${ROUTER_ARGS:-} >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
+"$ROUTER_BIN" --listen "$ROUTER" ${ROUTER_ARGS:-} >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
 PIDS+=($!)
 for i in $(seq 0 $((PREFILL - 1))); do
   # shellcheck disable=SC2086
-  "$BIN/prefill_node/duet-prefill" --model "$MODEL" --router "$ROUTER" --rank "$i" \
+  "$PREFILL_BIN" --model "$MODEL" --router "$ROUTER" --rank "$i" \
     $NODE_ARGS ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
   PIDS+=($!)
 done
 for i in $(seq 0 $((DECODE - 1))); do
   # shellcheck disable=SC2086
-  "$BIN/decode_node/duet-decode" --model "$MODEL" --router "$ROUTER" --rank "$i" \
+  "$DECODE_BIN" --model "$MODEL" --router "$ROUTER" --rank "$i" \
     $NODE_ARGS ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
   PIDS+=($!)
 done
 
 for _ in $(seq 1200); do
-  if "$BIN/client/duet-cli" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
+  if "$CLI_BIN" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
       grep -q "serving=true prefill_nodes=$PREFILL decode_nodes=$DECODE "; then
     cat "$LOG_DIR"/*.out
     echo "cluster ready: router at $ROUTER ($PREFILL prefill, $DECODE decode; logs in $LOG_DIR)"
