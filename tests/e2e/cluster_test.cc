@@ -64,6 +64,39 @@ Outcome Generate(v1::Duet::Stub& stub, const v1::GenerateRequest& req,
   return out;
 }
 
+// Sends every prompt at once (greedy, `max_tokens` each, EOS ignored) and
+// expects each stream to equal the single-process engine's output for it.
+void ExpectConcurrentOutputsEqualTheEngine(
+    LocalCluster& cluster, const std::vector<std::vector<int32_t>>& prompts,
+    int32_t max_tokens) {
+  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
+                                      model::EngineOptions{});
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::vector<int32_t>> want;
+  for (const std::vector<int32_t>& p : prompts) {
+    model::SamplingParams params;
+    params.max_tokens = max_tokens;
+    params.ignore_eos = true;
+    auto r = (*engine)->Generate(p, params);
+    ASSERT_TRUE(r.ok()) << r.status();
+    want.push_back(r->tokens);
+  }
+  std::vector<Outcome> got(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      got[i] = Generate(cluster.client(), Request(prompts[i], max_tokens));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok())
+        << "request " << i << ": " << got[i].status.error_message()
+        << " (logs in " << cluster.log_dir() << ")";
+    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
+  }
+}
+
 bool LogContains(const std::string& path, const std::string& needle) {
   std::ifstream in(path);
   std::stringstream all;
@@ -232,9 +265,8 @@ TEST(ClusterTest, DroppedTransferTimesOutWithinTheConfiguredTimeout) {
 }
 
 TEST(ClusterTest, KilledDecodeNodeFailsItsRequestsOthersComplete) {
-  // Each decode node has room for exactly 4 of the 8 requests (39 blocks
-  // each, 160 per node), so placement cannot put them all on one node:
-  // the router moves on when a node answers RESOURCE_EXHAUSTED.
+  // 8 long requests on two decode nodes of 160 blocks: placement by free
+  // blocks puts some on each.
   ClusterOptions o = TinyCluster(1, 2);
   o.decode_args = {"--num-kv-blocks", "160", "--max-num-seqs", "16"};
   auto cluster = LocalCluster::Start(o);
@@ -303,34 +335,12 @@ TEST(ClusterTest, HostStagedKvTransferEqualsTheSingleProcessEngine) {
                        {"--kv-staged", "--kv-staging-blocks", "64"});
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
-  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
-                                      model::EngineOptions{});
-  ASSERT_TRUE(engine.ok());
-  constexpr int kRequests = 12;
-  std::vector<std::vector<int32_t>> prompts, want;
-  for (int i = 0; i < kRequests; ++i) {
-    std::vector<int32_t> p = LcgPrompt(7 + 23 * i, 100000);
-    p[0] = 2000 + i;
-    prompts.push_back(p);
-    model::SamplingParams params;
-    params.max_tokens = 6;
-    params.ignore_eos = true;
-    auto r = (*engine)->Generate(p, params);
-    ASSERT_TRUE(r.ok());
-    want.push_back(r->tokens);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 12; ++i) {
+    prompts.push_back(LcgPrompt(7 + 23 * i, 100000));
+    prompts.back()[0] = 2000 + i;
   }
-  std::vector<Outcome> got(kRequests);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kRequests; ++i) {
-    threads.emplace_back([&, i] {
-      got[i] = Generate((*cluster)->client(), Request(prompts[i], 6));
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int i = 0; i < kRequests; ++i) {
-    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
-    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
-  }
+  ExpectConcurrentOutputsEqualTheEngine(**cluster, prompts, 6);
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
@@ -344,35 +354,12 @@ TEST(ClusterTest, PreemptionOnAFullDecodePoolKeepsOutputsIdentical) {
   o.decode_args = {"--num-kv-blocks", "24", "--max-num-seqs", "16"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
-  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
-                                      model::EngineOptions{});
-  ASSERT_TRUE(engine.ok());
-  constexpr int kRequests = 8;
-  constexpr int kTokens = 48;
-  std::vector<std::vector<int32_t>> prompts, want;
-  for (int i = 0; i < kRequests; ++i) {
-    std::vector<int32_t> p = LcgPrompt(20 + 2 * i, 100000);
-    p[0] = 3000 + i;
-    prompts.push_back(p);
-    model::SamplingParams params;
-    params.max_tokens = kTokens;
-    params.ignore_eos = true;
-    auto r = (*engine)->Generate(p, params);
-    ASSERT_TRUE(r.ok());
-    want.push_back(r->tokens);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) {
+    prompts.push_back(LcgPrompt(20 + 2 * i, 100000));
+    prompts.back()[0] = 3000 + i;
   }
-  std::vector<Outcome> got(kRequests);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kRequests; ++i) {
-    threads.emplace_back([&, i] {
-      got[i] = Generate((*cluster)->client(), Request(prompts[i], kTokens));
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int i = 0; i < kRequests; ++i) {
-    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
-    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
-  }
+  ExpectConcurrentOutputsEqualTheEngine(**cluster, prompts, 48);
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
   EXPECT_TRUE(LogContains((*cluster)->log_dir() + "/decode0.log", "preempted"))
       << "no preemption happened; see " << (*cluster)->log_dir();

@@ -62,6 +62,20 @@ Outcome Generate(v1::Duet::Stub& stub, const std::vector<int32_t>& prompt,
   return out;
 }
 
+// Sends every prompt at once; outcomes in prompt order.
+std::vector<Outcome> GenerateAll(v1::Duet::Stub& stub,
+                                 const std::vector<std::vector<int32_t>>& prompts,
+                                 int32_t max_tokens) {
+  std::vector<Outcome> got(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back(
+        [&, i] { got[i] = Generate(stub, prompts[i], max_tokens); });
+  }
+  for (auto& t : threads) t.join();
+  return got;
+}
+
 class Reference {
  public:
   explicit Reference(const std::string& dir) {
@@ -203,14 +217,8 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
       prompts.push_back(p);
       want.push_back(ref.Alone(p, 24));
     }
-    std::vector<Outcome> got(kN);
-    std::vector<std::thread> threads;
-    for (int i = 0; i < kN; ++i) {
-      threads.emplace_back([&, i] {
-        got[i] = Generate((*cluster)->client(), prompts[i], 24);
-      });
-    }
-    for (auto& t : threads) t.join();
+    const std::vector<Outcome> got =
+        GenerateAll((*cluster)->client(), prompts, 24);
     Tally tally;
     for (int i = 0; i < kN; ++i) {
       ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
@@ -227,7 +235,7 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
     std::printf("blocks after the runs: %s\n", freed.ok() ? "all free" : "LEAK");
 
     // 32 cancelled.
-    threads.clear();
+    std::vector<std::thread> threads;
     std::atomic<int> cancelled{0};
     for (int i = 0; i < 32; ++i) {
       threads.emplace_back([&, i] {
@@ -257,13 +265,8 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
     prompts.push_back(p);
     want.push_back(ref.Alone(p, 160));
   }
-  std::vector<Outcome> got(kP);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kP; ++i) {
-    threads.emplace_back(
-        [&, i] { got[i] = Generate((*cluster)->client(), prompts[i], 160); });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<Outcome> got =
+      GenerateAll((*cluster)->client(), prompts, 160);
   Tally tally;
   for (int i = 0; i < kP; ++i) {
     ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
