@@ -125,6 +125,13 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
         runner_->num_blocks(), " (lower max_tokens)"));
   }
   const int32_t prompt_blocks = model::BlocksForTokens(num_prompt_tokens, bs);
+  if (prompt_blocks > receiver_->max_blocks_per_request()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Reserve: the prompt's KV is ", prompt_blocks,
+        " blocks; this decode node receives at most ",
+        receiver_->max_blocks_per_request(),
+        " per request (raise its --kv-staging-blocks)"));
+  }
   return loop_->WithScheduler(
       [&](runtime::Scheduler& scheduler)
           -> absl::StatusOr<kv_transfer::KvDescriptor> {
@@ -224,12 +231,14 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
       stream->OnFinish(stop ? FinishReason::kStopToken
                             : FinishReason::kMaxTokens,
                        absl::OkStatus());
+      // Under mu_, so a new reservation under the same id cannot slip in
+      // between and lose its staging to this Drop.
+      receiver_->Drop(request_id);
     } else {
       streams_[request_id] = stream;
     }
   }
   if (finished_at_first) {
-    receiver_->Drop(request_id);
     loop_->WithScheduler([&](runtime::Scheduler& s) {
       return s.Unreserve(req.blocks);
     }).IgnoreError();
@@ -237,11 +246,11 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
   }
   std::vector<BlockId> blocks = req.blocks;
   if (absl::Status s = loop_->Submit(std::move(req)); !s.ok()) {
-    receiver_->Drop(request_id);
     loop_->WithScheduler([&](runtime::Scheduler& sch) {
       return sch.Unreserve(blocks);
     }).IgnoreError();
     absl::MutexLock lock(&mu_);
+    receiver_->Drop(request_id);
     streams_.erase(request_id);
     return s;
   }

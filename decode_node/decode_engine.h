@@ -42,11 +42,13 @@ struct DecodeEngineOptions {
   // Reservations without a Decode call are freed after this long.
   absl::Duration default_reservation_ttl = absl::Seconds(60);
   // Blocks of a reservation released before its Decode call may still be
-  // the target of a transfer the prefill node gave up on (with emulated
-  // one-sided puts, bytes already in flight can land after the sender's
-  // timeout). They return to the pool only after this long, so they can
-  // never overwrite another request's KV.
-  absl::Duration release_quarantine = absl::Seconds(2);
+  // the target of a transfer: the prefill node drops a cancelled request
+  // only at its next step boundary, a Send already under way runs until its
+  // --kv-transfer-timeout-ms (10 s by default), and with emulated one-sided
+  // puts bytes in flight can land after that. They return to the pool only
+  // after this long, so they can never overwrite another request's KV: keep
+  // it above every prefill node's transfer timeout.
+  absl::Duration release_quarantine = absl::Seconds(12);
 };
 
 struct DecodeLoad {

@@ -2,6 +2,7 @@
 // the paged KV pool that prefill nodes write into over UCX, runs continuous
 // batched decode in the engine loop, registers with the router and serves
 // duet.v1.Node (Reserve, Decode, Release, Stats).
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -23,9 +24,15 @@ ABSL_FLAG(int32_t, reservation_ttl_ms, 60000,
 ABSL_FLAG(bool, kv_staged, false,
           "receive KV through host staging even into a host pool (tests; a "
           "GPU pool is always staged)");
-ABSL_FLAG(int32_t, kv_staging_blocks, duet::kv_transfer::kDefaultStagingBlocks,
-          "staging slots (one block of every layer each) for KV received "
-          "and not yet landed in a GPU pool");
+ABSL_FLAG(int32_t, kv_staging_blocks, 0,
+          "staging slots (one block of every layer each, pinned host memory) "
+          "for KV received and not yet landed in a GPU pool; 0 = enough for "
+          "one prompt of the model's whole context, at least 1024");
+ABSL_FLAG(int32_t, release_quarantine_ms, 12000,
+          "blocks of a reservation released before decoding are reused only "
+          "after this long; keep it above the prefill nodes' "
+          "--kv-transfer-timeout-ms, since a transfer under way may still "
+          "write them");
 
 namespace {
 
@@ -51,9 +58,19 @@ int main(int argc, char** argv) {
   options.max_num_batched_tokens = flags->runner.max_num_batched_tokens;
   options.default_reservation_ttl =
       absl::Milliseconds(absl::GetFlag(FLAGS_reservation_ttl_ms));
+  if (options.max_num_batched_tokens < options.max_num_seqs) {
+    // A decode step takes one token of every running request.
+    return Usage(
+        "--max-num-batched-tokens must be >= --max-num-seqs on a decode node");
+  }
+  options.release_quarantine =
+      absl::Milliseconds(absl::GetFlag(FLAGS_release_quarantine_ms));
   if (absl::GetFlag(FLAGS_reservation_ttl_ms) <= 0 ||
-      absl::GetFlag(FLAGS_kv_staging_blocks) <= 0) {
-    return Usage("--reservation-ttl-ms and --kv-staging-blocks must be > 0");
+      absl::GetFlag(FLAGS_release_quarantine_ms) < 0 ||
+      absl::GetFlag(FLAGS_kv_staging_blocks) < 0) {
+    return Usage(
+        "--reservation-ttl-ms must be > 0, --release-quarantine-ms and "
+        "--kv-staging-blocks >= 0");
   }
 
   auto runner = duet::serving::MakeNodeRunner(*flags);
@@ -65,6 +82,14 @@ int main(int argc, char** argv) {
   duet::kv_transfer::UcxOptions ucx;
   ucx.staged = absl::GetFlag(FLAGS_kv_staged);
   ucx.staging_blocks = absl::GetFlag(FLAGS_kv_staging_blocks);
+  if (ucx.staging_blocks == 0) {
+    ucx.staging_blocks = std::max(
+        duet::kv_transfer::kDefaultStagingBlocks,
+        duet::model::BlocksForTokens(
+            (*runner)->config().max_position_embeddings,
+            flags->runner.block_size));
+  }
+  ucx.staging_quarantine = options.release_quarantine;
   auto engine = duet::decode_node::DecodeEngine::Create(
       std::move(*runner), options, [&](duet::runtime::ModelRunner& r) {
         return duet::kv_transfer::MakeUcxReceiver(r.pool_view(), ucx,

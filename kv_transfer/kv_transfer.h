@@ -15,6 +15,7 @@
 #ifndef DUET_KV_TRANSFER_KV_TRANSFER_H_
 #define DUET_KV_TRANSFER_KV_TRANSFER_H_
 
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -112,6 +113,10 @@ class KvReceiver {
   // puts: bytes of an abandoned transfer may still land, see
   // docs/ARCHITECTURE.md "quarantine"). Unknown keys are ignored.
   virtual void Drop(uint64_t key) = 0;
+  // The most blocks one Describe can ever take (a staged receiver's staging
+  // slots): a request needing more can never be received here, however
+  // long it waits.
+  virtual int32_t max_blocks_per_request() const { return INT32_MAX; }
 };
 
 class KvSender {

@@ -59,6 +59,9 @@ class UcxReceiver final : public KvReceiver {
       uint64_t key, std::span<const int32_t> block_ids) override;
   absl::Status Land(uint64_t key) override;
   void Drop(uint64_t key) override;
+  int32_t max_blocks_per_request() const override {
+    return staged() ? slots_.num_slots() : pool_.num_blocks;
+  }
 
  private:
   // A described request of a staged receiver: its pool blocks and its run

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/random/random.h"
@@ -24,6 +25,9 @@ uint32_t MsUntil(absl::Time deadline) {
   const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
   return static_cast<uint32_t>(std::clamp<int64_t>(ms, 1, UINT32_MAX));
 }
+
+// How long before its reservation expires a prefill must be over.
+constexpr absl::Duration kReservationMargin = absl::Seconds(2);
 
 bool NodeUnreachable(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE;
@@ -203,6 +207,7 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
           block_size;
       registry_->AddReservedBlocks(node.id, estimate);
       v1::ReserveResponse reply;
+      const absl::Time reserved_at = absl::Now();
       const grpc::Status s = node.stub->Reserve(&ctx, r, &reply);
       scope.SetCurrent(nullptr);
       registry_->AddReservedBlocks(
@@ -211,6 +216,7 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
       if (s.ok()) {
         out->node = node;
         out->kv = std::move(*reply.mutable_kv_transfer());
+        out->expires = reserved_at + options_.reservation_ttl;
         return grpc::Status::OK;
       }
       if (scope.cancelled()) {
@@ -242,39 +248,58 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
   }
 }
 
-grpc::Status RouterService::RunPrefill(uint64_t id,
-                                       const std::vector<int32_t>& prompt,
-                                       const v1::SamplingParams& sampling,
-                                       const Reservation& reservation,
-                                       absl::Time deadline,
-                                       CancellationWatcher::Scope& scope,
-                                       v1::PrefillResponse* out) {
-  grpc::Status last = Error(grpc::StatusCode::UNAVAILABLE,
-                            "no prefill node is available");
-  for (const NodeRef& node : registry_->PrefillCandidates()) {
-    v1::PrefillRequest p;
-    p.set_request_id(id);
-    p.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
-    *p.mutable_sampling() = sampling;
-    *p.mutable_destination() = reservation.kv;
-    p.set_deadline_ms(MsUntil(deadline));
-    grpc::ClientContext ctx;
-    SetDeadline(ctx, deadline);
-    scope.SetCurrent(&ctx);
-    registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()));
-    const grpc::Status s = node.stub->Prefill(&ctx, p, out);
-    scope.SetCurrent(nullptr);
-    if (s.ok()) return s;
-    if (scope.cancelled()) {
-      return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+grpc::Status RouterService::RunPrefill(
+    uint64_t id, const std::vector<int32_t>& prompt,
+    const v1::SamplingParams& sampling, const Reservation& reservation,
+    absl::Time deadline, CancellationWatcher::Scope& scope,
+    std::vector<uint64_t>* tried, bool* retry, v1::PrefillResponse* out) {
+  *retry = false;
+  std::vector<NodeRef> untried;
+  for (NodeRef& node : registry_->PrefillCandidates()) {
+    if (std::find(tried->begin(), tried->end(), node.id) == tried->end()) {
+      untried.push_back(std::move(node));
     }
-    last = Error(s.error_code(), absl::StrCat("prefill node ", node.address,
-                                              ": ", s.error_message()));
-    // Only a node that cannot be reached is worth another try: anything
-    // else is about the request (or its KV transfer) and would fail again.
-    if (!NodeUnreachable(s)) return last;
   }
-  return last;
+  if (untried.empty()) {
+    return Error(grpc::StatusCode::UNAVAILABLE, "no prefill node is available");
+  }
+  const NodeRef& node = untried.front();
+  tried->push_back(node.id);
+  // The prefill node stops writing KV by its deadline; it must stop before
+  // the reservation expires, or a late write could land in blocks the
+  // decode node has given to another request.
+  const absl::Time prefill_deadline =
+      std::min(deadline, reservation.expires - kReservationMargin);
+  v1::PrefillRequest p;
+  p.set_request_id(id);
+  p.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+  *p.mutable_sampling() = sampling;
+  *p.mutable_destination() = reservation.kv;
+  p.set_deadline_ms(MsUntil(prefill_deadline));
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, prefill_deadline);
+  scope.SetCurrent(&ctx);
+  registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()));
+  const grpc::Status s = node.stub->Prefill(&ctx, p, out);
+  scope.SetCurrent(nullptr);
+  if (s.ok()) return s;
+  if (scope.cancelled()) {
+    return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+  }
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+      prefill_deadline < deadline && absl::Now() >= prefill_deadline) {
+    return Error(grpc::StatusCode::DEADLINE_EXCEEDED,
+                 absl::StrCat("prefill node ", node.address,
+                              " did not finish before the KV reservation on "
+                              "the decode node expired (reservations live ",
+                              absl::FormatDuration(options_.reservation_ttl),
+                              "): ", s.error_message()));
+  }
+  // Only a node that cannot be reached is worth another try: anything
+  // else is about the request (or its KV transfer) and would fail again.
+  *retry = NodeUnreachable(s) && untried.size() > 1;
+  return Error(s.error_code(), absl::StrCat("prefill node ", node.address,
+                                            ": ", s.error_message()));
 }
 
 void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
@@ -349,13 +374,26 @@ grpc::Status RouterService::GenerateImpl(
   }
   const absl::Time prefill_start = absl::Now();
   v1::PrefillResponse prefill;
-  if (grpc::Status s = RunPrefill(id, prompt, sampling, reservation, deadline,
-                                  scope, &prefill);
-      !s.ok()) {
+  std::vector<uint64_t> tried;
+  while (true) {
+    bool retry = false;
+    const grpc::Status s = RunPrefill(id, prompt, sampling, reservation,
+                                      deadline, scope, &tried, &retry,
+                                      &prefill);
+    if (s.ok()) break;
     ReleaseDecode(id, reservation,
                   scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
                                     : v1::RELEASE_REASON_FAILED);
-    return s;
+    if (!retry) return s;
+    DUET_LOG(WARNING) << "request " << id << ": " << s.error_message()
+                      << "; trying another prefill node with a new "
+                         "reservation";
+    if (grpc::Status r =
+            ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
+                          deadline, scope, &reservation);
+        !r.ok()) {
+      return r;
+    }
   }
 
   v1::DecodeRequest d;

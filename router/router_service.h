@@ -101,6 +101,9 @@ class RouterService final : public v1::Duet::Service,
   struct Reservation {
     NodeRef node;
     v1::KvTransferDescriptor kv;
+    // When the decode node frees it if no Decode call came: a prefill must
+    // be done (and its KV writes over) well before.
+    absl::Time expires;
   };
   grpc::Status GenerateImpl(grpc::ServerContext* ctx,
                             const v1::GenerateRequest* req,
@@ -113,10 +116,15 @@ class RouterService final : public v1::Duet::Service,
                              absl::Time deadline,
                              CancellationWatcher::Scope& scope,
                              Reservation* out);
+  // Prefills on one prefill node not in *tried (added to it). Sets
+  // *retry when another node may be tried: this one was unreachable and an
+  // untried one remains. The caller must then reserve anew: a second writer
+  // must never share the first one's blocks, whose bytes may still land.
   grpc::Status RunPrefill(uint64_t id, const std::vector<int32_t>& prompt,
                           const v1::SamplingParams& sampling,
                           const Reservation& reservation, absl::Time deadline,
                           CancellationWatcher::Scope& scope,
+                          std::vector<uint64_t>* tried, bool* retry,
                           v1::PrefillResponse* out);
   void ReleaseDecode(uint64_t id, const Reservation& r,
                      v1::ReleaseReason reason);

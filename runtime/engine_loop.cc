@@ -133,8 +133,11 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
       NewRequest& r = incoming[i];
       absl::Status s = admit[i];
       if (s.ok()) {
+        // The last token drawn is never fed back.
+        const int64_t max_total =
+            int64_t{r.num_prompt_tokens} + policy_->MaxGenerated(r) - 1;
         s = scheduler_->Add(r.id, r.tokens, r.num_prompt_tokens,
-                            r.num_computed, r.blocks);
+                            r.num_computed, r.blocks, max_total);
       }
       if (!s.ok()) {
         (void)scheduler_->Unreserve(r.blocks);

@@ -91,8 +91,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   int32_t blocks = options.num_kv_blocks;
   if (blocks == 0 && backend.device < 0) blocks = options.cpu_default_blocks;
   if (blocks == 0) {
-    DUET_RETURN_IF_ERROR(ProfileStep(*r->model_, options.block_size,
-                                     options.max_num_batched_tokens));
+    // One sequence cannot be longer than the model's context.
+    DUET_RETURN_IF_ERROR(ProfileStep(
+        *r->model_, options.block_size,
+        std::min(options.max_num_batched_tokens,
+                 r->model_->config().max_position_embeddings)));
     DUET_ASSIGN_OR_RETURN(const size_t free_now, FreeDeviceMemory(backend));
     // This process's own allocations (weights, activations): not the drop
     // in device free memory, which also counts nodes starting beside it on

@@ -55,7 +55,8 @@ int32_t Scheduler::MissingBlocks(const Sequence& s, int64_t num_tokens) const {
 
 absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
                             int32_t num_prompt_tokens, int32_t num_computed,
-                            std::vector<BlockId> blocks) {
+                            std::vector<BlockId> blocks,
+                            int64_t max_total_tokens) {
   if (tokens.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequence ", id.value(), " has no tokens"));
@@ -71,10 +72,11 @@ absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
         "sequence ", id.value(), ": num_computed ", num_computed,
         " outside [0, ", n, "): at least one token must be left to run"));
   }
-  const int32_t need = model::BlocksForTokens(n, options_.block_size);
+  const int32_t need = model::BlocksForTokens(
+      std::max<int64_t>(n, max_total_tokens), options_.block_size);
   if (need > pool_.num_blocks()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sequence ", id.value(), " needs ", need,
+        absl::StrCat("sequence ", id.value(), " can need ", need,
                      " KV blocks; the pool has only ", pool_.num_blocks()));
   }
   if (model::BlocksForTokens(num_computed, options_.block_size) >

@@ -98,13 +98,16 @@ class Scheduler {
   // Queues a sequence (FCFS, behind the waiting ones). `tokens` are its
   // known tokens, the first `num_prompt_tokens` of them the prompt; the
   // first `num_computed` already have their KV in `blocks` (from Reserve,
-  // owned by the sequence from now on). InvalidArgument for an empty
-  // sequence, num_computed outside [0, tokens.size()), too few blocks for
-  // num_computed tokens, or a sequence that could never fit the pool;
-  // AlreadyExists for a known id.
+  // owned by the sequence from now on). It will hold KV for at most
+  // `max_total_tokens` tokens (0: just its known ones). InvalidArgument for
+  // an empty sequence, num_computed outside [0, tokens.size()), too few
+  // blocks for num_computed tokens, or a sequence that could outgrow the
+  // whole pool (it would end up preempting itself forever, with the
+  // waiting queue blocked behind it); AlreadyExists for a known id.
   absl::Status Add(RequestId id, std::vector<int32_t> tokens,
                    int32_t num_prompt_tokens, int32_t num_computed = 0,
-                   std::vector<BlockId> blocks = {});
+                   std::vector<BlockId> blocks = {},
+                   int64_t max_total_tokens = 0);
 
   // Plans the next step: every running sequence first (in admission order,
   // growing or preempting as needed), then waiting ones, FCFS, while the

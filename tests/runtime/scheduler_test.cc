@@ -126,6 +126,9 @@ TEST(SchedulerTest, AddValidates) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s->Add(RequestId(1), Tokens(65), 65).code(),
             absl::StatusCode::kInvalidArgument);  // 5 blocks > 4
+  EXPECT_EQ(s->Add(RequestId(1), Tokens(10), 10, 0, {}, /*max_total=*/65)
+                .code(),
+            absl::StatusCode::kInvalidArgument);  // could grow to 5 > 4
   EXPECT_EQ(s->Add(RequestId(1), Tokens(10), 10, 10).code(),
             absl::StatusCode::kInvalidArgument);  // nothing left to run
   EXPECT_EQ(s->Add(RequestId(1), Tokens(20), 20, 17).code(),
