@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "decode_node/decode_engine.h"
 #include "decode_node/decode_service.h"
+#include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/ucx_transport.h"
 #include "serving/convert.h"
 #include "serving/node_flags.h"
@@ -92,8 +93,11 @@ int main(int argc, char** argv) {
   ucx.staging_quarantine = options.release_quarantine;
   auto engine = duet::decode_node::DecodeEngine::Create(
       std::move(*runner), options, [&](duet::runtime::ModelRunner& r) {
-        return duet::kv_transfer::MakeUcxReceiver(r.pool_view(), ucx,
-                                                  &r.backend());
+        return flags->kv_transport == "cuda-ipc"
+                   ? duet::kv_transfer::MakeCudaIpcReceiver(r.pool_view(),
+                                                            r.device())
+                   : duet::kv_transfer::MakeUcxReceiver(r.pool_view(), ucx,
+                                                        &r.backend());
       });
   if (!engine.ok()) {
     DUET_LOG(ERROR) << "starting the decode engine: " << engine.status();
@@ -107,15 +111,19 @@ int main(int argc, char** argv) {
   reg.set_total_kv_blocks(r.num_blocks());
   reg.set_max_running_requests(options.max_num_seqs);
   reg.set_max_model_len((*engine)->max_model_len());
-  reg.add_kv_transports(duet::v1::KV_TRANSPORT_UCX);
+  reg.add_kv_transports(flags->kv_transport == "cuda-ipc"
+                            ? duet::v1::KV_TRANSPORT_CUDA_IPC
+                            : duet::v1::KV_TRANSPORT_UCX);
   const auto& c = (*engine)->config();
   return duet::serving::ServeNode(
       flags->addresses, &service, std::move(reg),
       [&] { return service.Load(); }, "duet-decode",
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
-      absl::StrFormat("%s; %s, batch %d, KV over UCX%s",
+      absl::StrFormat("%s; %s, batch %d, KV over %s",
                       r.backend_description(), r.PoolSummary(),
                       options.max_num_seqs,
-                      r.device() >= 0 || ucx.staged ? " (host-staged)" : ""));
+                      flags->kv_transport == "cuda-ipc" ? "CUDA IPC"
+                      : r.device() >= 0 || ucx.staged  ? "UCX (host-staged)"
+                                                       : "UCX"));
 }

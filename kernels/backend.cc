@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace duet::kernels {
 
@@ -177,6 +178,34 @@ absl::Status CheckSampleArgs(const TensorView& logits, Device device,
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckKvPoolCopy(const KvBlockPool& src,
+                             std::span<const int32_t> src_ids,
+                             const KvBlockPool& dst,
+                             std::span<const int32_t> dst_ids, Device device) {
+  if (src.layer_base.size() != dst.layer_base.size() ||
+      src.block_bytes != dst.block_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV pool copy: source has ", src.layer_base.size(), " layers of ",
+        src.block_bytes, "-byte blocks, destination ", dst.layer_base.size(),
+        " of ", dst.block_bytes));
+  }
+  if (src_ids.size() != dst_ids.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV pool copy: ", src_ids.size(), " source ids for ",
+                     dst_ids.size(), " destination ids"));
+  }
+  // The host arguments of CheckKvBlockCopy are not used here: a dummy
+  // non-null buffer of the packed size passes them.
+  const int64_t packed = static_cast<int64_t>(src.layer_base.size()) *
+                         static_cast<int64_t>(src_ids.size()) *
+                         src.block_bytes;
+  const char dummy = 0;
+  DUET_RETURN_IF_ERROR(CheckKvBlockCopy(src, device, src_ids, &dummy, packed,
+                                        /*unique_ids=*/false));
+  return CheckKvBlockCopy(dst, device, dst_ids, &dummy, packed,
+                          /*unique_ids=*/true);
 }
 
 absl::Status CheckKvBlockCopy(const KvBlockPool& pool, Device device,

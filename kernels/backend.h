@@ -121,6 +121,15 @@ absl::Status CheckKvBlockCopy(const KvBlockPool& pool, Device device,
                               std::span<const int32_t> ids, const void* host,
                               int64_t host_bytes, bool unique_ids);
 
+// InvalidArgument unless both pools are valid on `device` (as
+// CheckKvBlockCopy), have the same layers and block bytes, there are as
+// many source as destination ids, every id is in its pool, and no
+// destination block is listed twice.
+absl::Status CheckKvPoolCopy(const KvBlockPool& src,
+                             std::span<const int32_t> src_ids,
+                             const KvBlockPool& dst,
+                             std::span<const int32_t> dst_ids, Device device);
+
 enum class AttentionMode {
   // Queries of any length per sequence (chunked prefill): each new token
   // attends to the cached prefix and causally to the new tokens before it.
@@ -331,6 +340,17 @@ class Backend {
   virtual absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
                                        std::span<const int32_t> ids,
                                        const KvBlockPool& pool) = 0;
+  // Block src_ids[i] of every layer of `src` (this backend's pool) into
+  // block dst_ids[i] of the same layer of `dst`: device memory this backend
+  // can write, such as another process's pool mapped through CUDA IPC.
+  // Queued after the work already on the backend's stream (the forward pass
+  // that wrote the KV); returns once the copy is done, so the bytes are
+  // visible to the destination's owner. InvalidArgument as CheckKvPoolCopy,
+  // before anything is copied.
+  virtual absl::Status CopyKvBlocks(const KvBlockPool& src,
+                                    std::span<const int32_t> src_ids,
+                                    const KvBlockPool& dst,
+                                    std::span<const int32_t> dst_ids) = 0;
   // Device memory this backend holds (handed out or cached for reuse);
   // 0 on the CPU. What a node counts as its own when it sizes its KV pool
   // from a share of the device: free-memory readings would also count

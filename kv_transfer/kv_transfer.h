@@ -58,7 +58,7 @@ struct KvPoolView {
   Device device = Device::kCpu;
 };
 
-enum class Transport { kInProcess, kUcx };
+enum class Transport { kInProcess, kUcx, kCudaIpc };
 
 // Where a request's KV goes: the destination blocks and how to reach them.
 struct KvDescriptor {
@@ -79,6 +79,12 @@ struct KvDescriptor {
   std::string ucx_worker_address;
   std::vector<std::string> ucx_rkeys;
   std::vector<uint64_t> remote_layer_base;
+  // kCudaIpc: one cudaIpcMemHandle_t (64 bytes) per layer's pool, the
+  // receiving host's boot id (a sender on another host must not open the
+  // handles) and the receiving GPU's UUID (16 bytes).
+  std::vector<std::string> cuda_ipc_handles;
+  std::string host_id;
+  std::string gpu_uuid;
 };
 
 // One block to copy: logical block index i of the request, from the sender's

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/fault_injection.h"
 #include "kv_transfer/ucx_transport.h"
 #include "prefill_node/prefill_engine.h"
@@ -73,8 +74,12 @@ int main(int argc, char** argv) {
       std::move(*runner), options,
       [&](duet::runtime::ModelRunner& r)
           -> absl::StatusOr<std::unique_ptr<duet::kv_transfer::KvSender>> {
-        auto sender = duet::kv_transfer::MakeUcxSender(r.pool_view(), ucx,
-                                                       &r.backend());
+        auto sender =
+            flags->kv_transport == "cuda-ipc"
+                ? duet::kv_transfer::MakeCudaIpcSender(
+                      r.pool_view(), &r.backend(), r.device())
+                : duet::kv_transfer::MakeUcxSender(r.pool_view(), ucx,
+                                                   &r.backend());
         if (!sender.ok()) return sender.status();
         return duet::kv_transfer::MakeFaultInjectingSender(std::move(*sender),
                                                            *fault);
@@ -91,17 +96,21 @@ int main(int argc, char** argv) {
   reg.set_total_kv_blocks(r.num_blocks());
   reg.set_max_num_batched_tokens(options.max_num_batched_tokens);
   reg.set_max_model_len((*engine)->max_model_len());
-  reg.add_kv_transports(duet::v1::KV_TRANSPORT_UCX);
+  reg.add_kv_transports(flags->kv_transport == "cuda-ipc"
+                            ? duet::v1::KV_TRANSPORT_CUDA_IPC
+                            : duet::v1::KV_TRANSPORT_UCX);
   const auto& c = (*engine)->config();
   return duet::serving::ServeNode(
       flags->addresses, &service, std::move(reg),
       [&] { return service.Load(); }, "duet-prefill",
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
-      absl::StrFormat("%s; %d tokens per step, %s, KV over UCX%s%s",
+      absl::StrFormat("%s; %d tokens per step, %s, KV over %s%s",
                       r.backend_description(), options.max_num_batched_tokens,
                       r.PoolSummary(),
-                      r.device() >= 0 || ucx.staged ? " (host-staged)" : "",
+                      flags->kv_transport == "cuda-ipc" ? "CUDA IPC"
+                      : r.device() >= 0 || ucx.staged  ? "UCX (host-staged)"
+                                                       : "UCX",
                       fault_spec.empty()
                           ? ""
                           : " (fault injection: " + fault_spec + ")"));

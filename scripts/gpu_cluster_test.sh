@@ -7,10 +7,12 @@
 # 2. runs tests/e2e/gpu_cluster_test.cc: alone prompts of 1..6000 tokens equal
 #    duet-run --backend cuda, 64 concurrent requests tie-aware, forced
 #    preemption, no leaked block after the runs and 32 cancellations;
-# 3. benchmarks (DUET_SKIP_CHECKS=1 runs only these): duet-model-bench (prefill 512/2048/8192, decode step at
-#    batch 1/32/128 x 512) and the cluster's TTFT for prompts of 512, 2048
-#    and 8192 tokens and inter-token latency at concurrency 1, 32 and 128
-#    (duet-bench), both nodes on the same GPU.
+# 3. benchmarks (DUET_SKIP_CHECKS=1 runs only these): duet-model-bench
+#    (prefill 512/2048/8192, decode step at batch 1/32/128 x 512) and, for
+#    each KV transport in DUET_KV_TRANSPORTS (default "ucx cuda-ipc"), the
+#    cluster's TTFT for prompts of 512, 2048 and 8192 tokens and inter-token
+#    latency at concurrency 1, 32 and 128 (duet-bench), both nodes on the
+#    same GPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
@@ -39,8 +41,9 @@ echo "== duet-model-bench (the single-process floors and step times)"
 "$BIN/duet-model-bench" --model "$MODEL" --batches 1,32,128 --contexts 512 \
   --prefill 512,2048,8192 --iters 10 2>&1 | tee "$OUT/model_bench.txt"
 
-echo "== cluster on one GPU: TTFT and inter-token latency"
-LOGS=$OUT/cluster_logs
+for TRANSPORT in ${DUET_KV_TRANSPORTS:-ucx cuda-ipc}; do
+echo "== cluster on one GPU, KV over $TRANSPORT: TTFT and inter-token latency"
+LOGS=$OUT/logs_$TRANSPORT
 mkdir -p "$LOGS"
 PORT=$((20000 + RANDOM % 20000))
 ROUTER=127.0.0.1:$PORT
@@ -50,11 +53,11 @@ trap 'kill ${PIDS[*]} 2>/dev/null || true' EXIT
 sleep 1
 "$BIN/duet-prefill" --model "$MODEL" --router "$ROUTER" --backend cuda \
   --kv-cache-memory-fraction 0.35 --max-num-batched-tokens 8192 \
-  >"$LOGS/prefill.out" 2>"$LOGS/prefill.log" &
+  --kv-transport "$TRANSPORT" >"$LOGS/prefill.out" 2>"$LOGS/prefill.log" &
 PIDS+=($!)
 "$BIN/duet-decode" --model "$MODEL" --router "$ROUTER" --backend cuda \
   --kv-cache-memory-fraction 0.5 --max-num-seqs 128 \
-  >"$LOGS/decode.out" 2>"$LOGS/decode.log" &
+  --kv-transport "$TRANSPORT" >"$LOGS/decode.out" 2>"$LOGS/decode.log" &
 PIDS+=($!)
 for _ in $(seq 600); do
   "$BIN/duet-cli" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
@@ -66,12 +69,15 @@ for len in 512 2048 8192; do
   echo "-- TTFT, prompt $len tokens, alone"
   "$BIN/duet-bench" --router "$ROUTER" --num-requests 6 --concurrency 1 \
     --input-len "$len" --output-len 2 --vocab-limit 150000 \
-    --json-out "$OUT/ttft_$len.json" | tee "$OUT/ttft_$len.txt"
+    --json-out "$OUT/ttft_${TRANSPORT}_$len.json" | tee "$OUT/ttft_${TRANSPORT}_$len.txt"
 done
 for c in 1 32 128; do
   echo "-- inter-token latency, concurrency $c, prompts of 512, 128 tokens out"
   "$BIN/duet-bench" --router "$ROUTER" --num-requests $((c < 8 ? 8 : 2 * c)) \
     --concurrency "$c" --input-len 512 --output-len 128 --vocab-limit 150000 \
-    --json-out "$OUT/itl_$c.json" | tee "$OUT/itl_$c.txt"
+    --json-out "$OUT/itl_${TRANSPORT}_$c.json" | tee "$OUT/itl_${TRANSPORT}_$c.txt"
+done
+kill "${PIDS[@]}" 2>/dev/null || true
+wait "${PIDS[@]}" 2>/dev/null || true
 done
 echo "results in $OUT"

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kv_transfer/cuda_ipc.h"
 
 namespace duet::serving {
 
@@ -97,6 +98,14 @@ v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& d) {
         ep->add_remote_base_addresses(base);
       }
       break;
+    case kv_transfer::Transport::kCudaIpc:
+      p.set_transport(v1::KV_TRANSPORT_CUDA_IPC);
+      for (const std::string& h : d.cuda_ipc_handles) {
+        ep->add_cuda_ipc_handles(h);
+      }
+      ep->set_host_id(d.host_id);
+      ep->set_gpu_uuid(d.gpu_uuid);
+      break;
   }
   return p;
 }
@@ -145,6 +154,27 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
       d.ucx_rkeys.assign(ep.rkeys().begin(), ep.rkeys().end());
       d.remote_layer_base.assign(ep.remote_base_addresses().begin(),
                                  ep.remote_base_addresses().end());
+      return d;
+    }
+    case v1::KV_TRANSPORT_CUDA_IPC: {
+      d.transport = kv_transfer::Transport::kCudaIpc;
+      if (p.ranks_size() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "CUDA IPC KV descriptor must have exactly one rank endpoint "
+            "(TP=1), got ",
+            p.ranks_size()));
+      }
+      const v1::KvRankEndpoint& ep = p.ranks(0);
+      d.cuda_ipc_handles.assign(ep.cuda_ipc_handles().begin(),
+                                ep.cuda_ipc_handles().end());
+      d.host_id = ep.host_id();
+      d.gpu_uuid = ep.gpu_uuid();
+      // Sizes here; the host is the sender's to compare with its own.
+      if (absl::Status s = kv_transfer::CheckCudaIpcDescriptor(d, d.layout,
+                                                               d.host_id);
+          !s.ok()) {
+        return s;
+      }
       return d;
     }
     default:

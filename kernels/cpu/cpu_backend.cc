@@ -339,6 +339,24 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyKvBlocks(const KvBlockPool& src,
+                            std::span<const int32_t> src_ids,
+                            const KvBlockPool& dst,
+                            std::span<const int32_t> dst_ids) override {
+    DUET_RETURN_IF_ERROR(
+        CheckKvPoolCopy(src, src_ids, dst, dst_ids, Device::kCpu));
+    const size_t bb = static_cast<size_t>(src.block_bytes);
+    for (size_t l = 0; l < src.layer_base.size(); ++l) {
+      for (size_t i = 0; i < src_ids.size(); ++i) {
+        std::memcpy(static_cast<char*>(dst.layer_base[l]) + dst_ids[i] * bb,
+                    static_cast<const char*>(src.layer_base[l]) +
+                        src_ids[i] * bb,
+                    bb);
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ScatterKvBlocks(const void* host, int64_t host_bytes,
                                std::span<const int32_t> ids,
                                const KvBlockPool& pool) override {

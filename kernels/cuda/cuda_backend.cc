@@ -511,6 +511,19 @@ class CudaBackend final : public Backend {
     return kv_blocks_.Scatter(host, ids, pool, stream());
   }
 
+  absl::Status CopyKvBlocks(const KvBlockPool& src,
+                            std::span<const int32_t> src_ids,
+                            const KvBlockPool& dst,
+                            std::span<const int32_t> dst_ids) override {
+    DUET_RETURN_IF_ERROR(
+        CheckKvPoolCopy(src, src_ids, dst, dst_ids, Device::kCuda));
+    DUET_RETURN_IF_ERROR(cuda::KvBlockTransfer::CheckAlignment(src));
+    DUET_RETURN_IF_ERROR(cuda::KvBlockTransfer::CheckAlignment(dst));
+    ScopedDevice guard(device_);
+    DUET_CUDA_RETURN_IF_ERROR(guard.status());
+    return kv_blocks_.CopyBetweenPools(src, src_ids, dst, dst_ids, stream());
+  }
+
   int64_t DeviceBytesReserved() const override {
     const cuda::AllocatorStats st = allocator_->stats();
     return static_cast<int64_t>(st.bytes_in_use + st.bytes_cached);

@@ -132,4 +132,48 @@ absl::Status KvBlockTransfer::Scatter(const void* host,
   return absl::OkStatus();
 }
 
+absl::Status KvBlockTransfer::CopyBetweenPools(
+    const KvBlockPool& src, std::span<const int32_t> src_ids,
+    const KvBlockPool& dst, std::span<const int32_t> dst_ids,
+    cudaStream_t stream) {
+  if (src_ids.empty()) return absl::OkStatus();
+  const size_t layers = src.layer_base.size();
+  PackedLayout layout;
+  const size_t src_bases_at = layout.Take(layers * 8);
+  const size_t dst_bases_at = layout.Take(layers * 8);
+  const size_t src_ids_at = layout.Take(src_ids.size() * 4);
+  const size_t dst_ids_at = layout.Take(dst_ids.size() * 4);
+  DUET_RETURN_IF_ERROR(metadata_host_.Reserve(layout.size()));
+  DUET_RETURN_IF_ERROR(metadata_.Reserve(allocator_, layout.size()));
+  auto* host = static_cast<char*>(metadata_host_.data());
+  for (size_t l = 0; l < layers; ++l) {
+    const uint64_t s = reinterpret_cast<uint64_t>(src.layer_base[l]);
+    const uint64_t d = reinterpret_cast<uint64_t>(dst.layer_base[l]);
+    std::memcpy(host + src_bases_at + l * 8, &s, 8);
+    std::memcpy(host + dst_bases_at + l * 8, &d, 8);
+  }
+  std::memcpy(host + src_ids_at, src_ids.data(), src_ids.size() * 4);
+  std::memcpy(host + dst_ids_at, dst_ids.data(), dst_ids.size() * 4);
+  absl::Status s = [&]() -> absl::Status {
+    DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host,
+                                              layout.size(),
+                                              cudaMemcpyHostToDevice, stream));
+    const char* dev = metadata_.as<char>();
+    PoolCopyParams p;
+    p.src_base = reinterpret_cast<const uint64_t*>(dev + src_bases_at);
+    p.dst_base = reinterpret_cast<const uint64_t*>(dev + dst_bases_at);
+    p.src_ids = reinterpret_cast<const int32_t*>(dev + src_ids_at);
+    p.dst_ids = reinterpret_cast<const int32_t*>(dev + dst_ids_at);
+    p.num_layers = static_cast<int>(layers);
+    p.num_ids = static_cast<int>(src_ids.size());
+    p.block_bytes = src.block_bytes;
+    return LaunchCopyKvBlocksBetweenPools(p, stream);
+  }();
+  // Also after a failure: what was queued may still read the metadata.
+  const cudaError_t rc = cudaStreamSynchronize(stream);
+  DUET_RETURN_IF_ERROR(s);
+  DUET_CUDA_RETURN_IF_ERROR(rc);
+  return absl::OkStatus();
+}
+
 }  // namespace duet::kernels::cuda

@@ -48,6 +48,15 @@ class KvBlockTransfer {
   absl::Status Scatter(const void* host, std::span<const int32_t> ids,
                        const KvBlockPool& pool, cudaStream_t stream);
 
+  // Block src_ids[i] of every layer of `src` into block dst_ids[i] of
+  // `dst` (validated by the caller: CheckKvPoolCopy), one kernel; returns
+  // once the copy is done.
+  absl::Status CopyBetweenPools(const KvBlockPool& src,
+                                std::span<const int32_t> src_ids,
+                                const KvBlockPool& dst,
+                                std::span<const int32_t> dst_ids,
+                                cudaStream_t stream);
+
   // InvalidArgument unless the kernel's 16-byte accesses fit the pool.
   static absl::Status CheckAlignment(const KvBlockPool& pool);
 

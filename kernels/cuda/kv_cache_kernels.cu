@@ -83,7 +83,38 @@ absl::Status LaunchCopyKvBlocks(const KvBlocksParams& p, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+// Like CopyKvBlocksKernel, with a block of the destination pool in place of
+// the packed row.
+__global__ void CopyKvBlocksBetweenPoolsKernel(PoolCopyParams p) {
+  const int64_t pieces = p.block_bytes / 16;
+  const int64_t rows = int64_t{p.num_layers} * p.num_ids;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t layer = row / p.num_ids;
+    const int64_t i = row % p.num_ids;
+    const uint4* src = reinterpret_cast<const uint4*>(p.src_base[layer]) +
+                       p.src_ids[i] * pieces;
+    uint4* dst = reinterpret_cast<uint4*>(p.dst_base[layer]) +
+                 p.dst_ids[i] * pieces;
+    for (int64_t v = threadIdx.x; v < pieces; v += blockDim.x) dst[v] = src[v];
+  }
+}
+
 }  // namespace
+
+absl::Status LaunchCopyKvBlocksBetweenPools(const PoolCopyParams& p,
+                                            cudaStream_t stream) {
+  if (p.num_layers <= 0 || p.num_ids <= 0) return absl::OkStatus();
+  if (p.block_bytes <= 0 || p.block_bytes % 16 != 0) {
+    return absl::InvalidArgumentError(
+        "copy_kv_blocks_between_pools: block_bytes must be a positive "
+        "multiple of 16");
+  }
+  const int64_t rows = int64_t{p.num_layers} * p.num_ids;
+  const int grid = static_cast<int>(std::min<int64_t>(rows, 1 << 16));
+  CopyKvBlocksBetweenPoolsKernel<<<grid, kThreads, 0, stream>>>(p);
+  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return absl::OkStatus();
+}
 
 absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p,
                                   cudaStream_t stream) {

@@ -45,6 +45,23 @@ absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p,
 absl::Status LaunchScatterKvBlocks(const KvBlocksParams& p,
                                    cudaStream_t stream);
 
+// Whole KV blocks from one paged pool into another (the destination may be
+// another process's pool mapped through CUDA IPC): block src_ids[i] of
+// every layer of the source into block dst_ids[i] of the same layer of the
+// destination, in one launch, at device-copy speed; one copy call per
+// block would be ~100x slower (DESIGN.md §4).
+struct PoolCopyParams {
+  const uint64_t* src_base = nullptr;  // [num_layers], device
+  const uint64_t* dst_base = nullptr;  // [num_layers], device
+  const int32_t* src_ids = nullptr;    // [num_ids], device, validated
+  const int32_t* dst_ids = nullptr;    // [num_ids], device, validated
+  int num_layers = 0;
+  int num_ids = 0;
+  int64_t block_bytes = 0;  // multiple of 16; bases 16-byte aligned
+};
+absl::Status LaunchCopyKvBlocksBetweenPools(const PoolCopyParams& p,
+                                            cudaStream_t stream);
+
 }  // namespace duet::kernels::cuda
 
 #endif  // DUET_KERNELS_CUDA_KV_CACHE_KERNELS_H_

@@ -183,9 +183,12 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   const int32_t vocab = 151936;
   ClusterOptions o;
   o.model_dir = dir;
-  o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.3"};
-  o.decode_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.35"};
-  {
+  for (const std::string transport : {"ucx", "cuda-ipc"}) {
+    std::printf("== KV over %s\n", transport.c_str());
+    o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.3",
+                      "--kv-transport", transport};
+    o.decode_args = {"--backend", "cuda", "--kv-cache-memory-fraction",
+                     "0.35", "--kv-transport", transport};
     auto cluster = LocalCluster::Start(o);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     std::printf("prefill: %s\ndecode: %s\n",
@@ -253,8 +256,12 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   }
 
   // Forced preemption: 8 requests of ~300 tokens growing by 160 on a pool
-  // of 96 blocks (1536 tokens; they need up to 8 x 29 = 232).
-  o.decode_args = {"--backend", "cuda", "--num-kv-blocks", "96"};
+  // of 96 blocks (1536 tokens; they need up to 8 x 29 = 232), KV over
+  // CUDA IPC (the staged UCX path was checked with preemption before).
+  o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.3",
+                    "--kv-transport", "cuda-ipc"};
+  o.decode_args = {"--backend", "cuda", "--num-kv-blocks", "96",
+                   "--kv-transport", "cuda-ipc"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   constexpr int kP = 8;

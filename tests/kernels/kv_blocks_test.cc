@@ -4,6 +4,7 @@
 // outside the named blocks or past the packed bytes touched, and every bad
 // argument InvalidArgument before anything is copied.
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -101,6 +102,50 @@ TEST_F(KvBlocksTest, GatherThenScatterElsewhereMovesBlocks) {
     EXPECT_EQ(std::memcmp(Block(l, 6), Block(l, 3), kBlockBytes), 0);
     EXPECT_EQ(std::memcmp(Block(l, 0), Block(l, 5), kBlockBytes), 0);
   }
+}
+
+TEST_F(KvBlocksTest, CopyKvBlocksMovesNamedBlocksIntoAnotherPool) {
+  std::vector<std::vector<uint8_t>> other;
+  KvBlockPool dst;
+  for (int l = 0; l < kLayers; ++l) {
+    other.push_back(RandomBytes(rng_, 7 * kBlockBytes));
+    dst.layer_base.push_back(other.back().data());
+  }
+  dst.num_blocks = 7;
+  dst.block_bytes = kBlockBytes;
+  const std::vector<std::vector<uint8_t>> before = other;
+  const std::vector<int32_t> from = {9, 2, 2};
+  const std::vector<int32_t> to = {0, 6, 3};
+  ASSERT_TRUE(cpu_->CopyKvBlocks(pool_, from, dst, to).ok());
+  for (int l = 0; l < kLayers; ++l) {
+    for (int32_t b = 0; b < 7; ++b) {
+      const uint8_t* got = other[l].data() + b * kBlockBytes;
+      const auto it = std::find(to.begin(), to.end(), b);
+      const uint8_t* want =
+          it == to.end() ? before[l].data() + b * kBlockBytes
+                         : Block(l, from[static_cast<size_t>(it - to.begin())]);
+      EXPECT_EQ(std::memcmp(got, want, kBlockBytes), 0)
+          << "layer " << l << " block " << b;
+    }
+  }
+  // A destination id past the pool, a destination listed twice, counts or
+  // block sizes that differ: InvalidArgument, nothing written.
+  const std::vector<std::vector<uint8_t>> after = other;
+  const std::vector<int32_t> two = {1, 2};
+  const std::vector<int32_t> past = {1, 7};
+  const std::vector<int32_t> twice = {4, 4};
+  const std::vector<int32_t> one = {1};
+  EXPECT_EQ(cpu_->CopyKvBlocks(pool_, two, dst, past).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cpu_->CopyKvBlocks(pool_, two, dst, twice).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cpu_->CopyKvBlocks(pool_, two, dst, one).code(),
+            absl::StatusCode::kInvalidArgument);
+  KvBlockPool narrow = dst;
+  narrow.block_bytes = kBlockBytes / 2;
+  EXPECT_EQ(cpu_->CopyKvBlocks(pool_, two, narrow, two).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(other, after);
 }
 
 TEST_F(KvBlocksTest, BadArgumentsAreInvalidArgumentAndCopyNothing) {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "gtest/gtest.h"
+#include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/kv_transfer.h"
 
 namespace duet::serving {
@@ -56,6 +57,53 @@ TEST(ConvertKvDescriptorTest, IdsOutsideTheAddressedBlocksAreRejected) {
               absl::StatusCode::kInvalidArgument)
         << size;
   }
+}
+
+kv_transfer::KvDescriptor CudaIpcDescriptor() {
+  kv_transfer::KvDescriptor d = UcxDescriptor();
+  d.transport = kv_transfer::Transport::kCudaIpc;
+  d.ucx_worker_address.clear();
+  d.ucx_rkeys.clear();
+  d.remote_layer_base.clear();
+  d.cuda_ipc_handles = {std::string(64, 'a'), std::string(64, 'b')};
+  d.host_id = "boot-1";
+  d.gpu_uuid = std::string(16, 'u');
+  return d;
+}
+
+TEST(ConvertKvDescriptorTest, CudaIpcRoundTripAndMalformedHandles) {
+  const kv_transfer::KvDescriptor d = CudaIpcDescriptor();
+  absl::StatusOr<kv_transfer::KvDescriptor> back = FromProto(ToProto(d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->transport, kv_transfer::Transport::kCudaIpc);
+  EXPECT_EQ(back->cuda_ipc_handles, d.cuda_ipc_handles);
+  EXPECT_EQ(back->host_id, d.host_id);
+  EXPECT_EQ(back->gpu_uuid, d.gpu_uuid);
+  EXPECT_EQ(back->block_ids, d.block_ids);
+  // A handle of the wrong size, one handle short, a short UUID, no host:
+  // refused at the edge, before a sender could open anything.
+  v1::KvTransferDescriptor p = ToProto(d);
+  p.mutable_ranks(0)->set_cuda_ipc_handles(1, std::string(63, 'b'));
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = ToProto(d);
+  p.mutable_ranks(0)->mutable_cuda_ipc_handles()->RemoveLast();
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = ToProto(d);
+  p.mutable_ranks(0)->set_gpu_uuid("short");
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = ToProto(d);
+  p.mutable_ranks(0)->clear_host_id();
+  EXPECT_FALSE(FromProto(p).ok());
+}
+
+TEST(ConvertKvDescriptorTest, CudaIpcFromAnotherHostIsRefused) {
+  const kv_transfer::KvDescriptor d = CudaIpcDescriptor();
+  EXPECT_TRUE(kv_transfer::CheckCudaIpcDescriptor(d, d.layout, "boot-1").ok());
+  const absl::Status other =
+      kv_transfer::CheckCudaIpcDescriptor(d, d.layout, "boot-2");
+  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.message().find("--kv-transport ucx"), std::string::npos);
+  EXPECT_FALSE(kv_transfer::LocalHostId().empty());
 }
 
 }  // namespace

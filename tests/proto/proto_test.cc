@@ -164,6 +164,8 @@ KvTransferDescriptor MakeDescriptor() {
     ep->set_nccl_unique_id(std::string(128, '\x5a'));
     ep->add_cuda_ipc_handles(std::string(64, '\x01'));
     ep->add_cuda_ipc_handles(std::string(64, '\x02'));
+    ep->set_host_id("8f1c2d3e-boot");
+    ep->set_gpu_uuid(std::string(16, '\x07'));
   }
   d.set_decode_node_address("10.0.0.2:50052");
   d.set_num_blocks(2048);

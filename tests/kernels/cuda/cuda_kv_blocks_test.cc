@@ -163,6 +163,37 @@ TEST_F(CudaVsCpuTest, ScatterKvBlocksMatchesTheCpuReference) {
   }
 }
 
+TEST_F(CudaVsCpuTest, CopyKvBlocksBetweenPoolsMatchesTheCpuReference) {
+  std::mt19937 rng(13);
+  for (const KvBlocksCase& c : kCases) {
+    SCOPED_TRACE(absl::StrCat(c.num_layers, " layers, ", c.num_ids, " of ",
+                              c.num_blocks, " blocks"));
+    TwinPool src = MakeTwinPool(*cuda_, rng, c.num_layers, c.num_blocks,
+                                c.kv_heads, c.block_size, c.head_dim);
+    TwinPool dst = MakeTwinPool(*cuda_, rng, c.num_layers, c.num_blocks + 5,
+                                c.kv_heads, c.block_size, c.head_dim);
+    ASSERT_EQ(static_cast<int>(dst.device.size()), c.num_layers);
+    std::vector<int32_t> from = RandomIds(rng, c.num_blocks, c.num_ids);
+    from[from.size() / 2] = from[0];  // a source block may be read twice
+    const std::vector<int32_t> to =
+        RandomIds(rng, c.num_blocks + 5, c.num_ids);
+    ASSERT_TRUE(
+        cpu_->CopyKvBlocks(src.HostPool(), from, dst.HostPool(), to).ok());
+    const absl::Status s =
+        cuda_->CopyKvBlocks(src.DevicePool(), from, dst.DevicePool(), to);
+    ASSERT_TRUE(s.ok()) << s;
+    for (int l = 0; l < c.num_layers; ++l) {
+      const std::vector<float> got = Download(*cuda_, dst.device[l]);
+      const std::vector<uint16_t>& ref = dst.host[l];
+      int64_t mismatches = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        mismatches += got[i] != Bf16ToFloat(ref[i]);
+      }
+      EXPECT_EQ(mismatches, 0) << "layer " << l;
+    }
+  }
+}
+
 TEST_F(CudaVsCpuTest, KvBlockCopiesRejectBadArguments) {
   std::mt19937 rng(13);
   TwinPool pool = MakeTwinPool(*cuda_, rng, 2, 8, 2, 4, 64);

@@ -1,0 +1,258 @@
+// CUDA IPC transport (see cuda_ipc.h).
+#include "kv_transfer/cuda_ipc.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <deque>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/device_status.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "kernels/backend.h"
+#include "kv_transfer/copy_plan.h"
+
+namespace duet::kv_transfer {
+namespace {
+
+// How many receivers' mappings a sender keeps open; the oldest closes first
+// (a decode node that restarted exports new handles).
+constexpr size_t kMaxMappedPeers = 8;
+
+absl::Status CudaError(cudaError_t rc, absl::string_view what) {
+  return absl::Status(DeviceErrorCode(DeviceLib::kCuda, static_cast<int>(rc)),
+                      absl::StrCat(what, ": ", cudaGetErrorString(rc)));
+}
+
+// Runs with `device` current, restoring the caller's.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device) {
+      status_ = cudaSetDevice(device);
+      restore_ = status_ == cudaSuccess;
+    }
+  }
+  ~DeviceScope() {
+    if (restore_) (void)cudaSetDevice(previous_);
+  }
+  cudaError_t status() const { return status_; }
+
+ private:
+  int previous_ = 0;
+  cudaError_t status_ = cudaSuccess;
+  bool restore_ = false;
+};
+
+class CudaIpcReceiver final : public KvReceiver {
+ public:
+  CudaIpcReceiver(const KvPoolView& pool, std::vector<std::string> handles,
+                  std::string host_id, std::string uuid)
+      : pool_(pool),
+        handles_(std::move(handles)),
+        host_id_(std::move(host_id)),
+        uuid_(std::move(uuid)) {}
+
+  absl::StatusOr<KvDescriptor> Describe(
+      uint64_t key, std::span<const int32_t> block_ids) override {
+    std::vector<bool> seen(static_cast<size_t>(pool_.num_blocks));
+    for (int32_t b : block_ids) {
+      if (b < 0 || b >= pool_.num_blocks || seen[static_cast<size_t>(b)]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "CUDA IPC receiver: block ", b, " is outside [0, ",
+            pool_.num_blocks, ") or listed twice"));
+      }
+      seen[static_cast<size_t>(b)] = true;
+    }
+    DUET_RETURN_IF_ERROR(keys_.Add(key));
+    KvDescriptor d;
+    d.transport = Transport::kCudaIpc;
+    d.layout = pool_.layout;
+    d.block_ids.assign(block_ids.begin(), block_ids.end());
+    d.num_blocks = pool_.num_blocks;
+    d.cuda_ipc_handles = handles_;
+    d.host_id = host_id_;
+    d.gpu_uuid = uuid_;
+    return d;
+  }
+  // The sender wrote the pool itself.
+  absl::Status Land(uint64_t key) override { return keys_.Land(key); }
+  void Drop(uint64_t key) override { keys_.Drop(key); }
+
+ private:
+  const KvPoolView pool_;
+  const std::vector<std::string> handles_;
+  const std::string host_id_;
+  const std::string uuid_;
+  internal::DescribedKeys keys_;
+};
+
+// One receiver's pool layers mapped into this process.
+struct Mapping {
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    DeviceScope scope(device);
+    for (void* p : layers) {
+      if (p != nullptr) (void)cudaIpcCloseMemHandle(p);
+    }
+  }
+  std::string key;  // the concatenated handles
+  int device = 0;
+  std::vector<void*> layers;
+};
+
+class CudaIpcSender final : public KvSender {
+ public:
+  CudaIpcSender(const KvPoolView& local, kernels::Backend* backend, int device)
+      : local_(local),
+        backend_(backend),
+        device_(device),
+        host_id_(LocalHostId()) {}
+
+  absl::Status Send(const KvDescriptor& dest,
+                    std::span<const BlockCopy> copies,
+                    absl::Duration timeout) override {
+    DUET_RETURN_IF_ERROR(
+        internal::ValidateSend(local_, dest, copies, Transport::kCudaIpc));
+    DUET_RETURN_IF_ERROR(CheckCudaIpcDescriptor(dest, local_.layout, host_id_));
+    if (timeout <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError(
+          "KV transfer given no time (its deadline passed)");
+    }
+    if (copies.empty()) return absl::OkStatus();
+    DUET_ASSIGN_OR_RETURN(const Mapping* m, Map(dest));
+    kernels::KvBlockPool src;
+    src.layer_base = local_.layer_base;
+    src.num_blocks = local_.num_blocks;
+    src.block_bytes = local_.layout.block_bytes();
+    src.device = Device::kCuda;
+    kernels::KvBlockPool dst = src;
+    dst.layer_base = m->layers;
+    dst.num_blocks = dest.num_blocks;
+    std::vector<int32_t> src_ids, dst_ids;
+    src_ids.reserve(copies.size());
+    dst_ids.reserve(copies.size());
+    for (const BlockCopy& c : copies) {
+      src_ids.push_back(c.src_block);
+      dst_ids.push_back(dest.block_ids[static_cast<size_t>(c.logical_block)]);
+    }
+    absl::Status s = backend_->CopyKvBlocks(src, src_ids, dst, dst_ids);
+    if (!s.ok()) {
+      // The mapping may be what failed (its owner died): open it afresh
+      // next time.
+      Forget(m->key);
+      return absl::Status(s.code(), absl::StrCat("CUDA IPC KV copy: ",
+                                                  s.message()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::StatusOr<const Mapping*> Map(const KvDescriptor& dest) {
+    std::string key;
+    for (const std::string& h : dest.cuda_ipc_handles) key += h;
+    for (const auto& m : mappings_) {
+      if (m->key == key) return m.get();
+    }
+    auto m = std::make_unique<Mapping>();
+    m->key = key;
+    m->device = device_;
+    DeviceScope scope(device_);
+    if (scope.status() != cudaSuccess) {
+      return CudaError(scope.status(), "CUDA IPC: selecting the device");
+    }
+    for (const std::string& h : dest.cuda_ipc_handles) {
+      cudaIpcMemHandle_t handle;
+      std::memcpy(&handle, h.data(), sizeof(handle));
+      void* ptr = nullptr;
+      const cudaError_t rc =
+          cudaIpcOpenMemHandle(&ptr, handle, cudaIpcMemLazyEnablePeerAccess);
+      if (rc != cudaSuccess) {
+        (void)cudaGetLastError();
+        // The exporting process is gone or its GPU is not reachable from
+        // here: the peer is unavailable, not the request malformed.
+        return absl::UnavailableError(absl::StrCat(
+            "CUDA IPC: opening the decode node's KV pool failed (",
+            cudaGetErrorString(rc),
+            "); the decode node exited, or its GPU is not visible to this "
+            "process (CUDA_VISIBLE_DEVICES) or has no peer access"));
+      }
+      m->layers.push_back(ptr);
+    }
+    if (mappings_.size() >= kMaxMappedPeers) mappings_.pop_front();
+    mappings_.push_back(std::move(m));
+    return mappings_.back().get();
+  }
+
+  void Forget(const std::string& key) {
+    for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
+      if ((*it)->key == key) {
+        mappings_.erase(it);
+        return;
+      }
+    }
+  }
+
+  const KvPoolView local_;
+  kernels::Backend* const backend_;
+  const int device_;
+  const std::string host_id_;
+  // Used by the one thread that sends (the engine loop).
+  std::deque<std::unique_ptr<Mapping>> mappings_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvReceiver>> MakeCudaIpcReceiver(
+    const KvPoolView& pool, int device) {
+  DUET_RETURN_IF_ERROR(internal::ValidatePool(pool, "CUDA IPC receiver pool"));
+  if (pool.device != Device::kCuda) {
+    return absl::InvalidArgumentError(
+        "CUDA IPC KV transport needs a GPU pool (--backend cuda)");
+  }
+  DeviceScope scope(device);
+  if (scope.status() != cudaSuccess) {
+    return CudaError(scope.status(), "CUDA IPC receiver: selecting the device");
+  }
+  std::vector<std::string> handles;
+  for (void* base : pool.layer_base) {
+    cudaIpcMemHandle_t h;
+    const cudaError_t rc = cudaIpcGetMemHandle(&h, base);
+    if (rc != cudaSuccess) {
+      return CudaError(rc, "CUDA IPC receiver: exporting a KV pool layer");
+    }
+    handles.emplace_back(reinterpret_cast<const char*>(&h), sizeof(h));
+  }
+  cudaDeviceProp prop{};
+  const cudaError_t rc = cudaGetDeviceProperties(&prop, device);
+  if (rc != cudaSuccess) {
+    return CudaError(rc, "CUDA IPC receiver: reading the device's UUID");
+  }
+  std::string uuid(reinterpret_cast<const char*>(&prop.uuid),
+                   sizeof(prop.uuid));
+  return std::unique_ptr<KvReceiver>(new CudaIpcReceiver(
+      pool, std::move(handles), LocalHostId(), std::move(uuid)));
+}
+
+absl::StatusOr<std::unique_ptr<KvSender>> MakeCudaIpcSender(
+    const KvPoolView& local, kernels::Backend* backend, int device) {
+  DUET_RETURN_IF_ERROR(internal::ValidatePool(local, "CUDA IPC sender pool"));
+  if (local.device != Device::kCuda || backend == nullptr ||
+      backend->device() != Device::kCuda) {
+    return absl::InvalidArgumentError(
+        "CUDA IPC KV transport needs a GPU pool and its CUDA backend "
+        "(--backend cuda)");
+  }
+  if (local.layout.block_bytes() % 16 != 0) {
+    return absl::InvalidArgumentError(
+        "CUDA IPC KV transport: block bytes must be a multiple of 16");
+  }
+  return std::unique_ptr<KvSender>(new CudaIpcSender(local, backend, device));
+}
+
+}  // namespace duet::kv_transfer
