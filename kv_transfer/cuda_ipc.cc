@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_utils.h"
 #include "kv_transfer/copy_plan.h"
 
 namespace duet::kv_transfer {
@@ -27,26 +28,6 @@ absl::Status CudaError(cudaError_t rc, absl::string_view what) {
                       absl::StrCat(what, ": ", cudaGetErrorString(rc)));
 }
 
-// Runs with `device` current, restoring the caller's.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device) {
-      status_ = cudaSetDevice(device);
-      restore_ = status_ == cudaSuccess;
-    }
-  }
-  ~DeviceScope() {
-    if (restore_) (void)cudaSetDevice(previous_);
-  }
-  cudaError_t status() const { return status_; }
-
- private:
-  int previous_ = 0;
-  cudaError_t status_ = cudaSuccess;
-  bool restore_ = false;
-};
-
 class CudaIpcReceiver final : public KvReceiver {
  public:
   CudaIpcReceiver(const KvPoolView& pool, std::vector<std::string> handles,
@@ -58,15 +39,8 @@ class CudaIpcReceiver final : public KvReceiver {
 
   absl::StatusOr<KvDescriptor> Describe(
       uint64_t key, std::span<const int32_t> block_ids) override {
-    std::vector<bool> seen(static_cast<size_t>(pool_.num_blocks));
-    for (int32_t b : block_ids) {
-      if (b < 0 || b >= pool_.num_blocks || seen[static_cast<size_t>(b)]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "CUDA IPC receiver: block ", b, " is outside [0, ",
-            pool_.num_blocks, ") or listed twice"));
-      }
-      seen[static_cast<size_t>(b)] = true;
-    }
+    DUET_RETURN_IF_ERROR(internal::ValidateDescribeIds(
+        block_ids, pool_.num_blocks, "the CUDA IPC pool"));
     DUET_RETURN_IF_ERROR(keys_.Add(key));
     KvDescriptor d;
     d.transport = Transport::kCudaIpc;
@@ -96,7 +70,7 @@ struct Mapping {
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() {
-    DeviceScope scope(device);
+    kernels::cuda::ScopedDevice scope(device);
     for (void* p : layers) {
       if (p != nullptr) (void)cudaIpcCloseMemHandle(p);
     }
@@ -162,7 +136,7 @@ class CudaIpcSender final : public KvSender {
     auto m = std::make_unique<Mapping>();
     m->key = key;
     m->device = device_;
-    DeviceScope scope(device_);
+    kernels::cuda::ScopedDevice scope(device_);
     if (scope.status() != cudaSuccess) {
       return CudaError(scope.status(), "CUDA IPC: selecting the device");
     }
@@ -215,7 +189,7 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> MakeCudaIpcReceiver(
     return absl::InvalidArgumentError(
         "CUDA IPC KV transport needs a GPU pool (--backend cuda)");
   }
-  DeviceScope scope(device);
+  kernels::cuda::ScopedDevice scope(device);
   if (scope.status() != cudaSuccess) {
     return CudaError(scope.status(), "CUDA IPC receiver: selecting the device");
   }

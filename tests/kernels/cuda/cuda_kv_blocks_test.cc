@@ -70,6 +70,20 @@ TwinPool MakeTwinPool(Backend& cuda, std::mt19937& rng, int num_layers,
   return pool;
 }
 
+// Every block of every layer of the device pool equals the host twin
+// (DownloadF32 is ordered after the copies on the stream).
+void ExpectDeviceEqualsHost(Backend& cuda, const TwinPool& pool) {
+  for (int l = 0; l < pool.num_layers; ++l) {
+    const std::vector<float> got = Download(cuda, pool.device[l]);
+    const std::vector<uint16_t>& ref = pool.host[l];
+    int64_t mismatches = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      mismatches += got[i] != Bf16ToFloat(ref[i]);
+    }
+    EXPECT_EQ(mismatches, 0) << "layer " << l;
+  }
+}
+
 // Distinct random ids, in random order.
 std::vector<int32_t> RandomIds(std::mt19937& rng, int32_t num_blocks,
                                int32_t n) {
@@ -149,17 +163,8 @@ TEST_F(CudaVsCpuTest, ScatterKvBlocksMatchesTheCpuReference) {
     // Scatter returns once the host buffer has been read: clobbering it
     // now must not change what lands.
     std::memset(staging->data(), 0, staging->size());
-    // Every block of every layer, written or not, against the reference
-    // (DownloadF32 is ordered after the scatter on the stream).
-    for (int l = 0; l < c.num_layers; ++l) {
-      const std::vector<float> got = Download(*cuda_, pool.device[l]);
-      const std::vector<uint16_t>& ref = pool.host[l];
-      int64_t mismatches = 0;
-      for (size_t i = 0; i < ref.size(); ++i) {
-        mismatches += got[i] != Bf16ToFloat(ref[i]);
-      }
-      EXPECT_EQ(mismatches, 0) << "layer " << l;
-    }
+    // Every block of every layer, written or not, against the reference.
+    ExpectDeviceEqualsHost(*cuda_, pool);
   }
 }
 
@@ -182,15 +187,7 @@ TEST_F(CudaVsCpuTest, CopyKvBlocksBetweenPoolsMatchesTheCpuReference) {
     const absl::Status s =
         cuda_->CopyKvBlocks(src.DevicePool(), from, dst.DevicePool(), to);
     ASSERT_TRUE(s.ok()) << s;
-    for (int l = 0; l < c.num_layers; ++l) {
-      const std::vector<float> got = Download(*cuda_, dst.device[l]);
-      const std::vector<uint16_t>& ref = dst.host[l];
-      int64_t mismatches = 0;
-      for (size_t i = 0; i < ref.size(); ++i) {
-        mismatches += got[i] != Bf16ToFloat(ref[i]);
-      }
-      EXPECT_EQ(mismatches, 0) << "layer " << l;
-    }
+    ExpectDeviceEqualsHost(*cuda_, dst);
   }
 }
 
