@@ -59,8 +59,10 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
     engine_->Housekeeping(scheduler);
   }
   void OnRemoved(RequestId id) override {
-    // A request that ended before landing still holds receiver staging.
-    engine_->receiver_->Drop(id.value());
+    // A request that ended before landing still holds receiver staging;
+    // its transfer was complete (it came through StartDecode), so nothing
+    // more arrives and the staging is free at once.
+    engine_->receiver_->Discard(id.value());
     absl::MutexLock lock(&engine_->mu_);
     engine_->streams_.erase(id.value());
   }
@@ -232,8 +234,9 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
                             : FinishReason::kMaxTokens,
                        absl::OkStatus());
       // Under mu_, so a new reservation under the same id cannot slip in
-      // between and lose its staging to this Drop.
-      receiver_->Drop(request_id);
+      // between and lose its staging. The transfer is complete: no
+      // quarantine.
+      receiver_->Discard(request_id);
     } else {
       streams_[request_id] = stream;
     }
@@ -250,7 +253,7 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
       return sch.Unreserve(blocks);
     }).IgnoreError();
     absl::MutexLock lock(&mu_);
-    receiver_->Drop(request_id);
+    receiver_->Discard(request_id);
     streams_.erase(request_id);
     return s;
   }

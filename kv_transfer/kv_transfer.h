@@ -119,6 +119,12 @@ class KvReceiver {
   // puts: bytes of an abandoned transfer may still land, see
   // docs/ARCHITECTURE.md "quarantine"). Unknown keys are ignored.
   virtual void Drop(uint64_t key) = 0;
+  // Forgets `key` whose transfer is known to be complete (the sender
+  // reported it) but whose KV is not needed after all (the request ended at
+  // its first token, or was cancelled before its first step): what it held
+  // is free at once, with no quarantine, since nothing more can arrive.
+  // Unknown keys are ignored.
+  virtual void Discard(uint64_t key) { Drop(key); }
   // The most blocks one Describe can ever take (a staged receiver's staging
   // slots): a request needing more can never be received here, however
   // long it waits.

@@ -59,6 +59,7 @@ class UcxReceiver final : public KvReceiver {
       uint64_t key, std::span<const int32_t> block_ids) override;
   absl::Status Land(uint64_t key) override;
   void Drop(uint64_t key) override;
+  void Discard(uint64_t key) override;
   int32_t max_blocks_per_request() const override {
     return staged() ? slots_.num_slots() : pool_.num_blocks;
   }
@@ -287,6 +288,19 @@ void UcxReceiver::Drop(uint64_t key) {
   slots_.Quarantine(it->second.first_slot,
                     static_cast<int32_t>(it->second.block_ids.size()),
                     absl::Now());
+  staged_keys_.erase(it);
+}
+
+void UcxReceiver::Discard(uint64_t key) {
+  if (!staged()) {
+    direct_keys_.Drop(key);
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = staged_keys_.find(key);
+  if (it == staged_keys_.end()) return;
+  slots_.Free(it->second.first_slot,
+              static_cast<int32_t>(it->second.block_ids.size()));
   staged_keys_.erase(it);
 }
 

@@ -203,6 +203,26 @@ TEST(UcxStagingTest, SlotsRunOutAndComeBackAfterLandOrQuarantine) {
   for (int32_t i = 0; i < 9; ++i) all[static_cast<size_t>(i)] = 10 + i;
   EXPECT_EQ(r.Describe(4, all).status().code(), kExhausted);
   EXPECT_EQ(r.Describe(5, std::vector<int32_t>{}).status().code(), kInvalid);
+  EXPECT_EQ(r.max_blocks_per_request(), 8);
+  EXPECT_TRUE(AllPoison(dst));
+}
+
+// A completed transfer whose KV is not needed (the request ended at its
+// first token) frees its staging at once: no quarantine, no landing.
+TEST(UcxStagingTest, DiscardFreesAtOnceAndLandsNothing) {
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
+  TestPool dst(TestLayout(), kDstBlocks);
+  UcxOptions options = StagedOptions(true);
+  options.staging_blocks = 8;
+  options.staging_quarantine = absl::Seconds(30);
+  auto receiver = MakeUcxReceiver(dst.view(), options, backend.get());
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  KvReceiver& r = **receiver;
+  ASSERT_TRUE(r.Describe(1, std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}).ok());
+  r.Discard(1);
+  EXPECT_EQ(r.Land(1).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(r.Describe(2, std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}).ok());
+  r.Discard(99);  // unknown: ignored
   EXPECT_TRUE(AllPoison(dst));
 }
 
