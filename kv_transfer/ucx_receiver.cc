@@ -86,6 +86,8 @@ class UcxReceiver final : public KvReceiver {
   }
   absl::StatusOr<KvDescriptor> DescribeStaged(
       uint64_t key, std::span<const int32_t> block_ids);
+  // Drop (quarantine: bytes may still arrive) or Discard (free at once).
+  void Forget(uint64_t key, bool quarantine);
   void ProgressLoop();
 
   const KvPoolView pool_;
@@ -277,7 +279,11 @@ absl::Status UcxReceiver::Land(uint64_t key) {
   return s;
 }
 
-void UcxReceiver::Drop(uint64_t key) {
+void UcxReceiver::Drop(uint64_t key) { Forget(key, /*quarantine=*/true); }
+
+void UcxReceiver::Discard(uint64_t key) { Forget(key, /*quarantine=*/false); }
+
+void UcxReceiver::Forget(uint64_t key, bool quarantine) {
   if (!staged()) {
     direct_keys_.Drop(key);
     return;
@@ -285,24 +291,15 @@ void UcxReceiver::Drop(uint64_t key) {
   absl::MutexLock lock(&mu_);
   auto it = staged_keys_.find(key);
   if (it == staged_keys_.end()) return;
-  slots_.Quarantine(it->second.first_slot,
-                    static_cast<int32_t>(it->second.block_ids.size()),
-                    absl::Now());
+  const int32_t n = static_cast<int32_t>(it->second.block_ids.size());
+  if (quarantine) {
+    slots_.Quarantine(it->second.first_slot, n, absl::Now());
+  } else {
+    slots_.Free(it->second.first_slot, n);
+  }
   staged_keys_.erase(it);
 }
 
-void UcxReceiver::Discard(uint64_t key) {
-  if (!staged()) {
-    direct_keys_.Drop(key);
-    return;
-  }
-  absl::MutexLock lock(&mu_);
-  auto it = staged_keys_.find(key);
-  if (it == staged_keys_.end()) return;
-  slots_.Free(it->second.first_slot,
-              static_cast<int32_t>(it->second.block_ids.size()));
-  staged_keys_.erase(it);
-}
 
 }  // namespace
 

@@ -172,15 +172,29 @@ INSTANTIATE_TEST_SUITE_P(
                                                   : "DirectReceiver");
     });
 
-TEST(UcxStagingTest, SlotsRunOutAndComeBackAfterLandOrQuarantine) {
+// A staged receiver on the CPU backend with 8 staging slots.
+struct SmallStagedReceiver {
+  explicit SmallStagedReceiver(absl::Duration quarantine)
+      : dst(TestLayout(), kDstBlocks) {
+    options = StagedOptions(true);
+    options.staging_blocks = 8;
+    options.staging_quarantine = quarantine;
+    auto r = MakeUcxReceiver(dst.view(), options, backend.get());
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) receiver = std::move(*r);
+  }
   std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
-  TestPool dst(TestLayout(), kDstBlocks);
-  UcxOptions options = StagedOptions(true);
-  options.staging_blocks = 8;
-  options.staging_quarantine = absl::Milliseconds(300);
-  auto receiver = MakeUcxReceiver(dst.view(), options, backend.get());
-  ASSERT_TRUE(receiver.ok()) << receiver.status();
-  KvReceiver& r = **receiver;
+  TestPool dst;
+  UcxOptions options;
+  std::unique_ptr<KvReceiver> receiver;
+};
+
+TEST(UcxStagingTest, SlotsRunOutAndComeBackAfterLandOrQuarantine) {
+  SmallStagedReceiver staged(absl::Milliseconds(300));
+  ASSERT_NE(staged.receiver, nullptr);
+  KvReceiver& r = *staged.receiver;
+  const TestPool& dst = staged.dst;
+  const UcxOptions& options = staged.options;
   const auto kExhausted = absl::StatusCode::kResourceExhausted;
   ASSERT_TRUE(r.Describe(1, std::vector<int32_t>{0, 1, 2, 3, 4, 5}).ok());
   EXPECT_EQ(r.Describe(2, std::vector<int32_t>{6, 7, 8}).status().code(),
@@ -210,14 +224,10 @@ TEST(UcxStagingTest, SlotsRunOutAndComeBackAfterLandOrQuarantine) {
 // A completed transfer whose KV is not needed (the request ended at its
 // first token) frees its staging at once: no quarantine, no landing.
 TEST(UcxStagingTest, DiscardFreesAtOnceAndLandsNothing) {
-  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
-  TestPool dst(TestLayout(), kDstBlocks);
-  UcxOptions options = StagedOptions(true);
-  options.staging_blocks = 8;
-  options.staging_quarantine = absl::Seconds(30);
-  auto receiver = MakeUcxReceiver(dst.view(), options, backend.get());
-  ASSERT_TRUE(receiver.ok()) << receiver.status();
-  KvReceiver& r = **receiver;
+  SmallStagedReceiver staged(absl::Seconds(30));
+  ASSERT_NE(staged.receiver, nullptr);
+  KvReceiver& r = *staged.receiver;
+  const TestPool& dst = staged.dst;
   ASSERT_TRUE(r.Describe(1, std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}).ok());
   r.Discard(1);
   EXPECT_EQ(r.Land(1).code(), absl::StatusCode::kNotFound);
