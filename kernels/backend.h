@@ -320,7 +320,7 @@ class Backend {
   // Host memory of at least `bytes` for staging KV blocks to and from the
   // network (registered with UCX by kv_transfer): page-locked on device
   // backends, so the copies run at full PCIe rate without an extra bounce;
-  // 64-byte aligned plain memory on the CPU. InvalidArgument for bytes <= 0,
+  // 64-byte aligned zeroed memory on the CPU. InvalidArgument for bytes <= 0,
   // RESOURCE_EXHAUSTED when the memory cannot be had.
   virtual absl::StatusOr<HostBuffer> AllocateHostStaging(int64_t bytes) = 0;
   // Copies block ids[i] of every layer of `pool` into host memory laid out

@@ -314,11 +314,16 @@ class CpuBackend final : public Backend {
           "AllocateHostStaging: bytes must be positive, got ", bytes));
     }
     const size_t size = static_cast<size_t>(bytes);
-    void* data = std::aligned_alloc(64, (size + 63) / 64 * 64);
+    const size_t rounded = (size + 63) / 64 * 64;
+    void* data = std::aligned_alloc(64, rounded);
     if (data == nullptr) {
       return absl::ResourceExhaustedError(
           absl::StrCat("host staging allocation of ", bytes, " bytes failed"));
     }
+    // Zeroed, as fresh pinned pages are on the CUDA backend: whatever the
+    // heap held before must never be landed into a KV pool, and tests get
+    // the same bytes on every run.
+    std::memset(data, 0, rounded);
     return HostBuffer(data, size, [](void* p) { std::free(p); });
   }
 
