@@ -85,6 +85,18 @@ absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
         absl::StrCat("sequence ", id.value(), ": ", blocks.size(),
                      " blocks cannot hold ", num_computed, " computed tokens"));
   }
+  // The blocks must be ones Reserve handed out and nobody else holds: a
+  // bookkeeping slip here would otherwise surface much later, when freeing
+  // them fails.
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (pool_.RefCount(blocks[i]) != 1 ||
+        std::find(blocks.begin(), blocks.begin() + i, blocks[i]) !=
+            blocks.begin() + i) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", id.value(), ": block ", blocks[i].value(),
+          " is not a reserved block it alone holds"));
+    }
+  }
   if (seqs_.contains(id)) {
     return absl::AlreadyExistsError(
         absl::StrCat("sequence ", id.value(), " is already scheduled"));

@@ -101,8 +101,8 @@ class Scheduler {
   // owned by the sequence from now on). It will hold KV for at most
   // `max_total_tokens` tokens (0: just its known ones). InvalidArgument for
   // an empty sequence, num_computed outside [0, tokens.size()), too few
-  // blocks for num_computed tokens, or a sequence that could outgrow the
-  // whole pool (it would end up preempting itself forever, with the
+  // blocks for num_computed tokens, blocks that are not reserved ones held
+  // once, or a sequence that could outgrow the whole pool (it would end up preempting itself forever, with the
   // waiting queue blocked behind it); AlreadyExists for a known id.
   absl::Status Add(RequestId id, std::vector<int32_t> tokens,
                    int32_t num_prompt_tokens, int32_t num_computed = 0,

@@ -133,6 +133,16 @@ TEST(SchedulerTest, AddValidates) {
             absl::StatusCode::kInvalidArgument);  // nothing left to run
   EXPECT_EQ(s->Add(RequestId(1), Tokens(20), 20, 17).code(),
             absl::StatusCode::kInvalidArgument);  // no blocks for 17 tokens
+  // Blocks that were never reserved, or listed twice.
+  std::vector<int32_t> t = Tokens(5);
+  EXPECT_EQ(s->Add(RequestId(1), t, 4, 4, {BlockId(2)}).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto held = s->Reserve(1);
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(
+      s->Add(RequestId(1), Tokens(20), 19, 16, {(*held)[0], (*held)[0]}).code(),
+      absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s->Unreserve(*held).ok());
   ASSERT_TRUE(s->Add(RequestId(1), Tokens(10), 10).ok());
   EXPECT_EQ(s->Add(RequestId(1), Tokens(10), 10).code(),
             absl::StatusCode::kAlreadyExists);
