@@ -168,6 +168,25 @@ void Judge(Reference& ref, const std::vector<int32_t>& prompt,
                   " alone, ", got[k], " here), logit gap ", gap, "\n");
 }
 
+// Sends every prompt at once and judges each stream against the prompt's
+// alone output from `ref` (`max_tokens` each); names in the report are
+// "<what> <index>".
+void RunAndJudge(Reference& ref, LocalCluster& cluster,
+                 const std::vector<std::vector<int32_t>>& prompts,
+                 int32_t max_tokens, const std::string& what, Tally* tally) {
+  std::vector<std::vector<int32_t>> want;
+  for (const std::vector<int32_t>& p : prompts) {
+    want.push_back(ref.Alone(p, max_tokens));
+  }
+  const std::vector<Outcome> got =
+      GenerateAll(cluster.client(), prompts, max_tokens);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
+    Judge(ref, prompts[i], want[i], got[i].tokens, *tally,
+          absl::StrCat(what, " ", i));
+  }
+}
+
 bool HaveGpu() {
   auto d = kernels::cuda::ListDevices();
   return d.ok() && !d->empty();
@@ -213,21 +232,12 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
     const int mixed[] = {5, 60, 300, 1000, 2500, 17, 129, 700};
     constexpr int kN = 64;
     std::vector<std::vector<int32_t>> prompts;
-    std::vector<std::vector<int32_t>> want;
     for (int i = 0; i < kN; ++i) {
-      std::vector<int32_t> p = LcgPrompt(mixed[i % 8], vocab);
-      p[0] = 1000 + i;
-      prompts.push_back(p);
-      want.push_back(ref.Alone(p, 24));
+      prompts.push_back(LcgPrompt(mixed[i % 8], vocab));
+      prompts.back()[0] = 1000 + i;
     }
-    const std::vector<Outcome> got =
-        GenerateAll((*cluster)->client(), prompts, 24);
     Tally tally;
-    for (int i = 0; i < kN; ++i) {
-      ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
-      Judge(ref, prompts[i], want[i], got[i].tokens, tally,
-            absl::StrCat("concurrent ", i));
-    }
+    RunAndJudge(ref, **cluster, prompts, 24, "concurrent", &tally);
     std::printf("concurrent 64: %d identical, %d diverge at a tie (max gap "
                 "%.4f, tolerance %.2f), %d wrong\n%s",
                 tally.identical, tally.tie, tally.max_tie_gap, kTieTolerance,
@@ -265,21 +275,13 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   constexpr int kP = 8;
-  std::vector<std::vector<int32_t>> prompts, want;
+  std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < kP; ++i) {
-    std::vector<int32_t> p = LcgPrompt(280 + 10 * i, vocab);
-    p[0] = 5000 + i;
-    prompts.push_back(p);
-    want.push_back(ref.Alone(p, 160));
+    prompts.push_back(LcgPrompt(280 + 10 * i, vocab));
+    prompts.back()[0] = 5000 + i;
   }
-  const std::vector<Outcome> got =
-      GenerateAll((*cluster)->client(), prompts, 160);
   Tally tally;
-  for (int i = 0; i < kP; ++i) {
-    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
-    Judge(ref, prompts[i], want[i], got[i].tokens, tally,
-          absl::StrCat("preempted ", i));
-  }
+  RunAndJudge(ref, **cluster, prompts, 160, "preempted", &tally);
   std::ifstream log((*cluster)->log_dir() + "/decode0.log");
   std::string line;
   int preemptions = 0;
