@@ -22,10 +22,10 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "common/tensor.h"
 #include "kernels/sampling.h"
 
@@ -130,6 +130,42 @@ absl::Status CheckKvPoolCopy(const KvBlockPool& src,
                              const KvBlockPool& dst,
                              std::span<const int32_t> dst_ids, Device device);
 
+// A point in a backend's stream: reached once the work queued before it is
+// done. Taken on the thread that owns the backend (the engine loop), waited
+// on from any thread; the KV sender uses it to start copying a layer's KV as
+// soon as the forward pass has written it, without stopping that pass.
+class StreamMark {
+ public:
+  virtual ~StreamMark() = default;
+  // Blocks until the mark is reached; DEADLINE_EXCEEDED at `deadline`.
+  virtual absl::Status Wait(absl::Time deadline) const = 0;
+};
+
+// A second queue for moving whole KV blocks, driven by one thread that is
+// not the backend's owner (the KV sender's): its copies run beside the
+// forward pass instead of behind it on the backend's stream. Each copy
+// returns once it is done or its deadline passed (DEADLINE_EXCEEDED); after
+// a deadline the next call first waits out what is still queued, within
+// its own deadline, so no buffer the queue reuses is overwritten while a
+// copy may still read it. Arguments are checked as the Backend's copies.
+class KvCopyQueue {
+ public:
+  virtual ~KvCopyQueue() = default;
+  // The next copy starts only once `mark` (from the same backend) is
+  // reached; on a GPU the wait is queued on the device, not done here.
+  virtual absl::Status After(std::shared_ptr<const StreamMark> mark) = 0;
+  // As Backend::GatherKvBlocks.
+  virtual absl::Status Gather(const KvBlockPool& pool,
+                              std::span<const int32_t> ids, void* host,
+                              int64_t host_bytes, absl::Time deadline) = 0;
+  // As Backend::CopyKvBlocks.
+  virtual absl::Status Copy(const KvBlockPool& src,
+                            std::span<const int32_t> src_ids,
+                            const KvBlockPool& dst,
+                            std::span<const int32_t> dst_ids,
+                            absl::Time deadline) = 0;
+};
+
 enum class AttentionMode {
   // Queries of any length per sequence (chunked prefill): each new token
   // attends to the cached prefix and causally to the new tokens before it.
@@ -163,7 +199,9 @@ struct AttentionShape {
   int32_t head_dim = 0;
   int32_t block_size = 0;
   int32_t num_blocks = 0;
-  int32_t qkv_width() const { return (num_heads + 2 * num_kv_heads) * head_dim; }
+  int32_t qkv_width() const {
+    return (num_heads + 2 * num_kv_heads) * head_dim;
+  }
 };
 
 // Checks that `step` is internally consistent for `shape` (sizes agree, slots
@@ -227,7 +265,8 @@ class Backend {
                                  int32_t vocab_size) = 0;
 
   // out[t] = table[token_ids[t]].
-  virtual absl::Status Embedding(const StepInputs& step, const TensorView& table,
+  virtual absl::Status Embedding(const StepInputs& step,
+                                 const TensorView& table,
                                  const TensorView& out) = 0;
   // out = RMSNorm(x) * weight over the last dim of x [rows, dim].
   virtual absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
@@ -257,13 +296,10 @@ class Backend {
   // QkNormRope then WriteKvCache, in one pass where the backend can fuse
   // them (the CUDA backend does: one kernel instead of two per layer, which
   // counts at decode, where each is a few microseconds of launch and tail).
-  virtual absl::Status QkNormRopeWriteKv(const StepInputs& step,
-                                         const AttentionShape& shape,
-                                         const TensorView& qkv,
-                                         const TensorView* q_norm,
-                                         const TensorView* k_norm, float eps,
-                                         const TensorView& inv_freq,
-                                         const TensorView& kv_cache) {
+  virtual absl::Status QkNormRopeWriteKv(
+      const StepInputs& step, const AttentionShape& shape,
+      const TensorView& qkv, const TensorView* q_norm, const TensorView* k_norm,
+      float eps, const TensorView& inv_freq, const TensorView& kv_cache) {
     if (absl::Status s =
             QkNormRope(step, shape, qkv, q_norm, k_norm, eps, inv_freq);
         !s.ok()) {
@@ -351,6 +387,13 @@ class Backend {
                                     std::span<const int32_t> src_ids,
                                     const KvBlockPool& dst,
                                     std::span<const int32_t> dst_ids) = 0;
+  // A mark after everything queued on the backend's stream so far (on the
+  // owner's thread). On the CPU every op is done when it returns, so the
+  // mark is already reached.
+  virtual absl::StatusOr<std::shared_ptr<const StreamMark>> Mark() = 0;
+  // A copy queue of its own (see KvCopyQueue); it must not outlive the
+  // backend.
+  virtual absl::StatusOr<std::unique_ptr<KvCopyQueue>> CreateKvCopyQueue() = 0;
   // Device memory this backend holds (handed out or cached for reuse);
   // 0 on the CPU. What a node counts as its own when it sizes its KV pool
   // from a share of the device: free-memory readings would also count

@@ -47,6 +47,24 @@ absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::pair<int32_t, int32_t>> ResolveLayers(
+    const KvLayout& layout, LayerRange layers) {
+  const int32_t end = std::min(layers.end, layout.num_layers);
+  if (layers.begin < 0 || layers.begin >= end) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV send: layer range [", layers.begin, ", ", layers.end,
+        ") is empty or outside the model's ", layout.num_layers, " layers"));
+  }
+  return std::make_pair(layers.begin, end);
+}
+
+kernels::KvBlockPool LayerSlice(kernels::KvBlockPool pool, int32_t begin,
+                                int32_t end) {
+  pool.layer_base = std::vector<void*>(pool.layer_base.begin() + begin,
+                                       pool.layer_base.begin() + end);
+  return pool;
+}
+
 absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
                           std::span<const BlockCopy> copies,
                           Transport transport) {
@@ -66,9 +84,9 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
   }
   for (size_t i = 0; i < dest.block_ids.size(); ++i) {
     if (dest.block_ids[i] < 0 || dest.block_ids[i] >= dest.num_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "descriptor block_ids[", i, "] = ", dest.block_ids[i],
-          " outside the receiver's [0, ", dest.num_blocks, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("descriptor block_ids[", i, "] = ", dest.block_ids[i],
+                       " outside the receiver's [0, ", dest.num_blocks, ")"));
     }
   }
   const int64_t num_logical = static_cast<int64_t>(dest.block_ids.size());
@@ -113,9 +131,9 @@ absl::Status ValidateDescribeIds(std::span<const int32_t> block_ids,
   for (size_t i = 0; i < block_ids.size(); ++i) {
     const int32_t b = block_ids[i];
     if (b < 0 || b >= num_blocks) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("block_ids[", i, "] = ", b, " outside ", what, " of ",
-                       num_blocks, " blocks"));
+      return absl::InvalidArgumentError(absl::StrCat("block_ids[", i, "] = ", b,
+                                                     " outside ", what, " of ",
+                                                     num_blocks, " blocks"));
     }
     if (used[static_cast<size_t>(b)]) {
       return absl::InvalidArgumentError(
@@ -138,9 +156,9 @@ absl::Status DescribedKeys::Add(uint64_t key) {
 absl::Status DescribedKeys::Land(uint64_t key) {
   absl::MutexLock lock(&mu_);
   if (keys_.erase(key) == 0) {
-    return absl::NotFoundError(
-        absl::StrCat("KV key ", key, " was never described, or already "
-                                     "landed or dropped"));
+    return absl::NotFoundError(absl::StrCat("KV key ", key,
+                                            " was never described, or already "
+                                            "landed or dropped"));
   }
   return absl::OkStatus();
 }

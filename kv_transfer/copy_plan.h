@@ -10,11 +10,13 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "kv_transfer/kv_transfer.h"
@@ -38,6 +40,15 @@ absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what);
 absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
                           std::span<const BlockCopy> copies,
                           Transport transport);
+
+// [begin, end) of `layers` within `layout`'s layers: InvalidArgument for
+// a negative begin or an empty range.
+absl::StatusOr<std::pair<int32_t, int32_t>> ResolveLayers(
+    const KvLayout& layout, LayerRange layers);
+
+// `pool` restricted to layers [begin, end) (the layer bases only).
+kernels::KvBlockPool LayerSlice(kernels::KvBlockPool pool, int32_t begin,
+                                int32_t end);
 
 // What every receiver checks in Describe: InvalidArgument for an id outside
 // [0, num_blocks) or listed twice. `what` names the pool in the message.

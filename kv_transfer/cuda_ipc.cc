@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/device_status.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -82,23 +84,29 @@ struct Mapping {
 
 class CudaIpcSender final : public KvSender {
  public:
-  CudaIpcSender(const KvPoolView& local, kernels::Backend* backend, int device)
+  CudaIpcSender(const KvPoolView& local,
+                std::unique_ptr<kernels::KvCopyQueue> queue, int device)
       : local_(local),
-        backend_(backend),
         device_(device),
-        host_id_(LocalHostId()) {}
+        host_id_(LocalHostId()),
+        queue_(std::move(queue)) {}
 
-  absl::Status Send(const KvDescriptor& dest,
-                    std::span<const BlockCopy> copies,
-                    absl::Duration timeout) override {
+  absl::Status SendLayers(const KvDescriptor& dest,
+                          std::span<const BlockCopy> copies, LayerRange layers,
+                          std::shared_ptr<const kernels::StreamMark> ready,
+                          absl::Duration timeout) override {
     DUET_RETURN_IF_ERROR(
         internal::ValidateSend(local_, dest, copies, Transport::kCudaIpc));
     DUET_RETURN_IF_ERROR(CheckCudaIpcDescriptor(dest, local_.layout, host_id_));
+    DUET_ASSIGN_OR_RETURN(const auto range,
+                          internal::ResolveLayers(local_.layout, layers));
     if (timeout <= absl::ZeroDuration()) {
       return absl::DeadlineExceededError(
           "KV transfer given no time (its deadline passed)");
     }
     if (copies.empty()) return absl::OkStatus();
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::MutexLock lock(&mu_);
     DUET_ASSIGN_OR_RETURN(const Mapping* m, Map(dest));
     kernels::KvBlockPool src;
     src.layer_base = local_.layer_base;
@@ -115,19 +123,30 @@ class CudaIpcSender final : public KvSender {
       src_ids.push_back(c.src_block);
       dst_ids.push_back(dest.block_ids[static_cast<size_t>(c.logical_block)]);
     }
-    absl::Status s = backend_->CopyKvBlocks(src, src_ids, dst, dst_ids);
+    if (ready != nullptr) DUET_RETURN_IF_ERROR(queue_->After(std::move(ready)));
+    absl::Status s = queue_->Copy(
+        internal::LayerSlice(src, range.first, range.second), src_ids,
+        internal::LayerSlice(dst, range.first, range.second), dst_ids,
+        deadline);
+    if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "CUDA IPC KV copy of ", copies.size(), " blocks x ",
+          range.second - range.first, " layers did not finish within ",
+          absl::FormatDuration(timeout), " (", s.message(), ")"));
+    }
     if (!s.ok()) {
       // The mapping may be what failed (its owner died): open it afresh
       // next time.
       Forget(m->key);
-      return absl::Status(s.code(), absl::StrCat("CUDA IPC KV copy: ",
-                                                  s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("CUDA IPC KV copy: ", s.message()));
     }
     return absl::OkStatus();
   }
 
  private:
-  absl::StatusOr<const Mapping*> Map(const KvDescriptor& dest) {
+  absl::StatusOr<const Mapping*> Map(const KvDescriptor& dest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::string key;
     for (const std::string& h : dest.cuda_ipc_handles) key += h;
     for (const auto& m : mappings_) {
@@ -163,7 +182,7 @@ class CudaIpcSender final : public KvSender {
     return mappings_.back().get();
   }
 
-  void Forget(const std::string& key) {
+  void Forget(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (auto it = mappings_.begin(); it != mappings_.end(); ++it) {
       if ((*it)->key == key) {
         mappings_.erase(it);
@@ -173,11 +192,14 @@ class CudaIpcSender final : public KvSender {
   }
 
   const KvPoolView local_;
-  kernels::Backend* const backend_;
   const int device_;
   const std::string host_id_;
-  // Used by the one thread that sends (the engine loop).
-  std::deque<std::unique_ptr<Mapping>> mappings_;
+  // One send at a time: the queue and the mappings are not thread-safe.
+  absl::Mutex mu_;
+  // Declared after the mappings: it waits for its copies when destroyed,
+  // before the mappings they write close.
+  std::deque<std::unique_ptr<Mapping>> mappings_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<kernels::KvCopyQueue> queue_;
 };
 
 }  // namespace
@@ -226,7 +248,10 @@ absl::StatusOr<std::unique_ptr<KvSender>> MakeCudaIpcSender(
     return absl::InvalidArgumentError(
         "CUDA IPC KV transport: block bytes must be a multiple of 16");
   }
-  return std::unique_ptr<KvSender>(new CudaIpcSender(local, backend, device));
+  DUET_ASSIGN_OR_RETURN(std::unique_ptr<kernels::KvCopyQueue> queue,
+                        backend->CreateKvCopyQueue());
+  return std::unique_ptr<KvSender>(
+      new CudaIpcSender(local, std::move(queue), device));
 }
 
 }  // namespace duet::kv_transfer

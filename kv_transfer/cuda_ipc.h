@@ -3,9 +3,9 @@
 // handle per layer of its pool in every descriptor; the prefill node opens
 // them once per peer and writes the blocks straight into the decode node's
 // pool with one copy kernel over all layers and blocks
-// (Backend::CopyKvBlocks), so a handover moves at device-copy speed instead
-// of through host staging and a network stack. Send returns once the kernel
-// is done, so the bytes are in the decode node's pool; Land has nothing to
+// (the copy kernel of Backend::CopyKvBlocks, on a copy queue of its own), so
+// a handover moves at device-copy speed instead of through host staging and
+// a network stack. Send returns once the kernel is done, so the bytes are in the decode node's pool; Land has nothing to
 // move.
 //
 // Both ends are chosen explicitly (--kv-transport cuda-ipc on both nodes).
@@ -48,8 +48,8 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> MakeCudaIpcReceiver(
 
 // A sender from `local` (GPU memory of `backend`, on CUDA device `device`).
 // Mappings are cached per receiver (at most a few; the oldest is closed
-// first). Send must run on the thread that owns the backend's stream, after
-// the forward pass that wrote the KV was queued.
+// first). Copies run on the sender's own copy queue (from `backend`), after
+// the send's ready mark: any thread may send while the loop computes.
 absl::StatusOr<std::unique_ptr<KvSender>> MakeCudaIpcSender(
     const KvPoolView& local, kernels::Backend* backend, int device);
 

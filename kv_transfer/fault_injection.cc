@@ -8,22 +8,22 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
-#include "common/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/random.h"
 
 namespace duet::kv_transfer {
 namespace {
-
 
 bool Faulted(const FaultPlan& plan, int64_t call) {
   if (plan.action == FaultAction::kPass || call <= plan.after) return false;
   const int64_t k = call - plan.after;
   if (plan.every > 0) return k % plan.every == 0;
-  const uint64_t h = SplitMix64(plan.seed ^ SplitMix64(static_cast<uint64_t>(k)));
+  const uint64_t h =
+      SplitMix64(plan.seed ^ SplitMix64(static_cast<uint64_t>(k)));
   const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // [0, 1)
   return u < plan.probability;
 }
@@ -47,8 +47,10 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
   FaultInjectingSenderImpl(std::unique_ptr<KvSender> inner, FaultPlan plan)
       : inner_(std::move(inner)), plan_(plan) {}
 
-  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
-                    absl::Duration timeout) override {
+  absl::Status SendLayers(const KvDescriptor& dest,
+                          std::span<const BlockCopy> copies, LayerRange layers,
+                          std::shared_ptr<const kernels::StreamMark> ready,
+                          absl::Duration timeout) override {
     int64_t call;
     {
       absl::MutexLock lock(&mu_);
@@ -56,7 +58,7 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
     }
     if (!Faulted(plan_, call)) {
       Count(&FaultCounters::passed);
-      return inner_->Send(dest, copies, timeout);
+      return inner_->SendLayers(dest, copies, layers, ready, timeout);
     }
     switch (plan_.action) {
       case FaultAction::kPass:
@@ -77,13 +79,14 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
               ", call ", call, ")"));
         }
         absl::SleepFor(plan_.delay);
-        return inner_->Send(dest, copies, timeout - plan_.delay);
+        return inner_->SendLayers(dest, copies, layers, ready,
+                                  timeout - plan_.delay);
       case FaultAction::kError:
         Count(&FaultCounters::errored);
         return absl::UnavailableError(
             absl::StrCat("injected fault (call ", call, ")"));
     }
-    return inner_->Send(dest, copies, timeout);
+    return inner_->SendLayers(dest, copies, layers, ready, timeout);
   }
 
   FaultCounters counters() const override {

@@ -74,9 +74,9 @@ class InProcessReceiver final : public KvReceiver {
 
   absl::StatusOr<KvDescriptor> Describe(
       uint64_t key, std::span<const int32_t> block_ids) override {
-    if (absl::Status s = internal::ValidateDescribeIds(
-            block_ids, slot_->pool.num_blocks,
-            absl::StrCat("pool '", name_, "'"));
+    if (absl::Status s =
+            internal::ValidateDescribeIds(block_ids, slot_->pool.num_blocks,
+                                          absl::StrCat("pool '", name_, "'"));
         !s.ok()) {
       return s;
     }
@@ -107,8 +107,10 @@ class InProcessSender final : public KvSender {
                   const KvPoolView& local)
       : state_(std::move(state)), local_(local) {}
 
-  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
-                    absl::Duration timeout) override {
+  absl::Status SendLayers(const KvDescriptor& dest,
+                          std::span<const BlockCopy> copies, LayerRange layers,
+                          std::shared_ptr<const kernels::StreamMark> ready,
+                          absl::Duration timeout) override {
     if (absl::Status s = CheckHostPool(local_, "local KV pool"); !s.ok()) {
       return s;
     }
@@ -117,10 +119,18 @@ class InProcessSender final : public KvSender {
         !s.ok()) {
       return s;
     }
+    absl::StatusOr<std::pair<int32_t, int32_t>> range =
+        internal::ResolveLayers(local_.layout, layers);
+    if (!range.ok()) return range.status();
     if (timeout <= absl::ZeroDuration()) {
       return absl::DeadlineExceededError(absl::StrCat(
           "KV transfer to '", dest.endpoint_name, "' given no time (timeout ",
           absl::FormatDuration(timeout), ")"));
+    }
+    if (ready != nullptr) {
+      if (absl::Status s = ready->Wait(absl::Now() + timeout); !s.ok()) {
+        return s;
+      }
     }
     std::shared_ptr<Slot> slot = state_->Find(dest.endpoint_name);
     if (slot == nullptr) {
@@ -146,7 +156,7 @@ class InProcessSender final : public KvSender {
     }
     const int64_t block_bytes = local_.layout.block_bytes();
     for (const internal::CopyRun& run : internal::PlanCopyRuns(dest, copies)) {
-      for (int32_t l = 0; l < local_.layout.num_layers; ++l) {
+      for (int32_t l = range->first; l < range->second; ++l) {
         const auto* src = static_cast<const char*>(local_.layer_base[l]);
         auto* dst = static_cast<char*>(remote.layer_base[l]);
         std::memcpy(dst + run.dst_block * block_bytes,

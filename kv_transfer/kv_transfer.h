@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
+#include "kernels/backend.h"
 
 namespace duet::kv_transfer {
 
@@ -131,16 +132,38 @@ class KvReceiver {
   virtual int32_t max_blocks_per_request() const { return INT32_MAX; }
 };
 
+// Which layers a send moves: [begin, end), end clamped to the layout's
+// layer count (the default: every layer).
+struct LayerRange {
+  int32_t begin = 0;
+  int32_t end = INT32_MAX;
+};
+
 class KvSender {
  public:
   virtual ~KvSender() = default;
-  // Copies `copies` (every layer) into `dest`. Returns OK once the bytes are
-  // visible at the receiver; DEADLINE_EXCEEDED after `timeout`; UNAVAILABLE
-  // when the receiver cannot be reached; InvalidArgument on a layout mismatch
-  // or a block index outside either pool / the descriptor.
-  virtual absl::Status Send(const KvDescriptor& dest,
-                            std::span<const BlockCopy> copies,
-                            absl::Duration timeout) = 0;
+  // Copies every layer of `copies` into `dest`; the KV is in the local pool
+  // already. As SendLayers.
+  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
+                    absl::Duration timeout) {
+    return SendLayers(dest, copies, LayerRange{}, nullptr, timeout);
+  }
+  // Copies layers `layers` of `copies` into `dest`, starting once `ready`
+  // (a mark of the local pool's backend; null: the KV is there already) is
+  // reached. Returns OK once the bytes are visible at the receiver;
+  // DEADLINE_EXCEEDED after `timeout` (waiting for `ready` included);
+  // UNAVAILABLE when the receiver cannot be reached; InvalidArgument on a
+  // layout mismatch, an empty or out-of-range layer range, or a block index
+  // outside either pool / the descriptor. Thread-safe; device copies run
+  // on the sender's own copy queue (kernels::KvCopyQueue), never on the
+  // backend's stream, so a caller thread other than the engine loop's may
+  // send while the loop computes.
+  virtual absl::Status SendLayers(const KvDescriptor& dest,
+                                  std::span<const BlockCopy> copies,
+                                  LayerRange layers,
+                                  std::shared_ptr<const kernels::StreamMark>
+                                      ready,
+                                  absl::Duration timeout) = 0;
 };
 
 }  // namespace duet::kv_transfer

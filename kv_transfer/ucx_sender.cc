@@ -127,27 +127,34 @@ class UcxSender final : public KvSender {
       const KvPoolView& local, const UcxOptions& options,
       kernels::Backend* backend);
 
-  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
-                    absl::Duration timeout) override;
+  absl::Status SendLayers(const KvDescriptor& dest,
+                          std::span<const BlockCopy> copies, LayerRange layers,
+                          std::shared_ptr<const kernels::StreamMark> ready,
+                          absl::Duration timeout) override;
 
  private:
-  UcxSender(const KvPoolView& local, kernels::Backend* backend)
-      : local_(local), backend_(backend) {}
+  explicit UcxSender(const KvPoolView& local) : local_(local) {}
 
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !busy_; }
-  bool staged() const { return backend_ != nullptr; }
+  bool staged() const { return queue_ != nullptr; }
   std::vector<SendPart> PlanParts(const KvDescriptor& dest,
                                   std::span<const BlockCopy> copies) const;
-  // Gathers part.gather into staging (staged) and says where its runs read.
-  absl::StatusOr<PutSource> PrepareSource(const SendPart& part);
+  // Gathers layers [first, last) of part.gather into staging (staged) and
+  // says where its runs read, per layer of the range.
+  absl::StatusOr<PutSource> PrepareSource(const SendPart& part, int32_t first,
+                                          int32_t last, absl::Time deadline);
   absl::Status SendExclusive(const KvDescriptor& dest,
-                             std::span<const BlockCopy> copies,
+                             std::span<const BlockCopy> copies, int32_t first,
+                             int32_t last,
+                             std::shared_ptr<const kernels::StreamMark> ready,
                              absl::Duration timeout, absl::Time deadline);
   absl::StatusOr<Peer*> GetPeer(const std::string& address);
   absl::StatusOr<ucp_rkey_h> GetRkey(Peer& peer, const std::string& packed);
 
   const KvPoolView local_;
-  kernels::Backend* const backend_;  // null: direct mode
+  // Staged: the backend's copy queue that gathers into staging. Null:
+  // direct mode.
+  std::unique_ptr<kernels::KvCopyQueue> queue_;
   UcpContext context_;
   UcpWorker worker_;
   // Staged: the staging buffer and how many blocks (of every layer) fit.
@@ -177,8 +184,10 @@ absl::StatusOr<std::unique_ptr<KvSender>> UcxSender::Create(
   DUET_ASSIGN_OR_RETURN(
       const bool staged,
       internal::UseStaging(local, options, backend, "UCX sender"));
-  std::unique_ptr<UcxSender> s(
-      new UcxSender(local, staged ? backend : nullptr));
+  std::unique_ptr<UcxSender> s(new UcxSender(local));
+  if (staged) {
+    DUET_ASSIGN_OR_RETURN(s->queue_, backend->CreateKvCopyQueue());
+  }
   DUET_ASSIGN_OR_RETURN(s->context_, internal::CreateContext(options));
   DUET_ASSIGN_OR_RETURN(s->worker_, internal::CreateWorker(s->context_.get()));
   // Registering once here spares UCX a registration-cache lookup (or a
@@ -188,13 +197,12 @@ absl::StatusOr<std::unique_ptr<KvSender>> UcxSender::Create(
         int64_t{local.layout.num_layers} * local.layout.block_bytes();
     s->staging_blocks_ = static_cast<int32_t>(std::clamp<int64_t>(
         options.sender_staging_bytes / block_all_layers, 1, local.num_blocks));
-    DUET_ASSIGN_OR_RETURN(s->staging_, backend->AllocateHostStaging(
-                                           s->staging_blocks_ *
-                                           block_all_layers));
-    DUET_ASSIGN_OR_RETURN(UcpMem mem,
-                          internal::MapMemory(s->context_.get(),
-                                              s->staging_.data(),
-                                              s->staging_.size()));
+    DUET_ASSIGN_OR_RETURN(
+        s->staging_,
+        backend->AllocateHostStaging(s->staging_blocks_ * block_all_layers));
+    DUET_ASSIGN_OR_RETURN(
+        UcpMem mem, internal::MapMemory(s->context_.get(), s->staging_.data(),
+                                        s->staging_.size()));
     s->mem_.push_back(std::move(mem));
   } else {
     const size_t layer_bytes = static_cast<size_t>(local.num_blocks) *
@@ -239,11 +247,14 @@ std::vector<SendPart> UcxSender::PlanParts(
   return parts;
 }
 
-absl::StatusOr<PutSource> UcxSender::PrepareSource(const SendPart& part) {
-  const size_t num_layers = local_.layer_base.size();
+absl::StatusOr<PutSource> UcxSender::PrepareSource(const SendPart& part,
+                                                   int32_t first, int32_t last,
+                                                   absl::Time deadline) {
+  const auto num_layers = static_cast<size_t>(last - first);
   PutSource source;
   if (!staged()) {
-    for (size_t l = 0; l < num_layers; ++l) {
+    for (auto l = static_cast<size_t>(first); l < static_cast<size_t>(last);
+         ++l) {
       source.layer_base.push_back(
           static_cast<const char*>(local_.layer_base[l]));
       source.memh.push_back(mem_[l].get());
@@ -252,9 +263,10 @@ absl::StatusOr<PutSource> UcxSender::PrepareSource(const SendPart& part) {
   }
   const int64_t block_bytes = local_.layout.block_bytes();
   const int64_t n = static_cast<int64_t>(part.gather.size());
-  DUET_RETURN_IF_ERROR(backend_->GatherKvBlocks(
-      internal::ToBlockPool(local_), part.gather, staging_.data(),
-      static_cast<int64_t>(staging_.size())));
+  DUET_RETURN_IF_ERROR(queue_->Gather(
+      internal::LayerSlice(internal::ToBlockPool(local_), first, last),
+      part.gather, staging_.data(), static_cast<int64_t>(staging_.size()),
+      deadline));
   // The gather wrote [layer][position][block].
   for (size_t l = 0; l < num_layers; ++l) {
     source.layer_base.push_back(static_cast<const char*>(staging_.data()) +
@@ -326,11 +338,14 @@ absl::StatusOr<ucp_rkey_h> UcxSender::GetRkey(Peer& peer,
   return rkey;
 }
 
-absl::Status UcxSender::Send(const KvDescriptor& dest,
-                             std::span<const BlockCopy> copies,
-                             absl::Duration timeout) {
+absl::Status UcxSender::SendLayers(
+    const KvDescriptor& dest, std::span<const BlockCopy> copies,
+    LayerRange layers, std::shared_ptr<const kernels::StreamMark> ready,
+    absl::Duration timeout) {
   DUET_RETURN_IF_ERROR(
       internal::ValidateSend(local_, dest, copies, Transport::kUcx));
+  DUET_ASSIGN_OR_RETURN(const auto range,
+                        internal::ResolveLayers(local_.layout, layers));
   const size_t num_layers = static_cast<size_t>(local_.layout.num_layers);
   if (dest.ucx_rkeys.size() != num_layers ||
       dest.remote_layer_base.size() != num_layers) {
@@ -364,13 +379,23 @@ absl::Status UcxSender::Send(const KvDescriptor& dest,
     absl::MutexLock lock(&mu_);
     busy_ = false;
   };
-  return SendExclusive(dest, copies, timeout, deadline);
+  return SendExclusive(dest, copies, range.first, range.second,
+                       std::move(ready), timeout, deadline);
 }
 
-absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
-                                      std::span<const BlockCopy> copies,
-                                      absl::Duration timeout,
-                                      absl::Time deadline) {
+absl::Status UcxSender::SendExclusive(
+    const KvDescriptor& dest, std::span<const BlockCopy> copies, int32_t first,
+    int32_t last, std::shared_ptr<const kernels::StreamMark> ready,
+    absl::Duration timeout, absl::Time deadline) {
+  // Nothing may be read before the forward pass wrote it: a staged send
+  // queues the wait before its gather; a direct one reads the pool itself.
+  if (ready != nullptr) {
+    if (staged()) {
+      DUET_RETURN_IF_ERROR(queue_->After(std::move(ready)));
+    } else {
+      DUET_RETURN_IF_ERROR(ready->Wait(deadline));
+    }
+  }
   DUET_ASSIGN_OR_RETURN(Peer * peer, GetPeer(dest.ucx_worker_address));
   const std::string peer_name = peer->name;
   // Drops the cached connection after a failure (see Peer).
@@ -379,10 +404,11 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
     peers_.erase(dest.ucx_worker_address);
   };
 
-  const size_t num_layers = static_cast<size_t>(local_.layout.num_layers);
+  const auto num_layers = static_cast<size_t>(last - first);
   std::vector<ucp_rkey_h> rkeys(num_layers);
   for (size_t l = 0; l < num_layers; ++l) {
-    absl::StatusOr<ucp_rkey_h> rkey = GetRkey(*peer, dest.ucx_rkeys[l]);
+    absl::StatusOr<ucp_rkey_h> rkey =
+        GetRkey(*peer, dest.ucx_rkeys[static_cast<size_t>(first) + l]);
     if (!rkey.ok()) {
       drop_peer();
       return rkey.status();
@@ -450,7 +476,8 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
       wait();
       if (failed() || timed_out) break;
     }
-    absl::StatusOr<PutSource> source = PrepareSource(parts[p]);
+    absl::StatusOr<PutSource> source =
+        PrepareSource(parts[p], first, last, deadline);
     if (!source.ok()) {
       // Nothing is in flight (see the wait above); the connection is fine.
       return source.status();
@@ -463,7 +490,7 @@ absl::Status UcxSender::SendExclusive(const KvDescriptor& dest,
         op.bytes = run.num_blocks * block_bytes;
         param.user_data = &op;
         const uint64_t remote =
-            dest.remote_layer_base[l] +
+            dest.remote_layer_base[static_cast<size_t>(first) + l] +
             static_cast<uint64_t>(run.dst_block * block_bytes);
         track(ucp_put_nbx(peer->ep.get(),
                           source->layer_base[l] + run.src_block * block_bytes,

@@ -13,8 +13,8 @@
 //   receiver's pool; Land has nothing to do.
 // - staged (GPU pools, or UcxOptions::staged): UCX here has no CUDA
 //   support, so KV moves through registered host staging. The sender
-//   gathers the blocks of a Send into its staging buffer with the backend
-//   (one kernel + one copy per batch) and puts from there; the receiver
+//   gathers the blocks of a Send into its staging buffer on the backend's
+//   KV copy queue (one kernel + one copy per batch) and puts from there; the receiver
 //   gives each described request a run of staging slots, the descriptor
 //   points at them, and Land scatters them into the pool with the backend.
 //   Both sides run the same put path; only the source / target memory
@@ -101,10 +101,10 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> MakeUcxReceiver(
 // returns DEADLINE_EXCEEDED naming the peer and what was outstanding; a dead
 // peer gives UNAVAILABLE (or DEADLINE_EXCEEDED when UCX cannot tell it died
 // before the timeout). Direct mode registers the pool; staged mode (GPU
-// pool, or options.staged) registers a staging buffer from `backend`, and
-// Send gathers with it, so a staged Send must run on the thread that owns
-// the backend's stream, after the forward pass that wrote the KV was
-// queued. InvalidArgument as for the receiver.
+// pool, or options.staged) registers a staging buffer from `backend` and
+// gathers into it on a copy queue of the backend's (after the send's ready
+// mark), so any thread may send while the engine loop computes.
+// InvalidArgument as for the receiver.
 absl::StatusOr<std::unique_ptr<KvSender>> MakeUcxSender(
     const KvPoolView& local, const UcxOptions& options,
     kernels::Backend* backend = nullptr);

@@ -25,9 +25,9 @@ absl::Status CheckMatrix(const TensorView& t, int64_t rows, int64_t cols,
                          const char* what) {
   DUET_RETURN_IF_ERROR(CheckF32(t, what));
   if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": expected [", rows, ", ", cols, "], got ",
-                     ShapeString(t.shape)));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows,
+                                                   ", ", cols, "], got ",
+                                                   ShapeString(t.shape)));
   }
   return absl::OkStatus();
 }
@@ -44,6 +44,45 @@ absl::Status CheckCache(const AttentionShape& s, const TensorView& kv_cache) {
   return absl::OkStatus();
 }
 
+// Every CPU op is done when it returns, so a mark is reached when taken.
+class CpuMark final : public StreamMark {
+ public:
+  absl::Status Wait(absl::Time) const override { return absl::OkStatus(); }
+};
+
+// Runs the backend's reference copies on the caller's thread: they touch
+// only the memory they are given, so the sender thread may run them while
+// the loop thread computes the next layer.
+class CpuKvCopyQueue final : public KvCopyQueue {
+ public:
+  explicit CpuKvCopyQueue(Backend* backend) : backend_(backend) {}
+  absl::Status After(std::shared_ptr<const StreamMark> mark) override {
+    if (mark == nullptr) return absl::InvalidArgumentError("After: null mark");
+    return absl::OkStatus();
+  }
+  absl::Status Gather(const KvBlockPool& pool, std::span<const int32_t> ids,
+                      void* host, int64_t host_bytes,
+                      absl::Time deadline) override {
+    DUET_RETURN_IF_ERROR(CheckDeadline(deadline));
+    return backend_->GatherKvBlocks(pool, ids, host, host_bytes);
+  }
+  absl::Status Copy(const KvBlockPool& src, std::span<const int32_t> src_ids,
+                    const KvBlockPool& dst, std::span<const int32_t> dst_ids,
+                    absl::Time deadline) override {
+    DUET_RETURN_IF_ERROR(CheckDeadline(deadline));
+    return backend_->CopyKvBlocks(src, src_ids, dst, dst_ids);
+  }
+
+ private:
+  static absl::Status CheckDeadline(absl::Time deadline) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError("KV copy given no time");
+    }
+    return absl::OkStatus();
+  }
+  Backend* const backend_;
+};
+
 class CpuBackend final : public Backend {
  public:
   absl::string_view name() const override { return "cpu"; }
@@ -52,8 +91,8 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {
     DUET_RETURN_IF_ERROR(CheckAllocShape(shape));
-    const size_t bytes = static_cast<size_t>(NumElements(shape)) *
-                         DTypeSize(dtype);
+    const size_t bytes =
+        static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype);
     // 64-byte alignment for vectorized loops; never a zero-byte request.
     void* data = std::aligned_alloc(64, ((bytes + 63) / 64) * 64 + 64);
     if (data == nullptr) {
@@ -118,8 +157,8 @@ class CpuBackend final : public Backend {
                           out.as<float>());
   }
 
-  absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
-                       float eps, const TensorView& out) override {
+  absl::Status RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                       const TensorView& out) override {
     DUET_RETURN_IF_ERROR(CheckF32(x, "rmsnorm x"));
     DUET_RETURN_IF_ERROR(CheckF32(weight, "rmsnorm weight"));
     const int64_t dim = weight.numel();
@@ -142,8 +181,8 @@ class CpuBackend final : public Backend {
           "add_rmsnorm: x must be [rows, dim] with dim = weight size");
     }
     // Every check before the in-place add: a rejected call changes nothing.
-    DUET_RETURN_IF_ERROR(CheckMatrix(residual, x.dim(0), x.dim(1),
-                                     "add_rmsnorm residual"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(residual, x.dim(0), x.dim(1), "add_rmsnorm residual"));
     DUET_RETURN_IF_ERROR(
         CheckMatrix(out, x.dim(0), x.dim(1), "add_rmsnorm out"));
     cpu::AddInPlace(residual.as<float>(), x.as<float>(), x.numel());
@@ -155,9 +194,9 @@ class CpuBackend final : public Backend {
     DUET_RETURN_IF_ERROR(CheckF32(x, "linear x"));
     DUET_RETURN_IF_ERROR(CheckF32(weight, "linear weight"));
     if (x.rank() != 2 || weight.rank() != 2 || x.dim(1) != weight.dim(1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "linear: x ", ShapeString(x.shape), " does not match weight ",
-          ShapeString(weight.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("linear: x ", ShapeString(x.shape),
+                       " does not match weight ", ShapeString(weight.shape)));
     }
     DUET_RETURN_IF_ERROR(
         CheckMatrix(out, x.dim(0), weight.dim(0), "linear out"));
@@ -198,8 +237,8 @@ class CpuBackend final : public Backend {
                      s.head_dim, s.head_dim, eps, k + t * stride);
       }
     }
-    cpu::Rope(q, tokens, stride, s.num_heads, s.head_dim,
-              step.positions.data(), inv_freq.as<float>());
+    cpu::Rope(q, tokens, stride, s.num_heads, s.head_dim, step.positions.data(),
+              inv_freq.as<float>());
     cpu::Rope(k, tokens, stride, s.num_kv_heads, s.head_dim,
               step.positions.data(), inv_freq.as<float>());
     return absl::OkStatus();
@@ -211,13 +250,12 @@ class CpuBackend final : public Backend {
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, step.num_tokens(), s.qkv_width(), "qkv"));
     DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
-    const float* k = qkv.as<float>() +
-                     static_cast<int64_t>(s.num_heads) * s.head_dim;
+    const float* k =
+        qkv.as<float>() + static_cast<int64_t>(s.num_heads) * s.head_dim;
     const float* v = k + static_cast<int64_t>(s.num_kv_heads) * s.head_dim;
-    cpu::WriteKvCache({kv_cache.as<float>(), s.num_kv_heads, s.head_dim,
-                       s.block_size},
-                      k, v, s.qkv_width(), step.slot_mapping.data(),
-                      step.num_tokens());
+    cpu::WriteKvCache(
+        {kv_cache.as<float>(), s.num_kv_heads, s.head_dim, s.block_size}, k, v,
+        s.qkv_width(), step.slot_mapping.data(), step.num_tokens());
     return absl::OkStatus();
   }
 
@@ -227,9 +265,9 @@ class CpuBackend final : public Backend {
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, step.num_tokens(), s.qkv_width(), "qkv"));
     DUET_RETURN_IF_ERROR(CheckCache(s, kv_cache));
-    DUET_RETURN_IF_ERROR(CheckMatrix(
-        out, step.num_tokens(), int64_t{s.num_heads} * s.head_dim,
-        "attention out"));
+    DUET_RETURN_IF_ERROR(CheckMatrix(out, step.num_tokens(),
+                                     int64_t{s.num_heads} * s.head_dim,
+                                     "attention out"));
     if (s.num_kv_heads <= 0 || s.num_heads % s.num_kv_heads != 0) {
       return absl::InvalidArgumentError(
           "num_heads must be a multiple of num_kv_heads");
@@ -263,8 +301,8 @@ class CpuBackend final : public Backend {
     if (gate_up.rank() != 2 || gate_up.dim(1) % 2 != 0) {
       return absl::InvalidArgumentError("silu_mul: gate_up must be [T, 2I]");
     }
-    DUET_RETURN_IF_ERROR(CheckMatrix(out, gate_up.dim(0), gate_up.dim(1) / 2,
-                                     "silu_mul out"));
+    DUET_RETURN_IF_ERROR(
+        CheckMatrix(out, gate_up.dim(0), gate_up.dim(1) / 2, "silu_mul out"));
     cpu::SiluMul(gate_up.as<float>(), gate_up.dim(0), gate_up.dim(1) / 2,
                  out.as<float>());
     return absl::OkStatus();
@@ -297,13 +335,12 @@ class CpuBackend final : public Backend {
   absl::Status Sample(const TensorView& logits,
                       std::span<const SampleSpec> specs,
                       std::span<int32_t> tokens) override {
-    DUET_RETURN_IF_ERROR(
-        CheckSampleArgs(logits, Device::kCpu, specs, tokens));
+    DUET_RETURN_IF_ERROR(CheckSampleArgs(logits, Device::kCpu, specs, tokens));
     const int64_t vocab = logits.dim(1);
     for (size_t r = 0; r < specs.size(); ++r) {
-      tokens[r] = SampleRow({logits.as<float>() + r * vocab,
-                             static_cast<size_t>(vocab)},
-                            specs[r]);
+      tokens[r] = SampleRow(
+          {logits.as<float>() + r * vocab, static_cast<size_t>(vocab)},
+          specs[r]);
     }
     return absl::OkStatus();
   }
@@ -353,10 +390,9 @@ class CpuBackend final : public Backend {
     const size_t bb = static_cast<size_t>(src.block_bytes);
     for (size_t l = 0; l < src.layer_base.size(); ++l) {
       for (size_t i = 0; i < src_ids.size(); ++i) {
-        std::memcpy(static_cast<char*>(dst.layer_base[l]) + dst_ids[i] * bb,
-                    static_cast<const char*>(src.layer_base[l]) +
-                        src_ids[i] * bb,
-                    bb);
+        std::memcpy(
+            static_cast<char*>(dst.layer_base[l]) + dst_ids[i] * bb,
+            static_cast<const char*>(src.layer_base[l]) + src_ids[i] * bb, bb);
       }
     }
     return absl::OkStatus();
@@ -376,6 +412,13 @@ class CpuBackend final : public Backend {
       }
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::shared_ptr<const StreamMark>> Mark() override {
+    return std::make_shared<CpuMark>();
+  }
+  absl::StatusOr<std::unique_ptr<KvCopyQueue>> CreateKvCopyQueue() override {
+    return std::make_unique<CpuKvCopyQueue>(this);
   }
 
   absl::Status Synchronize() override { return absl::OkStatus(); }

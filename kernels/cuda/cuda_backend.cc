@@ -23,6 +23,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/host_transfer.h"
 #include "kernels/cuda/kv_block_transfer.h"
+#include "kernels/cuda/kv_copy_queue.h"
 #include "kernels/cuda/kv_cache_kernels.h"
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
@@ -522,6 +523,14 @@ class CudaBackend final : public Backend {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
     return kv_blocks_.CopyBetweenPools(src, src_ids, dst, dst_ids, stream());
+  }
+
+  absl::StatusOr<std::shared_ptr<const StreamMark>> Mark() override {
+    return cuda::RecordMark(device_, stream());
+  }
+
+  absl::StatusOr<std::unique_ptr<KvCopyQueue>> CreateKvCopyQueue() override {
+    return cuda::MakeKvCopyQueue(device_, allocator_);
   }
 
   int64_t DeviceBytesReserved() const override {

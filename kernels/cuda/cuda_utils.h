@@ -8,10 +8,13 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <functional>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "common/device_status.h"
 
 namespace duet::kernels::cuda {
@@ -75,7 +78,8 @@ class CudaEvent {
   ~CudaEvent() {
     if (event_ != nullptr) (void)cudaEventDestroy(event_);
   }
-  CudaEvent(CudaEvent&& o) noexcept : event_(std::exchange(o.event_, nullptr)) {}
+  CudaEvent(CudaEvent&& o) noexcept
+      : event_(std::exchange(o.event_, nullptr)) {}
   CudaEvent& operator=(CudaEvent&&) = delete;
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
@@ -89,6 +93,14 @@ class CudaEvent {
  private:
   cudaEvent_t event_ = nullptr;
 };
+
+// Polls `query` (cudaEventQuery / cudaStreamQuery of one object) until it
+// says done, fails, or `deadline` passes (DEADLINE_EXCEEDED naming `what`).
+// Spins briefly, then sleeps in short steps: a KV handover waits here for
+// its last piece, where sleeping a whole scheduler tick would cost more
+// than the copy.
+absl::Status PollUntil(const std::function<cudaError_t()>& query,
+                       absl::Time deadline, absl::string_view what);
 
 // Offsets of arrays packed back to back into one buffer, each 16-byte
 // aligned (for vector loads), so a set of small arrays moves in one copy.

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/device_status.h"
 #include "common/status.h"
 #include "kernels/cuda/kv_cache_kernels.h"
@@ -19,9 +22,9 @@ absl::Status KvBlockTransfer::Init(
 
 absl::Status KvBlockTransfer::CheckAlignment(const KvBlockPool& pool) {
   if (pool.block_bytes % 16 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV block copy: block_bytes (", pool.block_bytes,
-        ") must be a multiple of 16 on the CUDA backend"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV block copy: block_bytes (", pool.block_bytes,
+                     ") must be a multiple of 16 on the CUDA backend"));
   }
   for (size_t l = 0; l < pool.layer_base.size(); ++l) {
     if (reinterpret_cast<uintptr_t>(pool.layer_base[l]) % 16 != 0) {
@@ -46,9 +49,8 @@ absl::StatusOr<size_t> KvBlockTransfer::UploadMetadata(
     std::memcpy(host + bases_at + l * 8, &base, 8);
   }
   std::memcpy(host + ids_at, ids.data(), ids.size() * 4);
-  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host,
-                                            layout.size(),
-                                            cudaMemcpyHostToDevice, stream));
+  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      metadata_.data(), host, layout.size(), cudaMemcpyHostToDevice, stream));
   return ids_at;
 }
 
@@ -60,8 +62,7 @@ absl::Status KvBlockTransfer::Run(bool gather, const KvBlockPool& pool,
                                   std::span<const int32_t> ids, char* host,
                                   cudaStream_t stream) {
   if (ids.empty()) return absl::OkStatus();
-  DUET_ASSIGN_OR_RETURN(const size_t ids_at,
-                        UploadMetadata(pool, ids, stream));
+  DUET_ASSIGN_OR_RETURN(const size_t ids_at, UploadMetadata(pool, ids, stream));
   const int64_t bb = pool.block_bytes;
   const int64_t n = static_cast<int64_t>(ids.size());
   const int64_t num_layers = static_cast<int64_t>(pool.layer_base.size());
@@ -103,40 +104,63 @@ absl::Status KvBlockTransfer::Run(bool gather, const KvBlockPool& pool,
   return absl::OkStatus();
 }
 
+absl::Status KvBlockTransfer::Drain(cudaStream_t stream, absl::Time deadline) {
+  if (!pending_) return absl::OkStatus();
+  DUET_RETURN_IF_ERROR(PollUntil([stream] { return cudaStreamQuery(stream); },
+                                 deadline,
+                                 "an earlier KV copy that is still queued"));
+  pending_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status KvBlockTransfer::Finish(absl::Status queued, cudaStream_t stream,
+                                     absl::Time deadline) {
+  // Also after a failure: what was queued may still read the metadata.
+  absl::Status done =
+      deadline == absl::InfiniteFuture() ? [&]() -> absl::Status {
+    DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+    return absl::OkStatus();
+  }()
+      : PollUntil([stream] { return cudaStreamQuery(stream); }, deadline,
+                  "a KV block copy");
+  if (done.code() == absl::StatusCode::kDeadlineExceeded) pending_ = true;
+  DUET_RETURN_IF_ERROR(queued);
+  return done;
+}
+
 absl::Status KvBlockTransfer::Gather(const KvBlockPool& pool,
                                      std::span<const int32_t> ids, void* host,
-                                     cudaStream_t stream) {
-  absl::Status s = Run(/*gather=*/true, pool, ids, static_cast<char*>(host),
-                       stream);
-  // Also after a failure: what was queued may still read the metadata.
-  const cudaError_t rc = cudaStreamSynchronize(stream);
-  DUET_RETURN_IF_ERROR(s);
-  DUET_CUDA_RETURN_IF_ERROR(rc);
-  return absl::OkStatus();
+                                     cudaStream_t stream, absl::Time deadline) {
+  DUET_RETURN_IF_ERROR(Drain(stream, deadline));
+  absl::Status s =
+      Run(/*gather=*/true, pool, ids, static_cast<char*>(host), stream);
+  return Finish(std::move(s), stream, deadline);
 }
 
 absl::Status KvBlockTransfer::Scatter(const void* host,
                                       std::span<const int32_t> ids,
                                       const KvBlockPool& pool,
-                                      cudaStream_t stream) {
+                                      cudaStream_t stream,
+                                      absl::Time deadline) {
+  DUET_RETURN_IF_ERROR(Drain(stream, deadline));
   // Waiting for the copies out of `host` would be enough for the caller to
   // reuse it; waiting for the whole stream costs only the last chunk's
   // kernel (HBM speed, microseconds) on top and keeps one rule for both
   // directions: every call ends with nothing of it queued.
-  absl::Status s = Run(/*gather=*/false, pool, ids,
-                       const_cast<char*>(static_cast<const char*>(host)),
-                       stream);
-  const cudaError_t rc = cudaStreamSynchronize(stream);
-  DUET_RETURN_IF_ERROR(s);
-  DUET_CUDA_RETURN_IF_ERROR(rc);
-  return absl::OkStatus();
+  absl::Status s =
+      Run(/*gather=*/false, pool, ids,
+          const_cast<char*>(static_cast<const char*>(host)), stream);
+  return Finish(std::move(s), stream, deadline);
 }
 
-absl::Status KvBlockTransfer::CopyBetweenPools(
-    const KvBlockPool& src, std::span<const int32_t> src_ids,
-    const KvBlockPool& dst, std::span<const int32_t> dst_ids,
-    cudaStream_t stream) {
+absl::Status KvBlockTransfer::CopyBetweenPools(const KvBlockPool& src,
+                                               std::span<const int32_t> src_ids,
+                                               const KvBlockPool& dst,
+                                               std::span<const int32_t> dst_ids,
+                                               cudaStream_t stream,
+                                               absl::Time deadline) {
   if (src_ids.empty()) return absl::OkStatus();
+  DUET_RETURN_IF_ERROR(Drain(stream, deadline));
   const size_t layers = src.layer_base.size();
   PackedLayout layout;
   const size_t src_bases_at = layout.Take(layers * 8);
@@ -155,9 +179,8 @@ absl::Status KvBlockTransfer::CopyBetweenPools(
   std::memcpy(host + src_ids_at, src_ids.data(), src_ids.size() * 4);
   std::memcpy(host + dst_ids_at, dst_ids.data(), dst_ids.size() * 4);
   absl::Status s = [&]() -> absl::Status {
-    DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_.data(), host,
-                                              layout.size(),
-                                              cudaMemcpyHostToDevice, stream));
+    DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        metadata_.data(), host, layout.size(), cudaMemcpyHostToDevice, stream));
     const char* dev = metadata_.as<char>();
     PoolCopyParams p;
     p.src_base = reinterpret_cast<const uint64_t*>(dev + src_bases_at);
@@ -169,11 +192,30 @@ absl::Status KvBlockTransfer::CopyBetweenPools(
     p.block_bytes = src.block_bytes;
     return LaunchCopyKvBlocksBetweenPools(p, stream);
   }();
-  // Also after a failure: what was queued may still read the metadata.
-  const cudaError_t rc = cudaStreamSynchronize(stream);
-  DUET_RETURN_IF_ERROR(s);
-  DUET_CUDA_RETURN_IF_ERROR(rc);
-  return absl::OkStatus();
+  return Finish(std::move(s), stream, deadline);
+}
+
+absl::Status PollUntil(const std::function<cudaError_t()>& query,
+                       absl::Time deadline, absl::string_view what) {
+  for (int spins = 0;; ++spins) {
+    const cudaError_t rc = query();
+    if (rc == cudaSuccess) return absl::OkStatus();
+    if (rc != cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      return absl::Status(
+          DeviceErrorCode(DeviceLib::kCuda, static_cast<int>(rc)),
+          absl::StrCat("waiting for ", what, ": ", cudaGetErrorString(rc)));
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, " did not finish by its deadline"));
+    }
+    if (spins < 200) {
+      std::this_thread::yield();
+    } else {
+      absl::SleepFor(absl::Microseconds(20));
+    }
+  }
 }
 
 }  // namespace duet::kernels::cuda

@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/cuda_utils.h"
@@ -43,10 +44,15 @@ class KvBlockTransfer {
   // Arguments validated by the caller (CheckKvBlockCopy) and block_bytes a
   // multiple of 16 with 16-byte aligned bases (CheckAlignment). Gather
   // returns once `host` holds the blocks; Scatter once `host` has been read.
+  // Each call returns DEADLINE_EXCEEDED when `stream` has not finished it by
+  // `deadline`; the next call then first waits for `stream` to drain
+  // (within its own deadline) before it reuses the metadata buffers.
   absl::Status Gather(const KvBlockPool& pool, std::span<const int32_t> ids,
-                      void* host, cudaStream_t stream);
+                      void* host, cudaStream_t stream,
+                      absl::Time deadline = absl::InfiniteFuture());
   absl::Status Scatter(const void* host, std::span<const int32_t> ids,
-                       const KvBlockPool& pool, cudaStream_t stream);
+                       const KvBlockPool& pool, cudaStream_t stream,
+                       absl::Time deadline = absl::InfiniteFuture());
 
   // Block src_ids[i] of every layer of `src` into block dst_ids[i] of
   // `dst` (validated by the caller: CheckKvPoolCopy), one kernel; returns
@@ -55,7 +61,8 @@ class KvBlockTransfer {
                                 std::span<const int32_t> src_ids,
                                 const KvBlockPool& dst,
                                 std::span<const int32_t> dst_ids,
-                                cudaStream_t stream);
+                                cudaStream_t stream,
+                                absl::Time deadline = absl::InfiniteFuture());
 
   // InvalidArgument unless the kernel's 16-byte accesses fit the pool.
   static absl::Status CheckAlignment(const KvBlockPool& pool);
@@ -64,13 +71,20 @@ class KvBlockTransfer {
   // Uploads the layer bases and ids the kernels read; returns the ids'
   // offset in metadata_ (the bases are at 0).
   absl::StatusOr<size_t> UploadMetadata(const KvBlockPool& pool,
-                              std::span<const int32_t> ids,
-                              cudaStream_t stream);
+                                        std::span<const int32_t> ids,
+                                        cudaStream_t stream);
   absl::Status Run(bool gather, const KvBlockPool& pool,
                    std::span<const int32_t> ids, char* host,
                    cudaStream_t stream);
 
+  // Waits for `stream` to finish what this object queued; see Gather.
+  absl::Status Drain(cudaStream_t stream, absl::Time deadline);
+  absl::Status Finish(absl::Status queued, cudaStream_t stream,
+                      absl::Time deadline);
+
   std::shared_ptr<CachingAllocator> allocator_;
+  // A call gave up at its deadline with work still queued.
+  bool pending_ = false;
   // Reused by the next call only: every call waits before it returns until
   // the copies that read these are done.
   PinnedBuffer metadata_host_;

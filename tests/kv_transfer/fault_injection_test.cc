@@ -24,8 +24,9 @@ using testing::TestPool;
 // Counts calls and returns OK (or a fixed status); records the timeout seen.
 class FakeSender : public KvSender {
  public:
-  absl::Status Send(const KvDescriptor&, std::span<const BlockCopy>,
-                    absl::Duration timeout) override {
+  absl::Status SendLayers(const KvDescriptor&, std::span<const BlockCopy>,
+                          LayerRange, std::shared_ptr<const kernels::StreamMark>,
+                          absl::Duration timeout) override {
     ++calls;
     last_timeout = timeout;
     return absl::OkStatus();

@@ -1,0 +1,158 @@
+#include "kv_transfer/async_sender.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace duet::kv_transfer {
+
+AsyncKvSender::AsyncKvSender(std::unique_ptr<KvSender> transport)
+    : transport_(std::move(transport)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+AsyncKvSender::~AsyncKvSender() { Shutdown(); }
+
+absl::Status AsyncKvSender::Open(uint64_t key, KvDescriptor dest,
+                                 absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) return absl::UnavailableError("KV sender is shutting down");
+  Transfer t;
+  t.dest = std::make_shared<const KvDescriptor>(std::move(dest));
+  t.deadline = deadline;
+  if (!transfers_.emplace(key, std::move(t)).second) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a KV transfer for request ", key, " is already open"));
+  }
+  return absl::OkStatus();
+}
+
+void AsyncKvSender::Submit(uint64_t key, std::vector<BlockCopy> copies,
+                           LayerRange layers,
+                           std::shared_ptr<const kernels::StreamMark> ready) {
+  absl::MutexLock lock(&mu_);
+  auto it = transfers_.find(key);
+  if (it == transfers_.end() || it->second.closed || !it->second.status.ok()) {
+    return;
+  }
+  Work w;
+  w.key = key;
+  w.dest = it->second.dest;
+  w.copies = std::move(copies);
+  w.layers = layers;
+  w.ready = std::move(ready);
+  queue_.push_back(std::move(w));
+  ++pending_pieces_;
+}
+
+absl::Status AsyncKvSender::status(uint64_t key) {
+  absl::MutexLock lock(&mu_);
+  auto it = transfers_.find(key);
+  if (it == transfers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no open KV transfer for request ", key));
+  }
+  return it->second.status;
+}
+
+absl::Status AsyncKvSender::End(uint64_t key, absl::Status why, Done done) {
+  if (exited_) {
+    return absl::UnavailableError(
+        "KV sender has shut down; the callback will not run");
+  }
+  auto it = transfers_.find(key);
+  if (it == transfers_.end() || it->second.closed) {
+    return absl::NotFoundError(
+        absl::StrCat("no open KV transfer for request ", key));
+  }
+  it->second.closed = true;
+  if (it->second.status.ok()) it->second.status = std::move(why);
+  // Behind the key's pieces: it runs once none of them can still copy.
+  Work w;
+  w.key = key;
+  w.done = done ? std::move(done) : [](absl::Status) {};
+  queue_.push_back(std::move(w));
+  return absl::OkStatus();
+}
+
+absl::Status AsyncKvSender::Close(uint64_t key, Done done) {
+  absl::MutexLock lock(&mu_);
+  return End(key, absl::OkStatus(), std::move(done));
+}
+
+absl::Status AsyncKvSender::Abort(uint64_t key, absl::Status why, Done done) {
+  if (why.ok()) why = absl::CancelledError("KV transfer aborted");
+  absl::MutexLock lock(&mu_);
+  return End(key, std::move(why), std::move(done));
+}
+
+int64_t AsyncKvSender::pending_pieces() {
+  absl::MutexLock lock(&mu_);
+  return pending_pieces_;
+}
+
+void AsyncKvSender::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void AsyncKvSender::Run() {
+  while (true) {
+    Work w;
+    absl::Status status;
+    absl::Time deadline;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](AsyncKvSender* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+            return s->stop_ || !s->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) {  // stop_ and nothing left
+        exited_ = true;
+        return;
+      }
+      w = std::move(queue_.front());
+      queue_.pop_front();
+      Transfer& t = transfers_.at(w.key);
+      if (stop_ && t.status.ok()) {
+        t.status = absl::CancelledError(
+            "KV transfer cancelled: the prefill node is shutting down");
+      }
+      if (w.done) {
+        status = t.status;
+        transfers_.erase(w.key);
+      } else if (!t.status.ok()) {
+        --pending_pieces_;  // skipped
+        continue;
+      } else {
+        deadline = t.deadline;
+      }
+    }
+    if (w.done) {
+      w.done(std::move(status));
+      continue;
+    }
+    const absl::Duration left = deadline - absl::Now();
+    absl::Status s =
+        left <= absl::ZeroDuration()
+            ? absl::DeadlineExceededError(absl::StrCat(
+                  "KV transfer of request ", w.key,
+                  " passed its deadline before all of its KV was sent"))
+            : transport_->SendLayers(*w.dest, w.copies, w.layers,
+                                     std::move(w.ready), left);
+    absl::MutexLock lock(&mu_);
+    --pending_pieces_;
+    if (!s.ok()) {
+      Transfer& t = transfers_.at(w.key);
+      if (t.status.ok()) t.status = std::move(s);
+    }
+  }
+}
+
+}  // namespace duet::kv_transfer
