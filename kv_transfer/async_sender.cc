@@ -1,5 +1,6 @@
 #include "kv_transfer/async_sender.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,12 +16,14 @@ AsyncKvSender::AsyncKvSender(std::unique_ptr<KvSender> transport)
 AsyncKvSender::~AsyncKvSender() { Shutdown(); }
 
 absl::Status AsyncKvSender::Open(uint64_t key, KvDescriptor dest,
-                                 absl::Time deadline) {
+                                 absl::Time deadline,
+                                 absl::Duration piece_timeout) {
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("KV sender is shutting down");
   Transfer t;
   t.dest = std::make_shared<const KvDescriptor>(std::move(dest));
   t.deadline = deadline;
+  t.piece_timeout = piece_timeout;
   if (!transfers_.emplace(key, std::move(t)).second) {
     return absl::AlreadyExistsError(
         absl::StrCat("a KV transfer for request ", key, " is already open"));
@@ -106,6 +109,7 @@ void AsyncKvSender::Run() {
     Work w;
     absl::Status status;
     absl::Time deadline;
+    absl::Duration piece_timeout;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -132,13 +136,14 @@ void AsyncKvSender::Run() {
         continue;
       } else {
         deadline = t.deadline;
+        piece_timeout = t.piece_timeout;
       }
     }
     if (w.done) {
       w.done(std::move(status));
       continue;
     }
-    const absl::Duration left = deadline - absl::Now();
+    const absl::Duration left = std::min(deadline - absl::Now(), piece_timeout);
     absl::Status s =
         left <= absl::ZeroDuration()
             ? absl::DeadlineExceededError(absl::StrCat(

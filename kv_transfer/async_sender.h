@@ -48,9 +48,11 @@ class AsyncKvSender {
   AsyncKvSender& operator=(const AsyncKvSender&) = delete;
 
   // Starts request `key`'s transfer into `dest`; every piece must be
-  // visible by `deadline`. AlreadyExists for a key still open;
-  // UNAVAILABLE after Shutdown.
-  absl::Status Open(uint64_t key, KvDescriptor dest, absl::Time deadline);
+  // visible by `deadline`, and each piece's copy (waiting for its mark
+  // included) may take at most `piece_timeout`. AlreadyExists for a key
+  // still open; UNAVAILABLE after Shutdown.
+  absl::Status Open(uint64_t key, KvDescriptor dest, absl::Time deadline,
+                    absl::Duration piece_timeout = absl::InfiniteDuration());
   // Queues a piece and returns at once: layers `layers` of `copies`, to be
   // read once `ready` is reached (null: the KV is in the pool already).
   // Ignored for a key that is not open or has failed (its status says
@@ -83,6 +85,7 @@ class AsyncKvSender {
   struct Transfer {
     std::shared_ptr<const KvDescriptor> dest;
     absl::Time deadline;
+    absl::Duration piece_timeout;
     absl::Status status;
     bool closed = false;
   };

@@ -31,9 +31,9 @@ absl::StatusOr<StepInputs> BuildStep(AttentionMode mode,
           "every sequence in a step needs at least one new token");
     }
     if (static_cast<int32_t>(c.blocks.size()) < need) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence of ", seq_len, " tokens needs ", need, " blocks, has ",
-          c.blocks.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence of ", seq_len, " tokens needs ", need,
+                       " blocks, has ", c.blocks.size()));
     }
     max_blocks = std::max(max_blocks, need);
   }
@@ -80,9 +80,8 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(
   DUET_ASSIGN_OR_RETURN(ModelWeights weights,
                         LoadWeights(*ckpt, config, *backend));
   // The mapping is released here: weights now live in backend memory.
-  return std::unique_ptr<Transformer>(
-      new Transformer(std::move(config), std::move(backend),
-                      std::move(weights)));
+  return std::unique_ptr<Transformer>(new Transformer(
+      std::move(config), std::move(backend), std::move(weights)));
 }
 
 kernels::AttentionShape Transformer::attention_shape(int32_t block_size,
@@ -100,7 +99,7 @@ absl::StatusOr<KvCacheStorage> Transformer::AllocateKvCache(
 absl::StatusOr<std::vector<float>> Transformer::Forward(
     const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
   DUET_ASSIGN_OR_RETURN(const TensorView logits,
-                        RunStep(step, cache, block_size));
+                        RunStep(step, cache, block_size, nullptr));
   std::vector<float> host(static_cast<size_t>(logits.numel()));
   DUET_RETURN_IF_ERROR(backend_->DownloadF32(logits, host.data()));
   return host;
@@ -123,8 +122,7 @@ absl::StatusOr<StepInputs> PadDecodeStep(const StepInputs& step,
                                          int32_t max_blocks_per_seq) {
   const int32_t n = step.num_seqs();
   if (step.mode != AttentionMode::kDecode || n == 0 || num_seqs < n ||
-      max_blocks_per_seq < step.max_blocks_per_seq ||
-      step.num_tokens() != n) {
+      max_blocks_per_seq < step.max_blocks_per_seq || step.num_tokens() != n) {
     return absl::InvalidArgumentError(
         "PadDecodeStep: needs a non-empty decode step no larger than the "
         "padded shape");
@@ -132,8 +130,8 @@ absl::StatusOr<StepInputs> PadDecodeStep(const StepInputs& step,
   StepInputs out;
   out.mode = AttentionMode::kDecode;
   out.max_blocks_per_seq = max_blocks_per_seq;
-  out.block_tables.assign(
-      static_cast<size_t>(num_seqs) * max_blocks_per_seq, 0);
+  out.block_tables.assign(static_cast<size_t>(num_seqs) * max_blocks_per_seq,
+                          0);
   out.query_start.push_back(0);
   for (int32_t s = 0; s < num_seqs; ++s) {
     // Padding repeats sequence 0: the same token at the same position writes
@@ -145,17 +143,19 @@ absl::StatusOr<StepInputs> PadDecodeStep(const StepInputs& step,
     out.seq_lens.push_back(step.seq_lens[src]);
     out.query_start.push_back(s + 1);
     out.logits_rows.push_back(s);
-    std::copy_n(step.block_tables.begin() +
-                    static_cast<size_t>(src) * step.max_blocks_per_seq,
-                step.max_blocks_per_seq,
-                out.block_tables.begin() +
-                    static_cast<size_t>(s) * max_blocks_per_seq);
+    std::copy_n(
+        step.block_tables.begin() +
+            static_cast<size_t>(src) * step.max_blocks_per_seq,
+        step.max_blocks_per_seq,
+        out.block_tables.begin() + static_cast<size_t>(s) * max_blocks_per_seq);
   }
   return out;
 }
 
-absl::StatusOr<TensorView> Transformer::RunStep(
-    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size) {
+absl::StatusOr<TensorView> Transformer::RunStep(const StepInputs& step,
+                                                const KvCacheStorage& cache,
+                                                int32_t block_size,
+                                                const LayerHook& on_layer) {
   const bool one_per_seq =
       step.logits_rows.size() == static_cast<size_t>(step.num_seqs());
   if (graphs_enabled_ && step.mode == AttentionMode::kDecode && one_per_seq &&
@@ -163,6 +163,11 @@ absl::StatusOr<TensorView> Transformer::RunStep(
     bool capture_failed = false;
     absl::StatusOr<TensorView> v =
         RunDecodeGraph(step, cache, block_size, &capture_failed);
+    if (v.ok() && on_layer) {
+      for (int32_t l = 0; l < config_.num_layers; ++l) {
+        DUET_RETURN_IF_ERROR(on_layer(l));
+      }
+    }
     if (v.ok() || !capture_failed) return v;
     // No graphs on this backend (UNIMPLEMENTED), or no memory left for one:
     // run op by op from now on.
@@ -173,7 +178,8 @@ absl::StatusOr<TensorView> Transformer::RunStep(
     decode_graphs_.clear();
   }
   eager_logits_ = kernels::Tensor();
-  DUET_ASSIGN_OR_RETURN(eager_logits_, ForwardLogits(step, cache, block_size));
+  DUET_ASSIGN_OR_RETURN(eager_logits_,
+                        ForwardLogits(step, cache, block_size, on_layer));
   return eager_logits_.view();
 }
 
@@ -187,10 +193,9 @@ absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
   const auto shape =
       attention_shape(block_size, static_cast<int32_t>(cache.layer(0).dim(0)));
   DecodeGraph& g = decode_graphs_[bucket];
-  const bool stale = g.graph == nullptr ||
-                     g.max_blocks < step.max_blocks_per_seq ||
-                     g.cache != cache.layer(0).data ||
-                     g.block_size != block_size;
+  const bool stale =
+      g.graph == nullptr || g.max_blocks < step.max_blocks_per_seq ||
+      g.cache != cache.layer(0).data || g.block_size != block_size;
   // Block tables padded to a power of two: contexts that grow re-record a
   // bucket's graph only log2 times.
   int32_t max_blocks = g.max_blocks;
@@ -230,14 +235,14 @@ absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
 
 absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
     const StepInputs& step, const KvCacheStorage& cache, int32_t block_size,
-    std::span<const kernels::SampleSpec> specs) {
+    std::span<const kernels::SampleSpec> specs, const LayerHook& on_layer) {
   if (specs.size() != step.logits_rows.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ForwardSample: ", specs.size(), " sampling specs for ",
-        step.logits_rows.size(), " logits rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardSample: ", specs.size(), " sampling specs for ",
+                     step.logits_rows.size(), " logits rows"));
   }
   DUET_ASSIGN_OR_RETURN(const TensorView logits,
-                        RunStep(step, cache, block_size));
+                        RunStep(step, cache, block_size, on_layer));
   std::vector<int32_t> tokens(specs.size());
   DUET_RETURN_IF_ERROR(backend_->Sample(logits, specs, tokens));
   return tokens;
@@ -245,7 +250,8 @@ absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
 
 absl::StatusOr<Tensor> Transformer::ForwardLogits(const StepInputs& step,
                                                   const KvCacheStorage& cache,
-                                                  int32_t block_size) {
+                                                  int32_t block_size,
+                                                  const LayerHook& on_layer) {
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
   if (cache.num_layers() != c.num_layers) {
@@ -254,12 +260,13 @@ absl::StatusOr<Tensor> Transformer::ForwardLogits(const StepInputs& step,
   const auto shape =
       attention_shape(block_size, static_cast<int32_t>(cache.layer(0).dim(0)));
   DUET_RETURN_IF_ERROR(be.BeginStep(step, shape, c.vocab_size));
-  return RunOps(step, cache, shape);
+  return RunOps(step, cache, shape, on_layer);
 }
 
 absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
                                            const KvCacheStorage& cache,
-                                           const kernels::AttentionShape& shape) {
+                                           const kernels::AttentionShape& shape,
+                                           const LayerHook& on_layer) {
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
   const int64_t t = step.num_tokens();
@@ -271,13 +278,12 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
   DUET_ASSIGN_OR_RETURN(Tensor proj, be.Allocate(dt, {t, c.hidden_size}));
   DUET_ASSIGN_OR_RETURN(Tensor gate_up,
                         be.Allocate(dt, {t, 2 * int64_t{c.intermediate_size}}));
-  DUET_ASSIGN_OR_RETURN(Tensor act,
-                        be.Allocate(dt, {t, c.intermediate_size}));
+  DUET_ASSIGN_OR_RETURN(Tensor act, be.Allocate(dt, {t, c.intermediate_size}));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const float eps = c.rms_norm_eps;
 
-  DUET_RETURN_IF_ERROR(be.Embedding(step, weights_.embed.view(),
-                                    residual.view()));
+  DUET_RETURN_IF_ERROR(
+      be.Embedding(step, weights_.embed.view(), residual.view()));
   DUET_RETURN_IF_ERROR(be.RmsNorm(residual.view(),
                                   weights_.layers[0].input_norm.view(), eps,
                                   hidden.view()));
@@ -288,6 +294,7 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
         step, shape, qkv.view(), c.qk_norm ? &w.q_norm.view() : nullptr,
         c.qk_norm ? &w.k_norm.view() : nullptr, eps, weights_.inv_freq.view(),
         cache.layer(l)));
+    if (on_layer) DUET_RETURN_IF_ERROR(on_layer(l));
     DUET_RETURN_IF_ERROR(be.Attention(step, shape, qkv.view(), cache.layer(l),
                                       scale, attn.view()));
     DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));
@@ -306,8 +313,8 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
   const int64_t rows = static_cast<int64_t>(step.logits_rows.size());
   DUET_ASSIGN_OR_RETURN(Tensor logits,
                         be.Allocate(DType::kF32, {rows, c.vocab_size}));
-  DUET_RETURN_IF_ERROR(be.Logits(step, hidden.view(),
-                                 weights_.lm_head_view(), logits.view()));
+  DUET_RETURN_IF_ERROR(
+      be.Logits(step, hidden.view(), weights_.lm_head_view(), logits.view()));
   return logits;
 }
 

@@ -4,6 +4,7 @@
 #ifndef DUET_MODEL_TRANSFORMER_H_
 #define DUET_MODEL_TRANSFORMER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -67,12 +68,20 @@ class Transformer {
   absl::StatusOr<std::vector<float>> Forward(const kernels::StepInputs& step,
                                              const KvCacheStorage& cache,
                                              int32_t block_size);
+  // Called once per layer, in order, as soon as the ops that write that
+  // layer's KV are queued on the backend (a device backend may not have run
+  // them yet: take a Backend::Mark). Steps replayed from a graph call it
+  // for every layer after the whole step is queued. An error stops the
+  // step with it.
+  using LayerHook = std::function<absl::Status(int32_t layer)>;
+
   // Runs one step like Forward and draws one token per logits row on the
   // backend (specs[r] for step.logits_rows[r]); only the token ids come back
   // to the host.
   absl::StatusOr<std::vector<int32_t>> ForwardSample(
       const kernels::StepInputs& step, const KvCacheStorage& cache,
-      int32_t block_size, std::span<const kernels::SampleSpec> specs);
+      int32_t block_size, std::span<const kernels::SampleSpec> specs,
+      const LayerHook& on_layer = nullptr);
 
   // Decode steps through recorded graphs (default on; ignored by backends
   // without graphs). Off: every step runs op by op.
@@ -94,20 +103,23 @@ class Transformer {
   // The logits of `step` [rows, vocab] fp32 in backend memory, valid until
   // the next step: through a graph for decode steps when enabled.
   absl::StatusOr<TensorView> RunStep(const kernels::StepInputs& step,
-                                              const KvCacheStorage& cache,
-                                              int32_t block_size);
+                                     const KvCacheStorage& cache,
+                                     int32_t block_size,
+                                     const LayerHook& on_layer);
   // *capture_failed is set when recording (not replaying) failed.
-  absl::StatusOr<TensorView> RunDecodeGraph(
-      const kernels::StepInputs& step, const KvCacheStorage& cache,
-      int32_t block_size, bool* capture_failed);
+  absl::StatusOr<TensorView> RunDecodeGraph(const kernels::StepInputs& step,
+                                            const KvCacheStorage& cache,
+                                            int32_t block_size,
+                                            bool* capture_failed);
   // The ops of one step after BeginStep (or inside a graph capture).
   absl::StatusOr<kernels::Tensor> RunOps(const kernels::StepInputs& step,
                                          const KvCacheStorage& cache,
-                                         const kernels::AttentionShape& shape);
+                                         const kernels::AttentionShape& shape,
+                                         const LayerHook& on_layer = nullptr);
   // The step's logits [rows, vocab] fp32, in backend memory.
-  absl::StatusOr<kernels::Tensor> ForwardLogits(const kernels::StepInputs& step,
-                                                const KvCacheStorage& cache,
-                                                int32_t block_size);
+  absl::StatusOr<kernels::Tensor> ForwardLogits(
+      const kernels::StepInputs& step, const KvCacheStorage& cache,
+      int32_t block_size, const LayerHook& on_layer = nullptr);
 
   Transformer(ModelConfig config, std::unique_ptr<kernels::Backend> backend,
               ModelWeights weights);

@@ -25,6 +25,11 @@ ABSL_FLAG(int32_t, kv_transfer_timeout_ms, 10000,
 ABSL_FLAG(std::string, kv_fault, "",
           "fault injection for tests: '', 'drop:every=N', 'delay:ms=N', "
           "'error:prob=P,seed=S'");
+ABSL_FLAG(std::string, kv_push, "layer",
+          "when KV leaves for the decode node: 'layer' (each layer of each "
+          "chunk as soon as the forward pass has written it, overlapping "
+          "the rest of the pass), 'chunk' (each chunk after its step) or "
+          "'request' (all of it after the last chunk)");
 ABSL_FLAG(bool, kv_staged, false,
           "move KV through host staging even from a host pool (tests; a GPU "
           "pool is always staged)");
@@ -56,6 +61,9 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_kv_transfer_timeout_ms) <= 0) {
     return Usage("--kv-transfer-timeout-ms must be > 0");
   }
+  auto push = duet::prefill_node::ParseKvPush(absl::GetFlag(FLAGS_kv_push));
+  if (!push.ok()) return Usage(std::string(push.status().message()));
+  options.push = *push;
   const std::string fault_spec = absl::GetFlag(FLAGS_kv_fault);
   auto fault = duet::kv_transfer::ParseFaultPlan(fault_spec);
   if (!fault.ok()) {
@@ -105,9 +113,10 @@ int main(int argc, char** argv) {
       [&] { return service.Load(); }, "duet-prefill",
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
-      absl::StrFormat("%s; %d tokens per step, %s, KV over %s%s",
+      absl::StrFormat("%s; %d tokens per step, %s, KV pushed per %s over %s%s",
                       r.backend_description(), options.max_num_batched_tokens,
                       r.PoolSummary(),
+                      duet::prefill_node::KvPushName(options.push),
                       flags->kv_transport == "cuda-ipc" ? "CUDA IPC"
                       : r.device() >= 0 || ucx.staged  ? "UCX (host-staged)"
                                                        : "UCX",

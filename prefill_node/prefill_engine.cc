@@ -2,12 +2,33 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "model/engine.h"
 
 namespace duet::prefill_node {
+
+absl::StatusOr<KvPush> ParseKvPush(absl::string_view name) {
+  if (name == "layer") return KvPush::kLayer;
+  if (name == "chunk") return KvPush::kChunk;
+  if (name == "request") return KvPush::kRequest;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--kv-push must be layer, chunk or request, got '", name, "'"));
+}
+
+const char* KvPushName(KvPush push) {
+  switch (push) {
+    case KvPush::kLayer:
+      return "layer";
+    case KvPush::kChunk:
+      return "chunk";
+    case KvPush::kRequest:
+      return "request";
+  }
+  return "?";
+}
 
 std::optional<absl::StatusOr<PrefillResult>> PrefillJob::Wait(
     absl::Duration timeout) {
@@ -18,60 +39,172 @@ std::optional<absl::StatusOr<PrefillResult>> PrefillJob::Wait(
 void PrefillJob::OnScheduled() { started_ = absl::Now(); }
 
 void PrefillJob::OnToken(int32_t token) {
+  computed_ = absl::Now();
   partial_.first_token = token;
   partial_.queue_ms = absl::ToDoubleMilliseconds(started_ - submitted_);
-  partial_.prefill_ms = absl::ToDoubleMilliseconds(absl::Now() - started_);
+  partial_.prefill_ms = absl::ToDoubleMilliseconds(computed_ - started_);
 }
 
 void PrefillJob::OnFinish(runtime::FinishReason reason, absl::Status status) {
-  if (status.ok()) {
-    result_ = partial_;
+  compute_status_ = std::move(status);
+  // Never reached the policy (refused before admission, or shutdown): no
+  // transfer to wait for.
+  if (!transfer_open_) Complete(absl::OkStatus());
+}
+
+void PrefillJob::Complete(absl::Status transfer) {
+  if (!compute_status_.ok()) {
+    result_ = compute_status_;
+  } else if (!transfer.ok()) {
+    result_ = absl::Status(
+        transfer.code(), absl::StrCat("KV transfer to the decode node failed: ",
+                                      transfer.message()));
   } else {
-    result_ = std::move(status);
+    partial_.transfer_ms = absl::ToDoubleMilliseconds(absl::Now() - computed_);
+    result_ = partial_;
   }
   done_.Notify();
 }
 
-// Pushes the blocks each chunk wrote to the request's decode node, once the
-// step that wrote them is done, and ends a request at its first token.
+// Hands each chunk's KV to the asynchronous sender (per layer, per chunk or
+// per request), ends a request at its first token, and keeps its blocks
+// until the sender is done reading them.
 class PrefillPolicy final : public runtime::RolePolicy {
  public:
-  PrefillPolicy(std::unique_ptr<kv_transfer::KvSender> sender,
-                absl::Duration transfer_timeout, int32_t block_size)
-      : sender_(std::move(sender)),
-        transfer_timeout_(transfer_timeout),
+  PrefillPolicy(kv_transfer::AsyncKvSender* sender, kernels::Backend* backend,
+                const PrefillEngineOptions& options, int32_t block_size)
+      : sender_(sender),
+        backend_(backend),
+        push_(options.push),
+        transfer_timeout_(options.transfer_timeout),
         block_size_(block_size) {}
 
-  absl::Status OnChunkDone(const runtime::RequestView& r,
-                           const runtime::ScheduledChunk& chunk) override {
-    auto& job = static_cast<PrefillJob&>(*r.request.sink);
-    // A partial last block is pushed again, completed, with the next chunk.
-    const int32_t end = chunk.start + chunk.len;
-    std::vector<kv_transfer::BlockCopy> copies;
-    for (int32_t b = chunk.start / block_size_;
-         b < model::BlocksForTokens(end, block_size_); ++b) {
-      copies.push_back({r.seq.blocks[static_cast<size_t>(b)].value(), b});
+  void set_loop(runtime::EngineLoop* loop) { loop_ = loop; }
+
+  absl::Status OnAdmit(const runtime::NewRequest& r) override {
+    auto job = std::static_pointer_cast<PrefillJob>(r.sink);
+    DUET_RETURN_IF_ERROR(
+        sender_->Open(r.id.value(), job->dest_, r.deadline, transfer_timeout_));
+    job->transfer_open_ = true;
+    jobs_[r.id] = std::move(job);
+    return absl::OkStatus();
+  }
+
+  void BeforeStep(std::span<const runtime::RequestView> requests,
+                  std::span<const runtime::ScheduledChunk> chunks) override {
+    step_.clear();
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const runtime::ScheduledChunk& c = chunks[i];
+      const runtime::Sequence& seq = requests[i].seq;
+      const bool last = c.start + c.len >= seq.num_prompt_tokens;
+      Piece p{c.id.value(), {}};
+      if (push_ == KvPush::kRequest) {
+        if (last) p.copies = Copies(seq, 0, c.start + c.len, true);
+      } else {
+        p.copies = Copies(seq, c.start, c.start + c.len, last);
+      }
+      step_.push_back(std::move(p));
     }
-    const absl::Time sent_at = absl::Now();
-    const absl::Duration left = r.request.deadline - sent_at;
-    const absl::Status sent = sender_->Send(
-        job.dest_, copies,
-        std::max(absl::Milliseconds(1), std::min(transfer_timeout_, left)));
-    job.partial_.transfer_ms += absl::ToDoubleMilliseconds(absl::Now() - sent_at);
-    if (!sent.ok()) {
-      return absl::Status(
-          sent.code(), absl::StrCat("KV transfer to the decode node failed: ",
-                                    sent.message()));
+  }
+
+  bool WantsLayerHook() const override { return push_ == KvPush::kLayer; }
+
+  absl::Status OnLayerQueued(int32_t layer) override {
+    DUET_ASSIGN_OR_RETURN(std::shared_ptr<const kernels::StreamMark> mark,
+                          backend_->Mark());
+    for (const Piece& p : step_) {
+      if (p.copies.empty()) continue;
+      sender_->Submit(p.key, p.copies, {layer, layer + 1}, mark);
     }
     return absl::OkStatus();
   }
 
+  absl::Status OnChunkDone(const runtime::RequestView& r,
+                           const runtime::ScheduledChunk& chunk) override {
+    const uint64_t key = r.request.id.value();
+    if (push_ != KvPush::kLayer) {
+      for (Piece& p : step_) {
+        // The step is done (its tokens were read back): no mark needed.
+        if (p.key == key && !p.copies.empty()) {
+          sender_->Submit(key, std::move(p.copies), {}, nullptr);
+        }
+      }
+    }
+    // A transfer that already failed cannot be mended by the rest of the
+    // prompt: end the request now.
+    return sender_->status(key);
+  }
+
   int32_t MaxGenerated(const runtime::NewRequest&) const override { return 1; }
 
+  std::vector<BlockId> TakeBlocks(RequestId id,
+                                  std::vector<BlockId> blocks) override {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return blocks;
+    std::shared_ptr<PrefillJob> job = std::move(it->second);
+    jobs_.erase(it);
+    auto done = [loop = loop_, job, blocks](absl::Status transfer) {
+      loop->ReleaseBlocks(blocks);
+      job->Complete(std::move(transfer));
+    };
+    const uint64_t key = id.value();
+    const absl::Status ended =
+        job->compute_status_.ok()
+            ? sender_->Close(key, std::move(done))
+            : sender_->Abort(key, job->compute_status_, std::move(done));
+    if (!ended.ok()) {
+      // The sender is gone (shutdown): nothing reads the blocks any more.
+      job->Complete(ended);
+      return blocks;
+    }
+    return {};
+  }
+
+  void OnRemoved(RequestId id) override {
+    // Admitted but never joined the scheduler: nothing was submitted.
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    std::shared_ptr<PrefillJob> job = std::move(it->second);
+    jobs_.erase(it);
+    if (!sender_
+             ->Abort(id.value(), job->compute_status_,
+                     [job](absl::Status s) { job->Complete(std::move(s)); })
+             .ok()) {
+      job->Complete(absl::CancelledError("KV sender shut down"));
+    }
+  }
+
  private:
-  std::unique_ptr<kv_transfer::KvSender> sender_;
+  struct Piece {
+    uint64_t key;
+    std::vector<kv_transfer::BlockCopy> copies;
+  };
+
+  // The blocks of tokens [start, end) that are complete after them: a
+  // partial last block is sent only with the prompt's last chunk, once
+  // whole, so every block leaves exactly once.
+  std::vector<kv_transfer::BlockCopy> Copies(const runtime::Sequence& seq,
+                                             int32_t start, int32_t end,
+                                             bool last) const {
+    const int32_t first = start / block_size_;
+    const int32_t stop =
+        last ? model::BlocksForTokens(end, block_size_) : end / block_size_;
+    std::vector<kv_transfer::BlockCopy> copies;
+    for (int32_t b = first; b < stop; ++b) {
+      copies.push_back({seq.blocks[static_cast<size_t>(b)].value(), b});
+    }
+    return copies;
+  }
+
+  kv_transfer::AsyncKvSender* const sender_;
+  kernels::Backend* const backend_;
+  const KvPush push_;
   const absl::Duration transfer_timeout_;
   const int32_t block_size_;
+  runtime::EngineLoop* loop_ = nullptr;
+  // Loop thread only.
+  absl::flat_hash_map<RequestId, std::shared_ptr<PrefillJob>> jobs_;
+  std::vector<Piece> step_;
 };
 
 absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
@@ -87,19 +220,27 @@ absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
   e->runner_ = std::move(runner);
   DUET_ASSIGN_OR_RETURN(std::unique_ptr<kv_transfer::KvSender> s,
                         sender(*e->runner_));
-  e->policy_ = std::make_unique<PrefillPolicy>(
-      std::move(s), options.transfer_timeout, e->runner_->block_size());
+  e->sender_ = std::make_unique<kv_transfer::AsyncKvSender>(std::move(s));
+  e->policy_ =
+      std::make_unique<PrefillPolicy>(e->sender_.get(), &e->runner_->backend(),
+                                      options, e->runner_->block_size());
   runtime::EngineLoopOptions lo;
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
-  DUET_ASSIGN_OR_RETURN(
-      e->loop_,
-      runtime::EngineLoop::Create(e->runner_.get(), e->policy_.get(), lo));
+  DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
+                                      e->runner_.get(), e->policy_.get(), lo));
+  e->policy_->set_loop(e->loop_.get());
   return e;
 }
 
-PrefillEngine::~PrefillEngine() { loop_.reset(); }
+PrefillEngine::~PrefillEngine() {
+  // The loop ends every request (their transfers aborted), then the sender
+  // runs the callbacks, which give blocks back to the still-living loop.
+  if (loop_ != nullptr) loop_->Stop();
+  if (sender_ != nullptr) sender_->Shutdown();
+  loop_.reset();
+}
 
 absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
     uint64_t request_id, std::vector<int32_t> prompt,
@@ -110,9 +251,11 @@ absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
   const int32_t need = model::BlocksForTokens(
       static_cast<int64_t>(prompt.size()), runner_->block_size());
   if (static_cast<int32_t>(dest.block_ids.size()) < need) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV destination has ", dest.block_ids.size(), " blocks; the prompt "
-        "needs ", need));
+    return absl::InvalidArgumentError(absl::StrCat("KV destination has ",
+                                                   dest.block_ids.size(),
+                                                   " blocks; the prompt "
+                                                   "needs ",
+                                                   need));
   }
   if (need > runner_->num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(

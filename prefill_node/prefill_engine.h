@@ -1,9 +1,13 @@
 // The prefill role on the shared runtime: requests are chunk-prefilled by
 // the engine loop under the token budget (FCFS, several requests' chunks in
 // one forward pass, earlier chunks' KV read back from this node's own
-// cache); after every step the prefill policy pushes the blocks each chunk
-// wrote into the request's decode node (kv_transfer), and a request ends at
-// its first token, which the caller gets with the timings.
+// cache). The prefill policy hands the KV each chunk writes to the
+// asynchronous KV sender (kv_transfer/async_sender.h), by default layer by
+// layer as the forward pass queues each layer's KV writes, so the copies
+// overlap the rest of the pass; the loop never waits for a transfer. A
+// request's compute ends at its first token; the caller gets it (with the
+// timings) once all of its KV is visible at the decode node, and its
+// blocks here stay taken until then.
 #ifndef DUET_PREFILL_NODE_PREFILL_ENGINE_H_
 #define DUET_PREFILL_NODE_PREFILL_ENGINE_H_
 
@@ -13,8 +17,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "kv_transfer/async_sender.h"
 #include "kv_transfer/kv_transfer.h"
 #include "model/sampler.h"
 #include "runtime/engine_loop.h"
@@ -22,17 +28,31 @@
 
 namespace duet::prefill_node {
 
+// When KV leaves the prefill node (--kv-push).
+enum class KvPush {
+  kLayer,    // each layer of each chunk once the pass queued its KV writes
+  kChunk,    // each chunk's blocks (every layer) after its step
+  kRequest,  // all blocks after the last chunk (no overlap; for comparison)
+};
+absl::StatusOr<KvPush> ParseKvPush(absl::string_view name);
+const char* KvPushName(KvPush push);
+
 struct PrefillEngineOptions {
   int32_t max_num_batched_tokens = 2048;
   int32_t max_num_seqs = 256;
+  // Bound of each piece's copy (and of the whole transfer after the
+  // request's compute ended); the request's deadline bounds it too.
   absl::Duration transfer_timeout = absl::Seconds(10);
+  KvPush push = KvPush::kLayer;
 };
 
 struct PrefillResult {
   int32_t first_token = 0;
-  double queue_ms = 0;     // submit -> first chunk scheduled
-  double prefill_ms = 0;   // first chunk scheduled -> first token sampled
-  double transfer_ms = 0;  // time spent in KV sends
+  double queue_ms = 0;    // submit -> first chunk scheduled
+  double prefill_ms = 0;  // first chunk scheduled -> first token sampled
+  // First token sampled -> all KV visible at the decode node: the transfer
+  // time not hidden behind compute.
+  double transfer_ms = 0;
 };
 
 // One request's handle. Thread-safe.
@@ -41,7 +61,8 @@ class PrefillJob : public runtime::RequestSink {
   // Waits up to `timeout`; nullopt when still running.
   std::optional<absl::StatusOr<PrefillResult>> Wait(absl::Duration timeout);
 
-  // RequestSink (loop thread).
+  // RequestSink (loop thread). OnFinish records how the compute ended; the
+  // job completes when the KV transfer does.
   void OnScheduled() override;
   void OnToken(int32_t token) override;
   void OnFinish(runtime::FinishReason reason, absl::Status status) override;
@@ -49,14 +70,22 @@ class PrefillJob : public runtime::RequestSink {
  private:
   friend class PrefillPolicy;
   friend class PrefillEngine;
+  // The transfer ended with `transfer` (any thread, once).
+  void Complete(absl::Status transfer);
+
   absl::Notification done_;
   absl::StatusOr<PrefillResult> result_ = absl::UnknownError("not finished");
   // Loop thread only until done_.
   kv_transfer::KvDescriptor dest_;
   PrefillResult partial_;
+  absl::Status compute_status_ = absl::UnknownError("not finished");
+  bool transfer_open_ = false;
   absl::Time submitted_;
   absl::Time started_;
+  absl::Time computed_;  // first token sampled
 };
+
+class PrefillPolicy;
 
 class PrefillEngine {
  public:
@@ -95,7 +124,8 @@ class PrefillEngine {
   PrefillEngine() = default;
 
   std::unique_ptr<runtime::ModelRunner> runner_;
-  std::unique_ptr<runtime::RolePolicy> policy_;
+  std::unique_ptr<kv_transfer::AsyncKvSender> sender_;
+  std::unique_ptr<PrefillPolicy> policy_;
   std::unique_ptr<runtime::EngineLoop> loop_;  // destroyed first
 };
 

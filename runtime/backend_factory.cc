@@ -14,8 +14,8 @@ namespace duet::runtime {
 absl::StatusOr<BackendChoice> MakeBackend(const BackendRequest& request) {
   const std::string& kind = request.kind;
   if (kind != "auto" && kind != "cpu" && kind != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--backend must be auto, cpu or cuda, got '", kind, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be auto, cpu or cuda, got '", kind, "'"));
   }
   if (request.device < 0) {
     return absl::InvalidArgumentError(
@@ -56,9 +56,9 @@ absl::StatusOr<BackendChoice> MakeBackend(const BackendRequest& request) {
   }
 #endif
   choice.backend = kernels::MakeCpuBackend();
-  choice.description = absl::StrCat(
-      kind == "cpu" ? "--backend cpu" : "no GPU found",
-      ": CPU reference backend, fp32");
+  choice.description =
+      absl::StrCat(kind == "cpu" ? "--backend cpu" : "no GPU found",
+                   ": CPU reference backend, fp32");
   return choice;
 }
 

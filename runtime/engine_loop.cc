@@ -19,7 +19,8 @@ EngineLoop::EngineLoop(ModelRunner* runner, RolePolicy* policy,
 absl::StatusOr<std::unique_ptr<EngineLoop>> EngineLoop::Create(
     ModelRunner* runner, RolePolicy* policy, const EngineLoopOptions& options) {
   if (runner == nullptr || policy == nullptr) {
-    return absl::InvalidArgumentError("engine loop needs a runner and a policy");
+    return absl::InvalidArgumentError(
+        "engine loop needs a runner and a policy");
   }
   SchedulerOptions so = options.scheduler;
   so.block_size = runner->block_size();
@@ -34,12 +35,21 @@ absl::StatusOr<std::unique_ptr<EngineLoop>> EngineLoop::Create(
   return loop;
 }
 
-EngineLoop::~EngineLoop() {
+EngineLoop::~EngineLoop() { Stop(); }
+
+void EngineLoop::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
+}
+
+void EngineLoop::ReleaseBlocks(std::span<const BlockId> blocks) {
+  absl::MutexLock lock(&mu_);
+  const absl::Status s = scheduler_->Unreserve(blocks);
+  // Only blocks a policy kept come here, each once.
+  if (!s.ok()) DUET_LOG(ERROR) << "ReleaseBlocks: " << s;
 }
 
 absl::Status EngineLoop::Submit(NewRequest request) {
@@ -58,7 +68,8 @@ LoopLoad EngineLoop::Load() {
   l.free_blocks = scheduler_->num_free_blocks();
   l.total_blocks = scheduler_->num_total_blocks();
   l.running = scheduler_->num_running();
-  l.waiting = scheduler_->num_waiting() + static_cast<int32_t>(incoming_.size());
+  l.waiting =
+      scheduler_->num_waiting() + static_cast<int32_t>(incoming_.size());
   l.uncomputed_tokens = scheduler_->num_uncomputed_tokens();
   for (const NewRequest& r : incoming_) {
     l.uncomputed_tokens +=
@@ -70,12 +81,20 @@ LoopLoad EngineLoop::Load() {
 
 void EngineLoop::Finish(RequestId id, FinishReason reason,
                         absl::Status status) {
-  scheduler_->Remove(id);
+  std::vector<BlockId> blocks = scheduler_->Detach(id);
   auto it = active_.find(id);
-  if (it == active_.end()) return;
+  if (it == active_.end()) {
+    (void)scheduler_->Unreserve(blocks);
+    return;
+  }
   std::shared_ptr<RequestSink> sink = std::move(it->second.request.sink);
   active_.erase(it);
   sink->OnFinish(reason, std::move(status));
+  const std::vector<BlockId> freed = policy_->TakeBlocks(id, std::move(blocks));
+  if (absl::Status s = scheduler_->Unreserve(freed); !s.ok()) {
+    DUET_LOG(ERROR) << "freeing the blocks of request " << id.value() << ": "
+                    << s;
+  }
   policy_->OnRemoved(id);
 }
 
@@ -136,8 +155,8 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
         // The last token drawn is never fed back.
         const int64_t max_total =
             int64_t{r.num_prompt_tokens} + policy_->MaxGenerated(r) - 1;
-        s = scheduler_->Add(r.id, r.tokens, r.num_prompt_tokens,
-                            r.num_computed, r.blocks, max_total);
+        s = scheduler_->Add(r.id, r.tokens, r.num_prompt_tokens, r.num_computed,
+                            r.blocks, max_total);
       }
       if (!s.ok()) {
         (void)scheduler_->Unreserve(r.blocks);
@@ -196,8 +215,9 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
       }
       planned.push_back({seq, a});
       RunChunk rc;
-      rc.tokens = std::span<const int32_t>(seq->tokens).subspan(
-          static_cast<size_t>(c.start), static_cast<size_t>(c.len));
+      rc.tokens = std::span<const int32_t>(seq->tokens)
+                      .subspan(static_cast<size_t>(c.start),
+                               static_cast<size_t>(c.len));
       rc.num_cached = c.start;
       rc.blocks = seq->blocks;
       if (c.sample) {
@@ -210,13 +230,22 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
 
   // Only this thread changes sequences and active requests, so the
   // pointers taken above stay valid without the lock.
-  absl::StatusOr<std::vector<int32_t>> tokens = runner_->Run(chunks);
+  std::vector<RequestView> views;
+  views.reserve(planned.size());
+  for (const Planned& p : planned) {
+    views.push_back(RequestView{*p.seq, p.active->request});
+  }
+  policy_->BeforeStep(views, plan.chunks);
+  absl::StatusOr<std::vector<int32_t>> tokens = runner_->Run(
+      chunks, policy_->WantsLayerHook()
+                  ? model::Transformer::LayerHook([this](int32_t layer) {
+                      return policy_->OnLayerQueued(layer);
+                    })
+                  : nullptr);
   std::vector<absl::Status> chunk_status(plan.chunks.size());
   if (tokens.ok()) {
     for (size_t i = 0; i < plan.chunks.size(); ++i) {
-      chunk_status[i] = policy_->OnChunkDone(
-          RequestView{*planned[i].seq, planned[i].active->request},
-          plan.chunks[i]);
+      chunk_status[i] = policy_->OnChunkDone(views[i], plan.chunks[i]);
     }
   }
 

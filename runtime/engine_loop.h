@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -79,6 +80,18 @@ class RolePolicy {
   virtual absl::Status OnAdmit(const NewRequest& request) {
     return absl::OkStatus();
   }
+  // On the loop thread before each step's forward pass (no lock held): the
+  // planned chunks and their requests, in plan order (valid until the step
+  // ends).
+  virtual void BeforeStep(std::span<const RequestView> requests,
+                          std::span<const ScheduledChunk> chunks) {}
+  // Whether OnLayerQueued should be called during forward passes.
+  virtual bool WantsLayerHook() const { return false; }
+  // During the forward pass, as the KV writes of layer `layer` of every
+  // planned chunk are queued on the backend (model::Transformer::LayerHook;
+  // take a Backend::Mark to know when they are done). An error fails the
+  // step.
+  virtual absl::Status OnLayerQueued(int32_t layer) { return absl::OkStatus(); }
   // On the loop thread after each step, for each chunk that ran, before its
   // token is emitted: the chunk's KV is in the cache. An error ends the
   // request with it.
@@ -94,6 +107,15 @@ class RolePolicy {
   // On the loop thread with the loop's lock held, before each plan and at
   // least every EngineLoopOptions::idle_wake (reservation expiry).
   virtual void Housekeeping(Scheduler& scheduler) {}
+  // On the loop thread with the loop's lock held, when a request that ran
+  // in the scheduler leaves it (after its sink's OnFinish, before
+  // OnRemoved): the policy may keep some of its blocks (a KV transfer still
+  // reads them) and give them back later with EngineLoop::ReleaseBlocks;
+  // the blocks it returns are freed now.
+  virtual std::vector<BlockId> TakeBlocks(RequestId id,
+                                          std::vector<BlockId> blocks) {
+    return blocks;
+  }
   // On the loop thread when a request has left the scheduler.
   virtual void OnRemoved(RequestId id) {}
 };
@@ -120,8 +142,15 @@ class EngineLoop {
   static absl::StatusOr<std::unique_ptr<EngineLoop>> Create(
       ModelRunner* runner, RolePolicy* policy,
       const EngineLoopOptions& options);
-  // Stops the thread; requests still inside end CANCELLED.
+  // Stop().
   ~EngineLoop();
+  // Stops the thread; requests still inside end CANCELLED. The loop object
+  // stays usable for ReleaseBlocks and Load. Idempotent.
+  void Stop();
+
+  // Frees blocks a policy kept with TakeBlocks. Any thread, but never from
+  // inside a policy hook (the loop's lock may be held there).
+  void ReleaseBlocks(std::span<const BlockId> blocks);
 
   // Queues a request for the loop to admit. UNAVAILABLE once stopping
   // (then the request's blocks are the caller's to return).

@@ -74,8 +74,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
         "model runner: block size (", options.block_size,
         ") and max-num-batched-tokens (", options.max_num_batched_tokens,
         ") must be > 0, num-kv-blocks (", options.num_kv_blocks,
-        ") >= 0, kv-cache-memory-fraction (",
-        options.kv_cache_memory_fraction, ") in (0, 1]"));
+        ") >= 0, kv-cache-memory-fraction (", options.kv_cache_memory_fraction,
+        ") in (0, 1]"));
   }
   std::unique_ptr<ModelRunner> r(new ModelRunner());
   r->model_ = std::move(model);
@@ -86,16 +86,17 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     const model::ModelConfig& c = r->model_->config();
     return int64_t{2} * c.num_layers * c.num_kv_heads * c.head_dim *
            options.block_size *
-           static_cast<int64_t>(DTypeSize(r->model_->backend().activation_dtype()));
+           static_cast<int64_t>(
+               DTypeSize(r->model_->backend().activation_dtype()));
   }();
   int32_t blocks = options.num_kv_blocks;
   if (blocks == 0 && backend.device < 0) blocks = options.cpu_default_blocks;
   if (blocks == 0) {
     // One sequence cannot be longer than the model's context.
-    DUET_RETURN_IF_ERROR(ProfileStep(
-        *r->model_, options.block_size,
-        std::min(options.max_num_batched_tokens,
-                 r->model_->config().max_position_embeddings)));
+    DUET_RETURN_IF_ERROR(
+        ProfileStep(*r->model_, options.block_size,
+                    std::min(options.max_num_batched_tokens,
+                             r->model_->config().max_position_embeddings)));
     DUET_ASSIGN_OR_RETURN(const size_t free_now, FreeDeviceMemory(backend));
     // This process's own allocations (weights, activations): not the drop
     // in device free memory, which also counts nodes starting beside it on
@@ -107,14 +108,12 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     // more than is free now, less a margin for the CUDA graphs and
     // cuBLAS workspaces that come with the first decode steps.
     const double margin = 512.0 * (1 << 20);
-    const double share =
-        options.kv_cache_memory_fraction * static_cast<double>(backend.total_bytes);
-    const double kv_bytes =
-        std::min(share - std::max(used_here, 0.0),
-                 static_cast<double>(free_now) - margin);
-    const int64_t n = kv_bytes > 0 ? static_cast<int64_t>(kv_bytes) /
-                                         bytes_per_block
-                                   : 0;
+    const double share = options.kv_cache_memory_fraction *
+                         static_cast<double>(backend.total_bytes);
+    const double kv_bytes = std::min(share - std::max(used_here, 0.0),
+                                     static_cast<double>(free_now) - margin);
+    const int64_t n =
+        kv_bytes > 0 ? static_cast<int64_t>(kv_bytes) / bytes_per_block : 0;
     if (n < 1) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "no GPU memory left for a KV pool: --kv-cache-memory-fraction "
@@ -150,15 +149,16 @@ kv_transfer::KvPoolView ModelRunner::pool_view() const {
 }
 
 std::string ModelRunner::PoolSummary() const {
-  return absl::StrFormat(
-      "%d KV blocks x %d tokens = %d tokens (%.2f GiB)", num_blocks_,
-      options_.block_size, int64_t{num_blocks_} * options_.block_size,
-      static_cast<double>(cache_.bytes_per_block()) * num_blocks_ /
-          1073741824.0);
+  return absl::StrFormat("%d KV blocks x %d tokens = %d tokens (%.2f GiB)",
+                         num_blocks_, options_.block_size,
+                         int64_t{num_blocks_} * options_.block_size,
+                         static_cast<double>(cache_.bytes_per_block()) *
+                             num_blocks_ / 1073741824.0);
 }
 
 absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
-    std::span<const RunChunk> chunks) {
+    std::span<const RunChunk> chunks,
+    const model::Transformer::LayerHook& on_layer) {
   if (chunks.empty()) return std::vector<int32_t>{};
   std::vector<model::SeqChunk> seqs;
   std::vector<kernels::SampleSpec> specs;
@@ -171,13 +171,13 @@ absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
     specs.push_back(c.sample.value_or(kernels::SampleSpec{}));
     decode = decode && c.tokens.size() == 1;
   }
-  DUET_ASSIGN_OR_RETURN(
-      kernels::StepInputs step,
-      model::BuildStep(decode ? AttentionMode::kDecode : AttentionMode::kPrefill,
-                       seqs, options_.block_size));
-  DUET_ASSIGN_OR_RETURN(
-      std::vector<int32_t> drawn,
-      model_->ForwardSample(step, cache_, options_.block_size, specs));
+  DUET_ASSIGN_OR_RETURN(kernels::StepInputs step,
+                        model::BuildStep(decode ? AttentionMode::kDecode
+                                                : AttentionMode::kPrefill,
+                                         seqs, options_.block_size));
+  DUET_ASSIGN_OR_RETURN(std::vector<int32_t> drawn,
+                        model_->ForwardSample(step, cache_, options_.block_size,
+                                              specs, on_layer));
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (chunks[i].sample.has_value()) tokens.push_back(drawn[i]);

@@ -61,8 +61,12 @@ class ModelRunner {
 
   // Runs one step over `chunks` and returns one token per chunk with a
   // sample spec, in order. A step whose chunks all have one token runs as a
-  // decode step (CUDA graphs), any other as a prefill step.
-  absl::StatusOr<std::vector<int32_t>> Run(std::span<const RunChunk> chunks);
+  // decode step (CUDA graphs), any other as a prefill step. `on_layer` (may
+  // be null) is called as each layer's KV writes are queued (see
+  // model::Transformer::LayerHook).
+  absl::StatusOr<std::vector<int32_t>> Run(
+      std::span<const RunChunk> chunks,
+      const model::Transformer::LayerHook& on_layer = nullptr);
 
   const model::ModelConfig& config() const { return model_->config(); }
   kernels::Backend& backend() { return model_->backend(); }

@@ -27,9 +27,9 @@ absl::StatusOr<std::vector<BlockId>> Scheduler::Reserve(int32_t n) {
   if (n < 0) return absl::InvalidArgumentError("Reserve: negative count");
   const int64_t owed = num_blocks_owed();
   if (owed > 0 && pool_.num_free() - n < owed) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache full: ", pool_.num_free(), " blocks free, ", owed,
-        " owed to preempted requests waiting to resume"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache full: ", pool_.num_free(), " blocks free, ",
+                     owed, " owed to preempted requests waiting to resume"));
   }
   return pool_.Allocate(n);
 }
@@ -92,9 +92,9 @@ absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
     if (pool_.RefCount(blocks[i]) != 1 ||
         std::find(blocks.begin(), blocks.begin() + i, blocks[i]) !=
             blocks.begin() + i) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", id.value(), ": block ", blocks[i].value(),
-          " is not a reserved block it alone holds"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", id.value(), ": block ", blocks[i].value(),
+                       " is not a reserved block it alone holds"));
     }
   }
   if (seqs_.contains(id)) {
@@ -155,8 +155,7 @@ StepPlan Scheduler::Schedule() {
     auto blocks = pool_.Allocate(need);
     if (!blocks.ok()) std::abort();  // checked against num_free above
     s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
-    plan.chunks.push_back(
-        {s.id, s.num_computed, len, len == remaining});
+    plan.chunks.push_back({s.id, s.num_computed, len, len == remaining});
     budget -= len;
   }
   // Admission waits while preemption is freeing room for running work.
@@ -190,9 +189,9 @@ StepPlan Scheduler::Schedule() {
 
 absl::Status Scheduler::Update(const StepPlan& plan,
                                std::span<const int32_t> sampled) {
-  const auto samples = std::count_if(
-      plan.chunks.begin(), plan.chunks.end(),
-      [](const ScheduledChunk& c) { return c.sample; });
+  const auto samples =
+      std::count_if(plan.chunks.begin(), plan.chunks.end(),
+                    [](const ScheduledChunk& c) { return c.sample; });
   if (static_cast<size_t>(samples) != sampled.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("Update: ", sampled.size(), " sampled tokens for ",
@@ -217,15 +216,23 @@ absl::Status Scheduler::Update(const StepPlan& plan,
 bool Scheduler::Remove(RequestId id) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return false;
+  FreeBlocks(*it->second);
+  Detach(id);
+  return true;
+}
+
+std::vector<BlockId> Scheduler::Detach(RequestId id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return {};
   Sequence& s = *it->second;
-  FreeBlocks(s);
+  std::vector<BlockId> blocks = std::move(s.blocks);
   if (s.running) {
     running_.erase(std::find(running_.begin(), running_.end(), id));
   } else {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
   }
   seqs_.erase(it);
-  return true;
+  return blocks;
 }
 
 const Sequence* Scheduler::Find(RequestId id) const {

@@ -102,8 +102,9 @@ class Scheduler {
   // `max_total_tokens` tokens (0: just its known ones). InvalidArgument for
   // an empty sequence, num_computed outside [0, tokens.size()), too few
   // blocks for num_computed tokens, blocks that are not reserved ones held
-  // once, or a sequence that could outgrow the whole pool (it would end up preempting itself forever, with the
-  // waiting queue blocked behind it); AlreadyExists for a known id.
+  // once, or a sequence that could outgrow the whole pool (it would end up
+  // preempting itself forever, with the waiting queue blocked behind it);
+  // AlreadyExists for a known id.
   absl::Status Add(RequestId id, std::vector<int32_t> tokens,
                    int32_t num_prompt_tokens, int32_t num_computed = 0,
                    std::vector<BlockId> blocks = {},
@@ -125,6 +126,10 @@ class Scheduler {
 
   // Drops a sequence in any state and frees its blocks. False if unknown.
   bool Remove(RequestId id);
+  // Drops a sequence in any state but keeps its blocks taken, as if
+  // reserved: the caller returns them with Unreserve (a KV transfer may
+  // still read them). Empty if unknown.
+  std::vector<BlockId> Detach(RequestId id);
 
   // Null when unknown. Valid until the next non-const call.
   const Sequence* Find(RequestId id) const;

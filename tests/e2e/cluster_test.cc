@@ -379,6 +379,28 @@ TEST(ClusterTest, HostStagedKvTransferEqualsTheSingleProcessEngine) {
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
+// Every --kv-push mode over staged UCX, prompts of 7..260 tokens in 64-token
+// chunks (so pieces of several chunks and layers are in flight at once):
+// the same tokens as the single-process engine.
+TEST(ClusterTest, EveryKvPushModeEqualsTheSingleProcessEngine) {
+  for (const char* push : {"layer", "chunk", "request"}) {
+    SCOPED_TRACE(push);
+    ClusterOptions o = TinyCluster(1, 1);
+    o.prefill_args = {"--kv-staged", "--kv-push", push,
+                      "--max-num-batched-tokens", "64"};
+    o.decode_args = {"--kv-staged"};
+    auto cluster = LocalCluster::Start(o);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 8; ++i) {
+      prompts.push_back(LcgPrompt(7 + 36 * i, 100000));
+      prompts.back()[0] = 4000 + i;
+    }
+    ExpectConcurrentOutputsEqualTheEngine(**cluster, prompts, 6);
+    EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+  }
+}
+
 // A decode pool too small for the concurrent requests' growth: requests are
 // preempted and recomputed on the decode node, and every stream still
 // equals the single-process engine token for token.

@@ -23,9 +23,10 @@ struct Pair {
   std::unique_ptr<decode_node::DecodeEngine> decode;
 };
 
-std::unique_ptr<Pair> MakePair(int32_t prefill_budget, int32_t decode_blocks,
-                               int32_t max_batch = 8,
-                               const std::string& fault = "") {
+std::unique_ptr<Pair> MakePair(
+    int32_t prefill_budget, int32_t decode_blocks, int32_t max_batch = 8,
+    const std::string& fault = "",
+    prefill_node::KvPush push = prefill_node::KvPush::kLayer) {
   auto p = std::make_unique<Pair>();
   decode_node::DecodeEngineOptions d;
   d.max_num_seqs = max_batch;
@@ -41,6 +42,7 @@ std::unique_ptr<Pair> MakePair(int32_t prefill_budget, int32_t decode_blocks,
   prefill_node::PrefillEngineOptions o;
   o.max_num_batched_tokens = prefill_budget;
   o.transfer_timeout = absl::Milliseconds(300);
+  o.push = push;
   auto plan = kv_transfer::ParseFaultPlan(fault);
   EXPECT_TRUE(plan.ok());
   auto prefill = prefill_node::PrefillEngine::Create(
@@ -94,8 +96,14 @@ absl::StatusOr<std::vector<int32_t>> RunOne(Pair& p, uint64_t id,
   }
 }
 
-TEST(DisaggregatedEnginesTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
-  auto p = MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256);
+class PushModeTest : public ::testing::TestWithParam<prefill_node::KvPush> {};
+
+// Prompts of 3..190 tokens in a 48-token budget: single-chunk and
+// many-chunk prompts, partial last blocks, chunks of several requests in
+// one pass; every push mode gives the single-process engine's tokens.
+TEST_P(PushModeTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
+  auto p = MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256, 8, "",
+                    GetParam());
   auto engine = model::Engine::Create(
       testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
   ASSERT_TRUE(engine.ok());
@@ -124,6 +132,15 @@ TEST(DisaggregatedEnginesTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
   EXPECT_EQ(p->prefill->free_blocks(), 128);
   EXPECT_EQ(p->prefill->queued_tokens(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    DisaggregatedEnginesTest, PushModeTest,
+    ::testing::Values(prefill_node::KvPush::kLayer,
+                      prefill_node::KvPush::kChunk,
+                      prefill_node::KvPush::kRequest),
+    [](const ::testing::TestParamInfo<prefill_node::KvPush>& info) {
+      return std::string(prefill_node::KvPushName(info.param));
+    });
 
 TEST(DisaggregatedEnginesTest, FullPoolIsResourceExhaustedAndRunningIsIntact) {
   auto p = MakePair(64, /*decode_blocks=*/4);
@@ -221,6 +238,24 @@ TEST(DisaggregatedEnginesTest, DroppedTransferFailsWithinTheTimeoutAndFrees) {
   EXPECT_THAT(got.status().message(), HasSubstr("KV transfer"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   EXPECT_EQ(p->prefill->free_blocks(), 128);
+  absl::SleepFor(absl::Milliseconds(400));  // the quarantine
+  EXPECT_EQ(p->decode->Load().free_blocks, 16);
+}
+
+// Layer-wise push with layer 1 of every chunk lost: the request fails with
+// DEADLINE_EXCEEDED within the transfer timeout, the prefill node's blocks
+// come back once the sender has given up on them, the decode node's after
+// the release, and the next request is served.
+TEST(DisaggregatedEnginesTest, DroppedLayerFailsCleanlyAndFreesBothSides) {
+  auto p = MakePair(/*prefill_budget=*/16, 16, 8, "drop:every=2");
+  const absl::Time start = absl::Now();
+  auto got = RunOne(*p, 5, testing::LcgPrompt(40, 1000), Greedy(4));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << got.status();
+  EXPECT_THAT(got.status().message(), HasSubstr("KV transfer"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(p->prefill->free_blocks(), 128);
+  EXPECT_EQ(p->prefill->active_requests(), 0);
   absl::SleepFor(absl::Milliseconds(400));  // the quarantine
   EXPECT_EQ(p->decode->Load().free_blocks, 16);
 }
