@@ -3,14 +3,15 @@
 // random data with unordered, repeated and non-contiguous ids, nothing
 // outside the named blocks or past the packed bytes touched, and every bad
 // argument InvalidArgument before anything is copied.
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -75,9 +76,8 @@ TEST_F(KvBlocksTest, ScatterWritesOnlyTheNamedBlocks) {
   const std::vector<int32_t> ids = {4, 1, 8};
   const std::vector<uint8_t> host = RandomBytes(rng_, Packed(ids.size()));
   const std::vector<std::vector<uint8_t>> before = layers_;
-  ASSERT_TRUE(cpu_->ScatterKvBlocks(host.data(), Packed(ids.size()), ids,
-                                    pool_)
-                  .ok());
+  ASSERT_TRUE(
+      cpu_->ScatterKvBlocks(host.data(), Packed(ids.size()), ids, pool_).ok());
   for (int l = 0; l < kLayers; ++l) {
     for (int32_t b = 0; b < kBlocks; ++b) {
       const uint8_t* want = before[l].data() + b * kBlockBytes;
@@ -189,6 +189,35 @@ TEST_F(KvBlocksTest, BadArgumentsAreInvalidArgumentAndCopyNothing) {
   EXPECT_EQ(host, std::vector<uint8_t>(Packed(2), kPoison));
   // No ids: nothing to do, even without a host buffer.
   EXPECT_TRUE(cpu_->GatherKvBlocks(pool_, {}, nullptr, 0).ok());
+}
+
+// The CPU copy queue runs the reference copies on the caller's thread; its
+// marks are reached when taken (every CPU op is done when it returns).
+TEST_F(KvBlocksTest, CopyQueueGathersLikeTheBackendAndKeepsDeadlines) {
+  absl::StatusOr<std::shared_ptr<const StreamMark>> mark = cpu_->Mark();
+  ASSERT_TRUE(mark.ok());
+  EXPECT_TRUE((*mark)->Wait(absl::InfinitePast()).ok());
+  absl::StatusOr<std::unique_ptr<KvCopyQueue>> queue =
+      cpu_->CreateKvCopyQueue();
+  ASSERT_TRUE(queue.ok());
+  ASSERT_TRUE((*queue)->After(*mark).ok());
+  const std::vector<int32_t> ids = {4, 0, 9};
+  std::vector<uint8_t> got(static_cast<size_t>(Packed(ids.size())));
+  std::vector<uint8_t> want(got.size());
+  ASSERT_TRUE((*queue)
+                  ->Gather(pool_, ids, got.data(), Packed(ids.size()),
+                           absl::InfiniteFuture())
+                  .ok());
+  ASSERT_TRUE(
+      cpu_->GatherKvBlocks(pool_, ids, want.data(), Packed(ids.size())).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ((*queue)
+                ->Gather(pool_, ids, got.data(), Packed(ids.size()),
+                         absl::Now() - absl::Seconds(1))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ((*queue)->After(nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(HostStagingTest, CpuStagingIsAlignedWritableAndChecked) {

@@ -152,11 +152,10 @@ TEST_F(CudaVsCpuTest, ScatterKvBlocksMatchesTheCpuReference) {
         RandomBf16(rng, static_cast<size_t>(elems), 2.0f, 3.0f);
     absl::StatusOr<HostBuffer> staging = cuda_->AllocateHostStaging(elems * 2);
     ASSERT_TRUE(staging.ok()) << staging.status();
-    ConvertFromF32(values.data(), values.size(), DType::kBF16,
-                   staging->data());
-    ASSERT_TRUE(cpu_->ScatterKvBlocks(staging->data(), elems * 2, ids,
-                                      pool.HostPool())
-                    .ok());
+    ConvertFromF32(values.data(), values.size(), DType::kBF16, staging->data());
+    ASSERT_TRUE(
+        cpu_->ScatterKvBlocks(staging->data(), elems * 2, ids, pool.HostPool())
+            .ok());
     const absl::Status s = cuda_->ScatterKvBlocks(staging->data(), elems * 2,
                                                   ids, pool.DevicePool());
     ASSERT_TRUE(s.ok()) << s;
@@ -180,8 +179,7 @@ TEST_F(CudaVsCpuTest, CopyKvBlocksBetweenPoolsMatchesTheCpuReference) {
     ASSERT_EQ(static_cast<int>(dst.device.size()), c.num_layers);
     std::vector<int32_t> from = RandomIds(rng, c.num_blocks, c.num_ids);
     from[from.size() / 2] = from[0];  // a source block may be read twice
-    const std::vector<int32_t> to =
-        RandomIds(rng, c.num_blocks + 5, c.num_ids);
+    const std::vector<int32_t> to = RandomIds(rng, c.num_blocks + 5, c.num_ids);
     ASSERT_TRUE(
         cpu_->CopyKvBlocks(src.HostPool(), from, dst.HostPool(), to).ok());
     const absl::Status s =
@@ -189,6 +187,69 @@ TEST_F(CudaVsCpuTest, CopyKvBlocksBetweenPoolsMatchesTheCpuReference) {
     ASSERT_TRUE(s.ok()) << s;
     ExpectDeviceEqualsHost(*cuda_, dst);
   }
+}
+
+// The KV copy queue (the KV sender's stream): a copy queued After a mark
+// does not start before the backend's stream reaches it (so it times out
+// while a long run of GEMMs is ahead of the mark), the queue recovers from
+// that (the next copy waits for the stalled one), and layer slices of a
+// pool copy and gather exactly like the CPU reference.
+TEST_F(CudaVsCpuTest, KvCopyQueueWaitsForItsMarkAndKeepsItsDeadline) {
+  std::mt19937 rng(17);
+  TwinPool src = MakeTwinPool(*cuda_, rng, 4, 64, 8, 16, 128);
+  TwinPool dst = MakeTwinPool(*cuda_, rng, 4, 80, 8, 16, 128);
+  ASSERT_EQ(dst.device.size(), 4u);
+  absl::StatusOr<std::unique_ptr<KvCopyQueue>> queue =
+      cuda_->CreateKvCopyQueue();
+  ASSERT_TRUE(queue.ok()) << queue.status();
+  auto x = cuda_->Allocate(DType::kBF16, {4096, 4096});
+  auto w = cuda_->Allocate(DType::kBF16, {4096, 4096});
+  auto out = cuda_->Allocate(DType::kBF16, {4096, 4096});
+  ASSERT_TRUE(x.ok() && w.ok() && out.ok());
+  for (int i = 0; i < 40; ++i) {  // ~5 ms of tensor-core work on an H100
+    ASSERT_TRUE(cuda_->Linear(x->view(), w->view(), out->view()).ok());
+  }
+  absl::StatusOr<std::shared_ptr<const StreamMark>> mark = cuda_->Mark();
+  ASSERT_TRUE(mark.ok()) << mark.status();
+  EXPECT_EQ((*mark)->Wait(absl::Now() + absl::Microseconds(100)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  const std::vector<int32_t> from = RandomIds(rng, 64, 40);
+  const std::vector<int32_t> to = RandomIds(rng, 80, 40);
+  auto slice = [](KvBlockPool p) {
+    p.layer_base = {p.layer_base[1], p.layer_base[2]};
+    return p;
+  };
+  ASSERT_TRUE((*queue)->After(*mark).ok());
+  EXPECT_EQ((*queue)
+                ->Copy(slice(src.DevicePool()), from, slice(dst.DevicePool()),
+                       to, absl::Now() + absl::Microseconds(200))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  const absl::Status again =
+      (*queue)->Copy(slice(src.DevicePool()), from, slice(dst.DevicePool()), to,
+                     absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(again.ok()) << again;
+  EXPECT_TRUE((*mark)->Wait(absl::Now()).ok());
+  ASSERT_TRUE(
+      cpu_->CopyKvBlocks(slice(src.HostPool()), from, slice(dst.HostPool()), to)
+          .ok());
+  ExpectDeviceEqualsHost(*cuda_, dst);  // layers 0 and 3 untouched
+
+  const int64_t bytes = 2 * 40 * src.DevicePool().block_bytes;
+  absl::StatusOr<HostBuffer> got = cuda_->AllocateHostStaging(bytes);
+  std::vector<char> want(static_cast<size_t>(bytes));
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE((*queue)
+                  ->Gather(slice(src.DevicePool()), from, got->data(), bytes,
+                           absl::Now() + absl::Seconds(10))
+                  .ok());
+  ASSERT_TRUE(
+      cpu_->GatherKvBlocks(slice(src.HostPool()), from, want.data(), bytes)
+          .ok());
+  EXPECT_EQ(std::memcmp(got->data(), want.data(), want.size()), 0);
+  // A mark from nowhere is refused.
+  EXPECT_EQ((*queue)->After(nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CudaVsCpuTest, KvBlockCopiesRejectBadArguments) {
