@@ -12,7 +12,11 @@
 #    each KV transport in DUET_KV_TRANSPORTS (default "ucx cuda-ipc"), the
 #    cluster's TTFT for prompts of 512, 2048 and 8192 tokens and inter-token
 #    latency at concurrency 1, 32 and 128 (duet-bench), both nodes on the
-#    same GPU.
+#    same GPU; each --kv-push mode in DUET_KV_PUSH (default "layer") gets
+#    its TTFT rows, the first one also the inter-token rows (DUET_SKIP_ITL=1
+#    skips them);
+# 4. duet-kv-bench: each transport's GB/s against its floors and the
+#    handover latency for 512, 2048 and 8192 tokens of qwen3-4b KV.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
@@ -23,7 +27,7 @@ if [[ -z "$BUNDLE" ]]; then
      scripts/build.sh -DDUET_BUILD_TESTS=ON)
   BUNDLE=$OUT/bundle
   scripts/bundle.sh "$BUNDLE"
-  cp "$ROOT/build/tests/e2e/e2e_gpu_cluster_test" "$BUNDLE/bin/"
+  cp "$ROOT/build/tests/e2e/e2e_gpu_cluster_test" "$ROOT/build/tools/duet-kv-bench" "$BUNDLE/bin/"
 fi
 BIN=$BUNDLE/bin
 export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -41,9 +45,12 @@ echo "== duet-model-bench (the single-process floors and step times)"
 "$BIN/duet-model-bench" --model "$MODEL" --batches 1,32,128 --contexts 512 \
   --prefill 512,2048,8192 --iters 10 2>&1 | tee "$OUT/model_bench.txt"
 
+PUSHES=(${DUET_KV_PUSH:-layer})
 for TRANSPORT in ${DUET_KV_TRANSPORTS:-ucx cuda-ipc}; do
-echo "== cluster on one GPU, KV over $TRANSPORT: TTFT and inter-token latency"
-LOGS=$OUT/logs_$TRANSPORT
+for PUSH in "${PUSHES[@]}"; do
+echo "== cluster on one GPU, KV over $TRANSPORT pushed per $PUSH: TTFT and inter-token latency"
+TAG=${TRANSPORT}_$PUSH
+LOGS=$OUT/logs_$TAG
 mkdir -p "$LOGS"
 PORT=$((20000 + RANDOM % 20000))
 ROUTER=127.0.0.1:$PORT
@@ -53,7 +60,7 @@ trap 'kill ${PIDS[*]} 2>/dev/null || true' EXIT
 sleep 1
 "$BIN/duet-prefill" --model "$MODEL" --router "$ROUTER" --backend cuda \
   --kv-cache-memory-fraction 0.35 --max-num-batched-tokens 8192 \
-  --kv-transport "$TRANSPORT" >"$LOGS/prefill.out" 2>"$LOGS/prefill.log" &
+  --kv-transport "$TRANSPORT" --kv-push "$PUSH" >"$LOGS/prefill.out" 2>"$LOGS/prefill.log" &
 PIDS+=($!)
 "$BIN/duet-decode" --model "$MODEL" --router "$ROUTER" --backend cuda \
   --kv-cache-memory-fraction 0.5 --max-num-seqs 128 \
@@ -69,15 +76,24 @@ for len in 512 2048 8192; do
   echo "-- TTFT, prompt $len tokens, alone"
   "$BIN/duet-bench" --router "$ROUTER" --num-requests 6 --concurrency 1 \
     --input-len "$len" --output-len 2 --vocab-limit 150000 \
-    --json-out "$OUT/ttft_${TRANSPORT}_$len.json" | tee "$OUT/ttft_${TRANSPORT}_$len.txt"
+    --json-out "$OUT/ttft_${TAG}_$len.json" | tee "$OUT/ttft_${TAG}_$len.txt"
 done
+if [[ -z "${DUET_SKIP_ITL:-}" && "$PUSH" == "${PUSHES[0]}" ]]; then
 for c in 1 32 128; do
   echo "-- inter-token latency, concurrency $c, prompts of 512, 128 tokens out"
   "$BIN/duet-bench" --router "$ROUTER" --num-requests $((c < 8 ? 8 : 2 * c)) \
     --concurrency "$c" --input-len 512 --output-len 128 --vocab-limit 150000 \
-    --json-out "$OUT/itl_${TRANSPORT}_$c.json" | tee "$OUT/itl_${TRANSPORT}_$c.txt"
+    --json-out "$OUT/itl_${TAG}_$c.json" | tee "$OUT/itl_${TAG}_$c.txt"
 done
+fi
 kill "${PIDS[@]}" 2>/dev/null || true
 wait "${PIDS[@]}" 2>/dev/null || true
 done
+done
+if [[ -x "$BIN/duet-kv-bench" ]]; then
+  echo "== duet-kv-bench: KV handover per transport (qwen3-4b KV)"
+  "$BIN/duet-kv-bench" --backend=cuda --transports=cuda-ipc,ucx \
+    --tokens=512,2048,8192 --layer_us=500 --json_out="$OUT/kv_bench.json" \
+    2>&1 | tee "$OUT/kv_bench.txt"
+fi
 echo "results in $OUT"

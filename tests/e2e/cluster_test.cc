@@ -5,9 +5,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <csignal>
 #include <fstream>
 #include <sstream>
-#include <csignal>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -114,7 +114,7 @@ ClusterOptions TinyCluster(int prefill, int decode) {
   o.prefill_args = {"--max-num-batched-tokens", "64", "--num-kv-blocks", "256"};
   // Released reservations come back after 1 s instead of 12: transfers
   // here are loopback copies of a few KiB, far inside that.
-  o.decode_args = {"--num-kv-blocks", "512", "--max-num-seqs", "16",
+  o.decode_args = {"--num-kv-blocks",         "512", "--max-num-seqs", "16",
                    "--release-quarantine-ms", "1000"};
   return o;
 }
@@ -147,8 +147,8 @@ TEST(ClusterTest, ConcurrentRequestsEqualTheSingleProcessEngine) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kRequests; ++i) {
     threads.emplace_back([&, i] {
-      got[i] = Generate((*cluster)->client(),
-                        Request(prompts[i], max_tokens[i]));
+      got[i] =
+          Generate((*cluster)->client(), Request(prompts[i], max_tokens[i]));
     });
   }
   for (auto& t : threads) t.join();
@@ -156,8 +156,8 @@ TEST(ClusterTest, ConcurrentRequestsEqualTheSingleProcessEngine) {
     ASSERT_TRUE(got[i].status.ok())
         << "request " << i << ": " << got[i].status.error_message()
         << " (logs in " << (*cluster)->log_dir() << ")";
-    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i << ", prompt of "
-                                      << prompts[i].size() << " tokens";
+    EXPECT_EQ(got[i].tokens, want[i])
+        << "request " << i << ", prompt of " << prompts[i].size() << " tokens";
     EXPECT_EQ(got[i].finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
     EXPECT_EQ(got[i].finished.usage().prompt_tokens(), prompts[i].size());
     EXPECT_EQ(got[i].finished.usage().completion_tokens(),
@@ -216,8 +216,8 @@ TEST(ClusterTest, CancelledRequestsFreeEveryBlock) {
   const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(5));
   EXPECT_TRUE(freed.ok()) << freed;
   // The cluster still serves afterwards.
-  const Outcome after = Generate((*cluster)->client(),
-                                 Request(LcgPrompt(8, 1000), 3));
+  const Outcome after =
+      Generate((*cluster)->client(), Request(LcgPrompt(8, 1000), 3));
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
 }
 
@@ -237,8 +237,9 @@ TEST(ClusterTest, InvalidRequestsAreInvalidArgument) {
   cases.push_back({top_p, "top_p"});
   top_p.mutable_sampling()->set_top_p(-0.5f);
   cases.push_back({top_p, "top_p"});
-  cases.push_back({Request(LcgPrompt(4090, 1000), 16), "exceeds the model "
-                                                       "context"});
+  cases.push_back({Request(LcgPrompt(4090, 1000), 16),
+                   "exceeds the model "
+                   "context"});
   cases.push_back({Request({1, 999999999}, 4), "outside the vocabulary"});
   for (const Case& c : cases) {
     const Outcome o = Generate((*cluster)->client(), c.req);
@@ -251,14 +252,14 @@ TEST(ClusterTest, InvalidRequestsAreInvalidArgument) {
 
 TEST(ClusterTest, DroppedTransferTimesOutWithinTheConfiguredTimeout) {
   ClusterOptions o = TinyCluster(1, 1);
-  o.prefill_args.insert(o.prefill_args.end(),
-                        {"--kv-fault", "drop:every=1",
-                         "--kv-transfer-timeout-ms", "500"});
+  o.prefill_args.insert(
+      o.prefill_args.end(),
+      {"--kv-fault", "drop:every=1", "--kv-transfer-timeout-ms", "500"});
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   const absl::Time start = absl::Now();
-  const Outcome out = Generate((*cluster)->client(),
-                               Request(LcgPrompt(10, 1000), 4));
+  const Outcome out =
+      Generate((*cluster)->client(), Request(LcgPrompt(10, 1000), 4));
   const absl::Duration took = absl::Now() - start;
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << out.status.error_message();
