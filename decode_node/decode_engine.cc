@@ -49,9 +49,9 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
   absl::Status OnAdmit(const runtime::NewRequest& r) override {
     absl::Status s = engine_->receiver_->Land(r.id.value());
     if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("landing the KV of request ",
-                                                 r.id.value(), ": ",
-                                                 s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat("landing the KV of request ", r.id.value(),
+                                 ": ", s.message()));
     }
     return s;
   }
@@ -89,9 +89,8 @@ absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
-  DUET_ASSIGN_OR_RETURN(
-      e->loop_,
-      runtime::EngineLoop::Create(e->runner_.get(), e->policy_.get(), lo));
+  DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
+                                      e->runner_.get(), e->policy_.get(), lo));
   return e;
 }
 
@@ -103,7 +102,8 @@ DecodeEngine::~DecodeEngine() {
 
 absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
-    const kv_transfer::KvLayout& expected, absl::Duration ttl) {
+    const kv_transfer::KvLayout& expected, absl::Duration ttl,
+    std::optional<kv_transfer::Transport> transport) {
   DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), expected));
   if (num_prompt_tokens <= 0 || max_new_tokens <= 0) {
     return absl::InvalidArgumentError(
@@ -121,50 +121,49 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
   // even alone after preempting everything else.
   const int32_t most = model::BlocksForTokens(total - 1, bs);
   if (most > runner_->num_blocks()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Reserve: prompt + max_tokens needs ", most,
-        " KV blocks at the end; this decode node's pool has ",
-        runner_->num_blocks(), " (lower max_tokens)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Reserve: prompt + max_tokens needs ", most,
+                     " KV blocks at the end; this decode node's pool has ",
+                     runner_->num_blocks(), " (lower max_tokens)"));
   }
   const int32_t prompt_blocks = model::BlocksForTokens(num_prompt_tokens, bs);
   if (prompt_blocks > receiver_->max_blocks_per_request()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Reserve: the prompt's KV is ", prompt_blocks,
-        " blocks; this decode node receives at most ",
-        receiver_->max_blocks_per_request(),
-        " per request (raise its --kv-staging-blocks)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Reserve: the prompt's KV is ", prompt_blocks,
+                     " blocks; this decode node receives at most ",
+                     receiver_->max_blocks_per_request(),
+                     " per request (raise its --kv-staging-blocks)"));
   }
-  return loop_->WithScheduler(
-      [&](runtime::Scheduler& scheduler)
-          -> absl::StatusOr<kv_transfer::KvDescriptor> {
-        absl::MutexLock lock(&mu_);
-        if (reservations_.contains(request_id) ||
-            streams_.contains(request_id)) {
-          return absl::AlreadyExistsError(
-              absl::StrCat("request ", request_id, " is already reserved"));
-        }
-        DUET_ASSIGN_OR_RETURN(
-            std::vector<BlockId> blocks,
-            scheduler.Reserve(std::min(prompt_blocks + 1, most)));
-        std::vector<int32_t> ids;
-        for (int32_t i = 0; i < prompt_blocks; ++i) {
-          ids.push_back(blocks[static_cast<size_t>(i)].value());
-        }
-        auto desc = receiver_->Describe(request_id, ids);
-        if (!desc.ok()) {
-          (void)scheduler.Unreserve(blocks);
-          return desc.status();
-        }
-        Reservation r;
-        r.blocks = std::move(blocks);
-        r.prompt_len = num_prompt_tokens;
-        r.max_new_tokens = max_new_tokens;
-        r.expires = absl::Now() + (ttl > absl::ZeroDuration()
-                                       ? ttl
-                                       : options_.default_reservation_ttl);
-        reservations_.emplace(request_id, std::move(r));
-        return desc;
-      });
+  return loop_->WithScheduler([&](runtime::Scheduler& scheduler)
+                                  -> absl::StatusOr<kv_transfer::KvDescriptor> {
+    absl::MutexLock lock(&mu_);
+    if (reservations_.contains(request_id) || streams_.contains(request_id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("request ", request_id, " is already reserved"));
+    }
+    DUET_ASSIGN_OR_RETURN(std::vector<BlockId> blocks,
+                          scheduler.Reserve(std::min(prompt_blocks + 1, most)));
+    std::vector<int32_t> ids;
+    for (int32_t i = 0; i < prompt_blocks; ++i) {
+      ids.push_back(blocks[static_cast<size_t>(i)].value());
+    }
+    auto desc = transport.has_value()
+                    ? receiver_->DescribeFor(*transport, request_id, ids)
+                    : receiver_->Describe(request_id, ids);
+    if (!desc.ok()) {
+      (void)scheduler.Unreserve(blocks);
+      return desc.status();
+    }
+    Reservation r;
+    r.blocks = std::move(blocks);
+    r.prompt_len = num_prompt_tokens;
+    r.max_new_tokens = max_new_tokens;
+    r.expires =
+        absl::Now() +
+        (ttl > absl::ZeroDuration() ? ttl : options_.default_reservation_ttl);
+    reservations_.emplace(request_id, std::move(r));
+    return desc;
+  });
 }
 
 absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
@@ -178,8 +177,8 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
   }
   for (int32_t id : prompt) {
     if (id < 0 || id >= config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token id ", id, " is outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", id, " is outside the vocabulary"));
     }
   }
   auto stream = std::make_shared<DecodeStream>();
@@ -208,9 +207,9 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
           "preemption)"));
     }
     if (params.max_tokens > r.max_new_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "max_tokens ", params.max_tokens, " exceeds the reserved ",
-          r.max_new_tokens));
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_tokens ", params.max_tokens,
+                       " exceeds the reserved ", r.max_new_tokens));
     }
     std::vector<int32_t> stops = params.stop_token_ids;
     if (!params.ignore_eos) {
@@ -230,9 +229,9 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     req.sink = stream;
     reservations_.erase(it);
     if (finished_at_first) {
-      stream->OnFinish(stop ? FinishReason::kStopToken
-                            : FinishReason::kMaxTokens,
-                       absl::OkStatus());
+      stream->OnFinish(
+          stop ? FinishReason::kStopToken : FinishReason::kMaxTokens,
+          absl::OkStatus());
       // Under mu_, so a new reservation under the same id cannot slip in
       // between and lose its staging. The transfer is complete: no
       // quarantine.
@@ -242,16 +241,18 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     }
   }
   if (finished_at_first) {
-    loop_->WithScheduler([&](runtime::Scheduler& s) {
-      return s.Unreserve(req.blocks);
-    }).IgnoreError();
+    loop_
+        ->WithScheduler(
+            [&](runtime::Scheduler& s) { return s.Unreserve(req.blocks); })
+        .IgnoreError();
     return stream;
   }
   std::vector<BlockId> blocks = req.blocks;
   if (absl::Status s = loop_->Submit(std::move(req)); !s.ok()) {
-    loop_->WithScheduler([&](runtime::Scheduler& sch) {
-      return sch.Unreserve(blocks);
-    }).IgnoreError();
+    loop_
+        ->WithScheduler(
+            [&](runtime::Scheduler& sch) { return sch.Unreserve(blocks); })
+        .IgnoreError();
     absl::MutexLock lock(&mu_);
     receiver_->Discard(request_id);
     streams_.erase(request_id);

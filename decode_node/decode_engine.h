@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -68,7 +69,7 @@ class DecodeStream : public runtime::RequestSink {
     std::vector<int32_t> tokens;  // new tokens since the last call
     bool done = false;
     FinishReason finish_reason = FinishReason::kMaxTokens;
-    absl::Status error;  // non-OK when the request failed
+    absl::Status error;      // non-OK when the request failed
     double decode_ms = 0.0;  // set when done: first to last token
   };
   // Returns new tokens, or done, or (after `timeout`) an empty update.
@@ -112,9 +113,12 @@ class DecodeEngine {
   // is not ours or a request that could never fit this node's pool,
   // ALREADY_EXISTS for a duplicate id, RESOURCE_EXHAUSTED when the pool (or
   // the receiver's staging) is full.
+  // `transport`: the KV transport the router chose for the pair (nullopt:
+  // the receiver's default); INVALID_ARGUMENT when this node has none such.
   absl::StatusOr<kv_transfer::KvDescriptor> Reserve(
       uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
-      const kv_transfer::KvLayout& expected, absl::Duration ttl);
+      const kv_transfer::KvLayout& expected, absl::Duration ttl,
+      std::optional<kv_transfer::Transport> transport = std::nullopt);
 
   // Admits a reserved request whose KV is complete, with its prompt (kept
   // to recompute the KV after a preemption) and its first token (sampled

@@ -25,10 +25,12 @@ grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
                                     v1::ReserveResponse* reply) {
   auto layout = serving::FromProto(req->expected_layout());
   if (!layout.ok()) return serving::ToGrpc(layout.status());
+  auto transport = serving::FromProto(req->kv_transport());
+  if (!transport.ok()) return serving::ToGrpc(transport.status());
   auto desc = engine_->Reserve(
       req->request_id(), static_cast<int32_t>(req->num_prompt_tokens()),
       static_cast<int32_t>(req->max_new_tokens()), *layout,
-      absl::Milliseconds(req->reservation_ttl_ms()));
+      absl::Milliseconds(req->reservation_ttl_ms()), *transport);
   if (!desc.ok()) return serving::ToGrpc(desc.status());
   *reply->mutable_kv_transfer() = serving::ToProto(*desc);
   return grpc::Status::OK;
@@ -46,11 +48,11 @@ grpc::Status DecodeService::Decode(
     grpc::ServerWriter<v1::DecodeResponse>* writer) {
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
-  auto stream = engine_->StartDecode(
-      req->request_id(),
-      std::vector<int32_t>(req->prompt_token_ids().begin(),
-                           req->prompt_token_ids().end()),
-      req->first_token(), *params);
+  auto stream =
+      engine_->StartDecode(req->request_id(),
+                           std::vector<int32_t>(req->prompt_token_ids().begin(),
+                                                req->prompt_token_ids().end()),
+                           req->first_token(), *params);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
   const absl::Time deadline =
       req->deadline_ms() > 0
@@ -115,8 +117,7 @@ v1::NodeLoad DecodeService::Load() {
   return load;
 }
 
-grpc::Status DecodeService::Stats(grpc::ServerContext*,
-                                  const v1::StatsRequest*,
+grpc::Status DecodeService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
                                   v1::StatsResponse* reply) {
   *reply->mutable_load() = Load();
   *reply->mutable_layout() = serving::ToProto(engine_->layout());

@@ -16,6 +16,7 @@
 #include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/ucx_transport.h"
 #include "serving/convert.h"
+#include "serving/kv_transports.h"
 #include "serving/node_flags.h"
 #include "serving/node_main.h"
 #include "serving/server_util.h"
@@ -84,20 +85,20 @@ int main(int argc, char** argv) {
   ucx.staged = absl::GetFlag(FLAGS_kv_staged);
   ucx.staging_blocks = absl::GetFlag(FLAGS_kv_staging_blocks);
   if (ucx.staging_blocks == 0) {
-    ucx.staging_blocks = std::max(
-        duet::kv_transfer::kDefaultStagingBlocks,
-        duet::model::BlocksForTokens(
-            (*runner)->config().max_position_embeddings,
-            flags->runner.block_size));
+    ucx.staging_blocks =
+        std::max(duet::kv_transfer::kDefaultStagingBlocks,
+                 duet::model::BlocksForTokens(
+                     (*runner)->config().max_position_embeddings,
+                     flags->runner.block_size));
   }
   ucx.staging_quarantine = options.release_quarantine;
+  auto transports =
+      duet::serving::ResolveKvTransports(flags->kv_transport, **runner);
+  if (!transports.ok())
+    return Usage(std::string(transports.status().message()));
   auto engine = duet::decode_node::DecodeEngine::Create(
       std::move(*runner), options, [&](duet::runtime::ModelRunner& r) {
-        return flags->kv_transport == "cuda-ipc"
-                   ? duet::kv_transfer::MakeCudaIpcReceiver(r.pool_view(),
-                                                            r.device())
-                   : duet::kv_transfer::MakeUcxReceiver(r.pool_view(), ucx,
-                                                        &r.backend());
+        return duet::serving::MakeNodeKvReceiver(*transports, r, ucx);
       });
   if (!engine.ok()) {
     DUET_LOG(ERROR) << "starting the decode engine: " << engine.status();
@@ -111,19 +112,15 @@ int main(int argc, char** argv) {
   reg.set_total_kv_blocks(r.num_blocks());
   reg.set_max_running_requests(options.max_num_seqs);
   reg.set_max_model_len((*engine)->max_model_len());
-  reg.add_kv_transports(flags->kv_transport == "cuda-ipc"
-                            ? duet::v1::KV_TRANSPORT_CUDA_IPC
-                            : duet::v1::KV_TRANSPORT_UCX);
+  duet::serving::AddKvTransports(*transports, &reg);
   const auto& c = (*engine)->config();
   return duet::serving::ServeNode(
       flags->addresses, &service, std::move(reg),
       [&] { return service.Load(); }, "duet-decode",
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
-      absl::StrFormat("%s; %s, batch %d, KV over %s",
-                      r.backend_description(), r.PoolSummary(),
-                      options.max_num_seqs,
-                      flags->kv_transport == "cuda-ipc" ? "CUDA IPC"
-                      : r.device() >= 0 || ucx.staged  ? "UCX (host-staged)"
-                                                       : "UCX"));
+      absl::StrFormat(
+          "%s; %s, batch %d, KV over %s", r.backend_description(),
+          r.PoolSummary(), options.max_num_seqs,
+          duet::serving::KvTransportsDescription(*transports, r, ucx)));
 }

@@ -5,8 +5,8 @@
 // pool with one copy kernel over all layers and blocks
 // (the copy kernel of Backend::CopyKvBlocks, on a copy queue of its own), so
 // a handover moves at device-copy speed instead of through host staging and
-// a network stack. Send returns once the kernel is done, so the bytes are in the decode node's pool; Land has nothing to
-// move.
+// a network stack. Send returns once the kernel is done, so the bytes are in
+// the decode node's pool; Land has nothing to move.
 //
 // Both ends are chosen explicitly (--kv-transport cuda-ipc on both nodes).
 // A descriptor from another host (boot id) is refused before any handle is

@@ -25,21 +25,21 @@ absl::Status CheckCudaIpcDescriptor(const KvDescriptor& desc,
         "--kv-transport)");
   }
   if (desc.cuda_ipc_handles.size() != static_cast<size_t>(layout.num_layers)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CUDA IPC descriptor has ", desc.cuda_ipc_handles.size(),
-        " handles for ", layout.num_layers, " layers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA IPC descriptor has ", desc.cuda_ipc_handles.size(),
+                     " handles for ", layout.num_layers, " layers"));
   }
   for (size_t l = 0; l < desc.cuda_ipc_handles.size(); ++l) {
     if (desc.cuda_ipc_handles[l].size() != 64) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "CUDA IPC descriptor: handle of layer ", l, " has ",
-          desc.cuda_ipc_handles[l].size(), " bytes, not 64"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("CUDA IPC descriptor: handle of layer ", l, " has ",
+                       desc.cuda_ipc_handles[l].size(), " bytes, not 64"));
     }
   }
   if (desc.gpu_uuid.size() != 16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CUDA IPC descriptor: GPU UUID has ", desc.gpu_uuid.size(),
-        " bytes, not 16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA IPC descriptor: GPU UUID has ", desc.gpu_uuid.size(),
+                     " bytes, not 16"));
   }
   if (desc.host_id.empty() || desc.host_id != host_id) {
     return absl::FailedPreconditionError(absl::StrCat(

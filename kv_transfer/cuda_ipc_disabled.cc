@@ -9,8 +9,9 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> MakeCudaIpcReceiver(
       "CUDA IPC KV transport: this build has no CUDA (DUET_WITH_CUDA=OFF)");
 }
 
-absl::StatusOr<std::unique_ptr<KvSender>> MakeCudaIpcSender(
-    const KvPoolView&, kernels::Backend*, int) {
+absl::StatusOr<std::unique_ptr<KvSender>> MakeCudaIpcSender(const KvPoolView&,
+                                                            kernels::Backend*,
+                                                            int) {
   return absl::UnimplementedError(
       "CUDA IPC KV transport: this build has no CUDA (DUET_WITH_CUDA=OFF)");
 }

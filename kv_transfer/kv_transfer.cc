@@ -27,4 +27,27 @@ absl::Status CheckSameLayout(const KvLayout& expected, const KvLayout& got) {
                    ", got ", KvLayoutString(got)));
 }
 
+const char* TransportName(Transport transport) {
+  switch (transport) {
+    case Transport::kInProcess:
+      return "in-process";
+    case Transport::kUcx:
+      return "ucx";
+    case Transport::kCudaIpc:
+      return "cuda-ipc";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<KvDescriptor> KvReceiver::DescribeFor(
+    Transport transport, uint64_t key, std::span<const int32_t> block_ids) {
+  absl::StatusOr<KvDescriptor> d = Describe(key, block_ids);
+  if (!d.ok() || d->transport == transport) return d;
+  // Nothing can have been sent to it yet.
+  Discard(key);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "this decode node receives KV over ", TransportName(d->transport),
+      ", not ", TransportName(transport)));
+}
+
 }  // namespace duet::kv_transfer

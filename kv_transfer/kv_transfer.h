@@ -60,6 +60,8 @@ struct KvPoolView {
 };
 
 enum class Transport { kInProcess, kUcx, kCudaIpc };
+// "in-process", "ucx", "cuda-ipc" (the --kv-transport names).
+const char* TransportName(Transport transport);
 
 // Where a request's KV goes: the destination blocks and how to reach them.
 struct KvDescriptor {
@@ -109,6 +111,11 @@ class KvReceiver {
   // pool or listed twice; AlreadyExists for a key already described.
   virtual absl::StatusOr<KvDescriptor> Describe(
       uint64_t key, std::span<const int32_t> block_ids) = 0;
+  // As Describe, over `transport` (the one the router chose for this
+  // request's prefill node). A receiver of one transport describes over its
+  // own only: InvalidArgument naming both for another.
+  virtual absl::StatusOr<KvDescriptor> DescribeFor(
+      Transport transport, uint64_t key, std::span<const int32_t> block_ids);
   // The sender reported completion (control plane): makes the KV received
   // for `key` visible in the pool blocks given to Describe (a staged
   // receiver scatters it in from staging with the backend), then frees the
@@ -158,12 +165,10 @@ class KvSender {
   // on the sender's own copy queue (kernels::KvCopyQueue), never on the
   // backend's stream, so a caller thread other than the engine loop's may
   // send while the loop computes.
-  virtual absl::Status SendLayers(const KvDescriptor& dest,
-                                  std::span<const BlockCopy> copies,
-                                  LayerRange layers,
-                                  std::shared_ptr<const kernels::StreamMark>
-                                      ready,
-                                  absl::Duration timeout) = 0;
+  virtual absl::Status SendLayers(
+      const KvDescriptor& dest, std::span<const BlockCopy> copies,
+      LayerRange layers, std::shared_ptr<const kernels::StreamMark> ready,
+      absl::Duration timeout) = 0;
 };
 
 }  // namespace duet::kv_transfer

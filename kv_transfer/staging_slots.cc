@@ -28,10 +28,10 @@ absl::StatusOr<int32_t> StagingSlots::Allocate(int32_t n, absl::Time now) {
     if (rest > 0) free_.emplace(first + n, rest);
     return first;
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "no run of ", n, " free KV staging slots (", NumFree(now), " of ",
-      num_slots_, " free, ", quarantined_.size(),
-      " runs in quarantine); raise UcxOptions::staging_blocks"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("no run of ", n, " free KV staging slots (", NumFree(now),
+                   " of ", num_slots_, " free, ", quarantined_.size(),
+                   " runs in quarantine); raise UcxOptions::staging_blocks"));
 }
 
 void StagingSlots::Free(int32_t first, int32_t n) {

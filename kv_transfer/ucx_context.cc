@@ -211,8 +211,9 @@ absl::StatusOr<bool> UseStaging(const KvPoolView& pool,
   if (pool.device == Device::kCpu && !options.staged) return false;
   if (backend == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": a staged pool (GPU memory, or UcxOptions::staged) needs the "
-              "backend that owns it"));
+        what,
+        ": a staged pool (GPU memory, or UcxOptions::staged) needs the "
+        "backend that owns it"));
   }
   if (backend->device() != pool.device) {
     return absl::InvalidArgumentError(

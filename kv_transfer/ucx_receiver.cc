@@ -18,8 +18,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
-#include "kernels/backend.h"
 #include "common/status.h"
+#include "kernels/backend.h"
 #include "kv_transfer/copy_plan.h"
 #include "kv_transfer/staging_slots.h"
 #include "kv_transfer/ucx_context.h"
@@ -124,9 +124,9 @@ absl::StatusOr<std::unique_ptr<KvReceiver>> UcxReceiver::Create(
       const bool staged,
       internal::UseStaging(pool, options, backend, "UCX receiver"));
   if (staged && options.staging_blocks <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "UCX receiver: staging_blocks must be positive, got ",
-        options.staging_blocks));
+    return absl::InvalidArgumentError(
+        absl::StrCat("UCX receiver: staging_blocks must be positive, got ",
+                     options.staging_blocks));
   }
   // More slots than pool blocks could never be used at once.
   const int32_t slots =
@@ -193,8 +193,8 @@ absl::StatusOr<KvDescriptor> UcxReceiver::Describe(
     uint64_t key, std::span<const int32_t> block_ids) {
   // Ids are checked where they are minted, and the descriptor carries the
   // size they were checked against, so the sender can check them again.
-  DUET_RETURN_IF_ERROR(
-      internal::ValidateDescribeIds(block_ids, pool_.num_blocks, "the UCX pool"));
+  DUET_RETURN_IF_ERROR(internal::ValidateDescribeIds(
+      block_ids, pool_.num_blocks, "the UCX pool"));
   if (staged()) return DescribeStaged(key, block_ids);
   DUET_RETURN_IF_ERROR(direct_keys_.Add(key));
   KvDescriptor d;
@@ -259,9 +259,10 @@ absl::Status UcxReceiver::Land(uint64_t key) {
     absl::MutexLock lock(&mu_);
     auto it = staged_keys_.find(key);
     if (it == staged_keys_.end()) {
-      return absl::NotFoundError(absl::StrCat(
-          "KV key ", key, " was never described, or already landed or "
-                          "dropped"));
+      return absl::NotFoundError(
+          absl::StrCat("KV key ", key,
+                       " was never described, or already landed or "
+                       "dropped"));
     }
     entry = std::move(it->second);
     staged_keys_.erase(it);
@@ -269,9 +270,9 @@ absl::Status UcxReceiver::Land(uint64_t key) {
   const int32_t n = static_cast<int32_t>(entry.block_ids.size());
   // Outside the lock: Describe and Drop of other keys go on meanwhile, and
   // nobody else can reach these slots now that the key is gone.
-  absl::Status s = backend_->ScatterKvBlocks(
-      SlotsBase(entry.first_slot), n * slot_bytes_, entry.block_ids,
-      internal::ToBlockPool(pool_));
+  absl::Status s =
+      backend_->ScatterKvBlocks(SlotsBase(entry.first_slot), n * slot_bytes_,
+                                entry.block_ids, internal::ToBlockPool(pool_));
   absl::MutexLock lock(&mu_);
   // The sender finished (that is why we land), so nothing more arrives:
   // the slots are free at once, whether the scatter worked or not.
@@ -299,7 +300,6 @@ void UcxReceiver::Forget(uint64_t key, bool quarantine) {
   }
   staged_keys_.erase(it);
 }
-
 
 }  // namespace
 

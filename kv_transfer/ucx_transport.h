@@ -14,10 +14,10 @@
 // - staged (GPU pools, or UcxOptions::staged): UCX here has no CUDA
 //   support, so KV moves through registered host staging. The sender
 //   gathers the blocks of a Send into its staging buffer on the backend's
-//   KV copy queue (one kernel + one copy per batch) and puts from there; the receiver
-//   gives each described request a run of staging slots, the descriptor
-//   points at them, and Land scatters them into the pool with the backend.
-//   Both sides run the same put path; only the source / target memory
+//   KV copy queue (one kernel + one copy per batch) and puts from there; the
+//   receiver gives each described request a run of staging slots, the
+//   descriptor points at them, and Land scatters them into the pool with the
+//   backend. Both sides run the same put path; only the source / target memory
 //   differs.
 //
 // Transport selection: UcxOptions::transports, else the UCX_TLS environment

@@ -16,6 +16,7 @@
 #include "prefill_node/prefill_engine.h"
 #include "prefill_node/prefill_service.h"
 #include "serving/convert.h"
+#include "serving/kv_transports.h"
 #include "serving/node_flags.h"
 #include "serving/node_main.h"
 #include "serving/server_util.h"
@@ -78,16 +79,15 @@ int main(int argc, char** argv) {
   }
   duet::kv_transfer::UcxOptions ucx;
   ucx.staged = absl::GetFlag(FLAGS_kv_staged);
+  auto transports =
+      duet::serving::ResolveKvTransports(flags->kv_transport, **runner);
+  if (!transports.ok())
+    return Usage(std::string(transports.status().message()));
   auto engine = duet::prefill_node::PrefillEngine::Create(
       std::move(*runner), options,
       [&](duet::runtime::ModelRunner& r)
           -> absl::StatusOr<std::unique_ptr<duet::kv_transfer::KvSender>> {
-        auto sender =
-            flags->kv_transport == "cuda-ipc"
-                ? duet::kv_transfer::MakeCudaIpcSender(
-                      r.pool_view(), &r.backend(), r.device())
-                : duet::kv_transfer::MakeUcxSender(r.pool_view(), ucx,
-                                                   &r.backend());
+        auto sender = duet::serving::MakeNodeKvSender(*transports, r, ucx);
         if (!sender.ok()) return sender.status();
         return duet::kv_transfer::MakeFaultInjectingSender(std::move(*sender),
                                                            *fault);
@@ -104,23 +104,17 @@ int main(int argc, char** argv) {
   reg.set_total_kv_blocks(r.num_blocks());
   reg.set_max_num_batched_tokens(options.max_num_batched_tokens);
   reg.set_max_model_len((*engine)->max_model_len());
-  reg.add_kv_transports(flags->kv_transport == "cuda-ipc"
-                            ? duet::v1::KV_TRANSPORT_CUDA_IPC
-                            : duet::v1::KV_TRANSPORT_UCX);
+  duet::serving::AddKvTransports(*transports, &reg);
   const auto& c = (*engine)->config();
   return duet::serving::ServeNode(
       flags->addresses, &service, std::move(reg),
       [&] { return service.Load(); }, "duet-prefill",
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
-      absl::StrFormat("%s; %d tokens per step, %s, KV pushed per %s over %s%s",
-                      r.backend_description(), options.max_num_batched_tokens,
-                      r.PoolSummary(),
-                      duet::prefill_node::KvPushName(options.push),
-                      flags->kv_transport == "cuda-ipc" ? "CUDA IPC"
-                      : r.device() >= 0 || ucx.staged  ? "UCX (host-staged)"
-                                                       : "UCX",
-                      fault_spec.empty()
-                          ? ""
-                          : " (fault injection: " + fault_spec + ")"));
+      absl::StrFormat(
+          "%s; %d tokens per step, %s, KV pushed per %s over %s%s",
+          r.backend_description(), options.max_num_batched_tokens,
+          r.PoolSummary(), duet::prefill_node::KvPushName(options.push),
+          duet::serving::KvTransportsDescription(*transports, r, ucx),
+          fault_spec.empty() ? "" : " (fault injection: " + fault_spec + ")"));
 }

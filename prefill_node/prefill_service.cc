@@ -26,11 +26,11 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
     deadline = std::min(deadline,
                         absl::Now() + absl::Milliseconds(req->deadline_ms()));
   }
-  auto job = engine_->Submit(
-      req->request_id(),
-      std::vector<int32_t>(req->prompt_token_ids().begin(),
-                           req->prompt_token_ids().end()),
-      *params, std::move(*dest), deadline);
+  auto job =
+      engine_->Submit(req->request_id(),
+                      std::vector<int32_t>(req->prompt_token_ids().begin(),
+                                           req->prompt_token_ids().end()),
+                      *params, std::move(*dest), deadline);
   if (!job.ok()) return serving::ToGrpc(job.status());
   while (true) {
     // Poll so a cancelled caller frees the job's blocks promptly.

@@ -4,6 +4,9 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -14,11 +17,6 @@
 #include "router/node_registry.h"
 #include "router/router_service.h"
 #include "tokenizer/tokenizer.h"
-
-#include <filesystem>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port for clients and nodes (port 0 picks a free port)");
@@ -77,8 +75,9 @@ int main(int argc, char** argv) {
         "--control-rpc-timeout-ms must be > 0");
   }
   if (node_timeout <= heartbeat) {
-    return Usage("--node-timeout-ms must be larger than "
-                 "--heartbeat-interval-ms");
+    return Usage(
+        "--node-timeout-ms must be larger than "
+        "--heartbeat-interval-ms");
   }
 
   duet::router::NodeRegistry registry(absl::Milliseconds(heartbeat),
@@ -112,7 +111,8 @@ int main(int argc, char** argv) {
       if (j.is_object() && j.contains("eos_token")) {
         const nlohmann::json& e = j["eos_token"];
         if (e.is_string()) eos = e.get<std::string>();
-        if (e.is_object() && e.contains("content") && e["content"].is_string()) {
+        if (e.is_object() && e.contains("content") &&
+            e["content"].is_string()) {
           eos = e["content"].get<std::string>();
         }
       }
@@ -137,13 +137,12 @@ int main(int argc, char** argv) {
     DUET_LOG(ERROR) << "cannot listen on " << listen << " (port in use?)";
     return 1;
   }
-  const std::string bound = listen.substr(0, listen.rfind(':')) + ":" +
-                            std::to_string(port);
+  const std::string bound =
+      listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
   const std::string text_mode =
-      tokenizer == nullptr
-          ? std::string("token ids only (no --tokenizer)")
-          : "text via " + tokenizer_path + " (vocab " +
-                std::to_string(tokenizer->vocab_size()) + ")";
+      tokenizer == nullptr ? std::string("token ids only (no --tokenizer)")
+                           : "text via " + tokenizer_path + " (vocab " +
+                                 std::to_string(tokenizer->vocab_size()) + ")";
   std::printf(
       "duet-router serving duet.v1.Duet and duet.v1.Registry on %s "
       "(heartbeat %d ms, node timeout %d ms; %s)\n",

@@ -27,12 +27,12 @@ absl::StatusOr<uint64_t> NodeRegistry::Register(
     const v1::RegisterRequest& req) {
   if (req.role() != v1::NODE_ROLE_PREFILL &&
       req.role() != v1::NODE_ROLE_DECODE) {
-    return absl::InvalidArgumentError("Register: role must be PREFILL or DECODE");
+    return absl::InvalidArgumentError(
+        "Register: role must be PREFILL or DECODE");
   }
   if (req.address().empty() || req.address().rfind(':') == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Register: address '", req.address(),
-                     "' is not host:port"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Register: address '", req.address(), "' is not host:port"));
   }
   if (req.kv_layout().num_layers() == 0 || req.max_model_len() == 0) {
     return absl::InvalidArgumentError(
@@ -74,8 +74,7 @@ bool NodeRegistry::Heartbeat(uint64_t id, const v1::NodeLoad& load) {
 int64_t NodeRegistry::Recent(
     std::vector<std::pair<absl::Time, int64_t>>& adjustments) {
   const absl::Time horizon = absl::Now() - 2 * heartbeat_interval_;
-  std::erase_if(adjustments,
-                [&](const auto& a) { return a.first < horizon; });
+  std::erase_if(adjustments, [&](const auto& a) { return a.first < horizon; });
   int64_t sum = 0;
   for (const auto& a : adjustments) sum += a.second;
   return sum;
@@ -96,6 +95,34 @@ void NodeRegistry::SweepLocked() {
   }
 }
 
+NodeRef NodeRegistry::MakeRef(uint64_t id, const Node& n) {
+  NodeRef r{id, n.info.address(), n.info.kv_layout(), n.stub};
+  for (int t : n.info.kv_transports()) {
+    r.kv_transports.push_back(static_cast<v1::KvTransport>(t));
+  }
+  r.host_id = n.info.host_id();
+  return r;
+}
+
+std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
+                                               const NodeRef& d) {
+  auto offers = [](const NodeRef& n, v1::KvTransport t) {
+    if (n.kv_transports.empty()) return t == v1::KV_TRANSPORT_UCX;
+    return std::find(n.kv_transports.begin(), n.kv_transports.end(), t) !=
+           n.kv_transports.end();
+  };
+  const bool same_host =
+      p.host_id.empty() || d.host_id.empty() || p.host_id == d.host_id;
+  if (same_host && offers(p, v1::KV_TRANSPORT_CUDA_IPC) &&
+      offers(d, v1::KV_TRANSPORT_CUDA_IPC)) {
+    return v1::KV_TRANSPORT_CUDA_IPC;
+  }
+  if (offers(p, v1::KV_TRANSPORT_UCX) && offers(d, v1::KV_TRANSPORT_UCX)) {
+    return v1::KV_TRANSPORT_UCX;
+  }
+  return std::nullopt;
+}
+
 std::vector<NodeRef> NodeRegistry::DecodeCandidates() {
   absl::MutexLock lock(&mu_);
   SweepLocked();
@@ -104,12 +131,13 @@ std::vector<NodeRef> NodeRegistry::DecodeCandidates() {
     if (n.info.role() != v1::NODE_ROLE_DECODE) continue;
     const int64_t free =
         int64_t{n.load.free_kv_blocks()} - Recent(n.reserved_recently);
-    scored.push_back({free, NodeRef{id, n.info.address(), n.info.kv_layout(), n.stub}});
+    scored.push_back({free, MakeRef(id, n)});
   }
-  std::stable_sort(scored.begin(), scored.end(), [](const auto& a,
-                                                    const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second.id < b.second.id);
-  });
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& a, const auto& b) {
+                     return a.first > b.first ||
+                            (a.first == b.first && a.second.id < b.second.id);
+                   });
   std::vector<NodeRef> out;
   for (auto& [score, ref] : scored) out.push_back(std::move(ref));
   return out;
@@ -121,14 +149,16 @@ std::vector<NodeRef> NodeRegistry::PrefillCandidates() {
   std::vector<std::pair<int64_t, NodeRef>> scored;
   for (auto& [id, n] : nodes_) {
     if (n.info.role() != v1::NODE_ROLE_PREFILL) continue;
-    const int64_t queued = static_cast<int64_t>(n.load.queued_prefill_tokens()) +
-                           Recent(n.prefill_recently);
-    scored.push_back({queued, NodeRef{id, n.info.address(), n.info.kv_layout(), n.stub}});
+    const int64_t queued =
+        static_cast<int64_t>(n.load.queued_prefill_tokens()) +
+        Recent(n.prefill_recently);
+    scored.push_back({queued, MakeRef(id, n)});
   }
-  std::stable_sort(scored.begin(), scored.end(), [](const auto& a,
-                                                    const auto& b) {
-    return a.first < b.first || (a.first == b.first && a.second.id < b.second.id);
-  });
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& a, const auto& b) {
+                     return a.first < b.first ||
+                            (a.first == b.first && a.second.id < b.second.id);
+                   });
   std::vector<NodeRef> out;
   for (auto& [score, ref] : scored) out.push_back(std::move(ref));
   return out;

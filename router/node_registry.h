@@ -12,6 +12,7 @@
 #define DUET_ROUTER_NODE_REGISTRY_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,17 @@ struct NodeRef {
   std::string address;
   v1::KvLayout layout;
   std::shared_ptr<v1::Node::Stub> stub;
+  // As registered (empty: UCX only).
+  std::vector<v1::KvTransport> kv_transports;
+  std::string host_id;
 };
+
+// The KV transport for prefill node `p` writing into decode node `d`:
+// CUDA IPC when both offer it and share a host (a node that registered no
+// host is taken at its word), else UCX when both offer it; nullopt when
+// they have none in common.
+std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
+                                               const NodeRef& d);
 
 class NodeRegistry {
  public:
@@ -68,6 +79,7 @@ class NodeRegistry {
     std::vector<std::pair<absl::Time, int64_t>> prefill_recently;
     std::shared_ptr<v1::Node::Stub> stub;
   };
+  static NodeRef MakeRef(uint64_t id, const Node& n);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sum of the adjustments younger than two heartbeat intervals (older ones
   // are dropped).

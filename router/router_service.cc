@@ -37,8 +37,7 @@ bool NodeUnreachable(const grpc::Status& s) {
 
 // --- CancellationWatcher ----------------------------------------------------
 
-CancellationWatcher::CancellationWatcher()
-    : thread_([this] { Loop(); }) {}
+CancellationWatcher::CancellationWatcher() : thread_([this] { Loop(); }) {}
 
 CancellationWatcher::~CancellationWatcher() {
   {
@@ -111,8 +110,8 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
     // add_special_tokens as Hugging Face does by default (Llama-3: BOS).
     auto ids = tokenizer_->Encode(req.prompt(), /*add_special_tokens=*/true);
     if (!ids.ok()) {
-      return invalid(absl::StrCat("cannot tokenize prompt: ",
-                                  ids.status().message()));
+      return invalid(
+          absl::StrCat("cannot tokenize prompt: ", ids.status().message()));
     }
     *prompt = std::move(*ids);
   } else {
@@ -133,22 +132,22 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
     }
   }
   if (s.max_tokens() <= 0) {
-    return invalid(absl::StrCat("sampling.max_tokens must be > 0, got ",
-                                s.max_tokens()));
+    return invalid(
+        absl::StrCat("sampling.max_tokens must be > 0, got ", s.max_tokens()));
   }
   // 0 is proto3's "unset" and means 1.0 (documented in common.proto).
   if (std::isnan(s.top_p()) || s.top_p() < 0.0f || s.top_p() > 1.0f) {
-    return invalid(absl::StrCat("sampling.top_p must be in (0, 1], got ",
-                                s.top_p()));
+    return invalid(
+        absl::StrCat("sampling.top_p must be in (0, 1], got ", s.top_p()));
   }
   if (!std::isfinite(s.temperature()) || s.temperature() < 0.0f) {
-    return invalid(absl::StrCat(
-        "sampling.temperature must be a finite number >= 0, got ",
-        s.temperature()));
+    return invalid(
+        absl::StrCat("sampling.temperature must be a finite number >= 0, got ",
+                     s.temperature()));
   }
   if (s.top_k() < 0) {
-    return invalid(absl::StrCat("sampling.top_k must be >= 0, got ",
-                                s.top_k()));
+    return invalid(
+        absl::StrCat("sampling.top_k must be >= 0, got ", s.top_k()));
   }
   for (int32_t id : s.stop_token_ids()) {
     if (id < 0) return invalid("sampling.stop_token_ids must be >= 0");
@@ -157,50 +156,50 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
   const int64_t total = static_cast<int64_t>(prompt->size()) + s.max_tokens();
   if (max_len > 0 && total > max_len) {
     return invalid(absl::StrCat(
-        "prompt (", prompt->size(), " tokens) + max_tokens (",
-        s.max_tokens(), ") exceeds the model context of ", max_len,
-        " tokens"));
+        "prompt (", prompt->size(), " tokens) + max_tokens (", s.max_tokens(),
+        ") exceeds the model context of ", max_len, " tokens"));
   }
   return grpc::Status::OK;
 }
 
-grpc::Status RouterService::ReserveDecode(uint64_t id,
-                                          int32_t num_prompt_tokens,
-                                          const v1::GenerateRequest& req,
-                                          absl::Time deadline,
-                                          CancellationWatcher::Scope& scope,
-                                          Reservation* out) {
+grpc::Status RouterService::ReserveDecode(
+    uint64_t id, int32_t num_prompt_tokens, const v1::GenerateRequest& req,
+    const NodeRef& prefill, absl::Time deadline,
+    CancellationWatcher::Scope& scope, Reservation* out) {
   std::string last_error = "no decode node is registered";
   while (true) {
-    const std::vector<NodeRef> prefill = registry_->PrefillCandidates();
     const std::vector<NodeRef> decode = registry_->DecodeCandidates();
-    if (prefill.empty() || decode.empty()) {
+    if (decode.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
-                   absl::StrCat("no ", prefill.empty() ? "prefill" : "decode",
-                                " node is available"));
+                   "no decode node is available");
     }
     bool any_full = false;
+    bool any_compatible = false;
     for (const NodeRef& node : decode) {
       if (scope.cancelled()) {
         return Error(grpc::StatusCode::CANCELLED, "client cancelled");
       }
+      const std::optional<v1::KvTransport> transport =
+          PickKvTransport(prefill, node);
+      if (!transport.has_value()) continue;
+      any_compatible = true;
       v1::ReserveRequest r;
       r.set_request_id(id);
       r.set_num_prompt_tokens(num_prompt_tokens);
       r.set_max_new_tokens(req.sampling().max_tokens());
       // The layout the prefill node will write with; the decode node checks
       // it against its own.
-      *r.mutable_expected_layout() = prefill.front().layout;
+      *r.mutable_expected_layout() = prefill.layout;
+      r.set_kv_transport(*transport);
       r.set_reservation_ttl_ms(static_cast<uint32_t>(
           absl::ToInt64Milliseconds(options_.reservation_ttl)));
       grpc::ClientContext ctx;
-      SetDeadline(ctx, std::min(deadline,
-                                absl::Now() + options_.control_rpc_timeout));
+      SetDeadline(
+          ctx, std::min(deadline, absl::Now() + options_.control_rpc_timeout));
       scope.SetCurrent(&ctx);
       // Count the blocks against the node before the call, so concurrent
       // requests placed meanwhile see them and spread over the nodes.
-      const int64_t block_size =
-          std::max<int64_t>(1, node.layout.block_size());
+      const int64_t block_size = std::max<int64_t>(1, node.layout.block_size());
       const int64_t estimate =
           (int64_t{num_prompt_tokens} + req.sampling().max_tokens() - 1 +
            block_size - 1) /
@@ -211,8 +210,8 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
       const grpc::Status s = node.stub->Reserve(&ctx, r, &reply);
       scope.SetCurrent(nullptr);
       registry_->AddReservedBlocks(
-          node.id, s.ok() ? reply.kv_transfer().block_ids_size() - estimate
-                          : -estimate);
+          node.id,
+          s.ok() ? reply.kv_transfer().block_ids_size() - estimate : -estimate);
       if (s.ok()) {
         out->node = node;
         out->kv = std::move(*reply.mutable_kv_transfer());
@@ -222,14 +221,22 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
       if (scope.cancelled()) {
         return Error(grpc::StatusCode::CANCELLED, "client cancelled");
       }
-      last_error = absl::StrCat("decode node ", node.address, ": ",
-                                s.error_message());
+      last_error =
+          absl::StrCat("decode node ", node.address, ": ", s.error_message());
       if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
         any_full = true;
       } else if (!NodeUnreachable(s) &&
                  s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         return Error(s.error_code(), last_error);
       }
+    }
+    if (!any_compatible) {
+      return Error(grpc::StatusCode::UNAVAILABLE,
+                   absl::StrCat("no decode node shares a KV transport with "
+                                "prefill node ",
+                                prefill.address,
+                                " (CUDA IPC needs both on one host; start "
+                                "the nodes with --kv-transport auto or ucx)"));
     }
     if (!any_full) {
       return Error(grpc::StatusCode::UNAVAILABLE,
@@ -250,21 +257,10 @@ grpc::Status RouterService::ReserveDecode(uint64_t id,
 
 grpc::Status RouterService::RunPrefill(
     uint64_t id, const std::vector<int32_t>& prompt,
-    const v1::SamplingParams& sampling, const Reservation& reservation,
-    absl::Time deadline, CancellationWatcher::Scope& scope,
-    std::vector<uint64_t>* tried, bool* retry, v1::PrefillResponse* out) {
+    const v1::SamplingParams& sampling, const NodeRef& node,
+    const Reservation& reservation, absl::Time deadline,
+    CancellationWatcher::Scope& scope, bool* retry, v1::PrefillResponse* out) {
   *retry = false;
-  std::vector<NodeRef> untried;
-  for (NodeRef& node : registry_->PrefillCandidates()) {
-    if (std::find(tried->begin(), tried->end(), node.id) == tried->end()) {
-      untried.push_back(std::move(node));
-    }
-  }
-  if (untried.empty()) {
-    return Error(grpc::StatusCode::UNAVAILABLE, "no prefill node is available");
-  }
-  const NodeRef& node = untried.front();
-  tried->push_back(node.id);
   // The prefill node stops writing KV by its deadline; it must stop before
   // the reservation expires, or a late write could land in blocks the
   // decode node has given to another request.
@@ -297,9 +293,19 @@ grpc::Status RouterService::RunPrefill(
   }
   // Only a node that cannot be reached is worth another try: anything
   // else is about the request (or its KV transfer) and would fail again.
-  *retry = NodeUnreachable(s) && untried.size() > 1;
-  return Error(s.error_code(), absl::StrCat("prefill node ", node.address,
-                                            ": ", s.error_message()));
+  *retry = NodeUnreachable(s);
+  return Error(s.error_code(), absl::StrCat("prefill node ", node.address, ": ",
+                                            s.error_message()));
+}
+
+std::optional<NodeRef> RouterService::NextPrefill(
+    const std::vector<uint64_t>& tried) {
+  for (NodeRef& node : registry_->PrefillCandidates()) {
+    if (std::find(tried.begin(), tried.end(), node.id) == tried.end()) {
+      return std::move(node);
+    }
+  }
+  return std::nullopt;
 }
 
 void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
@@ -312,8 +318,8 @@ void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
   v1::ReleaseResponse reply;
   const grpc::Status s = r.node.stub->Release(&ctx, req, &reply);
   if (!s.ok()) {
-    DUET_LOG(WARNING) << "Release of request " << id << " on "
-                      << r.node.address << " failed: " << s.error_message()
+    DUET_LOG(WARNING) << "Release of request " << id << " on " << r.node.address
+                      << " failed: " << s.error_message()
                       << " (the reservation expires on its own)";
   }
 }
@@ -338,9 +344,8 @@ grpc::Status RouterService::GenerateImpl(
   std::vector<int32_t> prompt;
   if (grpc::Status s = Validate(*req, &prompt); !s.ok()) return s;
   std::optional<TextStream> text;
-  if (tokenizer_ != nullptr &&
-      (!req->prompt().empty() || req->return_text() ||
-       req->sampling().stop_size() > 0)) {
+  if (tokenizer_ != nullptr && (!req->prompt().empty() || req->return_text() ||
+                                req->sampling().stop_size() > 0)) {
     auto stream = TextStream::Create(
         tokenizer_, std::vector<std::string>(req->sampling().stop().begin(),
                                              req->sampling().stop().end()));
@@ -357,7 +362,8 @@ grpc::Status RouterService::GenerateImpl(
   CancellationWatcher::Scope scope(&watcher_, ctx);
   v1::SamplingParams sampling = req->sampling();
   sampling.clear_stop();  // stop strings are the router's job
-  if (text.has_value() && tokenizer_eos_.has_value() && !sampling.ignore_eos()) {
+  if (text.has_value() && tokenizer_eos_.has_value() &&
+      !sampling.ignore_eos()) {
     sampling.add_stop_token_ids(*tokenizer_eos_);
   }
   if (!sampling.has_seed()) {
@@ -365,32 +371,40 @@ grpc::Status RouterService::GenerateImpl(
     sampling.set_seed(absl::Uniform<uint64_t>(absl::BitGen()));
   }
 
+  // The prefill node first: it decides which decode nodes can receive its
+  // KV, and over which transport.
+  std::vector<uint64_t> tried;
+  std::optional<NodeRef> prefill_node = NextPrefill(tried);
+  if (!prefill_node.has_value()) {
+    return Error(grpc::StatusCode::UNAVAILABLE, "no prefill node is available");
+  }
   Reservation reservation;
   if (grpc::Status s =
           ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
-                        deadline, scope, &reservation);
+                        *prefill_node, deadline, scope, &reservation);
       !s.ok()) {
     return s;
   }
   const absl::Time prefill_start = absl::Now();
   v1::PrefillResponse prefill;
-  std::vector<uint64_t> tried;
   while (true) {
     bool retry = false;
-    const grpc::Status s = RunPrefill(id, prompt, sampling, reservation,
-                                      deadline, scope, &tried, &retry,
-                                      &prefill);
+    tried.push_back(prefill_node->id);
+    const grpc::Status s =
+        RunPrefill(id, prompt, sampling, *prefill_node, reservation, deadline,
+                   scope, &retry, &prefill);
     if (s.ok()) break;
     ReleaseDecode(id, reservation,
                   scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
                                     : v1::RELEASE_REASON_FAILED);
-    if (!retry) return s;
+    prefill_node = retry ? NextPrefill(tried) : std::nullopt;
+    if (!prefill_node.has_value()) return s;
     DUET_LOG(WARNING) << "request " << id << ": " << s.error_message()
                       << "; trying another prefill node with a new "
                          "reservation";
     if (grpc::Status r =
             ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
-                          deadline, scope, &reservation);
+                          *prefill_node, deadline, scope, &reservation);
         !r.ok()) {
       return r;
     }
@@ -422,7 +436,8 @@ grpc::Status RouterService::GenerateImpl(
       if (!writer->Write(out)) return false;
       out.clear_chunk();
     }
-    fin.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(prompt.size()));
+    fin.mutable_usage()->set_prompt_tokens(
+        static_cast<uint32_t>(prompt.size()));
     fin.mutable_usage()->set_completion_tokens(completion_tokens);
     v1::Timings* t = fin.mutable_timings();
     t->set_queue_ms(absl::ToDoubleMilliseconds(prefill_start - start) +
@@ -435,13 +450,15 @@ grpc::Status RouterService::GenerateImpl(
   };
   while (!stopped_by_string && reader->Read(&msg)) {
     if (msg.has_chunk()) {
-      if (ttft_ms < 0) ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+      if (ttft_ms < 0)
+        ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
       v1::GenerateResponse out;
       out.set_request_id(req->request_id());
       const auto& ids = msg.chunk().token_ids();
       size_t keep = static_cast<size_t>(ids.size());
       if (text.has_value()) {
-        auto delta = text->Add(std::span<const int32_t>(ids.data(), ids.size()));
+        auto delta =
+            text->Add(std::span<const int32_t>(ids.data(), ids.size()));
         if (!delta.ok()) {
           dctx.TryCancel();
           (void)reader->Finish();

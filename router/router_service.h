@@ -80,10 +80,9 @@ class RouterService final : public v1::Duet::Service,
   void set_tokenizer_eos(std::optional<int32_t> id) { tokenizer_eos_ = id; }
 
   // duet.v1.Duet
-  grpc::Status Generate(grpc::ServerContext* ctx,
-                        const v1::GenerateRequest* req,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer)
-      override;
+  grpc::Status Generate(
+      grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+      grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
                       v1::HealthResponse* reply) override;
   grpc::Status ListNodes(grpc::ServerContext* ctx,
@@ -111,21 +110,25 @@ class RouterService final : public v1::Duet::Service,
   // Checks the request and resolves its prompt (tokenizing text prompts).
   grpc::Status Validate(const v1::GenerateRequest& req,
                         std::vector<int32_t>* prompt);
+  // Reserves on a decode node that shares a KV transport with `prefill`
+  // (the node that will write the KV), asking it for that transport.
   grpc::Status ReserveDecode(uint64_t id, int32_t num_prompt_tokens,
                              const v1::GenerateRequest& req,
-                             absl::Time deadline,
+                             const NodeRef& prefill, absl::Time deadline,
                              CancellationWatcher::Scope& scope,
                              Reservation* out);
-  // Prefills on one prefill node not in *tried (added to it). Sets
-  // *retry when another node may be tried: this one was unreachable and an
-  // untried one remains. The caller must then reserve anew: a second writer
-  // must never share the first one's blocks, whose bytes may still land.
+  // Prefills on `node`. Sets *retry when another node may be tried (this
+  // one was unreachable); the caller must then reserve anew: a second
+  // writer must never share the first one's blocks, whose bytes may still
+  // land.
   grpc::Status RunPrefill(uint64_t id, const std::vector<int32_t>& prompt,
                           const v1::SamplingParams& sampling,
-                          const Reservation& reservation, absl::Time deadline,
-                          CancellationWatcher::Scope& scope,
-                          std::vector<uint64_t>* tried, bool* retry,
+                          const NodeRef& node, const Reservation& reservation,
+                          absl::Time deadline,
+                          CancellationWatcher::Scope& scope, bool* retry,
                           v1::PrefillResponse* out);
+  // The least-loaded prefill node not in `tried`.
+  std::optional<NodeRef> NextPrefill(const std::vector<uint64_t>& tried);
   void ReleaseDecode(uint64_t id, const Reservation& r,
                      v1::ReleaseReason reason);
 

@@ -8,8 +8,9 @@ absl::StatusOr<TextStream> TextStream::Create(const tokenizer::Tokenizer* tok,
                                               std::vector<std::string> stops) {
   for (const std::string& s : stops) {
     if (s.empty()) {
-      return absl::InvalidArgumentError("sampling.stop strings must not be "
-                                        "empty");
+      return absl::InvalidArgumentError(
+          "sampling.stop strings must not be "
+          "empty");
     }
   }
   DUET_ASSIGN_OR_RETURN(tokenizer::StopStringMatcher matcher,

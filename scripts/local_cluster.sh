@@ -7,8 +7,9 @@
 # Prints "cluster ready: router at 127.0.0.1:PORT" once every node has
 # registered. --backend auto (the default) runs the nodes on GPU --device
 # when one is visible, else on the CPU; on the GPU, nodes split 80% of its
-# memory evenly (--kv-cache-memory-fraction) and move KV over CUDA IPC
-# (--kv-transport cuda-ipc) unless the *_ARGS set them. Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
+# memory evenly (--kv-cache-memory-fraction) unless the *_ARGS set it, and
+# move KV over CUDA IPC (--kv-transport auto, the default, picks it for
+# nodes on one host). Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
 # variables (e.g. ROUTER_ARGS="--tokenizer assets/qwen3").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,10 +47,6 @@ if [[ "$BACKEND" != cpu ]] && command -v nvidia-smi >/dev/null &&
     nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   if [[ "${PREFILL_ARGS:-} ${DECODE_ARGS:-}" != *kv-cache-memory-fraction* ]]; then
     NODE_ARGS+=" --kv-cache-memory-fraction $(awk -v n=$((PREFILL + DECODE)) 'BEGIN { printf "%.3f", 0.8 / n }')"
-  fi
-  # Every node is on this host: KV moves GPU to GPU through CUDA IPC.
-  if [[ "${PREFILL_ARGS:-} ${DECODE_ARGS:-}" != *kv-transport* ]]; then
-    NODE_ARGS+=" --kv-transport cuda-ipc"
   fi
 fi
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/duet-cluster.XXXXXX)}

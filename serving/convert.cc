@@ -64,8 +64,8 @@ absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& p) {
   constexpr uint32_t kMax = 1u << 20;
   if (p.num_layers() == 0 || p.num_kv_heads() == 0 || p.head_dim() == 0 ||
       p.block_size() == 0 || p.tp_size() == 0 || p.num_layers() > kMax ||
-      p.num_kv_heads() > kMax || p.head_dim() > kMax ||
-      p.block_size() > kMax || p.tp_rank() >= p.tp_size()) {
+      p.num_kv_heads() > kMax || p.head_dim() > kMax || p.block_size() > kMax ||
+      p.tp_rank() >= p.tp_size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV layout out of range: ", p.ShortDebugString()));
   }
@@ -170,8 +170,8 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
       d.host_id = ep.host_id();
       d.gpu_uuid = ep.gpu_uuid();
       // Sizes here; the host is the sender's to compare with its own.
-      if (absl::Status s = kv_transfer::CheckCudaIpcDescriptor(d, d.layout,
-                                                               d.host_id);
+      if (absl::Status s =
+              kv_transfer::CheckCudaIpcDescriptor(d, d.layout, d.host_id);
           !s.ok()) {
         return s;
       }
@@ -180,6 +180,35 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "unsupported KV transport ", v1::KvTransport_Name(p.transport())));
+  }
+}
+
+v1::KvTransport ToProto(kv_transfer::Transport transport) {
+  switch (transport) {
+    case kv_transfer::Transport::kInProcess:
+      return v1::KV_TRANSPORT_IN_PROCESS;
+    case kv_transfer::Transport::kUcx:
+      return v1::KV_TRANSPORT_UCX;
+    case kv_transfer::Transport::kCudaIpc:
+      return v1::KV_TRANSPORT_CUDA_IPC;
+  }
+  return v1::KV_TRANSPORT_UNSPECIFIED;
+}
+
+absl::StatusOr<std::optional<kv_transfer::Transport>> FromProto(
+    v1::KvTransport transport) {
+  switch (transport) {
+    case v1::KV_TRANSPORT_UNSPECIFIED:
+      return std::optional<kv_transfer::Transport>();
+    case v1::KV_TRANSPORT_IN_PROCESS:
+      return kv_transfer::Transport::kInProcess;
+    case v1::KV_TRANSPORT_UCX:
+      return kv_transfer::Transport::kUcx;
+    case v1::KV_TRANSPORT_CUDA_IPC:
+      return kv_transfer::Transport::kCudaIpc;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unsupported KV transport ", v1::KvTransport_Name(transport)));
   }
 }
 
@@ -194,8 +223,7 @@ absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p) {
   }
   s.seed = p.seed();
   s.max_tokens = p.max_tokens();
-  s.stop_token_ids.assign(p.stop_token_ids().begin(),
-                          p.stop_token_ids().end());
+  s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   s.ignore_eos = p.ignore_eos();
   return s;
 }

@@ -6,6 +6,8 @@
 
 #include <grpcpp/support/status.h>
 
+#include <optional>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "duet/v1/common.pb.h"
@@ -27,6 +29,12 @@ v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& desc);
 // id outside [0, num_blocks)).
 absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     const v1::KvTransferDescriptor& desc);
+
+v1::KvTransport ToProto(kv_transfer::Transport transport);
+// The transport a Reserve asks for: nullopt for UNSPECIFIED (the node's
+// default), InvalidArgument for NCCL or an unknown value.
+absl::StatusOr<std::optional<kv_transfer::Transport>> FromProto(
+    v1::KvTransport transport);
 
 // Proto sampling params -> engine params. top_p 0 (unset in proto3) means
 // 1.0; an unset seed must have been filled in by the router (InvalidArgument

@@ -29,11 +29,12 @@ ABSL_FLAG(int32_t, max_num_batched_tokens, 2048,
 ABSL_FLAG(int32_t, max_num_seqs, 0,
           "requests per forward step; 0 = 256 (prefill) / 64 (decode)");
 ABSL_FLAG(int32_t, rank, 0, "rank shown in log lines");
-ABSL_FLAG(std::string, kv_transport, "ucx",
-          "how KV moves from prefill to decode nodes: ucx (anywhere; GPU "
-          "pools staged through pinned host memory) or cuda-ipc (both nodes "
-          "on one host with the cuda backend: copies straight into the "
-          "decode node's GPU pool); prefill and decode nodes must agree");
+ABSL_FLAG(std::string, kv_transport, "auto",
+          "how KV moves from prefill to decode nodes: auto (CUDA IPC between "
+          "GPU nodes on one host, UCX otherwise; the router picks per pair), "
+          "ucx (anywhere; GPU pools staged through pinned host memory) or "
+          "cuda-ipc (both nodes on one host with the cuda backend: copies "
+          "straight into the decode node's GPU pool)");
 
 namespace duet::serving {
 
@@ -63,9 +64,11 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
   if (f.max_num_seqs == 0) f.max_num_seqs = default_max_num_seqs;
   f.rank = absl::GetFlag(FLAGS_rank);
   f.kv_transport = absl::GetFlag(FLAGS_kv_transport);
-  if (f.kv_transport != "ucx" && f.kv_transport != "cuda-ipc") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--kv-transport must be ucx or cuda-ipc, got '", f.kv_transport, "'"));
+  if (f.kv_transport != "auto" && f.kv_transport != "ucx" &&
+      f.kv_transport != "cuda-ipc") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-transport must be auto, ucx or cuda-ipc, got '",
+                     f.kv_transport, "'"));
   }
   if (f.runner.block_size <= 0 || f.runner.max_num_batched_tokens <= 0 ||
       f.max_num_seqs <= 0) {

@@ -22,8 +22,8 @@ struct NodeFlags {
   runtime::ModelRunnerOptions runner;
   int32_t max_num_seqs = 0;
   int32_t rank = 0;
-  // "ucx" or "cuda-ipc" (--kv-transport; both nodes of a pair must agree).
-  std::string kv_transport = "ucx";
+  // "auto", "ucx" or "cuda-ipc" (--kv-transport; see serving/kv_transports.h).
+  std::string kv_transport = "auto";
 };
 
 // Reads and checks the shared flags (after ParseFlags). A 0 for

@@ -29,7 +29,9 @@ RegistryClient::~RegistryClient() {
   if (thread_.joinable()) thread_.join();
 }
 
-void RegistryClient::Start() { thread_ = std::thread([this] { Loop(); }); }
+void RegistryClient::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 bool RegistryClient::WaitRegistered(absl::Duration timeout) {
   return first_registration_.WaitForNotificationWithTimeout(timeout);

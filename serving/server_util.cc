@@ -13,9 +13,9 @@ absl::Status ValidateHostPort(const std::string& address, bool allow_port_0) {
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 ||
       port > 65535 || (port == 0 && !allow_port_0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", address, "' is not host:port with a port in [",
-        allow_port_0 ? 0 : 1, ", 65535]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "' is not host:port with a port in [",
+                     allow_port_0 ? 0 : 1, ", 65535]"));
   }
   return absl::OkStatus();
 }

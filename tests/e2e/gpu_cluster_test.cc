@@ -306,8 +306,8 @@ namespace duet::testing {
 namespace {
 
 // Issue 15's failure check: a decode node killed while the prefill node
-// writes a long prompt's KV into its pool through CUDA IPC (layer-wise
-// push): the request ends with a clear error (or completed just before the
+// writes a long prompt's KV into its pool through CUDA IPC (chosen by
+// --kv-transport auto; layer-wise push): the request ends with a clear error (or completed just before the
 // kill), never hangs; the prefill node keeps serving, gives back every
 // block, and the next requests complete on the other decode node.
 TEST(GpuClusterTest, KilledDecodeNodeMidTransferFailsCleanlyAndPrefillServes) {
@@ -319,10 +319,9 @@ TEST(GpuClusterTest, KilledDecodeNodeMidTransferFailsCleanlyAndPrefillServes) {
   ClusterOptions o;
   o.model_dir = dir;
   o.num_decode = 2;
-  o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.25",
-                    "--kv-transport", "cuda-ipc"};
-  o.decode_args = {"--backend", "cuda", "--num-kv-blocks", "1500",
-                   "--kv-transport", "cuda-ipc"};
+  // --kv-transport auto (the default): nodes on one host pair over CUDA IPC.
+  o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.25"};
+  o.decode_args = {"--backend", "cuda", "--num-kv-blocks", "1500"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   const int32_t vocab = 151936;

@@ -29,6 +29,8 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kv_transfer/in_process.h"
+#include "kv_transfer/multi_transport.h"
 #include "kv_transfer/ucx_transport.h"
 #include "tests/kv_transfer/kv_test_util.h"
 
@@ -332,6 +334,61 @@ TEST_P(UcxTest, RoundTripInOneProcess) {
     ASSERT_TRUE((*receiver)->Land(seed).ok());
     EXPECT_TRUE(BlocksCopied(src, dst, plan.dest_block_ids, plan.copies));
   }
+}
+
+// --kv-transport auto: one pool behind two transports; each request is
+// described over the transport asked for, sent over the one its descriptor
+// names, and landed by the receiver that described it.
+TEST_P(UcxTest, MultiTransportDescribesSendsAndLandsPerRequest) {
+  TestPool src(TestLayout(), kSrcBlocks);
+  src.FillRandom(2);
+  TestPool dst(TestLayout(), kDstBlocks);
+  InProcessRegistry registry;
+  auto ucx_rx = MakeUcxReceiver(dst.view(), Options());
+  auto inp_rx = MakeInProcessReceiver(registry, "d0", dst.view());
+  ASSERT_TRUE(ucx_rx.ok() && inp_rx.ok());
+  std::vector<std::pair<Transport, std::unique_ptr<KvReceiver>>> rx;
+  rx.emplace_back(Transport::kUcx, std::move(*ucx_rx));
+  rx.emplace_back(Transport::kInProcess, std::move(*inp_rx));
+  auto receiver = MakeMultiReceiver(std::move(rx));
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  auto ucx_tx = MakeUcxSender(src.view(), Options());
+  ASSERT_TRUE(ucx_tx.ok());
+  std::vector<std::pair<Transport, std::unique_ptr<KvSender>>> tx;
+  tx.emplace_back(Transport::kUcx, std::move(*ucx_tx));
+  tx.emplace_back(Transport::kInProcess,
+                  MakeInProcessSender(registry, src.view()));
+  auto sender = MakeMultiSender(std::move(tx));
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  for (Transport t : {Transport::kInProcess, Transport::kUcx}) {
+    SCOPED_TRACE(TransportName(t));
+    dst.Fill(testing::kPoison);
+    const uint64_t key = t == Transport::kUcx ? 1 : 2;
+    const CopyPlan plan = MakeCopyPlan(30 + key, kSrcBlocks, kDstBlocks);
+    absl::StatusOr<KvDescriptor> d =
+        (*receiver)->DescribeFor(t, key, plan.dest_block_ids);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->transport, t);
+    EXPECT_EQ((*receiver)->DescribeFor(t, key, plan.dest_block_ids)
+                  .status()
+                  .code(),
+              absl::StatusCode::kAlreadyExists);
+    ASSERT_TRUE((*sender)->Send(*d, plan.copies, kSendTimeout).ok());
+    ASSERT_TRUE((*receiver)->Land(key).ok());
+    EXPECT_EQ((*receiver)->Land(key).code(), absl::StatusCode::kNotFound);
+    EXPECT_TRUE(BlocksCopied(src, dst, plan.dest_block_ids, plan.copies));
+  }
+  const std::vector<int32_t> ids = {1, 2};
+  const absl::Status no_ipc =
+      (*receiver)->DescribeFor(Transport::kCudaIpc, 9, ids).status();
+  EXPECT_EQ(no_ipc.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_ipc.message(), ::testing::HasSubstr("ucx, in-process"));
+  // A single-transport receiver refuses another transport too.
+  auto plain = MakeUcxReceiver(dst.view(), Options());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->DescribeFor(Transport::kCudaIpc, 9, ids).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*plain)->DescribeFor(Transport::kUcx, 9, ids).ok());
 }
 
 TEST_P(UcxTest, OneSenderTwoReceiversAndConcurrentSends) {

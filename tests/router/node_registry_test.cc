@@ -89,3 +89,34 @@ TEST(NodeRegistryTest, RejectsBadRegistrations) {
 
 }  // namespace
 }  // namespace duet::router
+
+namespace duet::router {
+namespace {
+
+NodeRef Ref(std::vector<v1::KvTransport> transports, std::string host) {
+  NodeRef r;
+  r.kv_transports = std::move(transports);
+  r.host_id = std::move(host);
+  return r;
+}
+
+TEST(PickKvTransportTest, CudaIpcOnOneHostUcxAcrossHostsNoneWithoutACommonOne) {
+  const auto ipc = v1::KV_TRANSPORT_CUDA_IPC;
+  const auto ucx = v1::KV_TRANSPORT_UCX;
+  // --kv-transport auto on GPU nodes: IPC on one host, UCX across hosts.
+  EXPECT_EQ(PickKvTransport(Ref({ipc, ucx}, "a"), Ref({ipc, ucx}, "a")), ipc);
+  EXPECT_EQ(PickKvTransport(Ref({ipc, ucx}, "a"), Ref({ipc, ucx}, "b")), ucx);
+  // A CPU node offers UCX only.
+  EXPECT_EQ(PickKvTransport(Ref({ipc, ucx}, "a"), Ref({ucx}, "a")), ucx);
+  // Registrations without transports mean UCX.
+  EXPECT_EQ(PickKvTransport(Ref({}, ""), Ref({ipc, ucx}, "a")), ucx);
+  // Explicit cuda-ipc on both: only on one host (or where a node did not
+  // say which host it is on).
+  EXPECT_EQ(PickKvTransport(Ref({ipc}, "a"), Ref({ipc}, "a")), ipc);
+  EXPECT_EQ(PickKvTransport(Ref({ipc}, ""), Ref({ipc}, "a")), ipc);
+  EXPECT_EQ(PickKvTransport(Ref({ipc}, "a"), Ref({ipc}, "b")), std::nullopt);
+  EXPECT_EQ(PickKvTransport(Ref({ipc}, "a"), Ref({ucx}, "a")), std::nullopt);
+}
+
+}  // namespace
+}  // namespace duet::router

@@ -70,12 +70,12 @@ model::SamplingParams Greedy(int32_t max_tokens) {
 absl::StatusOr<std::vector<int32_t>> RunOne(Pair& p, uint64_t id,
                                             const std::vector<int32_t>& prompt,
                                             const model::SamplingParams& s) {
-  auto desc = p.decode->Reserve(id, static_cast<int32_t>(prompt.size()),
-                                s.max_tokens, p.prefill->layout(),
-                                absl::ZeroDuration());
+  auto desc =
+      p.decode->Reserve(id, static_cast<int32_t>(prompt.size()), s.max_tokens,
+                        p.prefill->layout(), absl::ZeroDuration());
   if (!desc.ok()) return desc.status();
-  auto job = p.prefill->Submit(id, prompt, s, *desc,
-                               absl::Now() + absl::Seconds(30));
+  auto job =
+      p.prefill->Submit(id, prompt, s, *desc, absl::Now() + absl::Seconds(30));
   if (!job.ok()) return job.status();
   auto result = (*job)->Wait(absl::Seconds(30));
   if (!result.has_value()) return absl::DeadlineExceededError("prefill hung");
@@ -102,15 +102,15 @@ class PushModeTest : public ::testing::TestWithParam<prefill_node::KvPush> {};
 // many-chunk prompts, partial last blocks, chunks of several requests in
 // one pass; every push mode gives the single-process engine's tokens.
 TEST_P(PushModeTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
-  auto p = MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256, 8, "",
-                    GetParam());
+  auto p =
+      MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256, 8, "", GetParam());
   auto engine = model::Engine::Create(
       testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
   ASSERT_TRUE(engine.ok());
   constexpr int kN = 12;
   std::vector<std::vector<int32_t>> prompts, want(kN);
-  std::vector<absl::StatusOr<std::vector<int32_t>>> got(
-      kN, absl::UnknownError(""));
+  std::vector<absl::StatusOr<std::vector<int32_t>>> got(kN,
+                                                        absl::UnknownError(""));
   for (int i = 0; i < kN; ++i) {
     prompts.push_back(testing::LcgPrompt(3 + 17 * i, 100000));
     auto r = (*engine)->Generate(prompts[i], Greedy(5 + i));
@@ -119,9 +119,8 @@ TEST_P(PushModeTest, ConcurrentRequestsMatchTheSingleProcessEngine) {
   }
   std::vector<std::thread> threads;
   for (int i = 0; i < kN; ++i) {
-    threads.emplace_back([&, i] {
-      got[i] = RunOne(*p, 100 + i, prompts[i], Greedy(5 + i));
-    });
+    threads.emplace_back(
+        [&, i] { got[i] = RunOne(*p, 100 + i, prompts[i], Greedy(5 + i)); });
   }
   for (auto& t : threads) t.join();
   for (int i = 0; i < kN; ++i) {
@@ -146,22 +145,22 @@ TEST(DisaggregatedEnginesTest, FullPoolIsResourceExhaustedAndRunningIsIntact) {
   auto p = MakePair(64, /*decode_blocks=*/4);
   // 40 + 20 - 1 tokens need 4 blocks: the whole pool.
   const auto prompt = testing::LcgPrompt(40, 1000);
-  auto first = p->decode->Reserve(1, 40, 20, p->prefill->layout(),
-                                  absl::ZeroDuration());
+  auto first =
+      p->decode->Reserve(1, 40, 20, p->prefill->layout(), absl::ZeroDuration());
   ASSERT_TRUE(first.ok());
-  auto second = p->decode->Reserve(2, 5, 5, p->prefill->layout(),
-                                   absl::ZeroDuration());
+  auto second =
+      p->decode->Reserve(2, 5, 5, p->prefill->layout(), absl::ZeroDuration());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(second.status().message(), HasSubstr("KV cache full"));
   // The first request still completes correctly.
   ASSERT_TRUE(p->decode->Release(1));
   // Released blocks are quarantined before they can be reserved again.
   EXPECT_EQ(p->decode->Load().quarantined_blocks, 4);
-  EXPECT_EQ(p->decode->Reserve(4, 5, 5, p->prefill->layout(),
-                               absl::ZeroDuration())
-                .status()
-                .code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      p->decode->Reserve(4, 5, 5, p->prefill->layout(), absl::ZeroDuration())
+          .status()
+          .code(),
+      absl::StatusCode::kResourceExhausted);
   absl::SleepFor(absl::Milliseconds(400));
   auto engine = model::Engine::Create(
       testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
@@ -174,14 +173,15 @@ TEST(DisaggregatedEnginesTest, FullPoolIsResourceExhaustedAndRunningIsIntact) {
 
 TEST(DisaggregatedEnginesTest, AbandonedReservationExpires) {
   auto p = MakePair(64, 16);
-  ASSERT_TRUE(p->decode
-                  ->Reserve(7, 10, 10, p->prefill->layout(),
-                            absl::Milliseconds(100))
-                  .ok());
+  ASSERT_TRUE(
+      p->decode
+          ->Reserve(7, 10, 10, p->prefill->layout(), absl::Milliseconds(100))
+          .ok());
   EXPECT_LT(p->decode->Load().free_blocks, 16);
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(p->decode->Load().free_blocks, 16);
-  auto late = p->decode->StartDecode(7, testing::LcgPrompt(10, 1000), 1, Greedy(4));
+  auto late =
+      p->decode->StartDecode(7, testing::LcgPrompt(10, 1000), 1, Greedy(4));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
@@ -189,28 +189,28 @@ TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
   auto p = MakePair(64, 16);
   kv_transfer::KvLayout other = p->prefill->layout();
   other.block_size = 32;
-  EXPECT_EQ(p->decode->Reserve(1, 4, 4, other, absl::ZeroDuration())
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(p->decode->Reserve(1, 0, 4, p->prefill->layout(),
-                               absl::ZeroDuration())
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(p->decode->Reserve(1, 4090, 100, p->prefill->layout(),
-                               absl::ZeroDuration())
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  auto desc = p->decode->Reserve(1, 4, 4, p->prefill->layout(),
-                                 absl::ZeroDuration());
+  EXPECT_EQ(
+      p->decode->Reserve(1, 4, 4, other, absl::ZeroDuration()).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      p->decode->Reserve(1, 0, 4, p->prefill->layout(), absl::ZeroDuration())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      p->decode
+          ->Reserve(1, 4090, 100, p->prefill->layout(), absl::ZeroDuration())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  auto desc =
+      p->decode->Reserve(1, 4, 4, p->prefill->layout(), absl::ZeroDuration());
   ASSERT_TRUE(desc.ok());
-  EXPECT_EQ(p->decode->Reserve(1, 4, 4, p->prefill->layout(),
-                               absl::ZeroDuration())
-                .status()
-                .code(),
-            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(
+      p->decode->Reserve(1, 4, 4, p->prefill->layout(), absl::ZeroDuration())
+          .status()
+          .code(),
+      absl::StatusCode::kAlreadyExists);
   // Prefill side: out-of-vocabulary id, descriptor too small.
   EXPECT_EQ(p->prefill
                 ->Submit(1, {1, 999999999}, Greedy(4), *desc,
@@ -271,13 +271,14 @@ TEST(DisaggregatedEnginesTest, CancelledStreamFreesBlocksAtTheNextStep) {
   ASSERT_TRUE(job.ok());
   auto first = (*job)->Wait(absl::Seconds(10));
   ASSERT_TRUE(first.has_value() && first->ok());
-  auto stream = p->decode->StartDecode(9, prompt, (*first)->first_token,
-                                      Greedy(500));
+  auto stream =
+      p->decode->StartDecode(9, prompt, (*first)->first_token, Greedy(500));
   ASSERT_TRUE(stream.ok());
   (*stream)->Next(absl::Seconds(5));
   (*stream)->Cancel();
   decode_node::DecodeStream::Update u;
-  for (int i = 0; i < 1000 && !u.done; ++i) u = (*stream)->Next(absl::Seconds(1));
+  for (int i = 0; i < 1000 && !u.done; ++i)
+    u = (*stream)->Next(absl::Seconds(1));
   ASSERT_TRUE(u.done);
   EXPECT_EQ(u.error.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(p->decode->Load().free_blocks, 64);
@@ -288,17 +289,16 @@ TEST(DisaggregatedEnginesTest, LongAndShortPromptsShareTheTokenBudget) {
   // the short one waits its turn in the shared budget but is never starved,
   // and the long one is not delayed behind later arrivals.
   auto p = MakePair(/*prefill_budget=*/64, 128);
-  auto d1 = p->decode->Reserve(1, 300, 4, p->prefill->layout(),
-                               absl::ZeroDuration());
-  auto d2 = p->decode->Reserve(2, 5, 4, p->prefill->layout(),
-                               absl::ZeroDuration());
+  auto d1 =
+      p->decode->Reserve(1, 300, 4, p->prefill->layout(), absl::ZeroDuration());
+  auto d2 =
+      p->decode->Reserve(2, 5, 4, p->prefill->layout(), absl::ZeroDuration());
   ASSERT_TRUE(d1.ok() && d2.ok());
-  auto long_job = p->prefill->Submit(1, testing::LcgPrompt(300, 1000),
-                                     Greedy(4), *d1,
-                                     absl::Now() + absl::Seconds(30));
-  auto short_job = p->prefill->Submit(2, testing::LcgPrompt(5, 1000),
-                                      Greedy(4), *d2,
-                                      absl::Now() + absl::Seconds(30));
+  auto long_job =
+      p->prefill->Submit(1, testing::LcgPrompt(300, 1000), Greedy(4), *d1,
+                         absl::Now() + absl::Seconds(30));
+  auto short_job = p->prefill->Submit(2, testing::LcgPrompt(5, 1000), Greedy(4),
+                                      *d2, absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(long_job.ok() && short_job.ok());
   auto a = (*long_job)->Wait(absl::Seconds(30));
   auto b = (*short_job)->Wait(absl::Seconds(30));

@@ -1,0 +1,92 @@
+#include "serving/kv_transports.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "kv_transfer/cuda_ipc.h"
+#include "kv_transfer/multi_transport.h"
+#include "serving/convert.h"
+
+namespace duet::serving {
+
+using kv_transfer::Transport;
+
+absl::StatusOr<std::vector<Transport>> ResolveKvTransports(
+    const std::string& flag, const runtime::ModelRunner& runner) {
+  const bool gpu = runner.device() >= 0;
+  if (flag == "ucx") return std::vector<Transport>{Transport::kUcx};
+  if (flag == "cuda-ipc") {
+    if (!gpu) {
+      return absl::InvalidArgumentError(
+          "--kv-transport cuda-ipc needs the cuda backend (a GPU KV pool)");
+    }
+    return std::vector<Transport>{Transport::kCudaIpc};
+  }
+  if (flag == "auto") {
+    if (gpu)
+      return std::vector<Transport>{Transport::kCudaIpc, Transport::kUcx};
+    return std::vector<Transport>{Transport::kUcx};
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--kv-transport must be auto, ucx or cuda-ipc, got '", flag, "'"));
+}
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
+    const std::vector<Transport>& transports, runtime::ModelRunner& runner,
+    const kv_transfer::UcxOptions& ucx) {
+  std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvReceiver>>>
+      parts;
+  for (Transport t : transports) {
+    absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> r =
+        t == Transport::kCudaIpc
+            ? kv_transfer::MakeCudaIpcReceiver(runner.pool_view(),
+                                               runner.device())
+            : kv_transfer::MakeUcxReceiver(runner.pool_view(), ucx,
+                                           &runner.backend());
+    if (!r.ok()) return r.status();
+    parts.emplace_back(t, std::move(*r));
+  }
+  if (parts.size() == 1) return std::move(parts.front().second);
+  return kv_transfer::MakeMultiReceiver(std::move(parts));
+}
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
+    const std::vector<Transport>& transports, runtime::ModelRunner& runner,
+    const kv_transfer::UcxOptions& ucx) {
+  std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvSender>>>
+      parts;
+  for (Transport t : transports) {
+    absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> s =
+        t == Transport::kCudaIpc
+            ? kv_transfer::MakeCudaIpcSender(runner.pool_view(),
+                                             &runner.backend(), runner.device())
+            : kv_transfer::MakeUcxSender(runner.pool_view(), ucx,
+                                         &runner.backend());
+    if (!s.ok()) return s.status();
+    parts.emplace_back(t, std::move(*s));
+  }
+  if (parts.size() == 1) return std::move(parts.front().second);
+  return kv_transfer::MakeMultiSender(std::move(parts));
+}
+
+void AddKvTransports(const std::vector<Transport>& transports,
+                     v1::RegisterRequest* reg) {
+  for (Transport t : transports) reg->add_kv_transports(ToProto(t));
+  reg->set_host_id(kv_transfer::LocalHostId());
+}
+
+std::string KvTransportsDescription(const std::vector<Transport>& transports,
+                                    const runtime::ModelRunner& runner,
+                                    const kv_transfer::UcxOptions& ucx) {
+  std::string out;
+  for (Transport t : transports) {
+    absl::StrAppend(&out, out.empty() ? "" : " or ",
+                    t == Transport::kCudaIpc             ? "CUDA IPC"
+                    : runner.device() >= 0 || ucx.staged ? "UCX (host-staged)"
+                                                         : "UCX");
+  }
+  return out;
+}
+
+}  // namespace duet::serving

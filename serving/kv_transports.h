@@ -1,0 +1,47 @@
+// Which KV transports a node serves (--kv-transport) and the transport
+// objects for them, shared by duet-prefill and duet-decode.
+//
+// auto: a GPU node offers CUDA IPC and UCX, a CPU node UCX; both register
+// their transports and their host's identity, and the router picks per
+// (prefill, decode) pair: CUDA IPC when both offer it on the same host,
+// else UCX (router/README.md). An explicit ucx or cuda-ipc offers that one.
+#ifndef DUET_SERVING_KV_TRANSPORTS_H_
+#define DUET_SERVING_KV_TRANSPORTS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "duet/v1/registry.pb.h"
+#include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/ucx_transport.h"
+#include "runtime/model_runner.h"
+
+namespace duet::serving {
+
+// The transports for `flag` on `runner`'s pool, preferred first.
+// InvalidArgument for cuda-ipc on a host pool.
+absl::StatusOr<std::vector<kv_transfer::Transport>> ResolveKvTransports(
+    const std::string& flag, const runtime::ModelRunner& runner);
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
+    const std::vector<kv_transfer::Transport>& transports,
+    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
+    const std::vector<kv_transfer::Transport>& transports,
+    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
+
+// Lists the transports and this host's identity in a registration.
+void AddKvTransports(const std::vector<kv_transfer::Transport>& transports,
+                     v1::RegisterRequest* reg);
+
+// "CUDA IPC or UCX (host-staged)" for the ready line.
+std::string KvTransportsDescription(
+    const std::vector<kv_transfer::Transport>& transports,
+    const runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
+
+}  // namespace duet::serving
+
+#endif  // DUET_SERVING_KV_TRANSPORTS_H_
