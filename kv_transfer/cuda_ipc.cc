@@ -24,6 +24,9 @@ namespace {
 // How many receivers' mappings a sender keeps open; the oldest closes first
 // (a decode node that restarted exports new handles).
 constexpr size_t kMaxMappedPeers = 8;
+// A mapping unused this long is closed: its decode node may have exited,
+// and an open mapping keeps that node's whole pool allocated on the GPU.
+constexpr absl::Duration kIdleMappingClose = absl::Seconds(60);
 
 absl::Status CudaError(cudaError_t rc, absl::string_view what) {
   return absl::Status(DeviceErrorCode(DeviceLib::kCuda, static_cast<int>(rc)),
@@ -79,6 +82,7 @@ struct Mapping {
   }
   std::string key;  // the concatenated handles
   int device = 0;
+  absl::Time last_used;
   std::vector<void*> layers;
 };
 
@@ -149,12 +153,20 @@ class CudaIpcSender final : public KvSender {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::string key;
     for (const std::string& h : dest.cuda_ipc_handles) key += h;
+    const absl::Time now = absl::Now();
+    std::erase_if(mappings_, [&](const std::unique_ptr<Mapping>& m) {
+      return m->key != key && now - m->last_used > kIdleMappingClose;
+    });
     for (const auto& m : mappings_) {
-      if (m->key == key) return m.get();
+      if (m->key == key) {
+        m->last_used = now;
+        return m.get();
+      }
     }
     auto m = std::make_unique<Mapping>();
     m->key = key;
     m->device = device_;
+    m->last_used = now;
     kernels::cuda::ScopedDevice scope(device_);
     if (scope.status() != cudaSuccess) {
       return CudaError(scope.status(), "CUDA IPC: selecting the device");
