@@ -1,7 +1,8 @@
+#include "kernels/cuda/allocator.h"
+
 #include <cuda_runtime_api.h>
 
 #include "common/device_status.h"
-#include "kernels/cuda/allocator.h"
 #include "kernels/cuda/cuda_utils.h"
 
 namespace duet::kernels::cuda {

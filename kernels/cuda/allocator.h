@@ -25,8 +25,8 @@
 namespace duet::kernels::cuda {
 
 struct AllocatorStats {
-  size_t bytes_in_use = 0;    // handed out and not yet freed
-  size_t bytes_cached = 0;    // in the free list
+  size_t bytes_in_use = 0;     // handed out and not yet freed
+  size_t bytes_cached = 0;     // in the free list
   int64_t device_mallocs = 0;  // cudaMalloc calls so far (cache misses)
   int64_t device_frees = 0;    // cudaFree calls so far
 };
@@ -69,11 +69,11 @@ class CachingAllocator {
 
   const int device_;
   mutable std::mutex mu_;
-  std::multimap<size_t, void*> free_;           // size -> block
-  std::unordered_map<void*, size_t> in_use_;     // block -> size
+  std::multimap<size_t, void*> free_;         // size -> block
+  std::unordered_map<void*, size_t> in_use_;  // block -> size
   bool capturing_ = false;
-  std::unordered_map<void*, size_t> captured_;   // blocks of this capture
-  std::multimap<size_t, void*> capture_free_;    // freed during the capture
+  std::unordered_map<void*, size_t> captured_;  // blocks of this capture
+  std::multimap<size_t, void*> capture_free_;   // freed during the capture
   AllocatorStats stats_;
 };
 

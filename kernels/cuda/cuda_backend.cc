@@ -3,9 +3,9 @@
 // kernels/cuda. The CUDA work itself lives in the *_kernels.cu files, the
 // GEMMs in gemm.cc, memory in allocator.cc, copies in host_transfer.cc,
 // kv_block_transfer.cc and step_metadata.cc.
-#include <cuda_runtime_api.h>
-
 #include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstring>
@@ -23,8 +23,8 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/host_transfer.h"
 #include "kernels/cuda/kv_block_transfer.h"
-#include "kernels/cuda/kv_copy_queue.h"
 #include "kernels/cuda/kv_cache_kernels.h"
+#include "kernels/cuda/kv_copy_queue.h"
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
 #include "kernels/cuda/sampler.h"
@@ -43,13 +43,13 @@ constexpr DType kF32 = DType::kF32;
 
 absl::Status CheckDevice(const TensorView& t, DType dtype, const char* what) {
   if (t.device != Device::kCuda || (t.data == nullptr && t.numel() > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": CUDA backend needs a non-null CUDA tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": CUDA backend needs a non-null CUDA tensor"));
   }
   if (t.dtype != dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": expected dtype ", DTypeName(dtype), ", got ",
-                     DTypeName(t.dtype)));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected dtype ",
+                                                   DTypeName(dtype), ", got ",
+                                                   DTypeName(t.dtype)));
   }
   return absl::OkStatus();
 }
@@ -58,9 +58,9 @@ absl::Status CheckMatrix(const TensorView& t, DType dtype, int64_t rows,
                          int64_t cols, const char* what) {
   DUET_RETURN_IF_ERROR(CheckDevice(t, dtype, what));
   if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": expected [", rows, ", ", cols, "], got ",
-                     ShapeString(t.shape)));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected [", rows,
+                                                   ", ", cols, "], got ",
+                                                   ShapeString(t.shape)));
   }
   return absl::OkStatus();
 }
@@ -150,8 +150,8 @@ class CudaBackend final : public Backend {
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
     DUET_ASSIGN_OR_RETURN(Tensor t, Allocate(dtype, shape));
     DUET_RETURN_IF_ERROR(transfer_.Upload(
-        src, src_dtype, static_cast<size_t>(NumElements(shape)),
-        t.view().data, dtype, stream()));
+        src, src_dtype, static_cast<size_t>(NumElements(shape)), t.view().data,
+        dtype, stream()));
     return t;
   }
 
@@ -183,9 +183,8 @@ class CudaBackend final : public Backend {
     }
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    return transfer_.DownloadF32(src.data, src.dtype,
-                                 static_cast<size_t>(src.numel()), dst,
-                                 stream());
+    return transfer_.DownloadF32(
+        src.data, src.dtype, static_cast<size_t>(src.numel()), dst, stream());
   }
 
   absl::Status BeginStep(const StepInputs& step, const AttentionShape& shape,
@@ -220,13 +219,12 @@ class CudaBackend final : public Backend {
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
     return cuda::LaunchGatherRows(
         {table.data, meta().device().token_ids, step.num_tokens(),
-         table.dim(1) * static_cast<int64_t>(sizeof(__nv_bfloat16)),
-         out.data},
+         table.dim(1) * static_cast<int64_t>(sizeof(__nv_bfloat16)), out.data},
         stream(), options_.programmatic_launch);
   }
 
-  absl::Status RmsNorm(const TensorView& x, const TensorView& weight,
-                       float eps, const TensorView& out) override {
+  absl::Status RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                       const TensorView& out) override {
     DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "rmsnorm x"));
     DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "rmsnorm weight"));
     const int64_t dim = weight.numel();
@@ -277,9 +275,9 @@ class CudaBackend final : public Backend {
     DUET_RETURN_IF_ERROR(CheckDevice(x, kBF16, "linear x"));
     DUET_RETURN_IF_ERROR(CheckDevice(weight, kBF16, "linear weight"));
     if (x.rank() != 2 || weight.rank() != 2 || x.dim(1) != weight.dim(1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "linear: x ", ShapeString(x.shape), " does not match weight ",
-          ShapeString(weight.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("linear: x ", ShapeString(x.shape),
+                       " does not match weight ", ShapeString(weight.shape)));
     }
     DUET_RETURN_IF_ERROR(
         CheckMatrix(out, kBF16, x.dim(0), weight.dim(0), "linear out"));
@@ -323,8 +321,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status QkNormRopeWriteKv(const StepInputs& step,
-                                 const AttentionShape& s,
-                                 const TensorView& qkv,
+                                 const AttentionShape& s, const TensorView& qkv,
                                  const TensorView* q_norm,
                                  const TensorView* k_norm, float eps,
                                  const TensorView& inv_freq,
@@ -414,7 +411,8 @@ class CudaBackend final : public Backend {
     }
     p.split_counters = split_counters_.as<unsigned int>();
     p.split_counter_capacity = kSplitCounters;
-    return cuda::LaunchDecodeAttention(p, stream(), options_.programmatic_launch);
+    return cuda::LaunchDecodeAttention(p, stream(),
+                                       options_.programmatic_launch);
   }
 
   absl::Status SiluMul(const TensorView& gate_up,
@@ -427,10 +425,10 @@ class CudaBackend final : public Backend {
                                      gate_up.dim(1) / 2, "silu_mul out"));
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    return cuda::LaunchSiluMul({Ptr<const __nv_bfloat16>(gate_up),
-                                Ptr<__nv_bfloat16>(out), gate_up.dim(0),
-                                gate_up.dim(1) / 2},
-                               stream(), options_.programmatic_launch);
+    return cuda::LaunchSiluMul(
+        {Ptr<const __nv_bfloat16>(gate_up), Ptr<__nv_bfloat16>(out),
+         gate_up.dim(0), gate_up.dim(1) / 2},
+        stream(), options_.programmatic_launch);
   }
 
   absl::Status Logits(const StepInputs& step, const TensorView& x,
@@ -467,8 +465,7 @@ class CudaBackend final : public Backend {
   absl::Status Sample(const TensorView& logits,
                       std::span<const SampleSpec> specs,
                       std::span<int32_t> tokens) override {
-    DUET_RETURN_IF_ERROR(
-        CheckSampleArgs(logits, Device::kCuda, specs, tokens));
+    DUET_RETURN_IF_ERROR(CheckSampleArgs(logits, Device::kCuda, specs, tokens));
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
     return sampler_.Run(logits, specs, tokens, stream());
@@ -484,8 +481,8 @@ class CudaBackend final : public Backend {
     void* data = nullptr;
     // Portable: pinned for every device's context, so a tensor-parallel
     // rank on another GPU can stage through the same buffer.
-    DUET_CUDA_RETURN_IF_ERROR(cudaHostAlloc(
-        &data, static_cast<size_t>(bytes), cudaHostAllocPortable));
+    DUET_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&data, static_cast<size_t>(bytes),
+                                            cudaHostAllocPortable));
     return HostBuffer(data, static_cast<size_t>(bytes),
                       [](void* p) { (void)cudaFreeHost(p); });
   }
@@ -558,13 +555,10 @@ class CudaBackend final : public Backend {
  private:
   // QkNormRope, plus the KV-cache write in the same kernel when kv_cache
   // is given.
-  absl::Status QkNormRopeMaybeWriteKv(const StepInputs& step,
-                                      const AttentionShape& s,
-                                      const TensorView& qkv,
-                                      const TensorView* q_norm,
-                                      const TensorView* k_norm, float eps,
-                                      const TensorView& inv_freq,
-                                      const TensorView* kv_cache) {
+  absl::Status QkNormRopeMaybeWriteKv(
+      const StepInputs& step, const AttentionShape& s, const TensorView& qkv,
+      const TensorView* q_norm, const TensorView* k_norm, float eps,
+      const TensorView& inv_freq, const TensorView* kv_cache) {
     DUET_RETURN_IF_ERROR(meta().Check(step, s, "qk_norm_rope"));
     DUET_RETURN_IF_ERROR(
         CheckMatrix(qkv, kBF16, step.num_tokens(), s.qkv_width(), "qkv"));
@@ -623,8 +617,7 @@ class CudaBackend final : public Backend {
           cudaMemsetAsync(y.data, 0, y.nbytes(), stream()));
       return absl::OkStatus();
     }
-    if (out_type == CUDA_R_16BF &&
-        x.dim(0) <= options_.small_gemm_max_tokens &&
+    if (out_type == CUDA_R_16BF && x.dim(0) <= options_.small_gemm_max_tokens &&
         cuda::SmallGemmApplies(x.dim(0), w.dim(0), x.dim(1))) {
       return cuda::LaunchSmallGemm(SmallGemm(x, w, y), stream(),
                                    options_.programmatic_launch);
@@ -687,7 +680,8 @@ class CudaStepGraph final : public StepGraph {
 
   absl::Status Replay(const StepInputs& step) override {
     if (step.mode != mode_ || step.num_tokens() != num_tokens_ ||
-        step.num_seqs() != num_seqs_ || step.max_blocks_per_seq != max_blocks_ ||
+        step.num_seqs() != num_seqs_ ||
+        step.max_blocks_per_seq != max_blocks_ ||
         step.logits_rows.size() != logits_rows_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "graph replay: step of ", step.num_seqs(), " sequences, ",
@@ -772,20 +766,19 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
         absl::StrCat("no CUDA device: ", cudaGetErrorString(rc)));
   }
   if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no CUDA device ", device, " (", count, " visible)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device ", device, " (", count, " visible)"));
   }
   if (options.prefill_warp_rows != 16 && options.prefill_warp_rows != 32) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prefill_warp_rows is ", options.prefill_warp_rows,
-        "; it must be 16 or 32"));
+    return absl::InvalidArgumentError(absl::StrCat("prefill_warp_rows is ",
+                                                   options.prefill_warp_rows,
+                                                   "; it must be 16 or 32"));
   }
   if (options.small_gemm_shape < -1 ||
       options.small_gemm_shape >= cuda::kSmallGemmShapes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("small_gemm_shape is ", options.small_gemm_shape,
-                     "; it must be -1 (by weight size) or 0..",
-                     cuda::kSmallGemmShapes - 1));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "small_gemm_shape is ", options.small_gemm_shape,
+        "; it must be -1 (by weight size) or 0..", cuda::kSmallGemmShapes - 1));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

@@ -65,6 +65,16 @@ class CudaStream {
         cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     return absl::OkStatus();
   }
+  // With the device's highest priority: its kernels are scheduled before
+  // those of normal streams as SMs free up.
+  absl::Status CreateHighPriority() {
+    int least = 0, greatest = 0;
+    DUET_CUDA_RETURN_IF_ERROR(
+        cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    DUET_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(
+        &stream_, cudaStreamNonBlocking, greatest));
+    return absl::OkStatus();
+  }
   cudaStream_t get() const { return stream_; }
 
  private:

@@ -68,8 +68,8 @@ absl::Status GemmRunner::MakePlan(const GemmParams& p, Plan& plan) {
   DUET_CUBLAS_RETURN_IF_ERROR(rc);
   if (returned == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
     return absl::UnimplementedError(absl::StrCat(
-        "cuBLASLt has no algorithm for bf16 GEMM tokens=", p.tokens,
-        " n=", p.n, " k=", p.k));
+        "cuBLASLt has no algorithm for bf16 GEMM tokens=", p.tokens, " n=", p.n,
+        " k=", p.k));
   }
   plan.algo = result.algo;
   return absl::OkStatus();
@@ -89,9 +89,8 @@ absl::Status GemmRunner::Run(const GemmParams& p, cudaStream_t stream) {
   const float alpha = 1.0f;
   const float beta = 0.0f;
   DUET_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
-      handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b, &beta, p.y,
-      plan.c, p.y, plan.c, &plan.algo, workspace_.data(), workspace_.size(),
-      stream));
+      handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b, &beta, p.y, plan.c,
+      p.y, plan.c, &plan.algo, workspace_.data(), workspace_.size(), stream));
   return absl::OkStatus();
 }
 

@@ -37,19 +37,19 @@ absl::Status HostTransfer::Upload(const void* src, DType src_dtype,
     if (!s.ok()) return s;
     std::memcpy(pinned_[slot].data(), in + done * src_size, n * src_size);
     if (!convert) {
-      DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-          out + done * dst_size, pinned_[slot].data(), n * src_size,
-          cudaMemcpyHostToDevice, stream));
+      DUET_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(out + done * dst_size, pinned_[slot].data(),
+                          n * src_size, cudaMemcpyHostToDevice, stream));
     } else {
       s = staging_[slot].Reserve(allocator_, kChunkBytes);
       if (!s.ok()) return s;
-      DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-          staging_[slot].data(), pinned_[slot].data(), n * src_size,
-          cudaMemcpyHostToDevice, stream));
-      s = LaunchConvert({staging_[slot].data(), src_dtype,
-                         out + done * dst_size, dst_dtype,
-                         static_cast<int64_t>(n)},
-                        stream);
+      DUET_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(staging_[slot].data(), pinned_[slot].data(),
+                          n * src_size, cudaMemcpyHostToDevice, stream));
+      s = LaunchConvert(
+          {staging_[slot].data(), src_dtype, out + done * dst_size, dst_dtype,
+           static_cast<int64_t>(n)},
+          stream);
       if (!s.ok()) return s;
     }
     DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(done_[slot].get(), stream));
@@ -68,8 +68,8 @@ absl::Status HostTransfer::DownloadF32(const void* src, DType src_dtype,
     auto buffer = DeviceBuffer::Make(allocator_, count * sizeof(float));
     if (!buffer.ok()) return buffer.status();
     scratch = std::move(*buffer);
-    absl::Status s = LaunchConvert({src, src_dtype, scratch.data(),
-                                    DType::kF32, static_cast<int64_t>(count)},
+    absl::Status s = LaunchConvert({src, src_dtype, scratch.data(), DType::kF32,
+                                    static_cast<int64_t>(count)},
                                    stream);
     if (!s.ok()) return s;
     from = scratch.data();

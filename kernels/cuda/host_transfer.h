@@ -33,8 +33,8 @@ class HostTransfer {
   // dst[0, count) (device, dst_dtype) = convert(src[0, count)) (host,
   // src_dtype). Returns once `src` has been read; the device side may still
   // be queued on `stream`.
-  absl::Status Upload(const void* src, DType src_dtype, size_t count,
-                      void* dst, DType dst_dtype, cudaStream_t stream);
+  absl::Status Upload(const void* src, DType src_dtype, size_t count, void* dst,
+                      DType dst_dtype, cudaStream_t stream);
   // dst (host fp32) = src (device); returns when dst is filled.
   absl::Status DownloadF32(const void* src, DType src_dtype, size_t count,
                            float* dst, cudaStream_t stream);
@@ -42,7 +42,7 @@ class HostTransfer {
  private:
   std::shared_ptr<CachingAllocator> allocator_;
   PinnedBuffer pinned_[2];
-  CudaEvent done_[2];       // recorded after each use of slot i
+  CudaEvent done_[2];  // recorded after each use of slot i
   bool pending_[2] = {false, false};
   DeviceBuffer staging_[2];  // device copy of a chunk that needs converting
 };

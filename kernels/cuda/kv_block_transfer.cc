@@ -5,6 +5,7 @@
 #include <functional>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -128,12 +129,53 @@ absl::Status KvBlockTransfer::Finish(absl::Status queued, cudaStream_t stream,
   return done;
 }
 
+absl::StatusOr<bool> KvBlockTransfer::GatherByRuns(const KvBlockPool& pool,
+                                                   std::span<const int32_t> ids,
+                                                   char* host,
+                                                   cudaStream_t stream) {
+  // (position, first id, count) of each run of consecutive ids.
+  struct IdRun {
+    int64_t pos;
+    int32_t first;
+    int64_t count;
+  };
+  std::vector<IdRun> runs;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!runs.empty() &&
+        ids[i] == runs.back().first + static_cast<int32_t>(runs.back().count)) {
+      ++runs.back().count;
+    } else {
+      runs.push_back({static_cast<int64_t>(i), ids[i], 1});
+    }
+  }
+  const int64_t bb = pool.block_bytes;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (runs.empty() ||
+      n * bb < kCopyEngineRunBytes * static_cast<int64_t>(runs.size())) {
+    return false;
+  }
+  for (size_t l = 0; l < pool.layer_base.size(); ++l) {
+    const char* base = static_cast<const char*>(pool.layer_base[l]);
+    for (const IdRun& r : runs) {
+      DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+          host + (static_cast<int64_t>(l) * n + r.pos) * bb,
+          base + int64_t{r.first} * bb, static_cast<size_t>(r.count * bb),
+          cudaMemcpyDeviceToHost, stream));
+    }
+  }
+  return true;
+}
+
 absl::Status KvBlockTransfer::Gather(const KvBlockPool& pool,
                                      std::span<const int32_t> ids, void* host,
                                      cudaStream_t stream, absl::Time deadline) {
   DUET_RETURN_IF_ERROR(Drain(stream, deadline));
-  absl::Status s =
-      Run(/*gather=*/true, pool, ids, static_cast<char*>(host), stream);
+  char* out = static_cast<char*>(host);
+  absl::StatusOr<bool> by_runs = GatherByRuns(pool, ids, out, stream);
+  absl::Status s = by_runs.status();
+  if (by_runs.ok() && !*by_runs) {
+    s = Run(/*gather=*/true, pool, ids, out, stream);
+  }
   return Finish(std::move(s), stream, deadline);
 }
 

@@ -34,6 +34,13 @@ namespace duet::kernels::cuda {
 class KvBlockTransfer {
  public:
   static constexpr int64_t kChunkBytes = int64_t{64} << 20;
+  // A gather whose runs of consecutive ids average at least this many bytes
+  // goes through the copy engine instead of the packing kernel: copies of
+  // that size run near PCIe speed, and they need no SM, so a gather queued
+  // beside a prefill pass (the KV sender's) is not starved by its kernels.
+  // Scattered ids (short runs) keep the kernel: per-block copies are ~5x
+  // slower (DESIGN.md §4).
+  static constexpr int64_t kCopyEngineRunBytes = int64_t{512} << 10;
 
   KvBlockTransfer() = default;
   KvBlockTransfer(const KvBlockTransfer&) = delete;
@@ -68,6 +75,12 @@ class KvBlockTransfer {
   static absl::Status CheckAlignment(const KvBlockPool& pool);
 
  private:
+  // Gathers through the copy engine, one cudaMemcpyAsync per (layer, run of
+  // consecutive ids), when the runs are long (see kCopyEngineRunBytes);
+  // false when they are not (the kernel path then runs).
+  absl::StatusOr<bool> GatherByRuns(const KvBlockPool& pool,
+                                    std::span<const int32_t> ids, char* host,
+                                    cudaStream_t stream);
   // Uploads the layer bases and ids the kernels read; returns the ids'
   // offset in metadata_ (the bases are at 0).
   absl::StatusOr<size_t> UploadMetadata(const KvBlockPool& pool,

@@ -40,8 +40,7 @@ struct KvBlocksParams {
   int64_t block_bytes = 0;  // multiple of 16; bases 16-byte aligned
   void* packed = nullptr;   // [num_layers][num_ids][block_bytes], device
 };
-absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p,
-                                  cudaStream_t stream);
+absl::Status LaunchGatherKvBlocks(const KvBlocksParams& p, cudaStream_t stream);
 absl::Status LaunchScatterKvBlocks(const KvBlocksParams& p,
                                    cudaStream_t stream);
 

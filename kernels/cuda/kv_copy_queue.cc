@@ -41,7 +41,10 @@ class CudaKvCopyQueue final : public KvCopyQueue {
   absl::Status Init(std::shared_ptr<CachingAllocator> allocator) {
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    DUET_RETURN_IF_ERROR(stream_.Create());
+    // High priority: the queue's small kernels (pool copy, gather) get SMs
+    // as soon as any free up instead of waiting behind a prefill pass's
+    // whole grid, so a layer's KV leaves while later layers compute.
+    DUET_RETURN_IF_ERROR(stream_.CreateHighPriority());
     return blocks_.Init(std::move(allocator));
   }
 

@@ -71,8 +71,8 @@ absl::Status DeviceSampler::Run(const TensorView& logits,
   }
   char* dev = device_.as<char>();
   // Inputs only: done and tokens are written by the kernels.
-  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, host, layout.done,
-                                            cudaMemcpyHostToDevice, stream));
+  DUET_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dev, host, layout.done, cudaMemcpyHostToDevice, stream));
 
   DeviceBuffer keys, keys_alt, temp;
   size_t temp_bytes = 0;
@@ -106,9 +106,9 @@ absl::Status DeviceSampler::Run(const TensorView& logits,
     p.sort_temp_bytes = temp_bytes;
     DUET_RETURN_IF_ERROR(LaunchSampleWave(p, stream));
   }
-  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      host + layout.tokens, dev + layout.tokens, rows * sizeof(int32_t),
-      cudaMemcpyDeviceToHost, stream));
+  DUET_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(host + layout.tokens, dev + layout.tokens,
+                      rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
   // Also keeps the scratch above alive until the kernels are done with it.
   DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   std::memcpy(tokens.data(), host + layout.tokens, rows * sizeof(int32_t));

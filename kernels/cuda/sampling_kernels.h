@@ -26,18 +26,18 @@ inline constexpr int kSampleIdBits = 21;  // vocabulary <= 2^21
 struct SampleWaveParams {
   float* logits = nullptr;  // [rows][vocab]; no-cut rows get weights in place
   int64_t vocab = 0;
-  int row0 = 0;      // first row of this wave
-  int num_rows = 0;  // rows in this wave
+  int row0 = 0;                       // first row of this wave
+  int num_rows = 0;                   // rows in this wave
   const SampleSpec* specs = nullptr;  // [rows], device
   // Per row of the wave: its slot in `keys`, or -1 (no sort needed).
   const int32_t* slot_of_row = nullptr;  // indexed by row - row0
   const int32_t* row_of_slot = nullptr;  // [num_slots]
   int num_slots = 0;
   const int32_t* segment_offsets = nullptr;  // [num_slots + 1] = slot * vocab
-  uint64_t* keys = nullptr;         // [num_slots][vocab] (sort input)
-  uint64_t* keys_alt = nullptr;     // [num_slots][vocab] (sort ping-pong)
-  int32_t* done = nullptr;          // [rows]: 1 = token final after pass 1
-  int32_t* tokens = nullptr;        // [rows]
+  uint64_t* keys = nullptr;                  // [num_slots][vocab] (sort input)
+  uint64_t* keys_alt = nullptr;  // [num_slots][vocab] (sort ping-pong)
+  int32_t* done = nullptr;       // [rows]: 1 = token final after pass 1
+  int32_t* tokens = nullptr;     // [rows]
   void* sort_temp = nullptr;
   size_t sort_temp_bytes = 0;
 };

@@ -86,8 +86,7 @@ absl::Status StepMetadata::Upload(
     max_q = std::max(max_q, e - b);
     max_len = std::max(max_len, step.seq_lens[sq]);
   }
-  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buffer_.data(), host,
-                                            layout.total,
+  DUET_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buffer_.data(), host, layout.total,
                                             cudaMemcpyHostToDevice, stream));
   DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(copied_.get(), stream));
   copy_pending_ = true;
@@ -127,10 +126,10 @@ absl::Status StepMetadata::Check(const StepInputs& step, const char* op) const {
       step.num_seqs() != view_.num_seqs || step.mode != view_.mode ||
       static_cast<int32_t>(step.logits_rows.size()) != view_.num_logits_rows ||
       step.max_blocks_per_seq != view_.max_blocks_per_seq) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        op, ": the step differs from the one given to BeginStep (",
-        step.num_tokens(), " vs ", view_.num_tokens, " tokens, ",
-        step.num_seqs(), " vs ", view_.num_seqs, " sequences)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": the step differs from the one given to BeginStep (",
+                     step.num_tokens(), " vs ", view_.num_tokens, " tokens, ",
+                     step.num_seqs(), " vs ", view_.num_seqs, " sequences)"));
   }
   return absl::OkStatus();
 }

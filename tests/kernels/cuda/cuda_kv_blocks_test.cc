@@ -247,6 +247,26 @@ TEST_F(CudaVsCpuTest, KvCopyQueueWaitsForItsMarkAndKeepsItsDeadline) {
       cpu_->GatherKvBlocks(slice(src.HostPool()), from, want.data(), bytes)
           .ok());
   EXPECT_EQ(std::memcmp(got->data(), want.data(), want.size()), 0);
+  // Long runs of consecutive ids (a fresh prompt's blocks) take the copy
+  // engine instead of the packing kernel: same bytes. Two runs of 20
+  // blocks (1.25 MiB each) with a repeated block between.
+  std::vector<int32_t> runs(41);
+  std::iota(runs.begin(), runs.begin() + 20, 3);
+  runs[20] = 7;
+  std::iota(runs.begin() + 21, runs.end(), 40);
+  const int64_t run_bytes = 2 * 41 * src.DevicePool().block_bytes;
+  absl::StatusOr<HostBuffer> got_runs = cuda_->AllocateHostStaging(run_bytes);
+  std::vector<char> want_runs(static_cast<size_t>(run_bytes));
+  ASSERT_TRUE(got_runs.ok());
+  ASSERT_TRUE((*queue)
+                  ->Gather(slice(src.DevicePool()), runs, got_runs->data(),
+                           run_bytes, absl::Now() + absl::Seconds(10))
+                  .ok());
+  ASSERT_TRUE(cpu_->GatherKvBlocks(slice(src.HostPool()), runs,
+                                   want_runs.data(), run_bytes)
+                  .ok());
+  EXPECT_EQ(std::memcmp(got_runs->data(), want_runs.data(), want_runs.size()),
+            0);
   // A mark from nowhere is refused.
   EXPECT_EQ((*queue)->After(nullptr).code(),
             absl::StatusCode::kInvalidArgument);
