@@ -130,8 +130,12 @@ nlohmann::ordered_json DistributionJson(const Distribution& d) {
   nlohmann::ordered_json j;
   j["count"] = d.count;
   for (const auto& [name, value] :
-       {std::pair<const char*, double>{"mean", d.mean}, {"p50", d.p50},
-        {"p90", d.p90}, {"p99", d.p99}, {"min", d.min}, {"max", d.max}}) {
+       {std::pair<const char*, double>{"mean", d.mean},
+        {"p50", d.p50},
+        {"p90", d.p90},
+        {"p99", d.p99},
+        {"min", d.min},
+        {"max", d.max}}) {
     if (d.count == 0) {
       j[name] = nullptr;  // No sample: no value, rather than a fake 0.
     } else {
@@ -149,14 +153,14 @@ absl::Status ValidateBenchOptions(const BenchOptions& o) {
     return absl::InvalidArgumentError("--num-requests must be > 0");
   }
   if (w.input_len_min <= 0 || w.input_len_max < w.input_len_min) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input length range must satisfy 1 <= min <= max, got ",
-        w.input_len_min, "..", w.input_len_max));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input length range must satisfy 1 <= min <= max, got ",
+                     w.input_len_min, "..", w.input_len_max));
   }
   if (w.output_len_min <= 0 || w.output_len_max < w.output_len_min) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "output length range must satisfy 1 <= min <= max, got ",
-        w.output_len_min, "..", w.output_len_max));
+    return absl::InvalidArgumentError(
+        absl::StrCat("output length range must satisfy 1 <= min <= max, got ",
+                     w.output_len_min, "..", w.output_len_max));
   }
   if (w.vocab_limit <= 0) {
     return absl::InvalidArgumentError("--vocab-limit must be > 0");
@@ -200,7 +204,8 @@ BenchReport BuildReport(const BenchOptions& options, std::string router,
     ++report.completed;
     report.total_input_tokens += r.input_len;
     report.total_output_tokens += r.output_tokens;
-    if (r.output_tokens != r.output_len_requested) ++report.output_len_mismatches;
+    if (r.output_tokens != r.output_len_requested)
+      ++report.output_len_mismatches;
     ttft.push_back(r.ttft_ms);
     e2e.push_back(r.e2e_ms);
     if (r.output_tokens >= 2) {
@@ -237,7 +242,8 @@ absl::StatusOr<BenchReport> RunBench(DuetClient& client,
                                      absl::Duration connect_timeout) {
   DUET_RETURN_IF_ERROR(ValidateBenchOptions(options));
   DUET_RETURN_IF_ERROR(client.WaitForConnected(connect_timeout));
-  const std::vector<BenchRequestSpec> specs = MakeBenchRequests(options.workload);
+  const std::vector<BenchRequestSpec> specs =
+      MakeBenchRequests(options.workload);
   const int n = static_cast<int>(specs.size());
   std::vector<RequestRecord> records(specs.size());
   // Each slot is written by exactly one thread; joining publishes them.
@@ -262,8 +268,9 @@ absl::StatusOr<BenchReport> RunBench(DuetClient& client,
     for (int i = 0; i < n; ++i) {
       // Absolute send times, so scheduling delays never accumulate.
       std::this_thread::sleep_until(
-          start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(offsets[i])));
+          start +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(offsets[i])));
       pool.Submit([&run_one, i] { run_one(i); });
     }
     pool.Join();
@@ -310,18 +317,18 @@ std::string FormatReportTable(const BenchReport& r) {
   row("Total output tokens", absl::StrCat(r.total_output_tokens));
   row("Output length mismatches", absl::StrCat(r.output_len_mismatches));
   absl::StrAppend(&out, rule, "\n");
-  absl::StrAppend(&out, absl::StrFormat("%-14s %8s %10s %10s %10s %10s\n",
-                                        "Latency (ms)", "count", "mean", "p50",
-                                        "p90", "p99"));
+  absl::StrAppend(
+      &out, absl::StrFormat("%-14s %8s %10s %10s %10s %10s\n", "Latency (ms)",
+                            "count", "mean", "p50", "p90", "p99"));
   auto dist = [&out](absl::string_view label, const Distribution& d) {
     if (d.count == 0) {
       absl::StrAppend(&out, absl::StrFormat("%-14s %8d %10s %10s %10s %10s\n",
                                             label, 0, "-", "-", "-", "-"));
       return;
     }
-    absl::StrAppend(&out,
-                    absl::StrFormat("%-14s %8d %10.3f %10.3f %10.3f %10.3f\n",
-                                    label, d.count, d.mean, d.p50, d.p90, d.p99));
+    absl::StrAppend(
+        &out, absl::StrFormat("%-14s %8d %10.3f %10.3f %10.3f %10.3f\n", label,
+                              d.count, d.mean, d.p50, d.p90, d.p99));
   };
   dist("TTFT", r.ttft_ms);
   dist("TPOT", r.tpot_ms);
@@ -346,10 +353,9 @@ std::string ReportToJson(const BenchReport& r, bool include_requests) {
       {"router", r.router},
       {"num_requests", w.num_requests},
       {"arrival", ArrivalName(o)},
-      {"request_rate_rps",
-       o.concurrency > 0 || std::isinf(o.request_rate)
-           ? nlohmann::ordered_json(nullptr)
-           : nlohmann::ordered_json(o.request_rate)},
+      {"request_rate_rps", o.concurrency > 0 || std::isinf(o.request_rate)
+                               ? nlohmann::ordered_json(nullptr)
+                               : nlohmann::ordered_json(o.request_rate)},
       {"concurrency", o.concurrency > 0 ? nlohmann::ordered_json(o.concurrency)
                                         : nlohmann::ordered_json(nullptr)},
       {"input_len_min", w.input_len_min},

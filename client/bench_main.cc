@@ -20,6 +20,8 @@
 #include "client/bench.h"
 #include "client/cli_flags.h"
 #include "client/client.h"
+#include "security/api_keys.h"
+#include "security/tls.h"
 
 ABSL_FLAG(std::string, router, "", "router address, host:port (required)");
 ABSL_FLAG(int32_t, num_requests, 100, "requests to send (> 0)");
@@ -76,8 +78,8 @@ int Main(int argc, char** argv) {
   }
   const std::vector<std::string>& args = parsed->positional;
   if (!args.empty()) {
-    return UsageError(absl::StrCat("unexpected argument '", args[0],
-                                   "' (see --help)"));
+    return UsageError(
+        absl::StrCat("unexpected argument '", args[0], "' (see --help)"));
   }
   const std::string router = absl::GetFlag(FLAGS_router);
   if (router.empty()) return UsageError("--router host:port is required");
@@ -105,11 +107,16 @@ int Main(int argc, char** argv) {
   const int64_t connect_ms = absl::GetFlag(FLAGS_connect_timeout_ms);
   if (connect_ms <= 0) return UsageError("--connect-timeout-ms must be > 0");
 
-  auto client = DuetClient::Create(router);
+  auto tls = duet::security::ReadTlsFlags(duet::security::Party::kClient);
+  if (!tls.ok()) return UsageError(std::string(tls.status().message()));
+  auto client = DuetClient::Create(
+      router,
+      {.tls_ca_pem = tls->ca, .api_key = duet::security::ClientApiKey()});
   if (!client.ok()) return UsageError(std::string(client.status().message()));
   auto report = RunBench(**client, options, absl::Milliseconds(connect_ms));
   if (!report.ok()) {
-    std::fprintf(stderr, "duet-bench: %s\n", report.status().ToString().c_str());
+    std::fprintf(stderr, "duet-bench: %s\n",
+                 report.status().ToString().c_str());
     return kExitRpcFailed;
   }
   std::fputs(FormatReportTable(*report).c_str(), stdout);
@@ -121,7 +128,8 @@ int Main(int argc, char** argv) {
     file << ReportToJson(*report, absl::GetFlag(FLAGS_json_per_request));
     file.close();
     if (!file) {
-      std::fprintf(stderr, "duet-bench: could not write %s\n", json_out.c_str());
+      std::fprintf(stderr, "duet-bench: could not write %s\n",
+                   json_out.c_str());
       return kExitRpcFailed;
     }
   }

@@ -17,7 +17,8 @@ constexpr uint64_t kRequestStream = 1;
 }  // namespace
 
 int64_t BenchRng::UniformInt(int64_t lo, int64_t hi) {
-  const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) + 1;
+  const uint64_t span =
+      static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) + 1;
   if (span == 0) return static_cast<int64_t>(Next());  // The full 64-bit range.
   // Reject the 2^64 mod span lowest values so every residue is equally
   // likely.
@@ -40,10 +41,12 @@ double BenchRng::Exponential(double rate) {
 }
 
 uint64_t DeriveSeed(uint64_t seed, uint64_t stream) {
-  return SplitMix64(SplitMix64(seed) ^ SplitMix64(stream + 0x5851f42d4c957f2dULL));
+  return SplitMix64(SplitMix64(seed) ^
+                    SplitMix64(stream + 0x5851f42d4c957f2dULL));
 }
 
-std::vector<BenchRequestSpec> MakeBenchRequests(const WorkloadOptions& options) {
+std::vector<BenchRequestSpec> MakeBenchRequests(
+    const WorkloadOptions& options) {
   std::vector<BenchRequestSpec> requests;
   requests.reserve(std::max(options.num_requests, 0));
   const uint64_t base = DeriveSeed(options.seed, kRequestStream);
@@ -51,10 +54,10 @@ std::vector<BenchRequestSpec> MakeBenchRequests(const WorkloadOptions& options) 
     BenchRng rng(DeriveSeed(base, static_cast<uint64_t>(i)));
     BenchRequestSpec spec;
     spec.index = i;
-    const int input_len =
-        static_cast<int>(rng.UniformInt(options.input_len_min, options.input_len_max));
-    spec.output_len =
-        static_cast<int>(rng.UniformInt(options.output_len_min, options.output_len_max));
+    const int input_len = static_cast<int>(
+        rng.UniformInt(options.input_len_min, options.input_len_max));
+    spec.output_len = static_cast<int>(
+        rng.UniformInt(options.output_len_min, options.output_len_max));
     spec.sampling_seed = rng.Next();
     spec.prompt_token_ids.resize(input_len);
     for (int32_t& id : spec.prompt_token_ids) {

@@ -18,7 +18,7 @@ namespace duet::client {
 absl::Status CheckFlagArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = NormalizeFlagArg(argv[i]);
-    if (arg == "--") break;  // The rest is positional.
+    if (arg == "--") break;                         // The rest is positional.
     if (arg.size() < 2 || arg[0] != '-') continue;  // Positional (or "-").
     const size_t dashes = arg[1] == '-' ? 2 : 1;
     const absl::string_view body = absl::string_view(arg).substr(dashes);
@@ -32,7 +32,8 @@ absl::Status CheckFlagArgs(int argc, char** argv) {
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
       // absl's "--noverbose" spelling of a false bool.
-      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      absl::CommandLineFlag* negated =
+          absl::FindCommandLineFlag(name.substr(2));
       if (negated != nullptr && negated->IsOfType<bool>()) continue;
     }
     if (flag == nullptr || flag->IsRetired()) {
@@ -84,17 +85,17 @@ std::string HelpText(absl::string_view defined_in) {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (absl::StrContains(flag->Filename(), defined_in)) flags.push_back(flag);
   }
-  std::sort(flags.begin(), flags.end(), [](const auto* a, const auto* b) {
-    return a->Name() < b->Name();
-  });
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
   std::string out = absl::StrCat(absl::ProgramUsageMessage(),
                                  "\n\nFlags (--name=value or --name value; "
                                  "dashes and underscores are the same):\n");
   for (const absl::CommandLineFlag* flag : flags) {
-    absl::StrAppend(&out, "  --", absl::StrReplaceAll(flag->Name(), {{"_", "-"}}),
-                    " (default: ",
-                    flag->DefaultValue().empty() ? "none" : flag->DefaultValue(),
-                    ")\n      ", flag->Help(), "\n");
+    absl::StrAppend(
+        &out, "  --", absl::StrReplaceAll(flag->Name(), {{"_", "-"}}),
+        " (default: ",
+        flag->DefaultValue().empty() ? "none" : flag->DefaultValue(),
+        ")\n      ", flag->Help(), "\n");
   }
   return out;
 }
@@ -105,10 +106,9 @@ absl::StatusOr<std::vector<int32_t>> ParseIdList(absl::string_view text,
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int32_t id;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", flag_name,
-                       " must be comma-separated integers, got '",
-                       std::string(part), "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag_name, " must be comma-separated integers, got '",
+          std::string(part), "'"));
     }
     ids.push_back(id);
   }

@@ -22,6 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "client/cli_flags.h"
 #include "client/client.h"
+#include "security/api_keys.h"
+#include "security/tls.h"
 
 ABSL_FLAG(std::string, router, "", "router address, host:port (required)");
 ABSL_FLAG(int64_t, timeout_ms, 60000, "deadline of the RPC in ms (> 0)");
@@ -33,8 +35,10 @@ ABSL_FLAG(std::string, prompt, "",
 ABSL_FLAG(std::string, stop, "",
           "generate: a stop string, matched on the decoded text");
 ABSL_FLAG(int32_t, max_tokens, 16, "generate: tokens to generate (> 0)");
-ABSL_FLAG(float, temperature, 0.0f, "generate: softmax temperature, 0 = greedy");
-ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens, 0 = off");
+ABSL_FLAG(float, temperature, 0.0f,
+          "generate: softmax temperature, 0 = greedy");
+ABSL_FLAG(int32_t, top_k, 0,
+          "generate: keep the k most likely tokens, 0 = off");
 ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus mass in (0, 1]");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
           "generate: sampling seed (unset: the server picks one)");
@@ -75,7 +79,14 @@ std::unique_ptr<DuetClient> ConnectOrUsageError(absl::Duration* timeout,
     *exit_code = UsageError("--router host:port is required");
     return nullptr;
   }
-  auto client = DuetClient::Create(absl::GetFlag(FLAGS_router));
+  auto tls = duet::security::ReadTlsFlags(duet::security::Party::kClient);
+  if (!tls.ok()) {
+    *exit_code = UsageError(std::string(tls.status().message()));
+    return nullptr;
+  }
+  auto client = DuetClient::Create(
+      absl::GetFlag(FLAGS_router),
+      {.tls_ca_pem = tls->ca, .api_key = duet::security::ClientApiKey()});
   if (!client.ok()) {
     *exit_code = UsageError(std::string(client.status().message()));
     return nullptr;
@@ -86,7 +97,8 @@ std::unique_ptr<DuetClient> ConnectOrUsageError(absl::Duration* timeout,
 int Generate() {
   absl::Duration timeout;
   int exit_code = kExitOk;
-  std::unique_ptr<DuetClient> client = ConnectOrUsageError(&timeout, &exit_code);
+  std::unique_ptr<DuetClient> client =
+      ConnectOrUsageError(&timeout, &exit_code);
   if (client == nullptr) return exit_code;
 
   auto prompt = ParseIdList(absl::GetFlag(FLAGS_prompt_ids), "prompt-ids");
@@ -97,7 +109,8 @@ int Generate() {
   }
   const bool text_mode =
       !prompt_text.empty() || !absl::GetFlag(FLAGS_stop).empty();
-  auto stops = ParseIdList(absl::GetFlag(FLAGS_stop_token_ids), "stop-token-ids");
+  auto stops =
+      ParseIdList(absl::GetFlag(FLAGS_stop_token_ids), "stop-token-ids");
   if (!stops.ok()) return UsageError(std::string(stops.status().message()));
   // Sampling values are the router's to validate (INVALID_ARGUMENT, exit 1),
   // so the CLI cannot drift from the server's rules; only shapes the proto
@@ -158,24 +171,26 @@ int Generate() {
 int Nodes() {
   absl::Duration timeout;
   int exit_code = kExitOk;
-  std::unique_ptr<DuetClient> client = ConnectOrUsageError(&timeout, &exit_code);
+  std::unique_ptr<DuetClient> client =
+      ConnectOrUsageError(&timeout, &exit_code);
   if (client == nullptr) return exit_code;
-  const std::string role_name = absl::AsciiStrToLower(absl::GetFlag(FLAGS_role));
+  const std::string role_name =
+      absl::AsciiStrToLower(absl::GetFlag(FLAGS_role));
   v1::NodeRole role = v1::NODE_ROLE_UNSPECIFIED;
   if (role_name == "prefill") {
     role = v1::NODE_ROLE_PREFILL;
   } else if (role_name == "decode") {
     role = v1::NODE_ROLE_DECODE;
   } else if (role_name != "all") {
-    return UsageError(absl::StrCat("--role must be prefill, decode or all, got '",
-                                   role_name, "'"));
+    return UsageError(absl::StrCat(
+        "--role must be prefill, decode or all, got '", role_name, "'"));
   }
   auto nodes = client->ListNodes(role, timeout);
   if (!nodes.ok()) return RpcError("nodes", nodes.status());
 
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "ROLE", "ADDRESS", "KV_FREE/TOTAL", "RUNNING", "QUEUED_PREFILL_TOK",
-       "MS_SINCE_HEARTBEAT"}};
+      {"ID", "ROLE", "ADDRESS", "KV_FREE/TOTAL", "RUNNING",
+       "QUEUED_PREFILL_TOK", "MS_SINCE_HEARTBEAT"}};
   for (const v1::NodeInfo& n : nodes->nodes()) {
     rows.push_back({absl::StrCat(n.node_id()), NodeRoleName(n.role()),
                     n.address(),
@@ -200,7 +215,8 @@ int Nodes() {
                       text ? absl::StrFormat("%-*s", widths[c], row[c])
                            : absl::StrFormat("%*s", widths[c], row[c]));
     }
-    std::printf("%s\n", std::string(absl::StripTrailingAsciiWhitespace(line)).c_str());
+    std::printf("%s\n",
+                std::string(absl::StripTrailingAsciiWhitespace(line)).c_str());
   }
   if (nodes->nodes().empty()) std::printf("(no nodes registered)\n");
   return kExitOk;
@@ -209,14 +225,16 @@ int Nodes() {
 int Health() {
   absl::Duration timeout;
   int exit_code = kExitOk;
-  std::unique_ptr<DuetClient> client = ConnectOrUsageError(&timeout, &exit_code);
+  std::unique_ptr<DuetClient> client =
+      ConnectOrUsageError(&timeout, &exit_code);
   if (client == nullptr) return exit_code;
   auto health = client->Health(timeout);
   if (!health.ok()) return RpcError("health", health.status());
-  std::printf("serving=%s prefill_nodes=%u decode_nodes=%u model=%s\n",
-              health->serving() ? "true" : "false",
-              health->num_prefill_nodes(), health->num_decode_nodes(),
-              health->model_name().empty() ? "-" : health->model_name().c_str());
+  std::printf(
+      "serving=%s prefill_nodes=%u decode_nodes=%u model=%s\n",
+      health->serving() ? "true" : "false", health->num_prefill_nodes(),
+      health->num_decode_nodes(),
+      health->model_name().empty() ? "-" : health->model_name().c_str());
   return health->serving() ? kExitOk : kExitNotServing;
 }
 
@@ -238,11 +256,12 @@ int Main(int argc, char** argv) {
   }
   const std::vector<std::string>& args = parsed->positional;
   if (args.empty()) {
-    return UsageError("missing command: generate, nodes or health (see --help)");
+    return UsageError(
+        "missing command: generate, nodes or health (see --help)");
   }
   if (args.size() > 1) {
-    return UsageError(absl::StrCat("unexpected argument '", args[1],
-                                   "' (see --help)"));
+    return UsageError(
+        absl::StrCat("unexpected argument '", args[1], "' (see --help)"));
   }
   const std::string& command = args[0];
   if (command == "generate") return Generate();

@@ -1,8 +1,8 @@
 #include "client/client.h"
 
-#include <utility>
-
 #include <grpcpp/grpcpp.h>
+
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "duet/v1/client.grpc.pb.h"
@@ -20,13 +20,13 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 std::chrono::system_clock::time_point DeadlineAfter(absl::Duration timeout) {
   // gRPC deadlines are wall-clock points; steady_clock is only for measuring.
-  return std::chrono::system_clock::now() +
-         absl::ToChronoNanoseconds(timeout);
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout);
 }
 
 // Drops the enum's type prefix: FINISH_REASON_MAX_TOKENS -> MAX_TOKENS.
 std::string StripPrefix(const std::string& name, absl::string_view prefix) {
-  if (name.rfind(std::string(prefix), 0) == 0) return name.substr(prefix.size());
+  if (name.rfind(std::string(prefix), 0) == 0)
+    return name.substr(prefix.size());
   return name;
 }
 
@@ -36,13 +36,20 @@ double MsBetween(SteadyTime from, SteadyTime to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           const std::string& tls_ca_pem) {
   grpc::ChannelArguments args;
   // Token streams are small; a large limit only matters for ListNodes on a
   // big cluster, where the default 4 MiB could be reached by long tables.
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  std::shared_ptr<grpc::ChannelCredentials> creds =
+      grpc::InsecureChannelCredentials();
+  if (!tls_ca_pem.empty()) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = tls_ca_pem;
+    creds = grpc::SslCredentials(o);
+  }
+  return grpc::CreateCustomChannel(address, creds, args);
 }
 
 struct DuetClient::Impl {
@@ -56,11 +63,20 @@ DuetClient::DuetClient(std::unique_ptr<Impl> impl, std::string address)
 DuetClient::~DuetClient() = default;
 
 absl::StatusOr<std::unique_ptr<DuetClient>> DuetClient::Create(
-    const std::string& address) {
+    const std::string& address, const ConnectOptions& options) {
   if (address.empty()) {
     return absl::InvalidArgumentError("router address is empty");
   }
-  return FromChannel(MakeChannel(address), address);
+  std::unique_ptr<DuetClient> c =
+      FromChannel(MakeChannel(address, options.tls_ca_pem), address);
+  c->api_key_ = options.api_key;
+  return c;
+}
+
+void DuetClient::Authorize(grpc::ClientContext& context) const {
+  if (!api_key_.empty()) {
+    context.AddMetadata("authorization", "Bearer " + api_key_);
+  }
 }
 
 std::unique_ptr<DuetClient> DuetClient::FromChannel(
@@ -76,9 +92,9 @@ absl::Status DuetClient::WaitForConnected(absl::Duration timeout) {
   if (impl_->channel->WaitForConnected(DeadlineAfter(timeout))) {
     return absl::OkStatus();
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "could not connect to ", address_, " within ",
-      absl::FormatDuration(timeout)));
+  return absl::DeadlineExceededError(
+      absl::StrCat("could not connect to ", address_, " within ",
+                   absl::FormatDuration(timeout)));
 }
 
 GenerateResult DuetClient::Generate(const v1::GenerateRequest& request,
@@ -90,6 +106,7 @@ GenerateResult DuetClient::Generate(const v1::GenerateRequest& request,
     return result;
   }
   grpc::ClientContext context;
+  Authorize(context);
   context.set_deadline(DeadlineAfter(options.timeout));
   context.set_wait_for_ready(options.wait_for_ready);
 
@@ -170,6 +187,7 @@ GenerateResult DuetClient::Generate(const v1::GenerateRequest& request,
 
 absl::StatusOr<v1::HealthResponse> DuetClient::Health(absl::Duration timeout) {
   grpc::ClientContext context;
+  Authorize(context);
   context.set_deadline(DeadlineAfter(timeout));
   v1::HealthResponse response;
   const grpc::Status status =
@@ -181,6 +199,7 @@ absl::StatusOr<v1::HealthResponse> DuetClient::Health(absl::Duration timeout) {
 absl::StatusOr<v1::ListNodesResponse> DuetClient::ListNodes(
     v1::NodeRole role, absl::Duration timeout) {
   grpc::ClientContext context;
+  Authorize(context);
   context.set_deadline(DeadlineAfter(timeout));
   v1::ListNodesRequest request;
   request.set_role(role);

@@ -30,6 +30,7 @@
 
 namespace grpc {
 class Channel;
+class ClientContext;
 }  // namespace grpc
 
 namespace duet::client {
@@ -40,13 +41,23 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 // sub-millisecond gaps keep their precision.
 double MsBetween(SteadyTime from, SteadyTime to);
 
-// An insecure channel to `address` ("host:port"). Channels are expensive
+// A channel to `address` ("host:port"): TLS verified against `tls_ca_pem`
+// (the cluster's CA, PEM), plaintext when it is empty. Channels are expensive
 // (a TCP connection plus HTTP/2 state) and multiplex any number of
 // concurrent calls: create one per router and reuse it for every call, e.g.
 // through one DuetClient shared by all threads. No keepalive pings: gRPC
 // servers by default answer pings more frequent than every 5 minutes on a
 // quiet connection with GOAWAY, and call deadlines already bound every wait.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           const std::string& tls_ca_pem = "");
+
+// How a client reaches the router.
+struct ConnectOptions {
+  // PEM of the cluster's CA: TLS to the router. Empty: plaintext.
+  std::string tls_ca_pem;
+  // Sent as `authorization: Bearer <key>` on every call. Empty: none.
+  std::string api_key;
+};
 
 // One token-carrying message of a Generate stream, as the callback sees it.
 struct ChunkEvent {
@@ -122,7 +133,7 @@ class DuetClient {
  public:
   // Fails with INVALID_ARGUMENT on an empty address; does not connect yet.
   static absl::StatusOr<std::unique_ptr<DuetClient>> Create(
-      const std::string& address);
+      const std::string& address, const ConnectOptions& options = {});
   // Wraps an existing channel (tests, custom credentials).
   static std::unique_ptr<DuetClient> FromChannel(
       std::shared_ptr<grpc::Channel> channel, std::string address);
@@ -151,8 +162,11 @@ class DuetClient {
  private:
   struct Impl;
   DuetClient(std::unique_ptr<Impl> impl, std::string address);
+  void Authorize(grpc::ClientContext& context) const;
+
   std::unique_ptr<Impl> impl_;
   std::string address_;
+  std::string api_key_;
 };
 
 // "MAX_TOKENS" for FINISH_REASON_MAX_TOKENS etc. (prefix dropped).

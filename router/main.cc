@@ -16,6 +16,8 @@
 #include "common/logging.h"
 #include "router/node_registry.h"
 #include "router/router_service.h"
+#include "security/api_keys.h"
+#include "security/tls.h"
 #include "tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -58,7 +60,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::SetProgramUsageMessage(
-      "Router. Usage: duet-router [--listen HOST:PORT]");
+      "Router. Usage: duet-router [--listen HOST:PORT] (--tls-cert F "
+      "--tls-key F --tls-ca F | --insecure) [--api-key-file F]");
   duet::ParseFlags(argc, argv);
   duet::SetLogPrefix("router", 0);
   const std::string listen = absl::GetFlag(FLAGS_listen);
@@ -80,9 +83,20 @@ int main(int argc, char** argv) {
         "--heartbeat-interval-ms");
   }
 
+  auto tls = duet::security::ReadTlsFlags(duet::security::Party::kRole);
+  if (!tls.ok()) return Usage(std::string(tls.status().message()));
+  auto api_keys = duet::security::ApiKeys::FromFlag();
+  if (!api_keys.ok()) return Usage(std::string(api_keys.status().message()));
+  if (!api_keys->required()) {
+    DUET_LOG(WARNING) << "no --api-key-file: any client that reaches " << listen
+                      << " may send requests";
+  }
   duet::router::NodeRegistry registry(absl::Milliseconds(heartbeat),
-                                      absl::Milliseconds(node_timeout));
+                                      absl::Milliseconds(node_timeout),
+                                      duet::security::ChannelCredentials(*tls));
   duet::router::RouterOptions options;
+  options.api_keys = &*api_keys;
+  options.members_only = !tls->insecure;
   options.default_request_timeout = absl::Milliseconds(request_timeout);
   options.control_rpc_timeout = absl::Milliseconds(control_timeout);
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
@@ -129,7 +143,10 @@ int main(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      listen,
+      duet::security::ServerCredentials(*tls, /*require_client_cert=*/false),
+      &port);
   builder.RegisterService(static_cast<duet::v1::Duet::Service*>(&service));
   builder.RegisterService(static_cast<duet::v1::Registry::Service*>(&service));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -9,16 +9,20 @@
 
 namespace duet::router {
 
-NodeRegistry::NodeRegistry(absl::Duration heartbeat_interval,
-                           absl::Duration node_timeout)
-    : heartbeat_interval_(heartbeat_interval), node_timeout_(node_timeout) {}
+NodeRegistry::NodeRegistry(
+    absl::Duration heartbeat_interval, absl::Duration node_timeout,
+    std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : credentials_(credentials != nullptr ? std::move(credentials)
+                                          : grpc::InsecureChannelCredentials()),
+      heartbeat_interval_(heartbeat_interval),
+      node_timeout_(node_timeout) {}
 
 std::shared_ptr<v1::Node::Stub> NodeRegistry::StubFor(
     const std::string& address) {
   auto it = stubs_.find(address);
   if (it != stubs_.end()) return it->second;
-  auto stub = std::shared_ptr<v1::Node::Stub>(v1::Node::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+  auto stub = std::shared_ptr<v1::Node::Stub>(
+      v1::Node::NewStub(grpc::CreateChannel(address, credentials_)));
   stubs_.emplace(address, stub);
   return stub;
 }

@@ -11,6 +11,8 @@
 #ifndef DUET_ROUTER_NODE_REGISTRY_H_
 #define DUET_ROUTER_NODE_REGISTRY_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,7 +47,9 @@ std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
 
 class NodeRegistry {
  public:
-  NodeRegistry(absl::Duration heartbeat_interval, absl::Duration node_timeout);
+  // `credentials`: of the channels to nodes (null: plaintext, tests).
+  NodeRegistry(absl::Duration heartbeat_interval, absl::Duration node_timeout,
+               std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   absl::Duration heartbeat_interval() const { return heartbeat_interval_; }
 
@@ -88,6 +92,7 @@ class NodeRegistry {
   std::shared_ptr<v1::Node::Stub> StubFor(const std::string& address)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const absl::Duration heartbeat_interval_;
   const absl::Duration node_timeout_;
   absl::Mutex mu_;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/text_stream.h"
+#include "security/tls.h"
 
 namespace duet::router {
 namespace {
@@ -86,9 +87,19 @@ RouterService::RouterService(NodeRegistry* registry,
     : registry_(registry),
       options_(options),
       tokenizer_(tokenizer),
-      // Ids unique across router restarts (nodes may still hold old ones).
-      next_request_id_(static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()))
-                       << 8) {}
+      device_() {}
+
+uint64_t RouterService::NewRequestId() {
+  // Unguessable (std::random_device reads the kernel's CSPRNG), so no
+  // caller can aim at another request's id on a node; 64 random bits also
+  // keep ids unique across router restarts (nodes may still hold old ones).
+  absl::MutexLock lock(&id_mu_);
+  uint64_t id = 0;
+  while (id == 0) {
+    id = static_cast<uint64_t>(device_()) << 32 | device_();
+  }
+  return id;
+}
 
 grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
                                      std::vector<int32_t>* prompt) {
@@ -340,6 +351,7 @@ grpc::Status RouterService::Generate(
 grpc::Status RouterService::GenerateImpl(
     grpc::ServerContext* ctx, const v1::GenerateRequest* req,
     grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (grpc::Status s = CheckApiKey(*ctx); !s.ok()) return s;
   const absl::Time start = absl::Now();
   std::vector<int32_t> prompt;
   if (grpc::Status s = Validate(*req, &prompt); !s.ok()) return s;
@@ -358,7 +370,7 @@ grpc::Status RouterService::GenerateImpl(
   const absl::Time deadline =
       std::min(absl::FromChrono(ctx->deadline()),
                start + options_.default_request_timeout);
-  const uint64_t id = next_request_id_.fetch_add(1);
+  const uint64_t id = NewRequestId();
   CancellationWatcher::Scope scope(&watcher_, ctx);
   v1::SamplingParams sampling = req->sampling();
   sampling.clear_stop();  // stop strings are the router's job
@@ -508,6 +520,25 @@ grpc::Status RouterService::GenerateImpl(
   return grpc::Status::OK;
 }
 
+grpc::Status RouterService::CheckApiKey(const grpc::ServerContext& ctx) const {
+  if (options_.api_keys == nullptr) return grpc::Status::OK;
+  const absl::Status s = options_.api_keys->Check(ctx);
+  if (s.ok()) return grpc::Status::OK;
+  return Error(grpc::StatusCode::UNAUTHENTICATED, std::string(s.message()));
+}
+
+grpc::Status RouterService::CheckMember(const grpc::ServerContext& ctx,
+                                        absl::string_view what) const {
+  if (!options_.members_only || security::PeerIsMember(ctx)) {
+    return grpc::Status::OK;
+  }
+  return Error(grpc::StatusCode::UNAUTHENTICATED,
+               absl::StrCat(what,
+                            " is for cluster members: connect with a "
+                            "certificate of the cluster's CA "
+                            "(--tls-cert / --tls-key)"));
+}
+
 grpc::Status RouterService::Health(grpc::ServerContext*,
                                    const v1::HealthRequest*,
                                    v1::HealthResponse* reply) {
@@ -520,18 +551,20 @@ grpc::Status RouterService::Health(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status RouterService::ListNodes(grpc::ServerContext*,
+grpc::Status RouterService::ListNodes(grpc::ServerContext* ctx,
                                       const v1::ListNodesRequest* req,
                                       v1::ListNodesResponse* reply) {
+  if (grpc::Status s = CheckApiKey(*ctx); !s.ok()) return s;
   for (v1::NodeInfo& n : registry_->List(req->role())) {
     *reply->add_nodes() = std::move(n);
   }
   return grpc::Status::OK;
 }
 
-grpc::Status RouterService::Register(grpc::ServerContext*,
+grpc::Status RouterService::Register(grpc::ServerContext* ctx,
                                      const v1::RegisterRequest* req,
                                      v1::RegisterResponse* reply) {
+  if (grpc::Status s = CheckMember(*ctx, "Register"); !s.ok()) return s;
   auto id = registry_->Register(*req);
   if (!id.ok()) {
     return Error(static_cast<grpc::StatusCode>(id.status().code()),
@@ -543,9 +576,10 @@ grpc::Status RouterService::Register(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status RouterService::Heartbeat(grpc::ServerContext*,
+grpc::Status RouterService::Heartbeat(grpc::ServerContext* ctx,
                                       const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* reply) {
+  if (grpc::Status s = CheckMember(*ctx, "Heartbeat"); !s.ok()) return s;
   reply->set_known(registry_->Heartbeat(req->node_id(), req->load()));
   return grpc::Status::OK;
 }

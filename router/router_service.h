@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -18,6 +19,7 @@
 #include "duet/v1/client.grpc.pb.h"
 #include "duet/v1/registry.grpc.pb.h"
 #include "router/node_registry.h"
+#include "security/api_keys.h"
 #include "tokenizer/tokenizer.h"
 
 namespace duet::router {
@@ -31,6 +33,11 @@ struct RouterOptions {
   absl::Duration reserve_retry_interval = absl::Milliseconds(20);
   // Reservations live this long on a decode node without a Decode call.
   absl::Duration reservation_ttl = absl::Seconds(60);
+  // Keys a Generate or ListNodes call must present (null or empty: none).
+  const security::ApiKeys* api_keys = nullptr;
+  // Register and Heartbeat only from peers with a certificate of the
+  // cluster's CA (false with --insecure).
+  bool members_only = false;
 };
 
 // Cancels outgoing calls whose client went away. gRPC's synchronous server
@@ -137,7 +144,13 @@ class RouterService final : public v1::Duet::Service,
   const tokenizer::Tokenizer* tokenizer_;
   std::optional<int32_t> tokenizer_eos_;
   CancellationWatcher watcher_;
-  std::atomic<uint64_t> next_request_id_;
+  uint64_t NewRequestId();
+  grpc::Status CheckApiKey(const grpc::ServerContext& ctx) const;
+  grpc::Status CheckMember(const grpc::ServerContext& ctx,
+                           absl::string_view what) const;
+  // The kernel's CSPRNG (getrandom / /dev/urandom).
+  absl::Mutex id_mu_;
+  std::random_device device_ ABSL_GUARDED_BY(id_mu_);
 };
 
 }  // namespace duet::router

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "security/tls.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (required)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -44,6 +45,8 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
   f.addresses = {absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_router),
                  absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_advertise)};
   DUET_RETURN_IF_ERROR(ValidateNodeAddresses(f.addresses));
+  DUET_ASSIGN_OR_RETURN(f.addresses.tls,
+                        security::ReadTlsFlags(security::Party::kRole));
   f.backend.kind = absl::GetFlag(FLAGS_backend);
   f.backend.device = absl::GetFlag(FLAGS_device);
   if (f.backend.kind != "auto" && f.backend.kind != "cpu" &&

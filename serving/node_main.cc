@@ -32,7 +32,9 @@ int ServeNode(const NodeAddresses& a, grpc::Service* service,
               v1::RegisterRequest registration, RegistryClient::LoadFn load,
               const std::string& program, const std::string& summary,
               const std::string& details) {
-  auto server = StartServer(a.listen, {service});
+  auto server = StartServer(
+      a.listen, {service},
+      security::ServerCredentials(a.tls, /*require_client_cert=*/true));
   if (!server.ok()) {
     DUET_LOG(ERROR) << server.status();
     return 1;
@@ -41,7 +43,8 @@ int ServeNode(const NodeAddresses& a, grpc::Service* service,
       a.advertise.empty() ? server->bound_address : a.advertise;
   registration.set_address(address);
   registration.set_model_name(a.model);
-  RegistryClient registry(a.router, std::move(registration), std::move(load));
+  RegistryClient registry(a.router, std::move(registration), std::move(load),
+                          security::ChannelCredentials(a.tls));
   registry.Start();
   std::printf("%s serving %s %s on %s: %s, router %s\n", program.c_str(),
               a.model.c_str(), summary.c_str(), address.c_str(),

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "duet/v1/registry.pb.h"
+#include "security/tls.h"
 #include "serving/registry_client.h"
 
 namespace duet::serving {
@@ -19,6 +20,9 @@ struct NodeAddresses {
   std::string router;     // --router host:port
   std::string listen;     // --listen host:port (port 0: any free port)
   std::string advertise;  // --advertise host:port ("": the bound address)
+  // --tls-* / --insecure: the node's port takes only peers with a
+  // certificate of the cluster's CA, and it registers with its own.
+  security::TlsConfig tls;
 };
 
 // InvalidArgument naming the flag ("--router: ...") when one is missing or

@@ -16,13 +16,16 @@ void SetDeadline(grpc::ClientContext& ctx) {
 
 }  // namespace
 
-RegistryClient::RegistryClient(std::string router_address,
-                               v1::RegisterRequest registration, LoadFn load)
+RegistryClient::RegistryClient(
+    std::string router_address, v1::RegisterRequest registration, LoadFn load,
+    std::shared_ptr<grpc::ChannelCredentials> credentials)
     : router_address_(std::move(router_address)),
       registration_(std::move(registration)),
       load_(std::move(load)),
       stub_(v1::Registry::NewStub(grpc::CreateChannel(
-          router_address_, grpc::InsecureChannelCredentials()))) {}
+          router_address_, credentials != nullptr
+                               ? std::move(credentials)
+                               : grpc::InsecureChannelCredentials()))) {}
 
 RegistryClient::~RegistryClient() {
   if (!stop_.HasBeenNotified()) stop_.Notify();

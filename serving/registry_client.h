@@ -5,6 +5,8 @@
 #ifndef DUET_SERVING_REGISTRY_CLIENT_H_
 #define DUET_SERVING_REGISTRY_CLIENT_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -22,8 +24,10 @@ class RegistryClient {
  public:
   using LoadFn = std::function<v1::NodeLoad()>;
 
-  RegistryClient(std::string router_address, v1::RegisterRequest registration,
-                 LoadFn load);
+  // `credentials`: of the channel to the router (null: plaintext).
+  RegistryClient(
+      std::string router_address, v1::RegisterRequest registration, LoadFn load,
+      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~RegistryClient();  // stops the thread
   RegistryClient(const RegistryClient&) = delete;
   RegistryClient& operator=(const RegistryClient&) = delete;

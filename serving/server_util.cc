@@ -21,11 +21,16 @@ absl::Status ValidateHostPort(const std::string& address, bool allow_port_0) {
 }
 
 absl::StatusOr<RunningServer> StartServer(
-    const std::string& listen, const std::vector<grpc::Service*>& services) {
+    const std::string& listen, const std::vector<grpc::Service*>& services,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   if (absl::Status s = ValidateHostPort(listen, true); !s.ok()) return s;
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen,
+                           credentials != nullptr
+                               ? std::move(credentials)
+                               : grpc::InsecureServerCredentials(),
+                           &port);
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(64 << 20);
   RunningServer out;

@@ -19,9 +19,11 @@ struct RunningServer {
   std::string bound_address;  // host:port with the real port
 };
 
-// Validates "host:port" and starts a server with `services`.
+// Validates "host:port" and starts a server with `services` (plaintext
+// when `credentials` is null).
 absl::StatusOr<RunningServer> StartServer(
-    const std::string& listen, const std::vector<grpc::Service*>& services);
+    const std::string& listen, const std::vector<grpc::Service*>& services,
+    std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
 // InvalidArgument unless `address` is host:port with a port in [0, 65535].
 absl::Status ValidateHostPort(const std::string& address, bool allow_port_0);

@@ -105,7 +105,10 @@ class CliTest : public ::testing::Test {
   std::string Cli(const std::string& args) const {
     return absl::StrCat(DUET_CLI_BIN, " ", args);
   }
-  std::string Router() const { return absl::StrCat(" --router ", server_->address()); }
+  // The scripted server is plaintext: clients must say so (--insecure).
+  std::string Router() const {
+    return absl::StrCat(" --insecure --router ", server_->address());
+  }
 
   std::unique_ptr<ScriptedDuetServer> server_;
 };
@@ -129,9 +132,10 @@ TEST_F(CliTest, GenerateStreamsTokensThenASummary) {
 TEST_F(CliTest, GenerateFlushesEachTokenAsItArrives) {
   // Tokens at ~50, 200, 350 ms: the first must reach the pipe long before
   // the process ends.
-  const ProcessResult run = Execute(
-      Cli(absl::StrCat("generate", Router(), " --prompt_ids=777,8,9 --max_tokens=3")),
-      /*merge_stderr=*/false);
+  const ProcessResult run =
+      Execute(Cli(absl::StrCat("generate", Router(),
+                               " --prompt_ids=777,8,9 --max_tokens=3")),
+              /*merge_stderr=*/false);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, StartsWith("777 8 9\n"));
   EXPECT_GT(run.eof_ms - run.first_byte_ms, 200) << run.output;
@@ -147,21 +151,23 @@ TEST_F(CliTest, GenerateStopTokensAndIgnoreEosReachTheServer) {
 }
 
 TEST_F(CliTest, RpcFailuresExitOneWithCodeAndMessage) {
-  const ProcessResult rejected = Execute(
-      Cli(absl::StrCat("generate", Router(), " --prompt-ids 666,1 --max-tokens 4")));
+  const ProcessResult rejected = Execute(Cli(absl::StrCat(
+      "generate", Router(), " --prompt-ids 666,1 --max-tokens 4")));
   EXPECT_EQ(rejected.exit_code, 1) << rejected.output;
   EXPECT_EQ(rejected.output,
             "duet-cli: generate failed: RESOURCE_EXHAUSTED: no decode node has "
             "room\n");
-  const ProcessResult invalid = Execute(
-      Cli(absl::StrCat("generate", Router(), " --prompt-ids 1 --max-tokens 0")));
+  const ProcessResult invalid = Execute(Cli(
+      absl::StrCat("generate", Router(), " --prompt-ids 1 --max-tokens 0")));
   EXPECT_EQ(invalid.exit_code, 1) << invalid.output;
-  EXPECT_THAT(invalid.output, HasSubstr("INVALID_ARGUMENT: sampling.max_tokens"));
+  EXPECT_THAT(invalid.output,
+              HasSubstr("INVALID_ARGUMENT: sampling.max_tokens"));
 
   const std::string address = server_->address();
   server_.reset();  // Nothing listens there any more.
-  const ProcessResult unreachable = Execute(absl::StrCat(
-      DUET_CLI_BIN, " health --router ", address, " --timeout-ms 2000"));
+  const ProcessResult unreachable =
+      Execute(absl::StrCat(DUET_CLI_BIN, " health --insecure --router ",
+                           address, " --timeout-ms 2000"));
   EXPECT_EQ(unreachable.exit_code, 1) << unreachable.output;
   EXPECT_THAT(unreachable.output, HasSubstr("health failed: UNAVAILABLE"));
 }
@@ -181,7 +187,8 @@ TEST_F(CliTest, UsageErrorsExitTwoWithOneLine) {
     EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.output;
     EXPECT_THAT(run.output, StartsWith("duet-cli: ")) << args;
     EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1)
-        << args << "\n" << run.output;
+        << args << "\n"
+        << run.output;
   }
   EXPECT_EQ(server_->generate_calls(), 0);
 }
@@ -226,11 +233,12 @@ TEST_F(CliTest, NodesPrintsAnAlignedTable) {
 TEST_F(CliTest, HealthExitCodeSaysWhetherTheRouterCanServe) {
   const ProcessResult ok = Execute(Cli(absl::StrCat("health", Router())));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
-  EXPECT_EQ(ok.output, "serving=true prefill_nodes=1 decode_nodes=1 model=qwen3-tiny\n");
+  EXPECT_EQ(ok.output,
+            "serving=true prefill_nodes=1 decode_nodes=1 model=qwen3-tiny\n");
   auto idle = ScriptedDuetServer::Start(CliServerOptions(false));
   ASSERT_TRUE(idle.ok());
   const ProcessResult not_serving = Execute(
-      Cli(absl::StrCat("health --router ", (*idle)->address())));
+      Cli(absl::StrCat("health --insecure --router ", (*idle)->address())));
   EXPECT_EQ(not_serving.exit_code, 3) << not_serving.output;
   EXPECT_THAT(not_serving.output, StartsWith("serving=false prefill_nodes=0"));
 }

@@ -6,9 +6,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -83,9 +82,8 @@ TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {
   std::vector<grpc::Status> results(4);
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&, i] {
-      results[i] = RunRequest(stub, 40, 40, absl::Seconds(60));
-    });
+    threads.emplace_back(
+        [&, i] { results[i] = RunRequest(stub, 40, 40, absl::Seconds(60)); });
   }
   for (auto& t : threads) t.join();
   for (const grpc::Status& s : results) {
@@ -112,7 +110,8 @@ TEST(ClusterOpsTest, BenchReportsSaneNumbers) {
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   const std::string json_path = (*cluster)->log_dir() + "/bench.json";
   const std::string cmd = absl::StrCat(
-      DUET_BENCH_BIN, " --router ", (*cluster)->router_address(),
+      DUET_BENCH_BIN, " --tls-ca ", CertDir(), "/ca.pem --router ",
+      (*cluster)->router_address(),
       " --num-requests 48 --concurrency 16 --input-len 8 --input-len-max 120",
       " --output-len 4 --output-len-max 24 --vocab-limit 100000 --seed 3",
       " --json-out ", json_path, " 2>&1");
@@ -132,11 +131,13 @@ TEST(ClusterOpsTest, BenchReportsSaneNumbers) {
   EXPECT_GT(j["output_throughput_tok_s"].get<double>(), 0);
   for (const char* q : {"p50", "p90", "p99"}) {
     EXPECT_GT(j["ttft_ms"][q].get<double>(), 0) << q;
-    EXPECT_LE(j["ttft_ms"][q].get<double>(), j["e2e_latency_ms"][q].get<double>() + 1e-9)
+    EXPECT_LE(j["ttft_ms"][q].get<double>(),
+              j["e2e_latency_ms"][q].get<double>() + 1e-9)
         << q;
     EXPECT_GE(j["tpot_ms"][q].get<double>(), 0) << q;
   }
-  EXPECT_LE(j["ttft_ms"]["p50"].get<double>(), j["ttft_ms"]["p99"].get<double>());
+  EXPECT_LE(j["ttft_ms"]["p50"].get<double>(),
+            j["ttft_ms"]["p99"].get<double>());
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 

@@ -1,15 +1,16 @@
 #include "tests/e2e/local_cluster.h"
 
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <grpcpp/grpcpp.h>
-
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -33,7 +34,8 @@ absl::StatusOr<std::unique_ptr<Process>> Process::Start(
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     execv(args[0], args.data());
     _exit(127);
@@ -118,9 +120,56 @@ Process::~Process() {
   if (stdout_fd_ >= 0) close(stdout_fd_);
 }
 
+const std::string& CertDir() {
+  static const std::string* dir = [] {
+    auto* d = new std::string(
+        absl::StrCat(::testing::TempDir(), "/duet_certs_", getpid()));
+    // The source tree's script; from a bundle on another machine, the
+    // working directory's (tests run from the repository root there).
+    std::string script =
+        std::string(DUET_SOURCE_DIR) + "/scripts/make_certs.sh";
+    if (access(script.c_str(), X_OK) != 0) script = "scripts/make_certs.sh";
+    const std::string cmd =
+        absl::StrCat(script, " ", *d, " node >/dev/null 2>&1");
+    if (std::system(cmd.c_str()) != 0) {
+      ADD_FAILURE() << "could not make test certificates: " << cmd;
+    }
+    return d;
+  }();
+  return *dir;
+}
+
+std::vector<std::string> TlsArgs() {
+  return {"--tls-cert", CertDir() + "/node.pem",
+          "--tls-key",  CertDir() + "/node-key.pem",
+          "--tls-ca",   CertDir() + "/ca.pem"};
+}
+
+namespace {
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+std::shared_ptr<grpc::ChannelCredentials> LocalCluster::MemberCredentials()
+    const {
+  if (insecure_) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = ReadFile(CertDir() + "/ca.pem");
+  o.pem_cert_chain = ReadFile(CertDir() + "/node.pem");
+  o.pem_private_key = ReadFile(CertDir() + "/node-key.pem");
+  return grpc::SslCredentials(o);
+}
+
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     const ClusterOptions& o) {
   auto c = std::unique_ptr<LocalCluster>(new LocalCluster());
+  c->insecure_ = o.insecure;
+  const std::vector<std::string> security =
+      o.insecure ? std::vector<std::string>{"--insecure"} : TlsArgs();
   static int counter = 0;
   c->log_dir_ = absl::StrCat(::testing::TempDir(), "/duet_cluster_", getpid(),
                              "_", counter++);
@@ -136,40 +185,59 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   };
   std::vector<std::string> router = {bin(DUET_ROUTER_BIN, "duet-router"),
                                      "--listen",
-                                     "127.0.0.1:0", "--heartbeat-interval-ms",
-                                     "100", "--node-timeout-ms", "1000"};
+                                     "127.0.0.1:0",
+                                     "--heartbeat-interval-ms",
+                                     "100",
+                                     "--node-timeout-ms",
+                                     "1000"};
+  router.insert(router.end(), security.begin(), security.end());
   router.insert(router.end(), o.router_args.begin(), o.router_args.end());
-  auto r = Process::Start(router, c->log_dir_ + "/router.log", "serving",
-                          kStart);
+  auto r =
+      Process::Start(router, c->log_dir_ + "/router.log", "serving", kStart);
   if (!r.ok()) return r.status();
   c->router_ = std::move(*r);
   c->router_address_ = c->router_->address();
   for (int i = 0; i < o.num_prefill; ++i) {
     std::vector<std::string> args = {bin(DUET_PREFILL_BIN, "duet-prefill"),
-                                     "--model", o.model_dir,
-                                     "--router", c->router_address_,
-                                     "--rank", std::to_string(i)};
+                                     "--model",
+                                     o.model_dir,
+                                     "--router",
+                                     c->router_address_,
+                                     "--rank",
+                                     std::to_string(i)};
+    args.insert(args.end(), security.begin(), security.end());
     args.insert(args.end(), o.prefill_args.begin(), o.prefill_args.end());
-    auto p = Process::Start(args,
-                            absl::StrCat(c->log_dir_, "/prefill", i, ".log"),
-                            "serving", kStart);
+    auto p =
+        Process::Start(args, absl::StrCat(c->log_dir_, "/prefill", i, ".log"),
+                       "serving", kStart);
     if (!p.ok()) return p.status();
     c->prefill_.push_back(std::move(*p));
   }
   for (int i = 0; i < o.num_decode; ++i) {
     std::vector<std::string> args = {bin(DUET_DECODE_BIN, "duet-decode"),
-                                     "--model", o.model_dir,
-                                     "--router", c->router_address_,
-                                     "--rank", std::to_string(i)};
+                                     "--model",
+                                     o.model_dir,
+                                     "--router",
+                                     c->router_address_,
+                                     "--rank",
+                                     std::to_string(i)};
+    args.insert(args.end(), security.begin(), security.end());
     args.insert(args.end(), o.decode_args.begin(), o.decode_args.end());
-    auto p = Process::Start(args,
-                            absl::StrCat(c->log_dir_, "/decode", i, ".log"),
-                            "serving", kStart);
+    auto p =
+        Process::Start(args, absl::StrCat(c->log_dir_, "/decode", i, ".log"),
+                       "serving", kStart);
     if (!p.ok()) return p.status();
     c->decode_.push_back(std::move(*p));
   }
-  c->client_ = v1::Duet::NewStub(grpc::CreateChannel(
-      c->router_address_, grpc::InsecureChannelCredentials()));
+  std::shared_ptr<grpc::ChannelCredentials> client_creds =
+      grpc::InsecureChannelCredentials();
+  if (!o.insecure) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(CertDir() + "/ca.pem");
+    client_creds = grpc::SslCredentials(ssl);
+  }
+  c->client_ =
+      v1::Duet::NewStub(grpc::CreateChannel(c->router_address_, client_creds));
   // Serving once every node has registered.
   const absl::Time deadline = absl::Now() + kStart;
   while (true) {
@@ -178,21 +246,22 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     v1::HealthResponse health;
     const grpc::Status s =
         c->client_->Health(&ctx, v1::HealthRequest(), &health);
-    if (s.ok() && static_cast<int>(health.num_prefill_nodes()) == o.num_prefill &&
+    if (s.ok() &&
+        static_cast<int>(health.num_prefill_nodes()) == o.num_prefill &&
         static_cast<int>(health.num_decode_nodes()) == o.num_decode) {
       return c;
     }
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "nodes did not all register; logs in ", c->log_dir_));
+      return absl::DeadlineExceededError(
+          absl::StrCat("nodes did not all register; logs in ", c->log_dir_));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
 }
 
 absl::StatusOr<v1::StatsResponse> LocalCluster::Stats(const Process& node) {
-  auto stub = v1::Node::NewStub(grpc::CreateChannel(
-      node.address(), grpc::InsecureChannelCredentials()));
+  auto stub = v1::Node::NewStub(
+      grpc::CreateChannel(node.address(), MemberCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   v1::StatsResponse reply;
@@ -224,8 +293,8 @@ absl::Status LocalCluster::WaitAllBlocksFree(absl::Duration timeout) {
     }
     if (all_free) return absl::OkStatus();
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("KV blocks leaked: ",
-                                                      last));
+      return absl::DeadlineExceededError(
+          absl::StrCat("KV blocks leaked: ", last));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }

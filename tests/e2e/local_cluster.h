@@ -4,6 +4,7 @@
 #ifndef DUET_TESTS_E2E_LOCAL_CLUSTER_H_
 #define DUET_TESTS_E2E_LOCAL_CLUSTER_H_
 
+#include <grpcpp/security/credentials.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -48,7 +49,16 @@ struct ClusterOptions {
   std::vector<std::string> router_args;
   std::vector<std::string> prefill_args;
   std::vector<std::string> decode_args;
+  // Plaintext (--insecure) instead of mutual TLS with certificates of a
+  // test CA (CertDir()).
+  bool insecure = false;
 };
+
+// A CA and one certificate for 127.0.0.1 (scripts/make_certs.sh), made once
+// per test process: ca.pem, node.pem, node-key.pem.
+const std::string& CertDir();
+// --tls-cert/--tls-key/--tls-ca of CertDir().
+std::vector<std::string> TlsArgs();
 
 class LocalCluster {
  public:
@@ -56,7 +66,12 @@ class LocalCluster {
       const ClusterOptions& options);
 
   const std::string& router_address() const { return router_address_; }
+  // A client of the router: TLS with the test CA, no certificate (as
+  // duet-cli), or plaintext for an insecure cluster.
   v1::Duet::Stub& client() { return *client_; }
+  // Channel credentials of a member (the test certificate), for calls to
+  // nodes or the Registry.
+  std::shared_ptr<grpc::ChannelCredentials> MemberCredentials() const;
   Process& prefill(int i) { return *prefill_[i]; }
   Process& decode(int i) { return *decode_[i]; }
   // Stats of one node, straight from the node (not the router's cache).
@@ -67,6 +82,7 @@ class LocalCluster {
 
  private:
   std::string log_dir_;
+  bool insecure_ = false;
   std::unique_ptr<Process> router_;
   std::vector<std::unique_ptr<Process>> prefill_;
   std::vector<std::unique_ptr<Process>> decode_;

@@ -1,0 +1,220 @@
+// Security of a running cluster (issue 22), against real processes: mutual
+// TLS between roles, API keys for clients. Each attack gets its expected
+// status, and the cluster keeps serving with every block free.
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "duet/v1/registry.grpc.pb.h"
+#include "tests/e2e/local_cluster.h"
+#include "tests/testing/test_model.h"
+
+namespace duet::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ClusterOptions Tiny() {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.prefill_args = {"--num-kv-blocks", "64"};
+  o.decode_args = {"--num-kv-blocks", "64", "--release-quarantine-ms", "500"};
+  return o;
+}
+
+// TLS that trusts the test CA but presents no certificate (a client).
+std::shared_ptr<grpc::ChannelCredentials> NoCertificate() {
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = Read(CertDir() + "/ca.pem");
+  return grpc::SslCredentials(o);
+}
+
+// A certificate of another CA (an outsider's own PKI).
+std::shared_ptr<grpc::ChannelCredentials> ForeignCertificate() {
+  static const std::string dir = [] {
+    const std::string d =
+        absl::StrCat(::testing::TempDir(), "/duet_foreign_", getpid());
+    std::string script =
+        std::string(DUET_SOURCE_DIR) + "/scripts/make_certs.sh";
+    EXPECT_EQ(
+        std::system(absl::StrCat(script, " ", d, " x >/dev/null").c_str()), 0);
+    return d;
+  }();
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = Read(CertDir() + "/ca.pem");  // trusts the real router
+  o.pem_cert_chain = Read(dir + "/x.pem");
+  o.pem_private_key = Read(dir + "/x-key.pem");
+  return grpc::SslCredentials(o);
+}
+
+v1::GenerateRequest Request(int max_tokens) {
+  v1::GenerateRequest r;
+  for (int i = 1; i <= 12; ++i) r.add_prompt_token_ids(100 + i);
+  r.mutable_sampling()->set_max_tokens(max_tokens);
+  r.mutable_sampling()->set_ignore_eos(true);
+  return r;
+}
+
+grpc::Status Generate(v1::Duet::Stub& stub, const std::string& api_key,
+                      int* tokens) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  if (!api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + api_key);
+  auto reader = stub.Generate(&ctx, Request(4));
+  v1::GenerateResponse msg;
+  *tokens = 0;
+  while (reader->Read(&msg)) {
+    if (msg.has_chunk()) *tokens += msg.chunk().token_ids_size();
+  }
+  return reader->Finish();
+}
+
+v1::RegisterRequest Impostor() {
+  v1::RegisterRequest r;
+  r.set_role(v1::NODE_ROLE_DECODE);
+  r.set_address("127.0.0.1:1");
+  r.set_model_name("made-up");
+  r.mutable_kv_layout()->set_num_layers(2);
+  r.mutable_kv_layout()->set_num_kv_heads(2);
+  r.mutable_kv_layout()->set_head_dim(16);
+  r.mutable_kv_layout()->set_block_size(16);
+  r.mutable_kv_layout()->set_tp_size(1);
+  r.set_total_kv_blocks(1 << 20);
+  r.set_max_model_len(4096);
+  return r;
+}
+
+TEST(SecurityTest, OnlyMembersRegisterOrCallNodes) {
+  auto cluster = LocalCluster::Start(Tiny());
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LocalCluster& c = **cluster;
+
+  // Register without a certificate: UNAUTHENTICATED, nothing registered.
+  auto no_cert = v1::Registry::NewStub(
+      grpc::CreateChannel(c.router_address(), NoCertificate()));
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::RegisterResponse reply;
+    const grpc::Status s = no_cert->Register(&ctx, Impostor(), &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("certificate"));
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::HeartbeatRequest hb;
+    hb.set_node_id(1);
+    v1::HeartbeatResponse reply;
+    EXPECT_EQ(no_cert->Heartbeat(&ctx, hb, &reply).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // A certificate of another CA fails the handshake.
+  auto foreign = v1::Registry::NewStub(
+      grpc::CreateChannel(c.router_address(), ForeignCertificate()));
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::RegisterResponse reply;
+    EXPECT_EQ(foreign->Register(&ctx, Impostor(), &reply).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  // Plaintext to a TLS port fails too.
+  auto plain = v1::Registry::NewStub(grpc::CreateChannel(
+      c.router_address(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::RegisterResponse reply;
+    EXPECT_NE(plain->Register(&ctx, Impostor(), &reply).error_code(),
+              grpc::StatusCode::OK);
+  }
+
+  // A node's port takes no caller without a member's certificate: the
+  // forged Reserve / Prefill / Release of the issue never reach a handler.
+  for (Process* node : {&c.prefill(0), &c.decode(0)}) {
+    for (const auto& creds : {NoCertificate(), ForeignCertificate(),
+                              grpc::InsecureChannelCredentials()}) {
+      auto stub =
+          v1::Node::NewStub(grpc::CreateChannel(node->address(), creds));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      v1::ReleaseRequest release;
+      release.set_request_id(1);
+      v1::ReleaseResponse reply;
+      EXPECT_EQ(stub->Release(&ctx, release, &reply).error_code(),
+                grpc::StatusCode::UNAVAILABLE)
+          << node->address();
+    }
+  }
+  // The router still counts only the real nodes, and serves (a client
+  // needs no certificate, only the CA to check the router).
+  grpc::ClientContext ctx;
+  v1::HealthResponse health;
+  ASSERT_TRUE(c.client().Health(&ctx, v1::HealthRequest(), &health).ok());
+  EXPECT_EQ(health.num_decode_nodes(), 1u);
+  int tokens = 0;
+  const grpc::Status s = Generate(c.client(), "", &tokens);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(tokens, 4);
+  EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+TEST(SecurityTest, ApiKeysGateGenerateAndListNodes) {
+  const std::string keys =
+      absl::StrCat(::testing::TempDir(), "/duet_keys_", getpid());
+  {
+    std::ofstream out(keys);
+    out << "# test keys\n\nkey-0123456789abcdef\nkey-fedcba9876543210\n";
+  }
+  ClusterOptions o = Tiny();
+  o.router_args = {"--api-key-file", keys};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LocalCluster& c = **cluster;
+  int tokens = 0;
+  grpc::Status s = Generate(c.client(), "", &tokens);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(s.error_message(), HasSubstr("Bearer"));
+  s = Generate(c.client(), "key-0123456789abcdeX", &tokens);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(tokens, 0);
+  s = Generate(c.client(), "key-fedcba9876543210", &tokens);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(tokens, 4);
+  {
+    grpc::ClientContext ctx;
+    v1::ListNodesResponse nodes;
+    EXPECT_EQ(
+        c.client().ListNodes(&ctx, v1::ListNodesRequest(), &nodes).error_code(),
+        grpc::StatusCode::UNAUTHENTICATED);
+  }
+  EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+// Plaintext only when asked for; then it works as before.
+TEST(SecurityTest, InsecureClusterServesWhenAskedFor) {
+  ClusterOptions o = Tiny();
+  o.insecure = true;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  int tokens = 0;
+  const grpc::Status s = Generate((*cluster)->client(), "", &tokens);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(tokens, 4);
+}
+
+}  // namespace
+}  // namespace duet::testing
