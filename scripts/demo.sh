@@ -36,9 +36,10 @@ ROUTER=127.0.0.1:$PORT
 LOG=$(mktemp /tmp/duet-demo.XXXXXX)
 
 echo "== starting a local cluster on $ROUTER"
+CLUSTER_DIR=$(mktemp -d /tmp/duet-demo-cluster.XXXXXX)
 ROUTER_ARGS="--tokenizer $PWD/assets/qwen3/tokenizer.json" DUET_BIN=$BIN \
   scripts/local_cluster.sh --model "$MODEL_DIR" --port "$PORT" \
-  --backend "$BACKEND" >"$LOG" 2>&1 &
+  --backend "$BACKEND" --log-dir "$CLUSTER_DIR" >"$LOG" 2>&1 &
 CLUSTER=$!
 trap 'kill -TERM $CLUSTER 2>/dev/null; wait $CLUSTER 2>/dev/null || true' EXIT
 for _ in $(seq 1800); do
@@ -48,18 +49,22 @@ for _ in $(seq 1800); do
 done
 grep -q "cluster ready" "$LOG" || { cat "$LOG"; echo "demo: cluster did not start" >&2; exit 1; }
 cat "$LOG"
+# The cluster's roles talk mutual TLS; a client only checks the router with
+# the cluster's CA.
+CLI=("$BIN/client/duet-cli")
+TLS=(--tls-ca "$CLUSTER_DIR/certs/ca.pem")
 
 echo; echo "== duet-cli nodes"
-"$BIN/client/duet-cli" nodes --router "$ROUTER"
+"${CLI[@]}" nodes "${TLS[@]}" --router "$ROUTER"
 echo; echo "== greedy, 16 tokens (streamed as they are decoded)"
-"$BIN/client/duet-cli" generate --router "$ROUTER" \
+"${CLI[@]}" generate "${TLS[@]}" --router "$ROUTER" \
   --prompt-ids 9707,11,1879,0,576,3974,13876,38835 --max-tokens 16
 echo; echo "== sampled (temperature 0.8, top-p 0.9, seed 7), 300-token prompt, 24 tokens"
 PROMPT=$(seq -s, 1000 1299)
-"$BIN/client/duet-cli" generate --router "$ROUTER" --prompt-ids "$PROMPT" \
+"${CLI[@]}" generate "${TLS[@]}" --router "$ROUTER" --prompt-ids "$PROMPT" \
   --max-tokens 24 --temperature 0.8 --top-p 0.9 --seed 7
 echo; echo "== text in, text out (real Qwen3 tokenizer; the tiny model's weights are random, so the text is too), stop string 'e'"
-"$BIN/client/duet-cli" generate --router "$ROUTER" \
+"${CLI[@]}" generate "${TLS[@]}" --router "$ROUTER" \
   --prompt "Hello, world! 你好" --max-tokens 24 --stop "e"
 echo; echo "== the same greedy prompt on the single-process engine (must match)"
 "$BIN/tools/duet-run" --model "$MODEL_DIR" --backend "$BACKEND" \

@@ -34,6 +34,10 @@ export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_
 MODEL=${DUET_GPU_MODEL:-/tmp/duet-qwen3-4b}
 [[ -f "$MODEL/config.json" ]] || "$BIN/duet-make-model" --preset qwen3-4b --out "$MODEL"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+# Roles talk mutual TLS with a CA made for this run; clients check the router.
+[[ -f "$OUT/certs/node.pem" ]] || "$ROOT/scripts/make_certs.sh" "$OUT/certs" node >/dev/null
+TLS=(--tls-cert "$OUT/certs/node.pem" --tls-key "$OUT/certs/node-key.pem" --tls-ca "$OUT/certs/ca.pem")
+CLIENT_TLS=(--tls-ca "$OUT/certs/ca.pem")
 
 if [[ -z "${DUET_SKIP_CHECKS:-}" ]]; then
   echo "== correctness: tests/e2e/gpu_cluster_test.cc"
@@ -54,34 +58,34 @@ LOGS=$OUT/logs_$TAG
 mkdir -p "$LOGS"
 PORT=$((20000 + RANDOM % 20000))
 ROUTER=127.0.0.1:$PORT
-"$BIN/duet-router" --listen "$ROUTER" >"$LOGS/router.out" 2>"$LOGS/router.log" &
+"$BIN/duet-router" --listen "$ROUTER" "${TLS[@]}" >"$LOGS/router.out" 2>"$LOGS/router.log" &
 PIDS=($!)
 trap 'kill ${PIDS[*]} 2>/dev/null || true' EXIT
 sleep 1
-"$BIN/duet-prefill" --model "$MODEL" --router "$ROUTER" --backend cuda \
+"$BIN/duet-prefill" --model "$MODEL" --router "$ROUTER" --backend cuda "${TLS[@]}" \
   --kv-cache-memory-fraction 0.35 --max-num-batched-tokens 8192 \
   --kv-transport "$TRANSPORT" --kv-push "$PUSH" >"$LOGS/prefill.out" 2>"$LOGS/prefill.log" &
 PIDS+=($!)
-"$BIN/duet-decode" --model "$MODEL" --router "$ROUTER" --backend cuda \
+"$BIN/duet-decode" --model "$MODEL" --router "$ROUTER" --backend cuda "${TLS[@]}" \
   --kv-cache-memory-fraction 0.5 --max-num-seqs 128 \
   --kv-transport "$TRANSPORT" >"$LOGS/decode.out" 2>"$LOGS/decode.log" &
 PIDS+=($!)
 for _ in $(seq 600); do
-  "$BIN/duet-cli" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
+  "$BIN/duet-cli" health "${CLIENT_TLS[@]}" --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
     grep -q "serving=true prefill_nodes=1 decode_nodes=1 " && break
   sleep 0.2
 done
 cat "$LOGS"/*.out
 for len in 512 2048 8192; do
   echo "-- TTFT, prompt $len tokens, alone"
-  "$BIN/duet-bench" --router "$ROUTER" --num-requests 6 --concurrency 1 \
+  "$BIN/duet-bench" "${CLIENT_TLS[@]}" --router "$ROUTER" --num-requests 6 --concurrency 1 \
     --input-len "$len" --output-len 2 --vocab-limit 150000 \
     --json-out "$OUT/ttft_${TAG}_$len.json" | tee "$OUT/ttft_${TAG}_$len.txt"
 done
 if [[ -z "${DUET_SKIP_ITL:-}" && "$PUSH" == "${PUSHES[0]}" ]]; then
 for c in 1 32 128; do
   echo "-- inter-token latency, concurrency $c, prompts of 512, 128 tokens out"
-  "$BIN/duet-bench" --router "$ROUTER" --num-requests $((c < 8 ? 8 : 2 * c)) \
+  "$BIN/duet-bench" "${CLIENT_TLS[@]}" --router "$ROUTER" --num-requests $((c < 8 ? 8 : 2 * c)) \
     --concurrency "$c" --input-len 512 --output-len 128 --vocab-limit 150000 \
     --json-out "$OUT/itl_${TAG}_$c.json" | tee "$OUT/itl_${TAG}_$c.txt"
 done

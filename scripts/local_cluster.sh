@@ -9,8 +9,11 @@
 # when one is visible, else on the CPU; on the GPU, nodes split 80% of its
 # memory evenly (--kv-cache-memory-fraction) unless the *_ARGS set it, and
 # move KV over CUDA IPC (--kv-transport auto, the default, picks it for
-# nodes on one host). Extra flags: ROUTER_ARGS / PREFILL_ARGS / DECODE_ARGS env
-# variables (e.g. ROUTER_ARGS="--tokenizer assets/qwen3").
+# nodes on one host). Roles talk mutual TLS with certificates of a CA made
+# for the cluster in LOG_DIR/certs (or CERT_DIR's; scripts/make_certs.sh);
+# clients need --tls-ca LOG_DIR/certs/ca.pem (INSECURE=1: plaintext, every
+# binary with --insecure). Extra flags: ROUTER_ARGS / PREFILL_ARGS /
+# DECODE_ARGS env variables (e.g. ROUTER_ARGS="--tokenizer assets/qwen3").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DUET_BIN:-$ROOT/build}
@@ -52,6 +55,16 @@ fi
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/duet-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
 ROUTER=127.0.0.1:$PORT
+# Mutual TLS between the roles with a CA made for this cluster (or the one
+# in CERT_DIR: ca.pem, node.pem, node-key.pem); INSECURE=1 for plaintext.
+if [[ -n "${INSECURE:-}" ]]; then
+  TLS_ARGS="--insecure" CLIENT_TLS="--insecure"
+else
+  CERT_DIR=${CERT_DIR:-$LOG_DIR/certs}
+  [[ -f "$CERT_DIR/node.pem" ]] || "$ROOT/scripts/make_certs.sh" "$CERT_DIR" node >/dev/null
+  TLS_ARGS="--tls-cert $CERT_DIR/node.pem --tls-key $CERT_DIR/node-key.pem --tls-ca $CERT_DIR/ca.pem"
+  CLIENT_TLS="--tls-ca $CERT_DIR/ca.pem"
+fi
 
 PIDS=()
 stop() {
@@ -73,26 +86,27 @@ trap 'stop; exit 143' TERM
 trap stop EXIT
 
 # shellcheck disable=SC2086
-"$ROUTER_BIN" --listen "$ROUTER" ${ROUTER_ARGS:-} >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
+"$ROUTER_BIN" --listen "$ROUTER" $TLS_ARGS ${ROUTER_ARGS:-} >"$LOG_DIR/router.out" 2>"$LOG_DIR/router.log" &
 PIDS+=($!)
 for i in $(seq 0 $((PREFILL - 1))); do
   # shellcheck disable=SC2086
   "$PREFILL_BIN" --model "$MODEL" --router "$ROUTER" --rank "$i" \
-    $NODE_ARGS ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
+    $TLS_ARGS $NODE_ARGS ${PREFILL_ARGS:-} >"$LOG_DIR/prefill$i.out" 2>"$LOG_DIR/prefill$i.log" &
   PIDS+=($!)
 done
 for i in $(seq 0 $((DECODE - 1))); do
   # shellcheck disable=SC2086
   "$DECODE_BIN" --model "$MODEL" --router "$ROUTER" --rank "$i" \
-    $NODE_ARGS ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
+    $TLS_ARGS $NODE_ARGS ${DECODE_ARGS:-} >"$LOG_DIR/decode$i.out" 2>"$LOG_DIR/decode$i.log" &
   PIDS+=($!)
 done
 
 for _ in $(seq 1200); do
-  if "$CLI_BIN" health --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
+  # shellcheck disable=SC2086
+  if "$CLI_BIN" health $CLIENT_TLS --router "$ROUTER" --timeout-ms 1000 2>/dev/null |
       grep -q "serving=true prefill_nodes=$PREFILL decode_nodes=$DECODE "; then
     cat "$LOG_DIR"/*.out
-    echo "cluster ready: router at $ROUTER ($PREFILL prefill, $DECODE decode; logs in $LOG_DIR)"
+    echo "cluster ready: router at $ROUTER ($PREFILL prefill, $DECODE decode; logs in $LOG_DIR; clients: $CLIENT_TLS)"
     wait
     exit 0
   fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Starts a duet decode node. Required: --model DIR --router HOST:PORT.
+# Starts a duet decode node. Required: --model DIR --router HOST:PORT and
+# --tls-cert F --tls-key F --tls-ca F (scripts/make_certs.sh) or --insecure.
 # Common: --backend auto|cpu|cuda, --device N (GPU index), --listen HOST:PORT (0.0.0.0:PORT plus --advertise MYHOST:PORT for
 # other hosts), --num-kv-blocks, --block-size, --max-num-seqs,
-# --reservation-ttl-ms. Prefill nodes write KV into this node over UCX.
+# --reservation-ttl-ms, --kv-transport. Prefill nodes write KV into this
+# node over CUDA IPC on one host, else UCX.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # Inside a bundle made by scripts/bundle.sh: its own binaries and libraries.

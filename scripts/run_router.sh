@@ -2,6 +2,8 @@
 # Starts a duet router. Every flag is passed through; common ones:
 #   --listen HOST:PORT (default 127.0.0.1:50051; 0.0.0.0:PORT for other hosts)
 #   --heartbeat-interval-ms, --node-timeout-ms, --request-timeout-ms
+#   --tls-cert F --tls-key F --tls-ca F (scripts/make_certs.sh), or --insecure
+#   --api-key-file F (keys clients must send)
 # Binaries come from $DUET_BIN (default: build/ of this checkout).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
