@@ -10,9 +10,30 @@
 #include "common/logging.h"
 #include "router/text_stream.h"
 #include "security/tls.h"
+#include "tokenizer/utf8.h"
 
 namespace duet::router {
 namespace {
+
+// Limits on what a client sends (the 1 MB request_id echoed into
+// every chunk, 10,000 stop strings).
+constexpr size_t kMaxRequestIdBytes = 256;
+constexpr size_t kMaxPromptBytes = size_t{1} << 20;
+constexpr int kMaxPromptTokens = 1 << 20;
+constexpr int kMaxStopStrings = 16;
+constexpr size_t kMaxStopBytes = 256;
+constexpr int kMaxStopTokenIds = 64;
+
+// Byte offset of the first ill-formed UTF-8 sequence, nullopt if none.
+std::optional<size_t> FirstInvalidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const tokenizer::Utf8Step step = tokenizer::NextUtf8Step(s.substr(i));
+    if (step.kind != tokenizer::Utf8StepKind::kValid) return i;
+    i += step.length;
+  }
+  return std::nullopt;
+}
 
 grpc::Status Error(grpc::StatusCode code, const std::string& msg) {
   return grpc::Status(code, msg);
@@ -107,6 +128,48 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
   auto invalid = [](const std::string& msg) {
     return Error(grpc::StatusCode::INVALID_ARGUMENT, msg);
   };
+  // Sizes first: nothing below should work on a field of unbounded size.
+  if (req.request_id().size() > kMaxRequestIdBytes) {
+    return invalid(absl::StrCat("request_id is ", req.request_id().size(),
+                                " bytes; at most ", kMaxRequestIdBytes));
+  }
+  if (req.prompt().size() > kMaxPromptBytes) {
+    return invalid(absl::StrCat("prompt is ", req.prompt().size(),
+                                " bytes; at most ", kMaxPromptBytes));
+  }
+  if (req.prompt_token_ids_size() > kMaxPromptTokens) {
+    return invalid(absl::StrCat("prompt_token_ids has ",
+                                req.prompt_token_ids_size(), " ids; at most ",
+                                kMaxPromptTokens));
+  }
+  if (s.stop_size() > kMaxStopStrings) {
+    return invalid(absl::StrCat("sampling.stop has ", s.stop_size(),
+                                " strings; at most ", kMaxStopStrings));
+  }
+  if (s.stop_token_ids_size() > kMaxStopTokenIds) {
+    return invalid(absl::StrCat("sampling.stop_token_ids has ",
+                                s.stop_token_ids_size(), " ids; at most ",
+                                kMaxStopTokenIds));
+  }
+  for (int i = 0; i < s.stop_size(); ++i) {
+    if (s.stop(i).size() > kMaxStopBytes) {
+      return invalid(absl::StrCat("sampling.stop[", i, "] is ",
+                                  s.stop(i).size(), " bytes; at most ",
+                                  kMaxStopBytes));
+    }
+    if (std::optional<size_t> bad = FirstInvalidUtf8(s.stop(i))) {
+      return invalid(absl::StrCat("sampling.stop[", i,
+                                  "] is not valid UTF-8 (byte ", *bad, ")"));
+    }
+  }
+  if (std::optional<size_t> bad = FirstInvalidUtf8(req.request_id())) {
+    return invalid(
+        absl::StrCat("request_id is not valid UTF-8 (byte ", *bad, ")"));
+  }
+  if (std::optional<size_t> bad = FirstInvalidUtf8(req.prompt())) {
+    return invalid(absl::StrCat(
+        "prompt is not valid UTF-8: ill-formed sequence at byte ", *bad));
+  }
   const bool needs_tokenizer =
       !req.prompt().empty() || req.return_text() || s.stop_size() > 0;
   if (needs_tokenizer && tokenizer_ == nullptr) {

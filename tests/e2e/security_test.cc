@@ -7,9 +7,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "duet/v1/registry.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "duet/v1/registry.grpc.pb.h"
 #include "tests/e2e/local_cluster.h"
 #include "tests/testing/test_model.h"
 
@@ -201,6 +201,72 @@ TEST(SecurityTest, ApiKeysGateGenerateAndListNodes) {
         c.client().ListNodes(&ctx, v1::ListNodesRequest(), &nodes).error_code(),
         grpc::StatusCode::UNAUTHENTICATED);
   }
+  EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
+// Oversized or ill-formed client fields get INVALID_ARGUMENT saying which
+// field and what to fix; nothing reaches a node, nothing crashes.
+TEST(SecurityTest, ClientFieldsAreBoundedAndUtf8Checked) {
+  ClusterOptions o = Tiny();
+  o.router_args = {"--tokenizer", std::string(DUET_SOURCE_DIR) +
+                                      "/assets/qwen3/tokenizer.json"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LocalCluster& c = **cluster;
+  auto call = [&](const v1::GenerateRequest& r) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    auto reader = c.client().Generate(&ctx, r);
+    v1::GenerateResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    return reader->Finish();
+  };
+  struct Case {
+    std::string name;
+    v1::GenerateRequest request;
+    std::string says;
+  };
+  std::vector<Case> cases;
+  {
+    v1::GenerateRequest r = Request(2);
+    r.clear_prompt_token_ids();
+    r.set_prompt(std::string("hello \xC3\x28 world"));
+    cases.push_back({"invalid UTF-8 prompt", r, "byte 6"});
+  }
+  {
+    v1::GenerateRequest r = Request(2);
+    r.set_request_id(std::string(1 << 20, 'x'));
+    cases.push_back({"1 MB request_id", r, "request_id is 1048576 bytes"});
+  }
+  {
+    v1::GenerateRequest r = Request(2);
+    for (int i = 0; i < 10000; ++i) r.mutable_sampling()->add_stop("s");
+    cases.push_back({"10,000 stop strings", r, "at most 16"});
+  }
+  {
+    v1::GenerateRequest r = Request(2);
+    r.mutable_sampling()->add_stop(std::string(1 << 20, 's'));
+    cases.push_back({"1 MB stop string", r, "sampling.stop[0]"});
+  }
+  {
+    v1::GenerateRequest r = Request(2);
+    r.mutable_sampling()->add_stop(std::string("\xFF"));
+    cases.push_back({"invalid UTF-8 stop string", r, "not valid UTF-8"});
+  }
+  {
+    v1::GenerateRequest r = Request(2);
+    r.clear_prompt_token_ids();
+    r.set_prompt(std::string(2 << 20, 'a'));
+    cases.push_back({"2 MB prompt", r, "prompt is 2097152 bytes"});
+  }
+  for (const Case& k : cases) {
+    const grpc::Status s = call(k.request);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << k.name;
+    EXPECT_THAT(s.error_message(), HasSubstr(k.says)) << k.name;
+  }
+  int tokens = 0;
+  EXPECT_TRUE(Generate(c.client(), "", &tokens).ok());
   EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
