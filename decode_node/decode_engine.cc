@@ -105,6 +105,13 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     const kv_transfer::KvLayout& expected, absl::Duration ttl,
     std::optional<kv_transfer::Transport> transport) {
   DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), expected));
+  if (ttl > options_.max_reservation_ttl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Reserve: reservation_ttl_ms ", absl::ToInt64Milliseconds(ttl),
+        " exceeds this node's cap of ",
+        absl::ToInt64Milliseconds(options_.max_reservation_ttl),
+        " ms (--max-reservation-ttl-ms)"));
+  }
   if (num_prompt_tokens <= 0 || max_new_tokens <= 0) {
     return absl::InvalidArgumentError(
         "Reserve: num_prompt_tokens and max_new_tokens must be > 0");

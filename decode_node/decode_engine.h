@@ -42,6 +42,9 @@ struct DecodeEngineOptions {
   int32_t max_num_batched_tokens = 2048;
   // Reservations without a Decode call are freed after this long.
   absl::Duration default_reservation_ttl = absl::Seconds(60);
+  // The longest TTL a Reserve may ask for: INVALID_ARGUMENT beyond it, so
+  // no caller can pin blocks for weeks.
+  absl::Duration max_reservation_ttl = absl::Minutes(10);
   // Blocks of a reservation released before its Decode call may still be
   // the target of a transfer: the prefill node drops a cancelled request
   // only at its next step boundary, a Send already under way runs until its

@@ -23,6 +23,8 @@
 
 ABSL_FLAG(int32_t, reservation_ttl_ms, 60000,
           "free a reservation that gets no Decode call within this time");
+ABSL_FLAG(int32_t, max_reservation_ttl_ms, 600000,
+          "refuse a Reserve that asks for a longer TTL (INVALID_ARGUMENT)");
 ABSL_FLAG(bool, kv_staged, false,
           "receive KV through host staging even into a host pool (tests; a "
           "GPU pool is always staged)");
@@ -60,6 +62,11 @@ int main(int argc, char** argv) {
   options.max_num_batched_tokens = flags->runner.max_num_batched_tokens;
   options.default_reservation_ttl =
       absl::Milliseconds(absl::GetFlag(FLAGS_reservation_ttl_ms));
+  options.max_reservation_ttl =
+      absl::Milliseconds(absl::GetFlag(FLAGS_max_reservation_ttl_ms));
+  if (options.max_reservation_ttl < options.default_reservation_ttl) {
+    return Usage("--max-reservation-ttl-ms must be >= --reservation-ttl-ms");
+  }
   if (options.max_num_batched_tokens < options.max_num_seqs) {
     // A decode step takes one token of every running request.
     return Usage(

@@ -187,6 +187,13 @@ TEST(DisaggregatedEnginesTest, AbandonedReservationExpires) {
 
 TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
   auto p = MakePair(64, 16);
+  // A TTL past the cap (10 min) would pin blocks for as long as asked.
+  const absl::Status weeks =
+      p->decode
+          ->Reserve(1, 4, 4, p->prefill->layout(), absl::Hours(24 * 14))
+          .status();
+  EXPECT_EQ(weeks.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(weeks.message(), HasSubstr("--max-reservation-ttl-ms"));
   kv_transfer::KvLayout other = p->prefill->layout();
   other.block_size = 32;
   EXPECT_EQ(
