@@ -30,6 +30,9 @@ ABSL_FLAG(int32_t, request_timeout_ms, 300000,
           "deadline of a request whose client sets none");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
+ABSL_FLAG(std::string, model_name, "",
+          "the model nodes must serve (last component of their --model); "
+          "empty: the first node to register decides");
 ABSL_FLAG(std::string, tokenizer, "",
           "Hugging Face tokenizer.json (or a model directory holding one): "
           "enables text prompts, streamed text and stop strings");
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   duet::router::NodeRegistry registry(absl::Milliseconds(heartbeat),
                                       absl::Milliseconds(node_timeout),
                                       duet::security::ChannelCredentials(*tls));
+  registry.set_expected_model(absl::GetFlag(FLAGS_model_name));
   duet::router::RouterOptions options;
   options.api_keys = &*api_keys;
   options.members_only = !tls->insecure;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
 
 namespace duet::router {
@@ -44,6 +45,29 @@ absl::StatusOr<uint64_t> NodeRegistry::Register(
   }
   absl::MutexLock lock(&mu_);
   SweepLocked();
+  // One model per cluster: the first node (or --model-name) fixes the
+  // model and the KV layout; a node serving another is refused, so it can
+  // neither receive requests it would answer wrongly nor take KV it would
+  // misread.
+  const std::string model = ModelBaseName(req.model_name());
+  if (!pinned_model_.has_value()) {
+    pinned_model_ = expected_model_.empty() ? model : expected_model_;
+  }
+  if (model != *pinned_model_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Register: this cluster serves model '", *pinned_model_,
+                     "', the node serves '", model, "'"));
+  }
+  v1::KvLayout layout = req.kv_layout();
+  layout.clear_tp_rank();
+  layout.clear_tp_size();
+  if (!pinned_layout_.has_value()) pinned_layout_ = layout;
+  if (layout.SerializeAsString() != pinned_layout_->SerializeAsString()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Register: the node's KV layout {", layout.ShortDebugString(),
+        "} differs from the cluster's {", pinned_layout_->ShortDebugString(),
+        "}"));
+  }
   for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
     if (it->second.info.address() == req.address()) {
       DUET_LOG(INFO) << "node at " << req.address() << " re-registered";
@@ -65,11 +89,21 @@ absl::StatusOr<uint64_t> NodeRegistry::Register(
   return id;
 }
 
-bool NodeRegistry::Heartbeat(uint64_t id, const v1::NodeLoad& load) {
+absl::StatusOr<bool> NodeRegistry::Heartbeat(uint64_t id,
+                                             const v1::NodeLoad& load) {
   absl::MutexLock lock(&mu_);
   SweepLocked();
   auto it = nodes_.find(id);
   if (it == nodes_.end()) return false;
+  // A load that cannot be true would steer placement (a node claiming a
+  // huge free pool draws every request).
+  if (load.total_kv_blocks() != it->second.info.total_kv_blocks() ||
+      load.free_kv_blocks() > load.total_kv_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Heartbeat: ", load.free_kv_blocks(), " free of ",
+        load.total_kv_blocks(), " KV blocks, but the node registered ",
+        it->second.info.total_kv_blocks()));
+  }
   it->second.load = load;
   it->second.last_heartbeat = absl::Now();
   return true;
@@ -106,6 +140,14 @@ NodeRef NodeRegistry::MakeRef(uint64_t id, const Node& n) {
   }
   r.host_id = n.info.host_id();
   return r;
+}
+
+std::string ModelBaseName(absl::string_view model) {
+  while (absl::ConsumeSuffix(&model, "/")) {
+  }
+  const size_t slash = model.rfind('/');
+  return std::string(
+      slash == absl::string_view::npos ? model : model.substr(slash + 1));
 }
 
 std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,

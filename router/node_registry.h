@@ -38,6 +38,10 @@ struct NodeRef {
   std::string host_id;
 };
 
+// "/models/Qwen3-4B/" -> "Qwen3-4B": what nodes of one cluster must agree
+// on (the path to the checkpoint may differ between hosts).
+std::string ModelBaseName(absl::string_view model);
+
 // The KV transport for prefill node `p` writing into decode node `d`:
 // CUDA IPC when both offer it and share a host (a node that registered no
 // host is taken at its word), else UCX when both offer it; nullopt when
@@ -56,8 +60,14 @@ class NodeRegistry {
   // Registers (or re-registers: same address replaces the old entry) a node.
   // InvalidArgument for a bad role, address or layout.
   absl::StatusOr<uint64_t> Register(const v1::RegisterRequest& req);
-  // false when the node is unknown (never registered, or timed out).
-  bool Heartbeat(uint64_t id, const v1::NodeLoad& load);
+  // false when the node is unknown (never registered, or timed out);
+  // InvalidArgument for a load that contradicts the registration.
+  absl::StatusOr<bool> Heartbeat(uint64_t id, const v1::NodeLoad& load);
+  // Nodes must serve this model (the last component of their --model);
+  // empty: the first node to register decides.
+  void set_expected_model(std::string model) {
+    expected_model_ = std::move(model);
+  }
 
   // Live decode nodes, most free KV blocks first.
   std::vector<NodeRef> DecodeCandidates();
@@ -93,6 +103,9 @@ class NodeRegistry {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  std::string expected_model_;
+  std::optional<std::string> pinned_model_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::KvLayout> pinned_layout_ ABSL_GUARDED_BY(mu_);
   const absl::Duration heartbeat_interval_;
   const absl::Duration node_timeout_;
   absl::Mutex mu_;

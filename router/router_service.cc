@@ -643,7 +643,13 @@ grpc::Status RouterService::Heartbeat(grpc::ServerContext* ctx,
                                       const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* reply) {
   if (grpc::Status s = CheckMember(*ctx, "Heartbeat"); !s.ok()) return s;
-  reply->set_known(registry_->Heartbeat(req->node_id(), req->load()));
+  absl::StatusOr<bool> known =
+      registry_->Heartbeat(req->node_id(), req->load());
+  if (!known.ok()) {
+    return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                 std::string(known.status().message()));
+  }
+  reply->set_known(*known);
   return grpc::Status::OK;
 }
 

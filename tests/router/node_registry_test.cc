@@ -31,10 +31,10 @@ TEST(NodeRegistryTest, PicksDecodeByFreeBlocksAndPrefillByQueuedTokens) {
   auto p1 = reg.Register(Node(v1::NODE_ROLE_PREFILL, "h:3"));
   auto p2 = reg.Register(Node(v1::NODE_ROLE_PREFILL, "h:4"));
   ASSERT_TRUE(d1.ok() && d2.ok() && p1.ok() && p2.ok());
-  ASSERT_TRUE(reg.Heartbeat(*d1, Load(10, 0)));
-  ASSERT_TRUE(reg.Heartbeat(*d2, Load(90, 0)));
-  ASSERT_TRUE(reg.Heartbeat(*p1, Load(0, 500)));
-  ASSERT_TRUE(reg.Heartbeat(*p2, Load(0, 20)));
+  ASSERT_TRUE(*reg.Heartbeat(*d1, Load(10, 0)));
+  ASSERT_TRUE(*reg.Heartbeat(*d2, Load(90, 0)));
+  ASSERT_TRUE(*reg.Heartbeat(*p1, Load(0, 500)));
+  ASSERT_TRUE(*reg.Heartbeat(*p2, Load(0, 20)));
   EXPECT_EQ(reg.DecodeCandidates().front().id, *d2);
   EXPECT_EQ(reg.PrefillCandidates().front().id, *p2);
   // Router-side adjustments between heartbeats move the choice.
@@ -58,11 +58,11 @@ TEST(NodeRegistryTest, SilentNodeLeavesRotationAndMustReRegister) {
   EXPECT_EQ(reg.DecodeCandidates().size(), 1u);
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_TRUE(reg.DecodeCandidates().empty());
-  EXPECT_FALSE(reg.Heartbeat(*d, Load(100, 0)));  // "unknown": re-register
+  EXPECT_FALSE(*reg.Heartbeat(*d, Load(100, 0)));  // "unknown": re-register
   auto again = reg.Register(Node(v1::NODE_ROLE_DECODE, "h:1"));
   ASSERT_TRUE(again.ok());
   EXPECT_NE(*again, *d);
-  EXPECT_TRUE(reg.Heartbeat(*again, Load(100, 0)));
+  EXPECT_TRUE(*reg.Heartbeat(*again, Load(100, 0)));
   EXPECT_EQ(reg.DecodeCandidates().size(), 1u);
 }
 
@@ -72,19 +72,54 @@ TEST(NodeRegistryTest, SameAddressReplacesTheOldEntry) {
   auto b = reg.Register(Node(v1::NODE_ROLE_PREFILL, "h:1"));
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(reg.CountLive(v1::NODE_ROLE_PREFILL), 1);
-  EXPECT_FALSE(reg.Heartbeat(*a, Load(0, 0)));
+  EXPECT_FALSE(*reg.Heartbeat(*a, Load(0, 0)));
 }
 
 TEST(NodeRegistryTest, RejectsBadRegistrations) {
   NodeRegistry reg(absl::Milliseconds(100), absl::Seconds(10));
-  EXPECT_EQ(reg.Register(Node(v1::NODE_ROLE_UNSPECIFIED, "h:1")).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(reg.Register(Node(v1::NODE_ROLE_DECODE, "nohostport")).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      reg.Register(Node(v1::NODE_ROLE_UNSPECIFIED, "h:1")).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      reg.Register(Node(v1::NODE_ROLE_DECODE, "nohostport")).status().code(),
+      absl::StatusCode::kInvalidArgument);
   v1::RegisterRequest no_layout = Node(v1::NODE_ROLE_DECODE, "h:1");
   no_layout.clear_kv_layout();
   EXPECT_EQ(reg.Register(no_layout).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// One model and one KV layout per cluster; loads that contradict the
+// registration are refused.
+TEST(NodeRegistryTest, PinsTheModelAndLayoutAndChecksLoads) {
+  NodeRegistry reg(absl::Milliseconds(100), absl::Seconds(10));
+  v1::RegisterRequest a = Node(v1::NODE_ROLE_DECODE, "h:1");
+  a.set_model_name("/models/Qwen3-4B/");
+  auto id = reg.Register(a);
+  ASSERT_TRUE(id.ok());
+  v1::RegisterRequest same = Node(v1::NODE_ROLE_PREFILL, "h:2");
+  same.set_model_name("/mnt/other/Qwen3-4B");  // another path, same model
+  same.mutable_kv_layout()->set_tp_size(2);    // TP may differ
+  EXPECT_TRUE(reg.Register(same).ok());
+  v1::RegisterRequest other = Node(v1::NODE_ROLE_PREFILL, "h:3");
+  other.set_model_name("made-up");
+  EXPECT_EQ(reg.Register(other).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::RegisterRequest layout = Node(v1::NODE_ROLE_PREFILL, "h:4");
+  layout.set_model_name("Qwen3-4B");
+  layout.mutable_kv_layout()->set_block_size(32);
+  EXPECT_EQ(reg.Register(layout).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::NodeLoad lie = Load(100, 0);
+  lie.set_total_kv_blocks(1 << 20);
+  lie.set_free_kv_blocks(1 << 20);
+  EXPECT_EQ(reg.Heartbeat(*id, lie).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::NodeLoad more_free = Load(101, 0);
+  EXPECT_EQ(reg.Heartbeat(*id, more_free).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ModelBaseName("/a/b/"), "b");
+  EXPECT_EQ(ModelBaseName("b"), "b");
 }
 
 }  // namespace
