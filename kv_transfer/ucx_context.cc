@@ -132,6 +132,11 @@ absl::StatusOr<UcpContext> CreateContext(const UcxOptions& options) {
     DUET_UCX_RETURN_IF_ERROR(
         ucp_config_modify(config.get(), "TLS", options.transports.c_str()));
   }
+  if (!options.net_devices.empty() &&
+      std::getenv("UCX_NET_DEVICES") == nullptr) {
+    DUET_UCX_RETURN_IF_ERROR(ucp_config_modify(config.get(), "NET_DEVICES",
+                                               options.net_devices.c_str()));
+  }
   if (options.tune_tcp_segments) {
     // ucp_config_modify in UCX 1.13 takes a transport setting by its field
     // name without the transport prefix (UCX_TCP_TX_SEG_SIZE -> TX_SEG_SIZE);

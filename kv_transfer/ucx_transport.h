@@ -60,6 +60,11 @@ struct UcxOptions {
   // should use the same sizes (they do with the defaults). Any other UCX
   // setting: the usual UCX_* environment variables.
   bool tune_tcp_segments = true;
+  // Network devices UCX may use, in UCX_NET_DEVICES syntax ("lo",
+  // "eth0,mlx5_0:1"); empty: the UCX_NET_DEVICES environment variable if
+  // set, else all. Nodes set it to the interface of their --listen address,
+  // so UCX does not listen on interfaces the node was not told to use.
+  std::string net_devices;
   // Move KV through host staging with the backend's gather / scatter even
   // when the pool is host memory (a GPU pool always is staged). Lets tests
   // and CI without a GPU run the staged path on the CPU backend.

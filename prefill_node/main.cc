@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
   }
   duet::kv_transfer::UcxOptions ucx;
   ucx.staged = absl::GetFlag(FLAGS_kv_staged);
+  auto net_device = duet::serving::UcxNetDeviceFor(flags->addresses.listen);
+  if (!net_device.ok())
+    return Usage(std::string(net_device.status().message()));
+  ucx.net_devices = *net_device;
   auto transports =
       duet::serving::ResolveKvTransports(flags->kv_transport, **runner);
   if (!transports.ok())

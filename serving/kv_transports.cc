@@ -1,5 +1,10 @@
 #include "serving/kv_transports.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -68,6 +73,47 @@ absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
   }
   if (parts.size() == 1) return std::move(parts.front().second);
   return kv_transfer::MakeMultiSender(std::move(parts));
+}
+
+absl::StatusOr<std::string> UcxNetDeviceFor(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  const bool is_v4 = inet_pton(AF_INET, host.c_str(), &v4) == 1;
+  const bool is_v6 = !is_v4 && inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+  if (!is_v4 && !is_v6) return std::string();  // a name: no restriction
+  if ((is_v4 && v4.s_addr == htonl(INADDR_ANY)) ||
+      (is_v6 && IN6_IS_ADDR_UNSPECIFIED(&v6))) {
+    return std::string();
+  }
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) {
+    return absl::InternalError("getifaddrs failed listing network interfaces");
+  }
+  std::string found;
+  for (ifaddrs* i = list; i != nullptr && found.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (is_v4 && i->ifa_addr->sa_family == AF_INET &&
+        reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr ==
+            v4.s_addr) {
+      found = i->ifa_name;
+    }
+    if (is_v6 && i->ifa_addr->sa_family == AF_INET6 &&
+        std::memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr,
+                    &v6, sizeof(v6)) == 0) {
+      found = i->ifa_name;
+    }
+  }
+  freeifaddrs(list);
+  if (found.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen ", listen,
+                     ": no local network interface has address ", host));
+  }
+  return found;
 }
 
 void AddKvTransports(const std::vector<Transport>& transports,

@@ -33,6 +33,12 @@ absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
     const std::vector<kv_transfer::Transport>& transports,
     runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
 
+// The network interface UCX should use for a node listening on `listen`
+// (host:port): "lo" for 127.0.0.1, the interface holding the address for a
+// numeric one, "" (any) for 0.0.0.0, :: or a host name. InvalidArgument
+// when no local interface has the address.
+absl::StatusOr<std::string> UcxNetDeviceFor(const std::string& listen);
+
 // Lists the transports and this host's identity in a registration.
 void AddKvTransports(const std::vector<kv_transfer::Transport>& transports,
                      v1::RegisterRequest* reg);
