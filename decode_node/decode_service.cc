@@ -1,5 +1,7 @@
 #include "decode_node/decode_service.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "serving/convert.h"
 
@@ -33,6 +35,48 @@ grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
       absl::Milliseconds(req->reservation_ttl_ms()), *transport);
   if (!desc.ok()) return serving::ToGrpc(desc.status());
   *reply->mutable_kv_transfer() = serving::ToProto(*desc);
+  absl::MutexLock lock(&mu_);
+  std::string secret(16, '\0');
+  for (size_t i = 0; i < secret.size(); i += 4) {
+    const uint32_t r = random_();
+    std::memcpy(secret.data() + i, &r, 4);
+  }
+  const absl::Time now = absl::Now();
+  absl::erase_if(tokens_,
+                 [&](const auto& e) { return e.second.expires < now; });
+  // The engine keeps a reservation at most its TTL (capped); the token is
+  // kept a little longer so a Decode right at the end still finds it.
+  const absl::Duration ttl = req->reservation_ttl_ms() > 0
+                                 ? absl::Milliseconds(req->reservation_ttl_ms())
+                                 : absl::Hours(1);
+  tokens_[req->request_id()] = Token{secret, now + ttl + absl::Minutes(1)};
+  reply->set_reservation_token(std::move(secret));
+  return grpc::Status::OK;
+}
+
+grpc::Status DecodeService::CheckToken(uint64_t request_id,
+                                       const std::string& token, bool consume) {
+  absl::MutexLock lock(&mu_);
+  auto it = tokens_.find(request_id);
+  if (it == tokens_.end()) {
+    // Unknown, expired or already ended: the engine gives the precise
+    // status (FAILED_PRECONDITION / not released).
+    return grpc::Status::OK;
+  }
+  const std::string& want = it->second.secret;
+  unsigned diff = want.size() == token.size() ? 0u : 1u;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff |= static_cast<unsigned char>(want[i]) ^
+            static_cast<unsigned char>(i < token.size() ? token[i] : 0);
+  }
+  if (diff != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        absl::StrCat("request ", request_id,
+                                     ": the reservation token does not match "
+                                     "(only the router that reserved it may "
+                                     "start or release it)"));
+  }
+  if (consume) tokens_.erase(it);
   return grpc::Status::OK;
 }
 
@@ -46,6 +90,11 @@ grpc::Status DecodeService::Prefill(grpc::ServerContext*,
 grpc::Status DecodeService::Decode(
     grpc::ServerContext* ctx, const v1::DecodeRequest* req,
     grpc::ServerWriter<v1::DecodeResponse>* writer) {
+  if (grpc::Status s =
+          CheckToken(req->request_id(), req->reservation_token(), true);
+      !s.ok()) {
+    return s;
+  }
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
   auto stream =
@@ -104,6 +153,11 @@ grpc::Status DecodeService::Decode(
 grpc::Status DecodeService::Release(grpc::ServerContext*,
                                     const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* reply) {
+  if (grpc::Status s =
+          CheckToken(req->request_id(), req->reservation_token(), true);
+      !s.ok()) {
+    return s;
+  }
   reply->set_released(engine_->Release(req->request_id()));
   return grpc::Status::OK;
 }

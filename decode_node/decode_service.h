@@ -3,8 +3,12 @@
 #ifndef DUET_DECODE_NODE_DECODE_SERVICE_H_
 #define DUET_DECODE_NODE_DECODE_SERVICE_H_
 
+#include <random>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "decode_node/decode_engine.h"
 #include "duet/v1/node.grpc.pb.h"
 
@@ -28,7 +32,20 @@ class DecodeService final : public v1::Node::Service {
   v1::NodeLoad Load();
 
  private:
+  // The reservation's token, or UNAUTHENTICATED; `consume` forgets it.
+  grpc::Status CheckToken(uint64_t request_id, const std::string& token,
+                          bool consume);
+
   DecodeEngine* engine_;
+  // Tokens of live reservations (Reserve -> Decode or Release). Entries
+  // of reservations that expired unused are dropped after the longest TTL.
+  struct Token {
+    std::string secret;
+    absl::Time expires;
+  };
+  absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, Token> tokens_ ABSL_GUARDED_BY(mu_);
+  std::random_device random_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace duet::decode_node

@@ -289,6 +289,7 @@ grpc::Status RouterService::ReserveDecode(
       if (s.ok()) {
         out->node = node;
         out->kv = std::move(*reply.mutable_kv_transfer());
+        out->token = std::move(*reply.mutable_reservation_token());
         out->expires = reserved_at + options_.reservation_ttl;
         return grpc::Status::OK;
       }
@@ -387,6 +388,7 @@ void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
   v1::ReleaseRequest req;
   req.set_request_id(id);
   req.set_reason(reason);
+  req.set_reservation_token(r.token);
   grpc::ClientContext ctx;
   SetDeadline(ctx, absl::Now() + options_.control_rpc_timeout);
   v1::ReleaseResponse reply;
@@ -487,6 +489,7 @@ grpc::Status RouterService::GenerateImpl(
 
   v1::DecodeRequest d;
   d.set_request_id(id);
+  d.set_reservation_token(reservation.token);
   d.set_first_token(prefill.first_token());
   d.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   *d.mutable_sampling() = sampling;

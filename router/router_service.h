@@ -107,6 +107,8 @@ class RouterService final : public v1::Duet::Service,
   struct Reservation {
     NodeRef node;
     v1::KvTransferDescriptor kv;
+    // The decode node's capability for it (Decode and Release present it).
+    std::string token;
     // When the decode node frees it if no Decode call came: a prefill must
     // be done (and its KV writes over) well before.
     absl::Time expires;

@@ -172,6 +172,62 @@ TEST(SecurityTest, OnlyMembersRegisterOrCallNodes) {
   EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
+// A reservation is a capability: Decode and Release must present the
+// token Reserve returned, even from a member.
+TEST(SecurityTest, ReservationTokenGuardsDecodeAndRelease) {
+  auto cluster = LocalCluster::Start(Tiny());
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LocalCluster& c = **cluster;
+  auto decode = v1::Node::NewStub(
+      grpc::CreateChannel(c.decode(0).address(), c.MemberCredentials()));
+  v1::ReserveRequest reserve;
+  reserve.set_request_id(424242);
+  reserve.set_num_prompt_tokens(20);
+  reserve.set_max_new_tokens(4);
+  v1::StatsResponse stats;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(decode->Stats(&ctx, v1::StatsRequest(), &stats).ok());
+  }
+  *reserve.mutable_expected_layout() = stats.layout();
+  v1::ReserveResponse reserved;
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status s = decode->Reserve(&ctx, reserve, &reserved);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(reserved.reservation_token().size(), 16u);
+  // Someone else's guess: refused, the reservation stays.
+  for (const std::string& guess : {std::string(), std::string(16, 'x')}) {
+    v1::ReleaseRequest release;
+    release.set_request_id(424242);
+    release.set_reservation_token(guess);
+    v1::ReleaseResponse reply;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(decode->Release(&ctx, release, &reply).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    v1::DecodeRequest d;
+    d.set_request_id(424242);
+    d.set_reservation_token("wrong");
+    grpc::ClientContext ctx;
+    auto reader = decode->Decode(&ctx, d);
+    v1::DecodeResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  v1::ReleaseRequest release;
+  release.set_request_id(424242);
+  release.set_reservation_token(reserved.reservation_token());
+  v1::ReleaseResponse reply;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(decode->Release(&ctx, release, &reply).ok());
+  EXPECT_TRUE(reply.released());
+  EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
 TEST(SecurityTest, ApiKeysGateGenerateAndListNodes) {
   const std::string keys =
       absl::StrCat(::testing::TempDir(), "/duet_keys_", getpid());
