@@ -59,9 +59,13 @@ absl::StatusOr<TlsConfig> ReadTlsFlags(Party party) {
           "--insecure cannot be combined with --tls-cert, --tls-key or "
           "--tls-ca");
     }
-    DUET_LOG(WARNING) << "--insecure: gRPC in plaintext, roles are not "
-                         "authenticated; anyone who reaches a port can join "
-                         "the cluster or call a node";
+    // A client's plaintext exposes only its own traffic; a role's opens the
+    // cluster, which is what the operator must hear about.
+    if (party == Party::kRole) {
+      DUET_LOG(WARNING) << "--insecure: gRPC in plaintext, roles are not "
+                           "authenticated; anyone who reaches a port can join "
+                           "the cluster or call a node";
+    }
     return c;
   }
   if (!any) {

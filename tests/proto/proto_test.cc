@@ -220,10 +220,12 @@ TEST(ProtoRoundTrip, NodeMessages) {
   reserve.set_max_new_tokens(512);
   *reserve.mutable_expected_layout() = MakeKvLayout(1, 2);
   reserve.set_reservation_ttl_ms(5000);
+  reserve.set_kv_transport(KV_TRANSPORT_CUDA_IPC);
   ExpectRoundTrip(reserve);
 
   ReserveResponse reserved;
   *reserved.mutable_kv_transfer() = MakeDescriptor();
+  reserved.set_reservation_token(std::string("\x01\xff token", 8));
   ExpectRoundTrip(reserved);
 
   PrefillResponse prefilled;
@@ -236,6 +238,7 @@ TEST(ProtoRoundTrip, NodeMessages) {
   decode.set_first_token(9707);
   *decode.mutable_sampling() = MakeSamplingParams();
   decode.set_deadline_ms(60'000);
+  decode.set_reservation_token("token");
   decode.add_prompt_token_ids(9707);
   decode.add_prompt_token_ids(11);
   ExpectRoundTrip(decode);
@@ -251,6 +254,7 @@ TEST(ProtoRoundTrip, NodeMessages) {
   ReleaseRequest release;
   release.set_request_id(99);
   release.set_reason(RELEASE_REASON_CANCELLED);
+  release.set_reservation_token("token");
   ExpectRoundTrip(release);
   ReleaseResponse released;
   released.set_released(true);
@@ -296,6 +300,7 @@ TEST(ProtoRoundTrip, ClientAndRegistryMessages) {
   reg.set_max_model_len(40'960);
   reg.add_kv_transports(KV_TRANSPORT_NCCL);
   reg.add_kv_transports(KV_TRANSPORT_CUDA_IPC);
+  reg.set_host_id("0f3c9d2e-boot-id");
   ExpectRoundTrip(reg);
 
   RegisterResponse registered;
