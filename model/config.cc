@@ -60,9 +60,14 @@ absl::StatusOr<std::vector<int32_t>> GetIdList(const Json& j,
   auto it = j.find(std::string(key));
   if (it == j.end() || it->is_null()) return ids;
   auto add = [&](const Json& v) -> absl::Status {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: '", key, "' must hold non-negative integers"));
+    // Above INT32_MAX the cast below would wrap (2^31 -> -2^31, 2^32 + k ->
+    // k) into an id that passes the vocabulary check (found by
+    // fuzz_model_config).
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+        v.get<int64_t>() > INT32_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: '", key,
+                       "' must hold integers in [0, 2^31), got ", v.dump()));
     }
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     return absl::OkStatus();
@@ -208,9 +213,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
         absl::StrCat("config.json: head_dim (", c.head_dim,
                      ") must be even for rotary embeddings"));
   }
-  if (c.rope_theta <= 0 || !(c.rms_norm_eps > 0)) {
-    return absl::InvalidArgumentError(
-        "config.json: rope_theta and rms_norm_eps must be positive");
+  // Finite too: rms_norm_eps 1e39 becomes +inf as a float, and a
+  // rope_theta below 1 makes RopeInvFreq overflow (1 / 1e-300^x).
+  if (!(c.rope_theta >= 1) || !std::isfinite(c.rope_theta) ||
+      !(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: rope_theta must be a finite number >= 1 and "
+        "rms_norm_eps a positive finite float; got ",
+        c.rope_theta, " and ", c.rms_norm_eps));
   }
   for (int32_t id : c.eos_token_ids) {
     if (id >= c.vocab_size) {

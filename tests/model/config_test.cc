@@ -85,7 +85,11 @@ TEST(ConfigTest, RejectsBadValues) {
       {"num_key_value_heads", 7, "multiple of num_key_value_heads"},
       {"head_dim", 15, "even"},
       {"rms_norm_eps", "x", "must be a number"},
-      {"rope_theta", 0, "positive"},
+      {"rope_theta", 0, "finite number >= 1"},
+      {"rope_theta", 1e-300, "finite number >= 1"},
+      {"rms_norm_eps", 1e39, "positive finite float"},
+      {"eos_token_id", 2147483648LL, "[0, 2^31)"},
+      {"eos_token_id", {151645, 4294967296LL + 5}, "[0, 2^31)"},
       {"hidden_act", "gelu", "only silu"},
       {"attention_bias", true, "not supported"},
       {"torch_dtype", "float8", "unsupported dtype"},
@@ -123,6 +127,8 @@ TEST(ConfigTest, GenerationConfigAddsEosIds) {
       MergeGenerationConfig(R"({"eos_token_id": [151645, 151643]})", *c).ok());
   EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{151645, 151643}));
   EXPECT_EQ(MergeGenerationConfig(R"({"eos_token_id": 999999999})", *c).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MergeGenerationConfig(R"({"eos_token_id": 2147483648})", *c).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(MergeGenerationConfig("nope", *c).code(),
             absl::StatusCode::kInvalidArgument);
