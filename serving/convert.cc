@@ -5,6 +5,10 @@
 #include "kv_transfer/cuda_ipc.h"
 
 namespace duet::serving {
+namespace {
+constexpr size_t kMaxUcxWorkerAddressBytes = 16 << 10;
+constexpr size_t kMaxUcxRkeyBytes = 4 << 10;
+}  // namespace
 
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -149,6 +153,22 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
             "address per layer (",
             d.layout.num_layers, "), got ", ep.rkeys_size(), " rkeys and ",
             ep.remote_base_addresses_size(), " bases"));
+      }
+      // Sizes before UCX sees the blobs: a packed worker address is a few
+      // hundred bytes (a few KiB with many RDMA devices), an rkey tens to
+      // hundreds; anything far outside is not one (docs/SECURITY.md).
+      if (ep.ucx_worker_address().size() > kMaxUcxWorkerAddressBytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("UCX KV descriptor: worker address of ",
+                         ep.ucx_worker_address().size(), " bytes (at most ",
+                         kMaxUcxWorkerAddressBytes, ")"));
+      }
+      for (int l = 0; l < ep.rkeys_size(); ++l) {
+        if (ep.rkeys(l).empty() || ep.rkeys(l).size() > kMaxUcxRkeyBytes) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "UCX KV descriptor: rkey of layer ", l, " is ",
+              ep.rkeys(l).size(), " bytes (1 to ", kMaxUcxRkeyBytes, ")"));
+        }
       }
       d.ucx_worker_address = ep.ucx_worker_address();
       d.ucx_rkeys.assign(ep.rkeys().begin(), ep.rkeys().end());

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/kv_transfer.h"
@@ -42,19 +43,31 @@ TEST(ConvertKvDescriptorTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back->remote_layer_base, d.remote_layer_base);
 }
 
+// Peer blobs are size-checked before UCX parses them.
+TEST(ConvertKvDescriptorTest, OversizedOrEmptyUcxBlobsAreRejected) {
+  v1::KvTransferDescriptor huge = ToProto(UcxDescriptor());
+  huge.mutable_ranks(0)->set_ucx_worker_address(std::string(1 << 20, 'a'));
+  absl::Status s = FromProto(huge).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("worker address of 1048576"));
+  v1::KvTransferDescriptor empty_rkey = ToProto(UcxDescriptor());
+  empty_rkey.mutable_ranks(0)->set_rkeys(1, "");
+  s = FromProto(empty_rkey).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("rkey of layer 1"));
+}
+
 TEST(ConvertKvDescriptorTest, IdsOutsideTheAddressedBlocksAreRejected) {
   for (int32_t bad : {6, -1, std::numeric_limits<int32_t>::max()}) {
     v1::KvTransferDescriptor p = ToProto(UcxDescriptor());
     p.set_block_ids(1, bad);
-    EXPECT_EQ(FromProto(p).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument)
         << bad;
   }
   for (int32_t size : {0, -4}) {  // 0: also a descriptor without the field
     v1::KvTransferDescriptor p = ToProto(UcxDescriptor());
     p.set_num_blocks(size);
-    EXPECT_EQ(FromProto(p).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument)
         << size;
   }
 }
