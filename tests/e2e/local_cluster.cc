@@ -145,23 +145,27 @@ std::vector<std::string> TlsArgs() {
           "--tls-ca",   CertDir() + "/ca.pem"};
 }
 
-namespace {
-std::string ReadFile(const std::string& path) {
+std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
-}  // namespace
+
+std::shared_ptr<grpc::ChannelCredentials> TestCredentials(bool member) {
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = ReadWholeFile(CertDir() + "/ca.pem");
+  if (member) {
+    o.pem_cert_chain = ReadWholeFile(CertDir() + "/node.pem");
+    o.pem_private_key = ReadWholeFile(CertDir() + "/node-key.pem");
+  }
+  return grpc::SslCredentials(o);
+}
 
 std::shared_ptr<grpc::ChannelCredentials> LocalCluster::MemberCredentials()
     const {
   if (insecure_) return grpc::InsecureChannelCredentials();
-  grpc::SslCredentialsOptions o;
-  o.pem_root_certs = ReadFile(CertDir() + "/ca.pem");
-  o.pem_cert_chain = ReadFile(CertDir() + "/node.pem");
-  o.pem_private_key = ReadFile(CertDir() + "/node-key.pem");
-  return grpc::SslCredentials(o);
+  return TestCredentials(/*member=*/true);
 }
 
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
@@ -197,47 +201,40 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   if (!r.ok()) return r.status();
   c->router_ = std::move(*r);
   c->router_address_ = c->router_->address();
-  for (int i = 0; i < o.num_prefill; ++i) {
-    std::vector<std::string> args = {bin(DUET_PREFILL_BIN, "duet-prefill"),
-                                     "--model",
-                                     o.model_dir,
-                                     "--router",
-                                     c->router_address_,
-                                     "--rank",
-                                     std::to_string(i)};
-    args.insert(args.end(), security.begin(), security.end());
-    args.insert(args.end(), o.prefill_args.begin(), o.prefill_args.end());
-    auto p =
-        Process::Start(args, absl::StrCat(c->log_dir_, "/prefill", i, ".log"),
-                       "serving", kStart);
-    if (!p.ok()) return p.status();
-    c->prefill_.push_back(std::move(*p));
+  // Prefill nodes, then decode nodes: the same command but for the binary,
+  // the role's own flags and where it goes.
+  auto start_nodes =
+      [&](int n, const char* built, const char* name, const char* log,
+          const std::vector<std::string>& extra,
+          std::vector<std::unique_ptr<Process>>& out) -> absl::Status {
+    for (int i = 0; i < n; ++i) {
+      std::vector<std::string> args = {
+          bin(built, name),   "--model", o.model_dir,      "--router",
+          c->router_address_, "--rank",  std::to_string(i)};
+      args.insert(args.end(), security.begin(), security.end());
+      args.insert(args.end(), extra.begin(), extra.end());
+      auto p =
+          Process::Start(args, absl::StrCat(c->log_dir_, "/", log, i, ".log"),
+                         "serving", kStart);
+      if (!p.ok()) return p.status();
+      out.push_back(std::move(*p));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s =
+          start_nodes(o.num_prefill, DUET_PREFILL_BIN, "duet-prefill",
+                      "prefill", o.prefill_args, c->prefill_);
+      !s.ok()) {
+    return s;
   }
-  for (int i = 0; i < o.num_decode; ++i) {
-    std::vector<std::string> args = {bin(DUET_DECODE_BIN, "duet-decode"),
-                                     "--model",
-                                     o.model_dir,
-                                     "--router",
-                                     c->router_address_,
-                                     "--rank",
-                                     std::to_string(i)};
-    args.insert(args.end(), security.begin(), security.end());
-    args.insert(args.end(), o.decode_args.begin(), o.decode_args.end());
-    auto p =
-        Process::Start(args, absl::StrCat(c->log_dir_, "/decode", i, ".log"),
-                       "serving", kStart);
-    if (!p.ok()) return p.status();
-    c->decode_.push_back(std::move(*p));
+  if (absl::Status s = start_nodes(o.num_decode, DUET_DECODE_BIN, "duet-decode",
+                                   "decode", o.decode_args, c->decode_);
+      !s.ok()) {
+    return s;
   }
-  std::shared_ptr<grpc::ChannelCredentials> client_creds =
-      grpc::InsecureChannelCredentials();
-  if (!o.insecure) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(CertDir() + "/ca.pem");
-    client_creds = grpc::SslCredentials(ssl);
-  }
-  c->client_ =
-      v1::Duet::NewStub(grpc::CreateChannel(c->router_address_, client_creds));
+  c->client_ = v1::Duet::NewStub(grpc::CreateChannel(
+      c->router_address_, o.insecure ? grpc::InsecureChannelCredentials()
+                                     : TestCredentials(/*member=*/false)));
   // Serving once every node has registered.
   const absl::Time deadline = absl::Now() + kStart;
   while (true) {

@@ -59,6 +59,11 @@ struct ClusterOptions {
 const std::string& CertDir();
 // --tls-cert/--tls-key/--tls-ca of CertDir().
 std::vector<std::string> TlsArgs();
+// The whole file (empty when it cannot be read).
+std::string ReadWholeFile(const std::string& path);
+// TLS trusting the test CA; with the test certificate (a member), or
+// without (a client).
+std::shared_ptr<grpc::ChannelCredentials> TestCredentials(bool member);
 
 class LocalCluster {
  public:

@@ -18,13 +18,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 ClusterOptions Tiny() {
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
@@ -35,9 +28,7 @@ ClusterOptions Tiny() {
 
 // TLS that trusts the test CA but presents no certificate (a client).
 std::shared_ptr<grpc::ChannelCredentials> NoCertificate() {
-  grpc::SslCredentialsOptions o;
-  o.pem_root_certs = Read(CertDir() + "/ca.pem");
-  return grpc::SslCredentials(o);
+  return TestCredentials(/*member=*/false);
 }
 
 // A certificate of another CA (an outsider's own PKI).
@@ -52,9 +43,10 @@ std::shared_ptr<grpc::ChannelCredentials> ForeignCertificate() {
     return d;
   }();
   grpc::SslCredentialsOptions o;
-  o.pem_root_certs = Read(CertDir() + "/ca.pem");  // trusts the real router
-  o.pem_cert_chain = Read(dir + "/x.pem");
-  o.pem_private_key = Read(dir + "/x-key.pem");
+  o.pem_root_certs =
+      ReadWholeFile(CertDir() + "/ca.pem");  // trusts the real router
+  o.pem_cert_chain = ReadWholeFile(dir + "/x.pem");
+  o.pem_private_key = ReadWholeFile(dir + "/x-key.pem");
   return grpc::SslCredentials(o);
 }
 
