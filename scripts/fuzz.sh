@@ -13,6 +13,10 @@
 # prints the target, the end of its log (the stack) and the reproducer
 # path. Reproducers and logs stay in $BUILD_DIR/fuzz-artifacts/<target>/.
 # Build only (no fuzzing): SECONDS_PER_TARGET=0.
+# DUET_FUZZ_SEED=N fixes libFuzzer's seed: the same build then tries the same
+# inputs in the same order, so a gate (scripts/test.sh) passes or fails the
+# same way on every machine at least as fast as the one that checked it.
+# Unset, each run explores from a fresh random seed (printed in the log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,21 +80,24 @@ for t in "${TARGETS[@]}"; do
   case $t in  # the JSON readers: keys, values and edge numbers
     fuzz_safetensors*|fuzz_model_config|fuzz_tokenizer) dict=(-dict=fuzz/json.dict) ;;
   esac
+  seed=()
+  if [[ -n ${DUET_FUZZ_SEED:-} ]]; then seed=(-seed="$DUET_FUZZ_SEED"); fi
   rc=0
-  "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 \
+  "$bin" "${seed[@]}" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0 "${dict[@]}" \
     -artifact_prefix="$out/" "$WORK/$t" >"$log" 2>&1 || rc=$?
   stats=$(grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" |
           sed 's/^stat:://' | tr -s ' \n' ' ')
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1 || true)
+  used_seed=$(grep -oE 'Seed: [0-9]+' "$log" | head -n 1 || true)
   if ((rc == 0)); then
-    echo "fuzz: $t: ok (${SECONDS_PER_TARGET} s; $cov; $stats)"
+    echo "fuzz: $t: ok (${SECONDS_PER_TARGET} s; $used_seed; $cov; $stats)"
     continue
   fi
   failed+=("$t")
   repro=$(grep -oE "(Test unit written to|artifact_prefix.*written to) [^ ]+" "$log" |
           awk '{print $NF}' | tail -n 1 || true)
-  echo "fuzz: $t: FAILED (exit $rc); log $log" >&2
+  echo "fuzz: $t: FAILED (exit $rc; $used_seed); log $log" >&2
   echo "------------------------------------------------------------" >&2
   # From the first report line on (sanitizer, invariant, libFuzzer).
   awk '/^==[0-9]+==|FUZZ INVARIANT|runtime error:|^ERROR: libFuzzer|^ALARM:/ {on=1}

@@ -69,7 +69,7 @@ absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& p) {
   if (p.num_layers() == 0 || p.num_kv_heads() == 0 || p.head_dim() == 0 ||
       p.block_size() == 0 || p.tp_size() == 0 || p.num_layers() > kMax ||
       p.num_kv_heads() > kMax || p.head_dim() > kMax || p.block_size() > kMax ||
-      p.tp_rank() >= p.tp_size()) {
+      p.tp_size() > kMax || p.tp_rank() >= p.tp_size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV layout out of range: ", p.ShortDebugString()));
   }

@@ -57,6 +57,28 @@ TEST(ConvertKvDescriptorTest, OversizedOrEmptyUcxBlobsAreRejected) {
   EXPECT_THAT(s.message(), ::testing::HasSubstr("rkey of layer 1"));
 }
 
+// A peer's layout fields are uint32 on the wire and int32 inside: every
+// field above 2^20 is refused before the narrowing cast (tp_size once slipped
+// through and wrapped negative; found by fuzz_node_rpc).
+TEST(ConvertKvLayoutTest, FieldsAboveTheCapAreRejected) {
+  const v1::KvLayout good = ToProto(UcxDescriptor().layout);
+  ASSERT_TRUE(FromProto(good).ok());
+  for (int field = 0; field < 5; ++field) {
+    v1::KvLayout bad = good;
+    const uint32_t huge = 2415919033u;  // > INT32_MAX
+    switch (field) {
+      case 0: bad.set_num_layers(huge); break;
+      case 1: bad.set_num_kv_heads(huge); break;
+      case 2: bad.set_head_dim(huge); break;
+      case 3: bad.set_block_size(huge); break;
+      case 4: bad.set_tp_size(huge); bad.set_tp_rank(64); break;
+    }
+    const absl::Status s = FromProto(bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_THAT(s.message(), ::testing::HasSubstr("KV layout out of range"));
+  }
+}
+
 TEST(ConvertKvDescriptorTest, IdsOutsideTheAddressedBlocksAreRejected) {
   for (int32_t bad : {6, -1, std::numeric_limits<int32_t>::max()}) {
     v1::KvTransferDescriptor p = ToProto(UcxDescriptor());
