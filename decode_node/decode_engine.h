@@ -123,6 +123,11 @@ class DecodeEngine {
       const kv_transfer::KvLayout& expected, absl::Duration ttl,
       std::optional<kv_transfer::Transport> transport = std::nullopt);
 
+  // How long a reservation asked for with `ttl` lasts (0: the default).
+  absl::Duration ReservationTtl(absl::Duration ttl) const {
+    return ttl > absl::ZeroDuration() ? ttl : options_.default_reservation_ttl;
+  }
+
   // Admits a reserved request whose KV is complete, with its prompt (kept
   // to recompute the KV after a preemption) and its first token (sampled
   // by the prefill node). FAILED_PRECONDITION when the reservation is

@@ -29,12 +29,15 @@ grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
   if (!layout.ok()) return serving::ToGrpc(layout.status());
   auto transport = serving::FromProto(req->kv_transport());
   if (!transport.ok()) return serving::ToGrpc(transport.status());
+  // Taken before the engine's clock starts, so Describe stops answering no
+  // later than the engine frees the blocks.
+  const absl::Time reserved_at = absl::Now();
   auto desc = engine_->Reserve(
       req->request_id(), static_cast<int32_t>(req->num_prompt_tokens()),
       static_cast<int32_t>(req->max_new_tokens()), *layout,
       absl::Milliseconds(req->reservation_ttl_ms()), *transport);
   if (!desc.ok()) return serving::ToGrpc(desc.status());
-  *reply->mutable_kv_transfer() = serving::ToProto(*desc);
+  reply->set_reserved_blocks(static_cast<uint32_t>(desc->block_ids.size()));
   absl::MutexLock lock(&mu_);
   std::string secret(16, '\0');
   for (size_t i = 0; i < secret.size(); i += 4) {
@@ -46,19 +49,28 @@ grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
                  [&](const auto& e) { return e.second.expires < now; });
   // The engine keeps a reservation at most its TTL (capped); the token is
   // kept a little longer so a Decode right at the end still finds it.
-  const absl::Duration ttl = req->reservation_ttl_ms() > 0
-                                 ? absl::Milliseconds(req->reservation_ttl_ms())
-                                 : absl::Hours(1);
-  tokens_[req->request_id()] = Token{secret, now + ttl + absl::Minutes(1)};
+  const absl::Duration ttl =
+      engine_->ReservationTtl(absl::Milliseconds(req->reservation_ttl_ms()));
+  tokens_[req->request_id()] =
+      Token{secret, now + ttl + absl::Minutes(1), serving::ToProto(*desc),
+            reserved_at + ttl};
   reply->set_reservation_token(std::move(secret));
   return grpc::Status::OK;
 }
 
 grpc::Status DecodeService::CheckToken(uint64_t request_id,
-                                       const std::string& token, bool consume) {
+                                       const std::string& token, bool consume,
+                                       v1::KvTransferDescriptor* kv) {
   absl::MutexLock lock(&mu_);
   auto it = tokens_.find(request_id);
   if (it == tokens_.end()) {
+    if (kv != nullptr) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat("request ", request_id,
+                       " has no live reservation on this decode node (it "
+                       "expired, ended, or was never made)"));
+    }
     // Unknown, expired or already ended: the engine gives the precise
     // status (FAILED_PRECONDITION / not released).
     return grpc::Status::OK;
@@ -76,8 +88,25 @@ grpc::Status DecodeService::CheckToken(uint64_t request_id,
                                      "(only the router that reserved it may "
                                      "start or release it)"));
   }
+  if (kv != nullptr) {
+    // Past its TTL the engine may have handed the blocks to another
+    // request: never describe them then.
+    if (absl::Now() >= it->second.reservation_expires) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("request ", request_id,
+                                       ": the reservation has expired"));
+    }
+    *kv = it->second.kv;
+  }
   if (consume) tokens_.erase(it);
   return grpc::Status::OK;
+}
+
+grpc::Status DecodeService::Describe(grpc::ServerContext*,
+                                     const v1::DescribeRequest* req,
+                                     v1::DescribeResponse* reply) {
+  return CheckToken(req->request_id(), req->reservation_token(),
+                    /*consume=*/false, reply->mutable_kv_transfer());
 }
 
 grpc::Status DecodeService::Prefill(grpc::ServerContext*,

@@ -20,6 +20,9 @@ class DecodeService final : public v1::Node::Service {
 
   grpc::Status Reserve(grpc::ServerContext* ctx, const v1::ReserveRequest* req,
                        v1::ReserveResponse* reply) override;
+  grpc::Status Describe(grpc::ServerContext* ctx,
+                        const v1::DescribeRequest* req,
+                        v1::DescribeResponse* reply) override;
   grpc::Status Prefill(grpc::ServerContext* ctx, const v1::PrefillRequest* req,
                        v1::PrefillResponse* reply) override;
   grpc::Status Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
@@ -32,9 +35,13 @@ class DecodeService final : public v1::Node::Service {
   v1::NodeLoad Load();
 
  private:
-  // The reservation's token, or UNAUTHENTICATED; `consume` forgets it.
+  // UNAUTHENTICATED unless `token` is the reservation's; `consume` forgets
+  // it. An unknown request passes (the engine gives the precise status)
+  // unless `kv` is set: then it is FAILED_PRECONDITION, and on success the
+  // reservation's descriptor is copied into `kv`.
   grpc::Status CheckToken(uint64_t request_id, const std::string& token,
-                          bool consume);
+                          bool consume,
+                          v1::KvTransferDescriptor* kv = nullptr);
 
   DecodeEngine* engine_;
   // Tokens of live reservations (Reserve -> Decode or Release). Entries
@@ -42,6 +49,8 @@ class DecodeService final : public v1::Node::Service {
   struct Token {
     std::string secret;
     absl::Time expires;
+    v1::KvTransferDescriptor kv;  // what Describe answers
+    absl::Time reservation_expires;  // the engine frees the blocks then
   };
   absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, Token> tokens_ ABSL_GUARDED_BY(mu_);

@@ -1,6 +1,7 @@
 // Fuzzes what a node does first with a peer's RPC request: the input is one
 // serialized message, parsed (ParseFromArray) as a PrefillRequest, a
-// ReserveRequest and a DecodeRequest in turn (proto/duet/v1/node.proto), and
+// DescribeResponse (what a prefill node gets back from the decode node),
+// a ReserveRequest and a DecodeRequest in turn (proto/duet/v1/node.proto), and
 // each parsed message goes through the serving/convert.h conversions its
 // handler runs (FromProto of KvTransferDescriptor, SamplingParams, KvLayout,
 // KvTransport) and then the public checks the engines apply right after
@@ -178,12 +179,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (req.ParseFromArray(data, n)) {
       duet::fuzz::Note("as PrefillRequest", req.ShortDebugString());
       const auto params = Sampling(req.sampling());
-      Descriptor(req.destination());
       if (params.has_value()) {
         Request(std::vector<int32_t>(req.prompt_token_ids().begin(),
                                      req.prompt_token_ids().end()),
                 *params);
       }
+    }
+  }
+  {  // Prefill node: the decode node's answer to Describe.
+    v1::DescribeResponse reply;
+    if (reply.ParseFromArray(data, n)) {
+      duet::fuzz::Note("as DescribeResponse", reply.ShortDebugString());
+      Descriptor(reply.kv_transfer());
     }
   }
   {  // Decode node: DecodeService::Reserve.

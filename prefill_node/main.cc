@@ -15,6 +15,7 @@
 #include "kv_transfer/ucx_transport.h"
 #include "prefill_node/prefill_engine.h"
 #include "prefill_node/prefill_service.h"
+#include "security/tls.h"
 #include "serving/convert.h"
 #include "serving/kv_transports.h"
 #include "serving/node_flags.h"
@@ -101,7 +102,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const duet::runtime::ModelRunner& r = (*engine)->runner();
-  duet::prefill_node::PrefillService service(engine->get());
+  duet::prefill_node::PrefillService service(
+      engine->get(), duet::security::ChannelCredentials(flags->addresses.tls));
   duet::v1::RegisterRequest reg;
   reg.set_role(duet::v1::NODE_ROLE_PREFILL);
   *reg.mutable_kv_layout() = duet::serving::ToProto((*engine)->layout());

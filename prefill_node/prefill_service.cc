@@ -1,7 +1,9 @@
 #include "prefill_node/prefill_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
 #include "serving/convert.h"
+#include "serving/server_util.h"
 
 namespace duet::prefill_node {
 namespace {
@@ -14,18 +16,68 @@ grpc::Status NotHere(const char* rpc) {
 
 }  // namespace
 
+v1::Node::Stub* PrefillService::DecodeNode(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  std::unique_ptr<v1::Node::Stub>& stub = peers_[address];
+  if (stub == nullptr) {
+    stub = v1::Node::NewStub(grpc::CreateChannel(address, peer_credentials_));
+  }
+  return stub.get();
+}
+
+grpc::Status PrefillService::DescribeDestination(
+    const v1::PrefillRequest& req, absl::Time deadline,
+    v1::KvTransferDescriptor* out) {
+  const std::string& address = req.decode_node_address();
+  if (address.empty() || req.reservation_token().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "Prefill needs decode_node_address and "
+                        "reservation_token (from the decode node's Reserve)");
+  }
+  if (absl::Status s = serving::ValidateHostPort(address, false); !s.ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("decode_node_address: ", s.message()));
+  }
+  v1::DescribeRequest d;
+  d.set_request_id(req.request_id());
+  d.set_reservation_token(req.reservation_token());
+  v1::DescribeResponse reply;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(
+      absl::ToChronoTime(std::min(deadline, absl::Now() + describe_timeout_)));
+  const grpc::Status s = DecodeNode(address)->Describe(&ctx, d, &reply);
+  if (!s.ok()) {
+    // The decode node's verdict on the reservation stands; a transport
+    // failure is the decode node being unreachable.
+    grpc::StatusCode code = s.error_code();
+    if (code == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) {
+      code = grpc::StatusCode::UNAVAILABLE;
+    }
+    return grpc::Status(code, absl::StrCat("decode node ", address,
+                                           ": Describe: ", s.error_message()));
+  }
+  *out = std::move(*reply.mutable_kv_transfer());
+  return grpc::Status::OK;
+}
+
 grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
                                      const v1::PrefillRequest* req,
                                      v1::PrefillResponse* reply) {
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
-  auto dest = serving::FromProto(req->destination());
-  if (!dest.ok()) return serving::ToGrpc(dest.status());
   absl::Time deadline = absl::FromChrono(ctx->deadline());
   if (req->deadline_ms() > 0) {
     deadline = std::min(deadline,
                         absl::Now() + absl::Milliseconds(req->deadline_ms()));
   }
+  v1::KvTransferDescriptor described;
+  if (grpc::Status s = DescribeDestination(*req, deadline, &described);
+      !s.ok()) {
+    return s;
+  }
+  // Still checked: a member's answer is validated like any peer's.
+  auto dest = serving::FromProto(described);
+  if (!dest.ok()) return serving::ToGrpc(dest.status());
   auto job =
       engine_->Submit(req->request_id(),
                       std::vector<int32_t>(req->prompt_token_ids().begin(),
@@ -49,6 +101,12 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
       return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
     }
   }
+}
+
+grpc::Status PrefillService::Describe(grpc::ServerContext*,
+                                      const v1::DescribeRequest*,
+                                      v1::DescribeResponse*) {
+  return NotHere("Describe");
 }
 
 grpc::Status PrefillService::Reserve(grpc::ServerContext*,

@@ -285,10 +285,10 @@ grpc::Status RouterService::ReserveDecode(
       scope.SetCurrent(nullptr);
       registry_->AddReservedBlocks(
           node.id,
-          s.ok() ? reply.kv_transfer().block_ids_size() - estimate : -estimate);
+          s.ok() ? static_cast<int64_t>(reply.reserved_blocks()) - estimate
+                 : -estimate);
       if (s.ok()) {
         out->node = node;
-        out->kv = std::move(*reply.mutable_kv_transfer());
         out->token = std::move(*reply.mutable_reservation_token());
         out->expires = reserved_at + options_.reservation_ttl;
         return grpc::Status::OK;
@@ -345,7 +345,8 @@ grpc::Status RouterService::RunPrefill(
   p.set_request_id(id);
   p.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   *p.mutable_sampling() = sampling;
-  *p.mutable_destination() = reservation.kv;
+  p.set_decode_node_address(reservation.node.address);
+  p.set_reservation_token(reservation.token);
   p.set_deadline_ms(MsUntil(prefill_deadline));
   grpc::ClientContext ctx;
   SetDeadline(ctx, prefill_deadline);

@@ -106,8 +106,8 @@ class RouterService final : public v1::Duet::Service,
  private:
   struct Reservation {
     NodeRef node;
-    v1::KvTransferDescriptor kv;
-    // The decode node's capability for it (Decode and Release present it).
+    // The decode node's capability for it: the prefill node presents it to
+    // learn where to write (Describe); Decode and Release present it too.
     std::string token;
     // When the decode node frees it if no Decode call came: a prefill must
     // be done (and its KV writes over) well before.

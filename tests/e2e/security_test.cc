@@ -220,6 +220,126 @@ TEST(SecurityTest, ReservationTokenGuardsDecodeAndRelease) {
   EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
+// Where a prefill node writes KV comes only from the decode node that holds
+// the reservation (Describe, with its token): a Prefill call, even from a
+// member, cannot aim the writes at another request's blocks, nor name an
+// address. The reservation's own Prefill + Decode still equals the router's
+// output for the same prompt.
+TEST(SecurityTest, PrefillWritesOnlyWhereTheReservationSays) {
+  auto cluster = LocalCluster::Start(Tiny());
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  LocalCluster& c = **cluster;
+  v1::GenerateRequest request = Request(6);
+  request.mutable_sampling()->set_seed(7);  // nodes take only seeded params
+  std::vector<int32_t> expected;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    auto reader = c.client().Generate(&ctx, request);
+    v1::GenerateResponse msg;
+    while (reader->Read(&msg)) {
+      if (msg.has_chunk()) {
+        expected.insert(expected.end(), msg.chunk().token_ids().begin(),
+                        msg.chunk().token_ids().end());
+      }
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_EQ(expected.size(), 6u);
+
+  auto decode = v1::Node::NewStub(
+      grpc::CreateChannel(c.decode(0).address(), c.MemberCredentials()));
+  auto prefill = v1::Node::NewStub(
+      grpc::CreateChannel(c.prefill(0).address(), c.MemberCredentials()));
+  v1::StatsResponse stats;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(decode->Stats(&ctx, v1::StatsRequest(), &stats).ok());
+  }
+  constexpr uint64_t kId = 515151;
+  v1::ReserveRequest reserve;
+  reserve.set_request_id(kId);
+  reserve.set_num_prompt_tokens(request.prompt_token_ids_size());
+  reserve.set_max_new_tokens(6);
+  *reserve.mutable_expected_layout() = stats.layout();
+  v1::ReserveResponse reserved;
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status s = decode->Reserve(&ctx, reserve, &reserved);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(reserved.reserved_blocks(), 1u);  // 12 prompt tokens, 16 a block
+
+  auto describe = [&](uint64_t id, const std::string& token,
+                      v1::DescribeResponse* out) {
+    v1::DescribeRequest d;
+    d.set_request_id(id);
+    d.set_reservation_token(token);
+    grpc::ClientContext ctx;
+    return decode->Describe(&ctx, d, out);
+  };
+  v1::DescribeResponse described;
+  EXPECT_EQ(describe(kId, "guess", &described).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(describe(kId + 1, reserved.reservation_token(), &described)
+                .error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(describe(kId, reserved.reservation_token(), &described).ok());
+  EXPECT_EQ(described.kv_transfer().block_ids_size(), 1);
+
+  auto run_prefill = [&](const std::string& address, const std::string& token,
+                         v1::PrefillResponse* out) {
+    v1::PrefillRequest p;
+    p.set_request_id(kId);
+    *p.mutable_prompt_token_ids() = request.prompt_token_ids();
+    *p.mutable_sampling() = request.sampling();
+    p.set_decode_node_address(address);
+    p.set_reservation_token(token);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    return prefill->Prefill(&ctx, p, out);
+  };
+  v1::PrefillResponse first;
+  // Without the token: the decode node refuses to say where; nothing moves.
+  grpc::Status s = run_prefill(c.decode(0).address(), "guess", &first);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(s.error_message(), HasSubstr("reservation token does not match"));
+  s = run_prefill("", reserved.reservation_token(), &first);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("decode_node_address"));
+  // A listener that is not a decode node of this cluster (the router's
+  // port answers no Node service).
+  s = run_prefill(c.router_address(), reserved.reservation_token(), &first);
+  EXPECT_FALSE(s.ok());
+
+  ASSERT_TRUE(
+      run_prefill(c.decode(0).address(), reserved.reservation_token(), &first)
+          .ok());
+  EXPECT_EQ(first.first_token(), expected[0]);
+  v1::DecodeRequest d;
+  d.set_request_id(kId);
+  d.set_reservation_token(reserved.reservation_token());
+  d.set_first_token(first.first_token());
+  *d.mutable_sampling() = request.sampling();
+  *d.mutable_prompt_token_ids() = request.prompt_token_ids();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto reader = decode->Decode(&ctx, d);
+  std::vector<int32_t> got;  // the stream starts with the first token
+  v1::DecodeResponse msg;
+  while (reader->Read(&msg)) {
+    if (msg.has_chunk()) {
+      got.insert(got.end(), msg.chunk().token_ids().begin(),
+                 msg.chunk().token_ids().end());
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(got, expected);
+  // Decode consumed the token: the reservation can no longer be described.
+  EXPECT_FALSE(describe(kId, reserved.reservation_token(), &described).ok());
+  EXPECT_TRUE(c.WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
 TEST(SecurityTest, ApiKeysGateGenerateAndListNodes) {
   const std::string keys =
       absl::StrCat(::testing::TempDir(), "/duet_keys_", getpid());

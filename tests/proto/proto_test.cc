@@ -187,7 +187,8 @@ PrefillRequest MakePrefillRequest() {
   r.set_request_id(0xfeed'0000'0001ULL);
   for (int32_t t : {151644, 872, 198, 9707}) r.add_prompt_token_ids(t);
   *r.mutable_sampling() = MakeSamplingParams();
-  *r.mutable_destination() = MakeDescriptor();
+  r.set_decode_node_address("10.0.0.2:50052");
+  r.set_reservation_token(std::string("\x01\xff token", 8));
   r.set_deadline_ms(30'000);
   return r;
 }
@@ -224,9 +225,17 @@ TEST(ProtoRoundTrip, NodeMessages) {
   ExpectRoundTrip(reserve);
 
   ReserveResponse reserved;
-  *reserved.mutable_kv_transfer() = MakeDescriptor();
   reserved.set_reservation_token(std::string("\x01\xff token", 8));
+  reserved.set_reserved_blocks(257);
   ExpectRoundTrip(reserved);
+
+  DescribeRequest describe;
+  describe.set_request_id(99);
+  describe.set_reservation_token(std::string("\x01\xff token", 8));
+  ExpectRoundTrip(describe);
+  DescribeResponse described;
+  *described.mutable_kv_transfer() = MakeDescriptor();
+  ExpectRoundTrip(described);
 
   PrefillResponse prefilled;
   prefilled.set_first_token(9707);
@@ -319,9 +328,10 @@ TEST(ProtoRoundTrip, ClientAndRegistryMessages) {
 
 // The round-trip check is not vacuous: a changed field is a difference.
 TEST(ProtoRoundTrip, DifferencerSeesChangedField) {
-  PrefillRequest a = MakePrefillRequest();
-  PrefillRequest b = a;
-  b.mutable_destination()->mutable_ranks(1)->set_rkeys(0, "other");
+  DescribeResponse a;
+  *a.mutable_kv_transfer() = MakeDescriptor();
+  DescribeResponse b = a;
+  b.mutable_kv_transfer()->mutable_ranks(1)->set_rkeys(0, "other");
   EXPECT_FALSE(MessageDifferencer::Equals(a, b));
 }
 
