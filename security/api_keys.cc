@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <cstdlib>
 #include <fstream>
 
 #include "absl/flags/flag.h"
@@ -14,8 +13,6 @@
 ABSL_FLAG(std::string, api_key_file, "",
           "file of API keys clients must present (one per line, as "
           "'authorization: Bearer <key>'); empty: no key required");
-ABSL_FLAG(std::string, api_key, "",
-          "API key to send to the router (default: $DUET_API_KEY)");
 
 namespace duet::security {
 
@@ -96,14 +93,6 @@ absl::Status ApiKeys::Check(const grpc::ServerContext& ctx) const {
 
 void AttachApiKey(grpc::ClientContext& ctx, const std::string& key) {
   if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
-}
-
-std::string ClientApiKey() {
-  std::string key = absl::GetFlag(FLAGS_api_key);
-  if (key.empty()) {
-    if (const char* env = std::getenv("DUET_API_KEY")) key = env;
-  }
-  return key;
 }
 
 }  // namespace duet::security
