@@ -1,0 +1,252 @@
+#include "kernels/cuda/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/device_status.h"
+#include "common/logging.h"
+
+namespace duet::kernels {
+namespace {
+
+absl::Status NcclError(ncclResult_t rc, absl::string_view what) {
+  return DeviceErrorToStatus(DeviceLib::kNccl, static_cast<int>(rc),
+                             ncclGetErrorString(rc), what, __FILE__,
+                             __LINE__);
+}
+
+// Polls a non-blocking communicator until its last call is no longer in
+// progress. Short sleeps: collectives on the step's critical path end in
+// microseconds, a missing peer is what the deadline is for.
+absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline,
+                       absl::string_view what) {
+  int spins = 0;
+  while (true) {
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm, &state);
+    if (rc != ncclSuccess) return NcclError(rc, what);
+    if (state == ncclSuccess) return absl::OkStatus();
+    if (state != ncclInProgress) return NcclError(state, what);
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, ": NCCL still in progress at the deadline"));
+    }
+    if (++spins > 1000) absl::SleepFor(absl::Microseconds(50));
+  }
+}
+
+ncclDataType_t NcclType(DType t) {
+  return t == DType::kBF16 ? ncclBfloat16 : ncclFloat32;
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(ncclComm_t comm, const NcclCommunicatorOptions& o)
+      : comm_(comm),
+        rank_(o.rank),
+        size_(o.size),
+        device_(o.device),
+        stream_(static_cast<cudaStream_t>(o.stream)),
+        timeout_(o.timeout) {}
+
+  ~NcclCommunicator() override {
+    cudaSetDevice(device_);
+    if (!aborted_.load()) {
+      // Finalize flushes this rank's outstanding operations; a peer that
+      // vanished makes it time out, and then the communicator is aborted.
+      const ncclResult_t rc = ncclCommFinalize(comm_);
+      if ((rc == ncclSuccess || rc == ncclInProgress) &&
+          AwaitComm(comm_, absl::Now() + timeout_, "ncclCommFinalize").ok()) {
+        ncclCommDestroy(comm_);
+        return;
+      }
+      DUET_LOG(WARNING) << "NCCL rank " << rank_
+                        << ": finalize failed or timed out; aborting";
+    }
+    ncclCommAbort(comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  absl::Status AllReduceSum(TensorView buf) override {
+    if (absl::Status s = Check(buf, "AllReduceSum"); !s.ok()) return s;
+    if (buf.dtype != DType::kF32 && buf.dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "AllReduceSum: dtype ", DTypeName(buf.dtype), " (f32 or bf16)"));
+    }
+    return Issue(ncclAllReduce(buf.data, buf.data,
+                               static_cast<size_t>(buf.numel()),
+                               NcclType(buf.dtype), ncclSum, comm_, stream_),
+                 "ncclAllReduce");
+  }
+
+  absl::Status Send(TensorView buf, int peer) override {
+    if (absl::Status s = CheckPeer(buf, peer, "Send"); !s.ok()) return s;
+    return Issue(ncclSend(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
+                          stream_),
+                 "ncclSend");
+  }
+
+  absl::Status Recv(TensorView buf, int peer) override {
+    if (absl::Status s = CheckPeer(buf, peer, "Recv"); !s.ok()) return s;
+    return Issue(ncclRecv(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
+                          stream_),
+                 "ncclRecv");
+  }
+
+  void GroupStart() override {
+    ncclGroupStart();
+    in_group_ = true;
+  }
+
+  absl::Status GroupEnd() override {
+    in_group_ = false;
+    return Issue(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  absl::Status Wait(absl::Duration timeout) override {
+    if (aborted_.load()) return Aborted();
+    const absl::Time deadline = absl::Now() + timeout;
+    int spins = 0;
+    while (true) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      // A peer's failure shows up as the communicator's async error.
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &state);
+      if (state != ncclSuccess && state != ncclInProgress) {
+        Abort();
+        return NcclError(state, "NCCL operation");
+      }
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) {
+        Abort();
+        DUET_CUDA_RETURN_IF_ERROR(q);
+      }
+      if (aborted_.load()) return Aborted();
+      if (absl::Now() >= deadline) {
+        Abort();
+        return absl::DeadlineExceededError(absl::StrCat(
+            "NCCL rank ", rank_, " of ", size_, ": operations not done within ",
+            absl::FormatDuration(timeout), "; the communicator is aborted"));
+      }
+      if (++spins > 1000) absl::SleepFor(absl::Microseconds(50));
+    }
+  }
+
+  void Abort() override {
+    if (!aborted_.exchange(true)) {
+      // ncclCommAbort may be called from another thread to stop a rank
+      // blocked in NCCL; it frees the communicator's resources, and the
+      // destructor does not touch it again.
+      cudaSetDevice(device_);
+      ncclCommAbort(comm_);
+    }
+  }
+
+  bool aborted() const override { return aborted_.load(); }
+
+ private:
+  static absl::Status Aborted() {
+    return absl::AbortedError("NCCL communicator aborted");
+  }
+
+  absl::Status Check(const TensorView& buf, absl::string_view what) const {
+    if (aborted_.load()) return Aborted();
+    if (buf.device != Device::kCuda) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": NCCL takes device buffers"));
+    }
+    if (buf.numel() > 0 && buf.data == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": null buffer"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckPeer(const TensorView& buf, int peer,
+                         absl::string_view what) const {
+    if (absl::Status s = Check(buf, what); !s.ok()) return s;
+    if (peer < 0 || peer >= size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": peer ", peer, " is outside [0, ", size_, ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  // A call on a non-blocking communicator: inside a group, NCCL defers the
+  // work to ncclGroupEnd; otherwise wait until it is enqueued.
+  absl::Status Issue(ncclResult_t rc, absl::string_view what) {
+    if (rc != ncclSuccess && rc != ncclInProgress) {
+      Abort();
+      return NcclError(rc, what);
+    }
+    if (in_group_) return absl::OkStatus();
+    absl::Status s = AwaitComm(comm_, absl::Now() + timeout_, what);
+    if (!s.ok()) Abort();
+    return s;
+  }
+
+  ncclComm_t comm_;
+  const int rank_;
+  const int size_;
+  const int device_;
+  cudaStream_t stream_;
+  const absl::Duration timeout_;
+  bool in_group_ = false;
+  std::atomic<bool> aborted_{false};
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> NewNcclUniqueId() {
+  static_assert(sizeof(ncclUniqueId) == kNcclUniqueIdBytes);
+  ncclUniqueId id;
+  DUET_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
+  return std::string(id.internal, sizeof(id.internal));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
+    const NcclCommunicatorOptions& o) {
+  if (o.size < 1 || o.rank < 0 || o.rank >= o.size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "NCCL communicator: rank ", o.rank, " of size ", o.size));
+  }
+  if (o.unique_id.size() != kNcclUniqueIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL unique id of ", o.unique_id.size(),
+                     " bytes (must be ", kNcclUniqueIdBytes, ")"));
+  }
+  if (o.stream == nullptr) {
+    return absl::InvalidArgumentError(
+        "NCCL communicator needs the rank's stream");
+  }
+  if (o.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("NCCL communicator timeout must be > 0");
+  }
+  DUET_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
+  ncclUniqueId id;
+  std::memcpy(id.internal, o.unique_id.data(), kNcclUniqueIdBytes);
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  const ncclResult_t rc =
+      ncclCommInitRankConfig(&comm, o.size, id, o.rank, &config);
+  if (rc != ncclSuccess && rc != ncclInProgress) {
+    if (comm != nullptr) ncclCommAbort(comm);
+    return NcclError(rc, "ncclCommInitRankConfig");
+  }
+  if (absl::Status s = AwaitComm(comm, absl::Now() + o.timeout,
+                                 absl::StrCat("NCCL init of rank ", o.rank,
+                                              " of ", o.size));
+      !s.ok()) {
+    ncclCommAbort(comm);
+    return s;
+  }
+  return std::unique_ptr<Communicator>(new NcclCommunicator(comm, o));
+}
+
+}  // namespace duet::kernels
