@@ -8,6 +8,7 @@
 
 #include "common/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/dtype.h"
 #include "common/status.h"
 #include "model/safetensors.h"
@@ -34,6 +35,10 @@ constexpr Preset kPresets[] = {
     {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 40960, true},
     {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 40960, false},
     {"tiny-llama", 64, 192, 2, 4, 2, 16, 4096, false, true},
+    // The Qwen3-0.6B block (16 heads, 8 KV heads, head_dim 128,
+    // intermediate 3072, tied vocabulary) with 2 layers: tensor-parallel
+    // tests at TP 2 and 4 on the real head geometry, small enough for CI.
+    {"qwen3-0.6b-2l", 1024, 3072, 2, 16, 8, 128, 40960, true},
 };
 constexpr int kQwenVocab = 151936;
 constexpr int kLlamaVocab = 128256;
@@ -138,7 +143,7 @@ absl::StatusOr<std::string> SyntheticConfigJson(const std::string& preset) {
   if (p == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown preset '", preset,
-        "' (known: tiny, qwen3-0.6b, qwen3-4b, qwen3-8b, tiny-llama)"));
+        "' (known: ", absl::StrJoin(SyntheticPresetNames(), ", "), ")"));
   }
   return ConfigJson(*p).dump(2) + "\n";
 }

@@ -14,8 +14,9 @@
 
 namespace duet::model {
 
-// "tiny", "qwen3-0.6b", "qwen3-4b", "qwen3-8b", and "tiny-llama" (the
-// Llama-3.1 block at tiny size, for checking the Llama path).
+// "tiny", "qwen3-0.6b", "qwen3-4b", "qwen3-8b", "tiny-llama" (the
+// Llama-3.1 block at tiny size, for checking the Llama path) and
+// "qwen3-0.6b-2l" (the 0.6B block with 2 layers, for tensor parallelism).
 std::vector<std::string> SyntheticPresetNames();
 // config.json contents for a preset; InvalidArgument for an unknown name.
 absl::StatusOr<std::string> SyntheticConfigJson(const std::string& preset);

@@ -67,27 +67,46 @@ absl::StatusOr<StepInputs> BuildStep(AttentionMode mode,
 
 Transformer::Transformer(ModelConfig config,
                          std::unique_ptr<kernels::Backend> backend,
-                         ModelWeights weights)
+                         ModelWeights weights, TpShard shard,
+                         kernels::Communicator* comm)
     : config_(std::move(config)),
+      local_(ShardConfig(config_, shard)),
+      shard_(shard),
+      comm_(comm),
       backend_(std::move(backend)),
-      weights_(std::move(weights)) {}
+      weights_(std::move(weights)) {
+  // A step with all-reduces is not captured as a graph: the CPU
+  // communicator's rendezvous cannot be recorded, and NCCL capture is
+  // future work.
+  if (shard_.size > 1) graphs_enabled_ = false;
+}
 
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(
-    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend) {
+    const std::string& model_dir, std::unique_ptr<kernels::Backend> backend,
+    TpShard shard, kernels::Communicator* comm) {
   DUET_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  DUET_RETURN_IF_ERROR(CheckTpShard(config, shard));
+  if (shard.size > 1 &&
+      (comm == nullptr || comm->size() != shard.size ||
+       comm->rank() != shard.rank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor-parallel rank ", shard.rank, " of ", shard.size,
+        " needs a communicator of that rank and size"));
+  }
   DUET_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt,
                         Checkpoint::Open(model_dir));
   DUET_ASSIGN_OR_RETURN(ModelWeights weights,
-                        LoadWeights(*ckpt, config, *backend));
+                        LoadWeights(*ckpt, config, *backend, shard));
   // The mapping is released here: weights now live in backend memory.
-  return std::unique_ptr<Transformer>(new Transformer(
-      std::move(config), std::move(backend), std::move(weights)));
+  return std::unique_ptr<Transformer>(
+      new Transformer(std::move(config), std::move(backend),
+                      std::move(weights), shard, comm));
 }
 
 kernels::AttentionShape Transformer::attention_shape(int32_t block_size,
                                                      int32_t num_blocks) const {
-  return kernels::AttentionShape{config_.num_heads, config_.num_kv_heads,
-                                 config_.head_dim, block_size, num_blocks};
+  return kernels::AttentionShape{local_.num_heads, local_.num_kv_heads,
+                                 local_.head_dim, block_size, num_blocks};
 }
 
 absl::StatusOr<KvCacheStorage> Transformer::AllocateKvCache(
@@ -267,7 +286,12 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
                                            const KvCacheStorage& cache,
                                            const kernels::AttentionShape& shape,
                                            const LayerHook& on_layer) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
+  // Row-parallel outputs are partial sums over this rank's heads or
+  // intermediate columns until summed over the ranks.
+  auto all_reduce = [&](const TensorView& partial) -> absl::Status {
+    return comm_ == nullptr ? absl::OkStatus() : comm_->AllReduceSum(partial);
+  };
   kernels::Backend& be = *backend_;
   const int64_t t = step.num_tokens();
   const DType dt = be.activation_dtype();
@@ -298,11 +322,13 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
     DUET_RETURN_IF_ERROR(be.Attention(step, shape, qkv.view(), cache.layer(l),
                                       scale, attn.view()));
     DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));
+    DUET_RETURN_IF_ERROR(all_reduce(proj.view()));
     DUET_RETURN_IF_ERROR(be.AddRmsNorm(proj.view(), residual.view(),
                                        w.post_norm.view(), eps, hidden.view()));
     DUET_RETURN_IF_ERROR(be.LinearSiluMul(hidden.view(), w.gate_up.view(),
                                           gate_up.view(), act.view()));
     DUET_RETURN_IF_ERROR(be.Linear(act.view(), w.down.view(), proj.view()));
+    DUET_RETURN_IF_ERROR(all_reduce(proj.view()));
     // The next layer's input norm, or the final norm after the last layer.
     const TensorView& next_norm = l + 1 < c.num_layers
                                       ? weights_.layers[l + 1].input_norm.view()

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "common/strong_id.h"
 #include "kernels/backend.h"
+#include "kernels/communicator.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -49,14 +50,20 @@ absl::StatusOr<kernels::StepInputs> PadDecodeStep(
 class Transformer {
  public:
   // Loads config.json and the safetensors checkpoint in `model_dir` into
-  // `backend`.
+  // `backend`: the whole model, or under tensor parallelism `shard`'s slice
+  // of it, with `comm` (of shard.size ranks, this one shard.rank; not
+  // owned) all-reducing the partial sums after o_proj and down. Every rank
+  // then runs the same steps in the same order, each on its own thread.
   static absl::StatusOr<std::unique_ptr<Transformer>> Load(
-      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend);
+      const std::string& model_dir, std::unique_ptr<kernels::Backend> backend,
+      TpShard shard = {}, kernels::Communicator* comm = nullptr);
 
+  // The whole model's configuration (not divided by the shard).
   const ModelConfig& config() const { return config_; }
+  TpShard tp_shard() const { return shard_; }
   kernels::Backend& backend() { return *backend_; }
 
-  // Attention geometry of a KV cache with this model's heads.
+  // Attention geometry of a KV cache with this rank's heads.
   kernels::AttentionShape attention_shape(int32_t block_size,
                                           int32_t num_blocks) const;
   // Allocates a KV cache of `num_blocks` blocks of `block_size` tokens.
@@ -86,7 +93,7 @@ class Transformer {
   // Decode steps through recorded graphs (default on; ignored by backends
   // without graphs). Off: every step runs op by op.
   void set_step_graphs(bool enabled) {
-    graphs_enabled_ = enabled;
+    graphs_enabled_ = enabled && shard_.size == 1;  // see the constructor
     decode_graphs_.clear();
   }
   bool step_graphs() const { return graphs_enabled_; }
@@ -122,9 +129,13 @@ class Transformer {
       int32_t block_size, const LayerHook& on_layer = nullptr);
 
   Transformer(ModelConfig config, std::unique_ptr<kernels::Backend> backend,
-              ModelWeights weights);
+              ModelWeights weights, TpShard shard,
+              kernels::Communicator* comm);
 
   ModelConfig config_;
+  ModelConfig local_;  // this rank's share: heads and intermediate divided
+  TpShard shard_;
+  kernels::Communicator* comm_ = nullptr;  // set when shard_.size > 1
   std::unique_ptr<kernels::Backend> backend_;
   ModelWeights weights_;
   bool graphs_enabled_ = true;

@@ -27,6 +27,26 @@ struct WeightSpec {
 // (embedding, then each layer, then final norm and lm_head when untied).
 std::vector<WeightSpec> ExpectedWeights(const ModelConfig& config);
 
+// Which slice of the model a rank holds under tensor parallelism (Megatron
+// split, DESIGN.md §5): Q/K/V and gate/up split by output rows (this
+// rank's heads / intermediate columns), o_proj and down by input columns;
+// embedding, norms and lm_head replicated. {0, 1} is the whole model.
+struct TpShard {
+  int32_t rank = 0;
+  int32_t size = 1;
+};
+
+// INVALID_ARGUMENT (naming both numbers) unless `shard.size` divides the
+// attention heads, the KV heads and the intermediate size, and
+// 0 <= rank < size.
+absl::Status CheckTpShard(const ModelConfig& config, TpShard shard);
+
+// `config` as one rank sees it: heads, KV heads and intermediate size
+// divided by the shard size (the rest unchanged).
+ModelConfig ShardConfig(const ModelConfig& config, TpShard shard);
+
+// Shapes below are of one rank: nh, nkv and I are already divided by the
+// shard size.
 struct LayerWeights {
   kernels::Tensor input_norm;  // [H]
   kernels::Tensor qkv;         // [(nh + 2 nkv) * hd, H]  (q; k; v)
@@ -52,10 +72,13 @@ struct ModelWeights {
 
 // Checks the checkpoint holds exactly ExpectedWeights(config) (missing, extra
 // and wrongly shaped tensors are InvalidArgument naming the tensor), then
-// converts and uploads them to `backend`.
+// converts and uploads `shard`'s slice of them to `backend`, reading only
+// that slice of the memory-mapped file (row slices are uploaded in place;
+// column slices go through one host buffer per tensor).
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint,
                                          const ModelConfig& config,
-                                         kernels::Backend& backend);
+                                         kernels::Backend& backend,
+                                         TpShard shard = {});
 
 }  // namespace duet::model
 
