@@ -401,6 +401,10 @@ class Backend {
   virtual int64_t DeviceBytesReserved() const { return 0; }
   // Blocks until all queued work is done (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
+  // The device stream every op is queued on (a cudaStream_t on the CUDA
+  // backend), for a Communicator whose collectives must be ordered with the
+  // forward pass; nullptr on the CPU.
+  virtual void* native_stream() { return nullptr; }
 };
 
 }  // namespace duet::kernels

@@ -11,15 +11,27 @@ namespace duet::model {
 
 using kernels::AttentionMode;
 
-Engine::Engine(std::unique_ptr<Transformer> model, const EngineOptions& options,
-               KvCacheStorage cache)
-    : model_(std::move(model)),
+Engine::Engine(TpRanks ranks, const EngineOptions& options,
+               std::vector<KvCacheStorage> caches)
+    : ranks_(std::move(ranks)),
       options_(options),
-      cache_(std::move(cache)),
+      caches_(std::move(caches)),
       pool_(options.num_blocks) {}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     std::unique_ptr<Transformer> model, const EngineOptions& options) {
+  TpRanks ranks;
+  ranks.models.push_back(std::move(model));
+  return Create(std::move(ranks), options);
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    TpRanks ranks, const EngineOptions& options) {
+  if (ranks.models.empty() || ranks.models[0] == nullptr ||
+      (ranks.size() > 1 && ranks.workers == nullptr)) {
+    return absl::InvalidArgumentError("engine: no model");
+  }
+  const Transformer* model = ranks.models[0].get();
   EngineOptions opts = options;
   if (opts.block_size <= 0 || opts.prefill_chunk_tokens <= 0 ||
       opts.num_blocks < 0) {
@@ -31,11 +43,32 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     opts.num_blocks = BlocksForTokens(
         model->config().max_position_embeddings, opts.block_size);
   }
-  DUET_ASSIGN_OR_RETURN(KvCacheStorage cache,
-                        model->AllocateKvCache(opts.block_size,
-                                               opts.num_blocks));
+  std::vector<KvCacheStorage> caches;
+  for (auto& m : ranks.models) {
+    DUET_ASSIGN_OR_RETURN(KvCacheStorage cache,
+                          m->AllocateKvCache(opts.block_size, opts.num_blocks));
+    caches.push_back(std::move(cache));
+  }
   return std::unique_ptr<Engine>(
-      new Engine(std::move(model), opts, std::move(cache)));
+      new Engine(std::move(ranks), opts, std::move(caches)));
+}
+
+absl::StatusOr<std::vector<int32_t>> Engine::Step(
+    const kernels::StepInputs& step, const kernels::SampleSpec& spec) {
+  const int32_t bs = options_.block_size;
+  if (ranks_.size() == 1) {
+    return ranks_.models[0]->ForwardSample(step, caches_[0], bs, {&spec, 1});
+  }
+  // Every rank draws from the same all-reduced logits with the same spec,
+  // so every rank's token is rank 0's.
+  std::vector<std::vector<int32_t>> drawn(ranks_.models.size());
+  DUET_RETURN_IF_ERROR(ranks_.workers->RunAll([&](int r) -> absl::Status {
+    DUET_ASSIGN_OR_RETURN(
+        drawn[r], ranks_.models[r]->ForwardSample(step, caches_[r], bs,
+                                                  {&spec, 1}));
+    return absl::OkStatus();
+  }));
+  return drawn[0];
 }
 
 absl::Status ValidateRequest(std::span<const int32_t> prompt,
@@ -64,7 +97,7 @@ absl::Status ValidateRequest(std::span<const int32_t> prompt,
 
 absl::StatusOr<GenerateResult> Engine::Generate(
     std::span<const int32_t> prompt, const SamplingParams& params) {
-  const ModelConfig& c = model_->config();
+  const ModelConfig& c = config();
   DUET_RETURN_IF_ERROR(ValidateRequest(prompt, params, c));
   const int64_t total = static_cast<int64_t>(prompt.size()) + params.max_tokens;
   // The last generated token is never fed back, so total - 1 positions.
@@ -90,8 +123,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
     const bool last = start + len == prompt.size();
     const kernels::SampleSpec spec =
         last ? ToSampleSpec(params, 0) : kernels::SampleSpec{};
-    DUET_ASSIGN_OR_RETURN(drawn,
-                          model_->ForwardSample(step, cache_, bs, {&spec, 1}));
+    DUET_ASSIGN_OR_RETURN(drawn, Step(step, spec));
     result.prefill_chunk_ms.push_back(chunk_clock.ElapsedMs());
   }
 
@@ -109,8 +141,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
           auto step, BuildStep(AttentionMode::kDecode, {&chunk, 1}, bs));
       const kernels::SampleSpec spec =
           ToSampleSpec(params, static_cast<uint64_t>(i));
-      DUET_ASSIGN_OR_RETURN(
-          drawn, model_->ForwardSample(step, cache_, bs, {&spec, 1}));
+      DUET_ASSIGN_OR_RETURN(drawn, Step(step, spec));
       ++num_cached;
     }
     const int32_t token = drawn[0];

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "model/kv_cache.h"
 #include "model/sampler.h"
+#include "model/tp_ranks.h"
 #include "model/transformer.h"
 
 namespace duet::model {
@@ -45,9 +46,14 @@ class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
       std::unique_ptr<Transformer> model, const EngineOptions& options);
+  // A tensor-parallel model (LoadTpRanks): every step runs on all ranks,
+  // each with its own KV cache; rank 0's draw is the token.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      TpRanks ranks, const EngineOptions& options);
 
-  const ModelConfig& config() const { return model_->config(); }
-  Transformer& model() { return *model_; }
+  const ModelConfig& config() const { return ranks_.models[0]->config(); }
+  Transformer& model() { return *ranks_.models[0]; }
+  int tensor_parallel_size() const { return ranks_.size(); }
   const BlockPool& block_pool() const { return pool_; }
 
   // Validates the request (non-empty prompt of in-vocabulary ids, sampling
@@ -58,12 +64,16 @@ class Engine {
                                           const SamplingParams& params);
 
  private:
-  Engine(std::unique_ptr<Transformer> model, const EngineOptions& options,
-         KvCacheStorage cache);
+  Engine(TpRanks ranks, const EngineOptions& options,
+         std::vector<KvCacheStorage> caches);
 
-  std::unique_ptr<Transformer> model_;
+  // One step on every rank; rank 0's tokens.
+  absl::StatusOr<std::vector<int32_t>> Step(
+      const kernels::StepInputs& step, const kernels::SampleSpec& spec);
+
+  TpRanks ranks_;
   EngineOptions options_;
-  KvCacheStorage cache_;
+  std::vector<KvCacheStorage> caches_;  // per rank; freed before the models
   BlockPool pool_;
 };
 

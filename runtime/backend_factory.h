@@ -10,7 +10,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "kernels/backend.h"
+#include "model/tp_ranks.h"
 
 namespace duet::runtime {
 
@@ -38,6 +40,20 @@ absl::StatusOr<BackendChoice> MakeBackend(const BackendRequest& request);
 
 // Free device memory now (0 on the CPU backend).
 absl::StatusOr<size_t> FreeDeviceMemory(const BackendChoice& choice);
+
+// `tp_size` backends for a tensor-parallel model: on CUDA one per device,
+// request.device .. request.device + tp_size - 1; on the CPU tp_size CPU
+// backends. UNAVAILABLE when fewer devices are visible.
+absl::StatusOr<std::vector<BackendChoice>> MakeBackends(
+    const BackendRequest& request, int32_t tp_size);
+
+// Loads `model_dir` over `backends` (one rank each) with the matching
+// communicators: threads of this process on the CPU, NCCL on CUDA (built
+// with NCCL; UNAVAILABLE otherwise). Every collective is bounded by
+// `comm_timeout`.
+absl::StatusOr<model::TpRanks> LoadModelRanks(
+    const std::string& model_dir, std::vector<BackendChoice>& backends,
+    absl::Duration comm_timeout = absl::Seconds(60));
 
 }  // namespace duet::runtime
 

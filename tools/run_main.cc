@@ -29,7 +29,12 @@ ABSL_FLAG(int32_t, block_size, 16, "KV cache block size in tokens");
 ABSL_FLAG(int32_t, prefill_chunk, 2048, "prompt tokens per prefill pass");
 ABSL_FLAG(std::string, backend, "auto",
           "cpu, cuda, or auto (cuda when a GPU is visible, else cpu)");
-ABSL_FLAG(int32_t, device, 0, "CUDA device index for the cuda backend");
+ABSL_FLAG(int32_t, device, 0,
+          "CUDA device index for the cuda backend (the first of the "
+          "tensor-parallel ranks)");
+ABSL_FLAG(int32_t, tensor_parallel_size, 1,
+          "ranks the model is split over (Megatron): CUDA devices --device "
+          "onwards, or threads on the CPU backend; must divide the heads");
 
 namespace {
 
@@ -76,25 +81,31 @@ int main(int argc, char** argv) {
 
   const duet::runtime::BackendRequest request{absl::GetFlag(FLAGS_backend),
                                               absl::GetFlag(FLAGS_device)};
-  auto backend = duet::runtime::MakeBackend(request);
-  if (!backend.ok()) {
-    return Fail(std::string(backend.status().message()),
-                backend.status().code() == absl::StatusCode::kInvalidArgument
+  auto backends = duet::runtime::MakeBackends(
+      request, absl::GetFlag(FLAGS_tensor_parallel_size));
+  if (!backends.ok()) {
+    return Fail(std::string(backends.status().message()),
+                backends.status().code() == absl::StatusCode::kInvalidArgument
                     ? 2
                     : 1);
   }
-  std::printf("%s\n", backend->description.c_str());
+  for (const auto& b : *backends) std::printf("%s\n", b.description.c_str());
   duet::Stopwatch load_clock;
-  auto model =
-      duet::model::Transformer::Load(model_dir, std::move(backend->backend));
-  if (!model.ok()) return Fail(model.status().ToString(), 1);
-  auto engine = duet::model::Engine::Create(std::move(*model), options);
+  auto ranks = duet::runtime::LoadModelRanks(model_dir, *backends);
+  if (!ranks.ok()) {
+    return Fail(ranks.status().ToString(),
+                ranks.status().code() == absl::StatusCode::kInvalidArgument
+                    ? 2
+                    : 1);
+  }
+  auto engine = duet::model::Engine::Create(std::move(*ranks), options);
   if (!engine.ok()) return Fail(engine.status().ToString(), 1);
   const auto& c = (*engine)->config();
   std::printf("loaded %s (%d layers, hidden %d, %d/%d heads, vocab %d) in "
-              "%.0f ms\n",
+              "%.0f ms, tensor-parallel size %d\n",
               c.model_type.c_str(), c.num_layers, c.hidden_size, c.num_heads,
-              c.num_kv_heads, c.vocab_size, load_clock.ElapsedMs());
+              c.num_kv_heads, c.vocab_size, load_clock.ElapsedMs(),
+              (*engine)->tensor_parallel_size());
 
   auto result = (*engine)->Generate(prompt, params);
   if (!result.ok()) return Fail(result.status().ToString(), 1);

@@ -547,6 +547,7 @@ class CudaBackend final : public Backend {
       const std::function<absl::Status()>& record) override;
 
   cudaStream_t stream() const { return stream_.get(); }
+  void* native_stream() override { return stream_.get(); }
   int device_index() const { return device_; }
   const std::shared_ptr<CachingAllocator>& allocator() const {
     return allocator_;

@@ -59,6 +59,48 @@ TEST(ToolsTest, MakeModelThenRunGeneratesWithTimings) {
   EXPECT_EQ(line(run.output), line(underscores.output));
 }
 
+// duet-run --tensor-parallel-size 2 on the CPU backend (ranks as threads)
+// generates what TP=1 does, greedy and sampled; a size that does not divide
+// the KV heads is a usage error naming both numbers.
+TEST(ToolsTest, RunTensorParallelMatchesOneRank) {
+  const std::string dir = ModelDir() + "_tp";
+  ASSERT_EQ(Execute(absl::StrCat(DUET_MAKE_MODEL_BIN, " --preset tiny --out ",
+                                 dir))
+                .exit_code,
+            0);
+  const auto line = [](const std::string& out) {
+    const size_t at = out.find("generated");
+    return at == std::string::npos ? out
+                                   : out.substr(at, out.find('\n', at) - at);
+  };
+  for (const std::string sampling :
+       {" --max-tokens 12", " --max-tokens 12 --temperature 0.8 --seed 5"}) {
+    const std::string base =
+        absl::StrCat(DUET_RUN_BIN, " --backend cpu --model ", dir,
+                     " --prompt-ids 9,8,7,6,5,4,3,2,1,10,11,12,13,14,15,16,17"
+                     " --prefill-chunk 8",
+                     sampling);
+    ProcessResult one = Execute(base);
+    ProcessResult two = Execute(base + " --tensor-parallel-size 2");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    EXPECT_THAT(two.output, HasSubstr("tensor-parallel size 2"));
+    EXPECT_EQ(line(one.output), line(two.output)) << sampling;
+  }
+  ProcessResult four = Execute(absl::StrCat(
+      DUET_RUN_BIN, " --backend cpu --model ", dir,
+      " --prompt-ids 1,2 --tensor-parallel-size 4"));
+  EXPECT_EQ(four.exit_code, 2) << four.output;
+  EXPECT_THAT(four.output,
+              HasSubstr("tensor-parallel size 4 does not divide the model's KV "
+                        "heads (2)"));
+  ProcessResult zero = Execute(absl::StrCat(
+      DUET_RUN_BIN, " --backend cpu --model ", dir,
+      " --prompt-ids 1,2 --tensor-parallel-size 0"));
+  EXPECT_EQ(zero.exit_code, 2) << zero.output;
+  EXPECT_THAT(zero.output, HasSubstr("--tensor-parallel-size must be >= 1"));
+}
+
 TEST(ToolsTest, BadArgumentsExitTwoWithAOneLineReason) {
   ProcessResult no_out = Execute(absl::StrCat(DUET_MAKE_MODEL_BIN, " --preset tiny"));
   EXPECT_EQ(no_out.exit_code, 2);
