@@ -76,6 +76,48 @@ absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
   if (absl::Status s = CheckSameLayout(local.layout, dest.layout); !s.ok()) {
     return s;
   }
+  return ValidateSendIds(local, dest, copies);
+}
+
+absl::Status ValidateSliceSend(const KvPoolView& local,
+                               const KvDescriptor& dest,
+                               std::span<const BlockCopy> copies,
+                               Transport transport,
+                               const TransferSlice& slice) {
+  if (dest.transport != transport) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "descriptor is for transport ", static_cast<int>(dest.transport),
+        ", this sender is ", static_cast<int>(transport)));
+  }
+  absl::StatusOr<TransferPlan> plan = MakeTransferPlan(local.layout, dest.layout);
+  if (!plan.ok()) return plan.status();
+  // The slice must be the plan's for this pair of ranks: offsets and sizes
+  // that come from anywhere else could reach past a block.
+  bool found = false;
+  for (const TransferSlice& s : plan->slices) {
+    if (s.src_rank == local.layout.tp_rank &&
+        s.dst_rank == dest.layout.tp_rank) {
+      found = s.head_begin == slice.head_begin &&
+              s.num_heads == slice.num_heads && s.bytes == slice.bytes &&
+              s.src_offset[0] == slice.src_offset[0] &&
+              s.src_offset[1] == slice.src_offset[1] &&
+              s.dst_offset[0] == slice.dst_offset[0] &&
+              s.dst_offset[1] == slice.dst_offset[1];
+    }
+  }
+  if (!found) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV slice of heads [", slice.head_begin, ", ",
+        slice.head_begin + slice.num_heads, ") is not what source rank ",
+        local.layout.tp_rank, " sends destination rank ", dest.layout.tp_rank,
+        " (", KvLayoutString(local.layout), " -> ",
+        KvLayoutString(dest.layout), ")"));
+  }
+  return ValidateSendIds(local, dest, copies);
+}
+
+absl::Status ValidateSendIds(const KvPoolView& local, const KvDescriptor& dest,
+                             std::span<const BlockCopy> copies) {
   if (dest.num_blocks <= 0 ||
       dest.block_ids.size() > static_cast<size_t>(dest.num_blocks)) {
     return absl::InvalidArgumentError(absl::StrCat(

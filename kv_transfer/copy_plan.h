@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "kv_transfer/kv_transfer.h"
+#include "kv_transfer/transfer_plan.h"
 
 namespace duet::kv_transfer::internal {
 
@@ -40,6 +41,17 @@ absl::Status ValidatePool(const KvPoolView& pool, absl::string_view what);
 absl::Status ValidateSend(const KvPoolView& local, const KvDescriptor& dest,
                           std::span<const BlockCopy> copies,
                           Transport transport);
+// As ValidateSend for a slice of each block (heterogeneous TP): the layouts
+// may differ in their TP fields only, and `slice` must be the one
+// MakeTransferPlan gives for (local rank, destination rank).
+absl::Status ValidateSliceSend(const KvPoolView& local,
+                               const KvDescriptor& dest,
+                               std::span<const BlockCopy> copies,
+                               Transport transport,
+                               const TransferSlice& slice);
+// The id checks ValidateSend ends with (no layout check).
+absl::Status ValidateSendIds(const KvPoolView& local, const KvDescriptor& dest,
+                             std::span<const BlockCopy> copies);
 
 // [begin, end) of `layers` within `layout`'s layers: InvalidArgument for
 // a negative begin or an empty range.

@@ -51,6 +51,24 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
                           std::span<const BlockCopy> copies, LayerRange layers,
                           std::shared_ptr<const kernels::StreamMark> ready,
                           absl::Duration timeout) override {
+    return Inject(timeout, [&](absl::Duration t) {
+      return inner_->SendLayers(dest, copies, layers, ready, t);
+    });
+  }
+
+  absl::Status SendSlice(const KvDescriptor& dest,
+                         std::span<const BlockCopy> copies, LayerRange layers,
+                         const TransferSlice& slice,
+                         std::shared_ptr<const kernels::StreamMark> ready,
+                         absl::Duration timeout) override {
+    return Inject(timeout, [&](absl::Duration t) {
+      return inner_->SendSlice(dest, copies, layers, slice, ready, t);
+    });
+  }
+
+  // Applies the plan to one send; `send(timeout)` is the real one.
+  template <typename Send>
+  absl::Status Inject(absl::Duration timeout, const Send& send) {
     int64_t call;
     {
       absl::MutexLock lock(&mu_);
@@ -58,7 +76,7 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
     }
     if (!Faulted(plan_, call)) {
       Count(&FaultCounters::passed);
-      return inner_->SendLayers(dest, copies, layers, ready, timeout);
+      return send(timeout);
     }
     switch (plan_.action) {
       case FaultAction::kPass:
@@ -79,14 +97,13 @@ class FaultInjectingSenderImpl final : public FaultInjectingSender {
               ", call ", call, ")"));
         }
         absl::SleepFor(plan_.delay);
-        return inner_->SendLayers(dest, copies, layers, ready,
-                                  timeout - plan_.delay);
+        return send(timeout - plan_.delay);
       case FaultAction::kError:
         Count(&FaultCounters::errored);
         return absl::UnavailableError(
             absl::StrCat("injected fault (call ", call, ")"));
     }
-    return inner_->SendLayers(dest, copies, layers, ready, timeout);
+    return send(timeout);
   }
 
   FaultCounters counters() const override {

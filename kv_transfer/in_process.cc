@@ -111,11 +111,33 @@ class InProcessSender final : public KvSender {
                           std::span<const BlockCopy> copies, LayerRange layers,
                           std::shared_ptr<const kernels::StreamMark> ready,
                           absl::Duration timeout) override {
+    return Send(dest, copies, layers, nullptr, std::move(ready), timeout);
+  }
+
+  absl::Status SendSlice(const KvDescriptor& dest,
+                         std::span<const BlockCopy> copies, LayerRange layers,
+                         const TransferSlice& slice,
+                         std::shared_ptr<const kernels::StreamMark> ready,
+                         absl::Duration timeout) override {
+    return Send(dest, copies, layers, &slice, std::move(ready), timeout);
+  }
+
+ private:
+  // Whole blocks, or `slice` of each block when set.
+  absl::Status Send(const KvDescriptor& dest,
+                    std::span<const BlockCopy> copies, LayerRange layers,
+                    const TransferSlice* slice,
+                    std::shared_ptr<const kernels::StreamMark> ready,
+                    absl::Duration timeout) {
     if (absl::Status s = CheckHostPool(local_, "local KV pool"); !s.ok()) {
       return s;
     }
     if (absl::Status s =
-            internal::ValidateSend(local_, dest, copies, Transport::kInProcess);
+            slice == nullptr
+                ? internal::ValidateSend(local_, dest, copies,
+                                         Transport::kInProcess)
+                : internal::ValidateSliceSend(local_, dest, copies,
+                                              Transport::kInProcess, *slice);
         !s.ok()) {
       return s;
     }
@@ -155,19 +177,31 @@ class InProcessSender final : public KvSender {
           dest.num_blocks, " blocks, it has ", remote.num_blocks));
     }
     const int64_t block_bytes = local_.layout.block_bytes();
+    const int64_t dest_block_bytes = remote.layout.block_bytes();
     for (const internal::CopyRun& run : internal::PlanCopyRuns(dest, copies)) {
       for (int32_t l = range->first; l < range->second; ++l) {
         const auto* src = static_cast<const char*>(local_.layer_base[l]);
         auto* dst = static_cast<char*>(remote.layer_base[l]);
-        std::memcpy(dst + run.dst_block * block_bytes,
-                    src + run.src_block * block_bytes,
-                    static_cast<size_t>(run.num_blocks * block_bytes));
+        if (slice == nullptr) {
+          std::memcpy(dst + run.dst_block * block_bytes,
+                      src + run.src_block * block_bytes,
+                      static_cast<size_t>(run.num_blocks * block_bytes));
+          continue;
+        }
+        for (int32_t b = 0; b < run.num_blocks; ++b) {
+          for (int kv = 0; kv < 2; ++kv) {
+            std::memcpy(dst + (run.dst_block + b) * dest_block_bytes +
+                            slice->dst_offset[kv],
+                        src + (run.src_block + b) * block_bytes +
+                            slice->src_offset[kv],
+                        static_cast<size_t>(slice->bytes));
+          }
+        }
       }
     }
     return absl::OkStatus();
   }
 
- private:
   const std::shared_ptr<InProcessRegistry::State> state_;
   const KvPoolView local_;
 };

@@ -50,4 +50,20 @@ absl::StatusOr<KvDescriptor> KvReceiver::DescribeFor(
       ", not ", TransportName(transport)));
 }
 
+const KvDescriptor& DescriptorForRank(const KvDescriptor& d, int32_t rank) {
+  return d.ranks.empty() ? d : d.ranks[static_cast<size_t>(rank)];
+}
+
+absl::Status KvSender::SendSlice(const KvDescriptor& dest,
+                                 std::span<const BlockCopy>, LayerRange,
+                                 const TransferSlice&,
+                                 std::shared_ptr<const kernels::StreamMark>,
+                                 absl::Duration) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the ", TransportName(dest.transport),
+      " KV transport moves whole blocks only: give the prefill and decode "
+      "nodes the same --tensor-parallel-size, or use a transport that moves "
+      "head slices (UCX between host pools, in-process)"));
+}
+
 }  // namespace duet::kv_transfer

@@ -88,7 +88,17 @@ struct KvDescriptor {
   std::vector<std::string> cuda_ipc_handles;
   std::string host_id;
   std::string gpu_uuid;
+  // A receiver of tensor-parallel size M > 1: one descriptor per receiving
+  // rank r (layout.tp_rank = r, its own endpoint fields; transport, block
+  // ids and num_blocks as above, which every rank shares). Empty when the
+  // receiver has one rank: this descriptor is that rank's.
+  std::vector<KvDescriptor> ranks;
 };
+
+// The descriptor of receiving rank `rank` (`d` itself for one rank).
+const KvDescriptor& DescriptorForRank(const KvDescriptor& d, int32_t rank);
+
+struct TransferSlice;  // transfer_plan.h
 
 // One block to copy: logical block index i of the request, from the sender's
 // physical block `src` into descriptor.block_ids[i].
@@ -169,6 +179,17 @@ class KvSender {
       const KvDescriptor& dest, std::span<const BlockCopy> copies,
       LayerRange layers, std::shared_ptr<const kernels::StreamMark> ready,
       absl::Duration timeout) = 0;
+  // As SendLayers, for heterogeneous tensor parallelism: moves only
+  // `slice` of each block (the heads this rank shares with dest's rank,
+  // one K and one V run; see transfer_plan.h) from the local pool of one
+  // TP size into `dest`, one rank of another. INVALID_ARGUMENT unless
+  // the slice is the one MakeTransferPlan gives for the two ranks.
+  // Transports that move whole blocks only answer FAILED_PRECONDITION.
+  virtual absl::Status SendSlice(
+      const KvDescriptor& dest, std::span<const BlockCopy> copies,
+      LayerRange layers, const TransferSlice& slice,
+      std::shared_ptr<const kernels::StreamMark> ready,
+      absl::Duration timeout);
 };
 
 }  // namespace duet::kv_transfer

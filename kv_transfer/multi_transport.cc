@@ -127,6 +127,22 @@ class MultiSender final : public KvSender {
                      TransportName(dest.transport)));
   }
 
+  absl::Status SendSlice(const KvDescriptor& dest,
+                         std::span<const BlockCopy> copies, LayerRange layers,
+                         const TransferSlice& slice,
+                         std::shared_ptr<const kernels::StreamMark> ready,
+                         absl::Duration timeout) override {
+    for (auto& [t, sender] : parts_) {
+      if (t == dest.transport) {
+        return sender->SendSlice(dest, copies, layers, slice, std::move(ready),
+                                 timeout);
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("this prefill node cannot send KV over ",
+                     TransportName(dest.transport)));
+  }
+
  private:
   const std::vector<std::pair<Transport, std::unique_ptr<KvSender>>> parts_;
 };
