@@ -130,9 +130,24 @@ class UcxSender final : public KvSender {
   absl::Status SendLayers(const KvDescriptor& dest,
                           std::span<const BlockCopy> copies, LayerRange layers,
                           std::shared_ptr<const kernels::StreamMark> ready,
-                          absl::Duration timeout) override;
+                          absl::Duration timeout) override {
+    return Send(dest, copies, layers, nullptr, std::move(ready), timeout);
+  }
+  absl::Status SendSlice(const KvDescriptor& dest,
+                         std::span<const BlockCopy> copies, LayerRange layers,
+                         const TransferSlice& slice,
+                         std::shared_ptr<const kernels::StreamMark> ready,
+                         absl::Duration timeout) override {
+    return Send(dest, copies, layers, &slice, std::move(ready), timeout);
+  }
 
  private:
+  // Whole blocks, or `slice` of each block (two puts per block and layer:
+  // the K run and the V run) when set.
+  absl::Status Send(const KvDescriptor& dest, std::span<const BlockCopy> copies,
+                    LayerRange layers, const TransferSlice* slice,
+                    std::shared_ptr<const kernels::StreamMark> ready,
+                    absl::Duration timeout);
   explicit UcxSender(const KvPoolView& local) : local_(local) {}
 
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !busy_; }
@@ -145,7 +160,7 @@ class UcxSender final : public KvSender {
                                           int32_t last, absl::Time deadline);
   absl::Status SendExclusive(const KvDescriptor& dest,
                              std::span<const BlockCopy> copies, int32_t first,
-                             int32_t last,
+                             int32_t last, const TransferSlice* slice,
                              std::shared_ptr<const kernels::StreamMark> ready,
                              absl::Duration timeout, absl::Time deadline);
   absl::StatusOr<Peer*> GetPeer(const std::string& address);
@@ -338,12 +353,16 @@ absl::StatusOr<ucp_rkey_h> UcxSender::GetRkey(Peer& peer,
   return rkey;
 }
 
-absl::Status UcxSender::SendLayers(
-    const KvDescriptor& dest, std::span<const BlockCopy> copies,
-    LayerRange layers, std::shared_ptr<const kernels::StreamMark> ready,
-    absl::Duration timeout) {
+absl::Status UcxSender::Send(const KvDescriptor& dest,
+                             std::span<const BlockCopy> copies,
+                             LayerRange layers, const TransferSlice* slice,
+                             std::shared_ptr<const kernels::StreamMark> ready,
+                             absl::Duration timeout) {
   DUET_RETURN_IF_ERROR(
-      internal::ValidateSend(local_, dest, copies, Transport::kUcx));
+      slice == nullptr
+          ? internal::ValidateSend(local_, dest, copies, Transport::kUcx)
+          : internal::ValidateSliceSend(local_, dest, copies, Transport::kUcx,
+                                        *slice));
   DUET_ASSIGN_OR_RETURN(const auto range,
                         internal::ResolveLayers(local_.layout, layers));
   const size_t num_layers = static_cast<size_t>(local_.layout.num_layers);
@@ -379,14 +398,15 @@ absl::Status UcxSender::SendLayers(
     absl::MutexLock lock(&mu_);
     busy_ = false;
   };
-  return SendExclusive(dest, copies, range.first, range.second,
+  return SendExclusive(dest, copies, range.first, range.second, slice,
                        std::move(ready), timeout, deadline);
 }
 
 absl::Status UcxSender::SendExclusive(
     const KvDescriptor& dest, std::span<const BlockCopy> copies, int32_t first,
-    int32_t last, std::shared_ptr<const kernels::StreamMark> ready,
-    absl::Duration timeout, absl::Time deadline) {
+    int32_t last, const TransferSlice* slice,
+    std::shared_ptr<const kernels::StreamMark> ready, absl::Duration timeout,
+    absl::Time deadline) {
   // Nothing may be read before the forward pass wrote it: a staged send
   // queues the wait before its gather; a direct one reads the pool itself.
   if (ready != nullptr) {
@@ -418,12 +438,22 @@ absl::Status UcxSender::SendExclusive(
 
   const std::vector<SendPart> parts = PlanParts(dest, copies);
   const int64_t block_bytes = local_.layout.block_bytes();
+  const int64_t dest_block_bytes = dest.layout.block_bytes();
   int64_t total_puts = 0;
   for (const SendPart& part : parts) {
-    total_puts += static_cast<int64_t>(part.runs.size() * num_layers);
+    if (slice == nullptr) {
+      total_puts += static_cast<int64_t>(part.runs.size() * num_layers);
+      continue;
+    }
+    for (const internal::CopyRun& run : part.runs) {
+      total_puts += 2 * int64_t{run.num_blocks} *
+                    static_cast<int64_t>(num_layers);
+    }
   }
-  const int64_t total_bytes = static_cast<int64_t>(copies.size()) *
-                              block_bytes * static_cast<int64_t>(num_layers);
+  const int64_t total_bytes =
+      static_cast<int64_t>(copies.size()) *
+      (slice == nullptr ? block_bytes : 2 * slice->bytes) *
+      static_cast<int64_t>(num_layers);
 
   Batch batch;
   batch.ops.reserve(static_cast<size_t>(total_puts) + 1);
@@ -482,21 +512,38 @@ absl::Status UcxSender::SendExclusive(
       // Nothing is in flight (see the wait above); the connection is fine.
       return source.status();
     }
+    // One put of `bytes` from local offset `from` to remote offset `to`
+    // within layer l.
+    auto put = [&](size_t l, int64_t from, int64_t to, int64_t bytes) {
+      Op& op = batch.ops.emplace_back();
+      op.batch = &batch;
+      op.bytes = bytes;
+      param.user_data = &op;
+      const uint64_t remote =
+          dest.remote_layer_base[static_cast<size_t>(first) + l] +
+          static_cast<uint64_t>(to);
+      track(ucp_put_nbx(peer->ep.get(), source->layer_base[l] + from,
+                        static_cast<size_t>(bytes), remote, rkeys[l], &param),
+            op);
+    };
     for (size_t l = 0; l < num_layers && !failed(); ++l) {
       param.memh = source->memh[l];
       for (const internal::CopyRun& run : parts[p].runs) {
-        Op& op = batch.ops.emplace_back();
-        op.batch = &batch;
-        op.bytes = run.num_blocks * block_bytes;
-        param.user_data = &op;
-        const uint64_t remote =
-            dest.remote_layer_base[static_cast<size_t>(first) + l] +
-            static_cast<uint64_t>(run.dst_block * block_bytes);
-        track(ucp_put_nbx(peer->ep.get(),
-                          source->layer_base[l] + run.src_block * block_bytes,
-                          static_cast<size_t>(op.bytes), remote, rkeys[l],
-                          &param),
-              op);
+        if (slice == nullptr) {
+          put(l, run.src_block * block_bytes, run.dst_block * block_bytes,
+              run.num_blocks * block_bytes);
+        } else {
+          // A head slice is not contiguous across blocks: a K and a V put
+          // per block.
+          for (int32_t b = 0; b < run.num_blocks && !failed(); ++b) {
+            for (int kv = 0; kv < 2; ++kv) {
+              put(l, (run.src_block + b) * block_bytes + slice->src_offset[kv],
+                  (run.dst_block + b) * dest_block_bytes +
+                      slice->dst_offset[kv],
+                  slice->bytes);
+            }
+          }
+        }
         if (failed()) break;
       }
     }

@@ -31,6 +31,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kv_transfer/in_process.h"
 #include "kv_transfer/multi_transport.h"
+#include "kv_transfer/tensor_parallel.h"
 #include "kv_transfer/ucx_transport.h"
 #include "tests/kv_transfer/kv_test_util.h"
 
@@ -339,6 +340,84 @@ TEST_P(UcxTest, RoundTripInOneProcess) {
 // --kv-transport auto: one pool behind two transports; each request is
 // described over the transport asked for, sent over the one its descriptor
 // names, and landed by the receiver that described it.
+// Heterogeneous tensor parallelism over UCX, direct and staged: for P
+// TP=2 -> D TP=1 and P TP=1 -> D TP=2 (head slices) and TP=2 -> TP=2
+// (whole blocks), every receiving rank's pool ends byte for byte as the
+// in-process transport leaves it (tensor_parallel_test checks that one head
+// by head), and the moved blocks are not poison.
+TEST_P(UcxTest, TensorParallelSlicesMatchTheInProcessTransport) {
+  auto layout = [](int32_t tp, int32_t rank) {
+    KvLayout l = TestLayout();
+    l.tp_size = tp;
+    l.tp_rank = rank;
+    return l;
+  };
+  const std::vector<int32_t> ids = {3, 9, 4, 5};
+  const std::vector<BlockCopy> copies = {{0, 0}, {7, 1}, {8, 2}, {2, 3}};
+  for (bool staged : {false, true}) {
+    for (auto [n, m] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+      SCOPED_TRACE(::testing::Message() << (staged ? "staged " : "direct ")
+                                        << n << " -> " << m);
+      std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
+      UcxOptions options = Options();
+      options.staged = staged;
+      std::vector<TestPool> src;
+      for (int32_t r = 0; r < n; ++r) {
+        src.emplace_back(layout(n, r), kSrcBlocks);
+        src.back().FillRandom(40 + r);
+      }
+      std::vector<TestPool> via_ucx, via_memory;
+      InProcessRegistry registry;
+      std::vector<std::unique_ptr<KvReceiver>> ucx_rx, mem_rx;
+      for (int32_t r = 0; r < m; ++r) {
+        via_ucx.emplace_back(layout(m, r), kDstBlocks);
+        via_memory.emplace_back(layout(m, r), kDstBlocks);
+        via_ucx.back().Fill(testing::kPoison);
+        via_memory.back().Fill(testing::kPoison);
+      }
+      for (int32_t r = 0; r < m; ++r) {
+        auto u = MakeUcxReceiver(via_ucx[r].view(), options, backend.get());
+        ASSERT_TRUE(u.ok()) << u.status();
+        ucx_rx.push_back(std::move(*u));
+        auto i = MakeInProcessReceiver(registry, absl::StrCat("d", r),
+                                       via_memory[r].view());
+        ASSERT_TRUE(i.ok());
+        mem_rx.push_back(std::move(*i));
+      }
+      std::vector<std::unique_ptr<KvSender>> ucx_tx, mem_tx;
+      for (int32_t r = 0; r < n; ++r) {
+        auto u = MakeUcxSender(src[r].view(), options, backend.get());
+        ASSERT_TRUE(u.ok()) << u.status();
+        ucx_tx.push_back(std::move(*u));
+        mem_tx.push_back(MakeInProcessSender(registry, src[r].view()));
+      }
+      for (bool ucx : {true, false}) {
+        auto rx = MakeTensorParallelReceiver(std::move(ucx ? ucx_rx : mem_rx));
+        auto tx = MakeTensorParallelSender(std::move(ucx ? ucx_tx : mem_tx),
+                                           layout(n, 0));
+        ASSERT_TRUE(rx.ok() && tx.ok());
+        auto d = (*rx)->Describe(1, ids);
+        ASSERT_TRUE(d.ok()) << d.status();
+        const absl::Status s = (*tx)->Send(*d, copies, kSendTimeout);
+        ASSERT_TRUE(s.ok()) << s;
+        ASSERT_TRUE((*rx)->Land(1).ok());
+      }
+      for (int32_t r = 0; r < m; ++r) {
+        EXPECT_FALSE(AllPoison(via_memory[r]));
+        for (int32_t l = 0; l < TestLayout().num_layers; ++l) {
+          for (int32_t b = 0; b < kDstBlocks; ++b) {
+            ASSERT_EQ(std::memcmp(via_ucx[r].block(l, b),
+                                  via_memory[r].block(l, b),
+                                  layout(m, r).block_bytes()),
+                      0)
+                << "rank " << r << " layer " << l << " block " << b;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(UcxTest, MultiTransportDescribesSendsAndLandsPerRequest) {
   TestPool src(TestLayout(), kSrcBlocks);
   src.FillRandom(2);
