@@ -82,34 +82,97 @@ absl::StatusOr<kv_transfer::KvLayout> FromProto(const v1::KvLayout& p) {
   return l;
 }
 
+namespace {
+
+// One receiving rank's endpoint fields.
+void FillEndpoint(const kv_transfer::KvDescriptor& r, v1::KvRankEndpoint* ep) {
+  ep->set_tp_rank(r.layout.tp_rank);
+  switch (r.transport) {
+    case kv_transfer::Transport::kInProcess:
+      break;
+    case kv_transfer::Transport::kUcx:
+      ep->set_ucx_worker_address(r.ucx_worker_address);
+      for (const std::string& rkey : r.ucx_rkeys) ep->add_rkeys(rkey);
+      for (uint64_t base : r.remote_layer_base) {
+        ep->add_remote_base_addresses(base);
+      }
+      break;
+    case kv_transfer::Transport::kCudaIpc:
+      for (const std::string& h : r.cuda_ipc_handles) {
+        ep->add_cuda_ipc_handles(h);
+      }
+      ep->set_host_id(r.host_id);
+      ep->set_gpu_uuid(r.gpu_uuid);
+      break;
+  }
+}
+
+// Checks and copies one endpoint into `d` (whose shared fields are set).
+absl::Status ParseEndpoint(const v1::KvRankEndpoint& ep,
+                           kv_transfer::KvDescriptor* d) {
+  switch (d->transport) {
+    case kv_transfer::Transport::kInProcess:
+      return absl::OkStatus();
+    case kv_transfer::Transport::kUcx: {
+      if (ep.ucx_worker_address().empty() ||
+          ep.rkeys_size() != d->layout.num_layers ||
+          ep.remote_base_addresses_size() != d->layout.num_layers) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "UCX KV descriptor needs a worker address and one rkey and base "
+            "address per layer (",
+            d->layout.num_layers, "), got ", ep.rkeys_size(), " rkeys and ",
+            ep.remote_base_addresses_size(), " bases"));
+      }
+      // Sizes before UCX sees the blobs: a packed worker address is a few
+      // hundred bytes (a few KiB with many RDMA devices), an rkey tens to
+      // hundreds; anything far outside is not one (docs/SECURITY.md).
+      if (ep.ucx_worker_address().size() > kMaxUcxWorkerAddressBytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("UCX KV descriptor: worker address of ",
+                         ep.ucx_worker_address().size(), " bytes (at most ",
+                         kMaxUcxWorkerAddressBytes, ")"));
+      }
+      for (int l = 0; l < ep.rkeys_size(); ++l) {
+        if (ep.rkeys(l).empty() || ep.rkeys(l).size() > kMaxUcxRkeyBytes) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "UCX KV descriptor: rkey of layer ", l, " is ",
+              ep.rkeys(l).size(), " bytes (1 to ", kMaxUcxRkeyBytes, ")"));
+        }
+      }
+      d->ucx_worker_address = ep.ucx_worker_address();
+      d->ucx_rkeys.assign(ep.rkeys().begin(), ep.rkeys().end());
+      d->remote_layer_base.assign(ep.remote_base_addresses().begin(),
+                                  ep.remote_base_addresses().end());
+      return absl::OkStatus();
+    }
+    case kv_transfer::Transport::kCudaIpc:
+      d->cuda_ipc_handles.assign(ep.cuda_ipc_handles().begin(),
+                                 ep.cuda_ipc_handles().end());
+      d->host_id = ep.host_id();
+      d->gpu_uuid = ep.gpu_uuid();
+      // Sizes here; the host is the sender's to compare with its own.
+      return kv_transfer::CheckCudaIpcDescriptor(*d, d->layout, d->host_id);
+  }
+  return absl::InvalidArgumentError("unknown KV transport");
+}
+
+}  // namespace
+
 v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& d) {
   v1::KvTransferDescriptor p;
   p.mutable_block_ids()->Add(d.block_ids.begin(), d.block_ids.end());
   p.set_num_blocks(d.num_blocks);
   *p.mutable_layout() = ToProto(d.layout);
-  v1::KvRankEndpoint* ep = p.add_ranks();
-  ep->set_tp_rank(d.layout.tp_rank);
-  switch (d.transport) {
-    case kv_transfer::Transport::kInProcess:
-      p.set_transport(v1::KV_TRANSPORT_IN_PROCESS);
-      p.set_decode_node_address(d.endpoint_name);
-      break;
-    case kv_transfer::Transport::kUcx:
-      p.set_transport(v1::KV_TRANSPORT_UCX);
-      ep->set_ucx_worker_address(d.ucx_worker_address);
-      for (const std::string& rkey : d.ucx_rkeys) ep->add_rkeys(rkey);
-      for (uint64_t base : d.remote_layer_base) {
-        ep->add_remote_base_addresses(base);
-      }
-      break;
-    case kv_transfer::Transport::kCudaIpc:
-      p.set_transport(v1::KV_TRANSPORT_CUDA_IPC);
-      for (const std::string& h : d.cuda_ipc_handles) {
-        ep->add_cuda_ipc_handles(h);
-      }
-      ep->set_host_id(d.host_id);
-      ep->set_gpu_uuid(d.gpu_uuid);
-      break;
+  p.set_transport(ToProto(d.transport));
+  if (d.transport == kv_transfer::Transport::kInProcess) {
+    p.set_decode_node_address(d.endpoint_name);
+  }
+  if (d.ranks.empty()) {
+    FillEndpoint(d, p.add_ranks());
+  } else {
+    for (const kv_transfer::KvDescriptor& r : d.ranks) {
+      FillEndpoint(r, p.add_ranks());
+    }
   }
   return p;
 }
@@ -135,72 +198,51 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     case v1::KV_TRANSPORT_IN_PROCESS:
       d.transport = kv_transfer::Transport::kInProcess;
       d.endpoint_name = p.decode_node_address();
-      return d;
-    case v1::KV_TRANSPORT_UCX: {
-      d.transport = kv_transfer::Transport::kUcx;
-      if (p.ranks_size() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "UCX KV descriptor must have exactly one rank endpoint (TP=1), "
-            "got ",
-            p.ranks_size()));
-      }
-      const v1::KvRankEndpoint& ep = p.ranks(0);
-      if (ep.ucx_worker_address().empty() ||
-          ep.rkeys_size() != d.layout.num_layers ||
-          ep.remote_base_addresses_size() != d.layout.num_layers) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "UCX KV descriptor needs a worker address and one rkey and base "
-            "address per layer (",
-            d.layout.num_layers, "), got ", ep.rkeys_size(), " rkeys and ",
-            ep.remote_base_addresses_size(), " bases"));
-      }
-      // Sizes before UCX sees the blobs: a packed worker address is a few
-      // hundred bytes (a few KiB with many RDMA devices), an rkey tens to
-      // hundreds; anything far outside is not one (docs/SECURITY.md).
-      if (ep.ucx_worker_address().size() > kMaxUcxWorkerAddressBytes) {
+      if (d.layout.tp_size != 1) {
         return absl::InvalidArgumentError(
-            absl::StrCat("UCX KV descriptor: worker address of ",
-                         ep.ucx_worker_address().size(), " bytes (at most ",
-                         kMaxUcxWorkerAddressBytes, ")"));
+            "in-process KV descriptors name one receiver (TP=1 only)");
       }
-      for (int l = 0; l < ep.rkeys_size(); ++l) {
-        if (ep.rkeys(l).empty() || ep.rkeys(l).size() > kMaxUcxRkeyBytes) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "UCX KV descriptor: rkey of layer ", l, " is ",
-              ep.rkeys(l).size(), " bytes (1 to ", kMaxUcxRkeyBytes, ")"));
-        }
-      }
-      d.ucx_worker_address = ep.ucx_worker_address();
-      d.ucx_rkeys.assign(ep.rkeys().begin(), ep.rkeys().end());
-      d.remote_layer_base.assign(ep.remote_base_addresses().begin(),
-                                 ep.remote_base_addresses().end());
       return d;
-    }
-    case v1::KV_TRANSPORT_CUDA_IPC: {
+    case v1::KV_TRANSPORT_UCX:
+      d.transport = kv_transfer::Transport::kUcx;
+      break;
+    case v1::KV_TRANSPORT_CUDA_IPC:
       d.transport = kv_transfer::Transport::kCudaIpc;
-      if (p.ranks_size() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "CUDA IPC KV descriptor must have exactly one rank endpoint "
-            "(TP=1), got ",
-            p.ranks_size()));
-      }
-      const v1::KvRankEndpoint& ep = p.ranks(0);
-      d.cuda_ipc_handles.assign(ep.cuda_ipc_handles().begin(),
-                                ep.cuda_ipc_handles().end());
-      d.host_id = ep.host_id();
-      d.gpu_uuid = ep.gpu_uuid();
-      // Sizes here; the host is the sender's to compare with its own.
-      if (absl::Status s =
-              kv_transfer::CheckCudaIpcDescriptor(d, d.layout, d.host_id);
-          !s.ok()) {
-        return s;
-      }
-      return d;
-    }
+      break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "unsupported KV transport ", v1::KvTransport_Name(p.transport())));
   }
+  // One endpoint per receiving rank, in rank order.
+  if (p.ranks_size() != d.layout.tp_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV descriptor of tensor-parallel size ", d.layout.tp_size, " has ",
+        p.ranks_size(), " rank endpoints"));
+  }
+  for (int r = 0; r < p.ranks_size(); ++r) {
+    if (p.ranks(r).tp_rank() != static_cast<uint32_t>(r)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV descriptor endpoint ", r, " says it is rank ",
+                       p.ranks(r).tp_rank()));
+    }
+  }
+  if (d.layout.tp_size == 1) {
+    d.layout.tp_rank = 0;
+    DUET_RETURN_IF_ERROR(ParseEndpoint(p.ranks(0), &d));
+    return d;
+  }
+  kv_transfer::KvDescriptor shared = d;
+  for (int r = 0; r < p.ranks_size(); ++r) {
+    kv_transfer::KvDescriptor one = shared;
+    one.layout.tp_rank = r;
+    DUET_RETURN_IF_ERROR(ParseEndpoint(p.ranks(r), &one));
+    d.ranks.push_back(std::move(one));
+  }
+  // The top level is rank 0's (what a TP=1 reader would use).
+  kv_transfer::KvDescriptor top = d.ranks[0];
+  top.layout.tp_rank = 0;
+  top.ranks = std::move(d.ranks);
+  return top;
 }
 
 v1::KvTransport ToProto(kv_transfer::Transport transport) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv_transfer/cuda_ipc.h"
@@ -77,6 +78,41 @@ TEST(ConvertKvLayoutTest, FieldsAboveTheCapAreRejected) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
     EXPECT_THAT(s.message(), ::testing::HasSubstr("KV layout out of range"));
   }
+}
+
+// A receiver of TP size 2 sends one endpoint per rank; each comes back as
+// that rank's descriptor with the shared ids. Endpoint counts or ranks that
+// disagree with the layout are refused.
+TEST(ConvertKvDescriptorTest, TensorParallelEndpointsRoundTrip) {
+  kv_transfer::KvDescriptor top = UcxDescriptor();
+  top.layout.tp_size = 2;
+  for (int r = 0; r < 2; ++r) {
+    kv_transfer::KvDescriptor one = top;
+    one.layout.tp_rank = r;
+    one.ucx_worker_address = absl::StrCat("worker", r);
+    one.remote_layer_base = {0x1000u + r, 0x9000u + r};
+    top.ranks.push_back(one);
+  }
+  const v1::KvTransferDescriptor p = ToProto(top);
+  ASSERT_EQ(p.ranks_size(), 2);
+  absl::StatusOr<kv_transfer::KvDescriptor> back = FromProto(p);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->ranks.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(back->ranks[r].layout, top.ranks[r].layout);
+    EXPECT_EQ(back->ranks[r].ucx_worker_address, top.ranks[r].ucx_worker_address);
+    EXPECT_EQ(back->ranks[r].remote_layer_base, top.ranks[r].remote_layer_base);
+    EXPECT_EQ(back->ranks[r].block_ids, top.block_ids);
+  }
+  EXPECT_EQ(back->layout.tp_rank, 0);
+  v1::KvTransferDescriptor missing = p;
+  missing.mutable_ranks()->RemoveLast();
+  EXPECT_EQ(FromProto(missing).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::KvTransferDescriptor swapped = p;
+  swapped.mutable_ranks(0)->set_tp_rank(1);
+  EXPECT_THAT(FromProto(swapped).status().message(),
+              ::testing::HasSubstr("endpoint 0 says it is rank 1"));
 }
 
 TEST(ConvertKvDescriptorTest, IdsOutsideTheAddressedBlocksAreRejected) {
