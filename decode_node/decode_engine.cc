@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "kv_transfer/transfer_plan.h"
 #include "model/kv_cache.h"
 
 namespace duet::decode_node {
@@ -104,7 +105,9 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
     const kv_transfer::KvLayout& expected, absl::Duration ttl,
     std::optional<kv_transfer::Transport> transport) {
-  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), expected));
+  // The prefill node may split the heads over another number of ranks
+  // (heterogeneous TP); everything else must match.
+  DUET_RETURN_IF_ERROR(kv_transfer::MakeTransferPlan(expected, layout()).status());
   if (ttl > options_.max_reservation_ttl) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Reserve: reservation_ttl_ms ", absl::ToInt64Milliseconds(ttl),

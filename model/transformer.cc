@@ -318,11 +318,15 @@ absl::StatusOr<Tensor> Transformer::RunOps(const StepInputs& step,
         step, shape, qkv.view(), c.qk_norm ? &w.q_norm.view() : nullptr,
         c.qk_norm ? &w.k_norm.view() : nullptr, eps, weights_.inv_freq.view(),
         cache.layer(l)));
-    if (on_layer) DUET_RETURN_IF_ERROR(on_layer(l));
+    if (on_layer && comm_ == nullptr) DUET_RETURN_IF_ERROR(on_layer(l));
     DUET_RETURN_IF_ERROR(be.Attention(step, shape, qkv.view(), cache.layer(l),
                                       scale, attn.view()));
     DUET_RETURN_IF_ERROR(be.Linear(attn.view(), w.o_proj.view(), proj.view()));
     DUET_RETURN_IF_ERROR(all_reduce(proj.view()));
+    // Under TP the hook waits for the all-reduce: no rank reaches it before
+    // every rank has written this layer's KV, so what the hook sees as done
+    // on this rank (a mark on its stream) is done on all of them.
+    if (on_layer && comm_ != nullptr) DUET_RETURN_IF_ERROR(on_layer(l));
     DUET_RETURN_IF_ERROR(be.AddRmsNorm(proj.view(), residual.view(),
                                        w.post_norm.view(), eps, hidden.view()));
     DUET_RETURN_IF_ERROR(be.LinearSiluMul(hidden.view(), w.gate_up.view(),

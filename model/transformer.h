@@ -76,7 +76,8 @@ class Transformer {
                                              const KvCacheStorage& cache,
                                              int32_t block_size);
   // Called once per layer, in order, as soon as the ops that write that
-  // layer's KV are queued on the backend (a device backend may not have run
+  // layer's KV are queued on the backend (under tensor parallelism: after
+  // the layer's first all-reduce, which every rank's KV writes precede) (a device backend may not have run
   // them yet: take a Backend::Mark). Steps replayed from a graph call it
   // for every layer after the whole step is queued. An error stops the
   // step with it.

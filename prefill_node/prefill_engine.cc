@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "kv_transfer/transfer_plan.h"
 #include "model/engine.h"
 
 namespace duet::prefill_node {
@@ -247,7 +248,9 @@ absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
     const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
     absl::Time deadline) {
   DUET_RETURN_IF_ERROR(model::ValidateRequest(prompt, params, config()));
-  DUET_RETURN_IF_ERROR(kv_transfer::CheckSameLayout(layout(), dest.layout));
+  // The decode node's TP size may differ (head slices); the rest must match.
+  DUET_RETURN_IF_ERROR(
+      kv_transfer::MakeTransferPlan(layout(), dest.layout).status());
   const int32_t need = model::BlocksForTokens(
       static_cast<int64_t>(prompt.size()), runner_->block_size());
   if (static_cast<int32_t>(dest.block_ids.size()) < need) {

@@ -43,9 +43,9 @@ struct NodeRef {
 std::string ModelBaseName(absl::string_view model);
 
 // The KV transport for prefill node `p` writing into decode node `d`:
-// CUDA IPC when both offer it and share a host (a node that registered no
-// host is taken at its word), else UCX when both offer it; nullopt when
-// they have none in common.
+// CUDA IPC when both offer it, share a host (a node that registered no
+// host is taken at its word) and have the same tensor-parallel size, else
+// UCX when both offer it; nullopt when they have none in common.
 std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
                                                const NodeRef& d);
 

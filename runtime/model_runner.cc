@@ -57,14 +57,31 @@ absl::Status ProfileStep(model::Transformer& model, int32_t block_size,
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     BackendChoice backend, const std::string& model_dir,
     const ModelRunnerOptions& options) {
-  DUET_ASSIGN_OR_RETURN(
-      std::unique_ptr<model::Transformer> model,
-      model::Transformer::Load(model_dir, std::move(backend.backend)));
-  return Create(std::move(backend), std::move(model), options);
+  std::vector<BackendChoice> one;
+  one.push_back(std::move(backend));
+  return Create(std::move(one), model_dir, options);
+}
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
+    std::vector<BackendChoice> backends, const std::string& model_dir,
+    const ModelRunnerOptions& options) {
+  DUET_ASSIGN_OR_RETURN(model::TpRanks ranks,
+                        LoadModelRanks(model_dir, backends));
+  return Finish(backends, std::move(ranks), options);
 }
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
     BackendChoice backend, std::unique_ptr<model::Transformer> model,
+    const ModelRunnerOptions& options) {
+  std::vector<BackendChoice> one;
+  one.push_back(std::move(backend));
+  model::TpRanks ranks;
+  ranks.models.push_back(std::move(model));
+  return Finish(one, std::move(ranks), options);
+}
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Finish(
+    std::vector<BackendChoice>& backends, model::TpRanks ranks,
     const ModelRunnerOptions& options) {
   if (options.block_size <= 0 || options.num_kv_blocks < 0 ||
       options.max_num_batched_tokens <= 0 || options.cpu_default_blocks <= 0 ||
@@ -78,32 +95,44 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
         ") in (0, 1]"));
   }
   std::unique_ptr<ModelRunner> r(new ModelRunner());
-  r->model_ = std::move(model);
+  r->ranks_ = std::move(ranks);
   r->options_ = options;
-  r->device_ = backend.device;
-  r->description_ = backend.description;
+  for (const BackendChoice& b : backends) {
+    r->devices_.push_back(b.device);
+    absl::StrAppend(&r->description_, r->description_.empty() ? "" : "; ",
+                    b.description);
+  }
+  const int n = r->ranks_.size();
+  const model::Transformer& first = *r->ranks_.models[0];
+  // One rank's share of a block (its KV heads).
   const int64_t bytes_per_block = [&] {
-    const model::ModelConfig& c = r->model_->config();
-    return int64_t{2} * c.num_layers * c.num_kv_heads * c.head_dim *
+    const model::ModelConfig& c = first.config();
+    return int64_t{2} * c.num_layers * (c.num_kv_heads / n) * c.head_dim *
            options.block_size *
            static_cast<int64_t>(
-               DTypeSize(r->model_->backend().activation_dtype()));
+               DTypeSize(r->ranks_.models[0]->backend().activation_dtype()));
   }();
   int32_t blocks = options.num_kv_blocks;
-  if (blocks == 0 && backend.device < 0) blocks = options.cpu_default_blocks;
-  if (blocks == 0) {
+  if (blocks == 0 && backends[0].device < 0) {
+    blocks = options.cpu_default_blocks;
+  }
+  // Each rank sizes its pool from its own device; the node takes the
+  // smallest, since a block id means the same block on every rank.
+  auto size_rank = [&](int rank) -> absl::StatusOr<int32_t> {
+    model::Transformer& model = *r->ranks_.models[static_cast<size_t>(rank)];
+    const BackendChoice& backend = backends[static_cast<size_t>(rank)];
     // One sequence cannot be longer than the model's context.
     DUET_RETURN_IF_ERROR(
-        ProfileStep(*r->model_, options.block_size,
+        ProfileStep(model, options.block_size,
                     std::min(options.max_num_batched_tokens,
-                             r->model_->config().max_position_embeddings)));
+                             model.config().max_position_embeddings)));
     DUET_ASSIGN_OR_RETURN(const size_t free_now, FreeDeviceMemory(backend));
     // This process's own allocations (weights, activations): not the drop
     // in device free memory, which also counts nodes starting beside it on
     // the same GPU. The CUDA context and cuBLAS handles are outside it and
     // come out of the margin and the (1 - fraction) share.
     const double used_here =
-        static_cast<double>(r->model_->backend().DeviceBytesReserved());
+        static_cast<double>(model.backend().DeviceBytesReserved());
     // What this process may take in all, less what it already holds; never
     // more than is free now, less a margin for the CUDA graphs and
     // cuBLAS workspaces that come with the first decode steps.
@@ -112,39 +141,70 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
                          static_cast<double>(backend.total_bytes);
     const double kv_bytes = std::min(share - std::max(used_here, 0.0),
                                      static_cast<double>(free_now) - margin);
-    const int64_t n =
+    const int64_t count =
         kv_bytes > 0 ? static_cast<int64_t>(kv_bytes) / bytes_per_block : 0;
-    if (n < 1) {
+    if (count < 1) {
       return absl::ResourceExhaustedError(absl::StrFormat(
-          "no GPU memory left for a KV pool: --kv-cache-memory-fraction "
-          "%.2f of %.1f GiB is %.1f GiB, this process already holds %.1f "
-          "GiB (weights, activations of a %d-token step) and "
-          "%.1f GiB is free; raise the fraction, lower "
+          "no GPU memory left for a KV pool on rank %d: "
+          "--kv-cache-memory-fraction %.2f of %.1f GiB is %.1f GiB, this "
+          "process already holds %.1f GiB (weights, activations of a "
+          "%d-token step) and %.1f GiB is free; raise the fraction, lower "
           "--max-num-batched-tokens, or set --num-kv-blocks",
-          options.kv_cache_memory_fraction, backend.total_bytes / 1073741824.0,
-          share / 1073741824.0, used_here / 1073741824.0,
-          options.max_num_batched_tokens, free_now / 1073741824.0));
+          rank, options.kv_cache_memory_fraction,
+          backend.total_bytes / 1073741824.0, share / 1073741824.0,
+          used_here / 1073741824.0, options.max_num_batched_tokens,
+          free_now / 1073741824.0));
     }
     // Past 2^20 blocks (16M tokens at block size 16) more blocks serve no
     // request of a real context length, and the free list is host memory.
-    blocks = static_cast<int32_t>(std::min<int64_t>(n, kMaxAutoBlocks));
+    return static_cast<int32_t>(std::min<int64_t>(count, kMaxAutoBlocks));
+  };
+  r->caches_.resize(static_cast<size_t>(n));
+  if (n == 1) {
+    if (blocks == 0) {
+      DUET_ASSIGN_OR_RETURN(blocks, size_rank(0));
+    }
+    DUET_ASSIGN_OR_RETURN(r->caches_[0],
+                          r->ranks_.models[0]->AllocateKvCache(
+                              options.block_size, blocks));
+  } else {
+    std::vector<int32_t> room(static_cast<size_t>(n), blocks);
+    if (blocks == 0) {
+      // Profiling runs a step: every rank at once (all-reduces).
+      DUET_RETURN_IF_ERROR(r->ranks_.workers->RunAll([&](int rank) {
+        absl::StatusOr<int32_t> b = size_rank(rank);
+        if (!b.ok()) return b.status();
+        room[static_cast<size_t>(rank)] = *b;
+        return absl::OkStatus();
+      }));
+      blocks = *std::min_element(room.begin(), room.end());
+    }
+    DUET_RETURN_IF_ERROR(r->ranks_.workers->RunAll([&](int rank) {
+      absl::StatusOr<model::KvCacheStorage> cache =
+          r->ranks_.models[static_cast<size_t>(rank)]->AllocateKvCache(
+              options.block_size, blocks);
+      if (!cache.ok()) return cache.status();
+      r->caches_[static_cast<size_t>(rank)] = std::move(*cache);
+      return absl::OkStatus();
+    }));
   }
   r->num_blocks_ = blocks;
-  DUET_ASSIGN_OR_RETURN(r->cache_,
-                        r->model_->AllocateKvCache(options.block_size, blocks));
-  r->layout_ = KvLayoutFor(r->model_->config(), options.block_size,
-                           r->model_->backend().activation_dtype());
+  r->layout_ = KvLayoutFor(first.config(), options.block_size,
+                           r->ranks_.models[0]->backend().activation_dtype());
+  r->layout_.tp_size = n;
   return r;
 }
 
-kv_transfer::KvPoolView ModelRunner::pool_view() const {
+kv_transfer::KvPoolView ModelRunner::pool_view(int32_t rank) const {
+  const model::KvCacheStorage& cache = caches_[static_cast<size_t>(rank)];
   kv_transfer::KvPoolView view;
   view.layout = layout_;
+  view.layout.tp_rank = rank;
   view.num_blocks = num_blocks_;
-  for (int32_t l = 0; l < cache_.num_layers(); ++l) {
-    view.layer_base.push_back(cache_.layer(l).data);
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    view.layer_base.push_back(cache.layer(l).data);
   }
-  view.device = cache_.layer(0).device;
+  view.device = cache.layer(0).device;
   return view;
 }
 
@@ -152,8 +212,8 @@ std::string ModelRunner::PoolSummary() const {
   return absl::StrFormat("%d KV blocks x %d tokens = %d tokens (%.2f GiB)",
                          num_blocks_, options_.block_size,
                          int64_t{num_blocks_} * options_.block_size,
-                         static_cast<double>(cache_.bytes_per_block()) *
-                             num_blocks_ / 1073741824.0);
+                         static_cast<double>(caches_[0].bytes_per_block()) *
+                             num_blocks_ * caches_.size() / 1073741824.0);
 }
 
 absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
@@ -175,9 +235,27 @@ absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
                         model::BuildStep(decode ? AttentionMode::kDecode
                                                 : AttentionMode::kPrefill,
                                          seqs, options_.block_size));
-  DUET_ASSIGN_OR_RETURN(std::vector<int32_t> drawn,
-                        model_->ForwardSample(step, cache_, options_.block_size,
-                                              specs, on_layer));
+  std::vector<int32_t> drawn;
+  if (ranks_.size() == 1) {
+    DUET_ASSIGN_OR_RETURN(
+        drawn, ranks_.models[0]->ForwardSample(step, caches_[0],
+                                               options_.block_size, specs,
+                                               on_layer));
+  } else {
+    // Every rank draws from the same all-reduced logits; rank 0's draw is
+    // the step's. The layer hook runs on rank 0 only (its marks come after
+    // the layer's all-reduce, which every rank's KV writes precede).
+    std::vector<std::vector<int32_t>> per_rank(ranks_.models.size());
+    DUET_RETURN_IF_ERROR(ranks_.workers->RunAll([&](int r) -> absl::Status {
+      DUET_ASSIGN_OR_RETURN(
+          per_rank[static_cast<size_t>(r)],
+          ranks_.models[static_cast<size_t>(r)]->ForwardSample(
+              step, caches_[static_cast<size_t>(r)], options_.block_size,
+              specs, r == 0 ? on_layer : nullptr));
+      return absl::OkStatus();
+    }));
+    drawn = std::move(per_rank[0]);
+  }
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (chunks[i].sample.has_value()) tokens.push_back(drawn[i]);

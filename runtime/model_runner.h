@@ -17,6 +17,7 @@
 #include "kernels/sampling.h"
 #include "kv_transfer/kv_transfer.h"
 #include "model/kv_cache.h"
+#include "model/tp_ranks.h"
 #include "model/transformer.h"
 #include "runtime/backend_factory.h"
 
@@ -58,6 +59,12 @@ class ModelRunner {
   static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(
       BackendChoice backend, std::unique_ptr<model::Transformer> model,
       const ModelRunnerOptions& options);
+  // Tensor parallelism: one rank per backend (MakeBackends), each with its
+  // slice of the model and its own KV pool of the same number of blocks
+  // (the smallest any rank has room for); every step runs on all ranks.
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(
+      std::vector<BackendChoice> backends, const std::string& model_dir,
+      const ModelRunnerOptions& options);
 
   // Runs one step over `chunks` and returns one token per chunk with a
   // sample spec, in order. A step whose chunks all have one token runs as a
@@ -68,27 +75,44 @@ class ModelRunner {
       std::span<const RunChunk> chunks,
       const model::Transformer::LayerHook& on_layer = nullptr);
 
-  const model::ModelConfig& config() const { return model_->config(); }
-  kernels::Backend& backend() { return model_->backend(); }
+  const model::ModelConfig& config() const {
+    return ranks_.models[0]->config();
+  }
+  // Rank 0's backend: marks taken on it after a layer's all-reduce cover
+  // every rank's KV writes of that layer (see Transformer::LayerHook).
+  kernels::Backend& backend() { return ranks_.models[0]->backend(); }
   int32_t block_size() const { return options_.block_size; }
   int32_t num_blocks() const { return num_blocks_; }
-  int32_t device() const { return device_; }
+  // Rank 0's CUDA device, -1 on the CPU.
+  int32_t device() const { return devices_[0]; }
   const std::string& backend_description() const { return description_; }
+  // The node's layout: tp_size ranks, tp_rank 0.
   const kv_transfer::KvLayout& layout() const { return layout_; }
-  // The pool as kv_transfer sees it.
-  kv_transfer::KvPoolView pool_view() const;
+  int32_t tensor_parallel_size() const { return ranks_.size(); }
+  kernels::Backend& rank_backend(int32_t rank) {
+    return ranks_.models[static_cast<size_t>(rank)]->backend();
+  }
+  int32_t rank_device(int32_t rank) const {
+    return devices_[static_cast<size_t>(rank)];
+  }
+  // Rank `rank`'s pool as kv_transfer sees it (layout.tp_rank = rank).
+  kv_transfer::KvPoolView pool_view(int32_t rank = 0) const;
   // "4096 KV blocks x 16 tokens = 65536 tokens (9.0 GiB)".
   std::string PoolSummary() const;
 
  private:
   ModelRunner() = default;
+  // Sizes and allocates every rank's pool.
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Finish(
+      std::vector<BackendChoice>& backends, model::TpRanks ranks,
+      const ModelRunnerOptions& options);
 
-  std::unique_ptr<model::Transformer> model_;
+  model::TpRanks ranks_;
   ModelRunnerOptions options_;
-  int32_t device_ = -1;
+  std::vector<int32_t> devices_;  // per rank
   std::string description_;
   int32_t num_blocks_ = 0;
-  model::KvCacheStorage cache_;
+  std::vector<model::KvCacheStorage> caches_;  // per rank, freed first
   kv_transfer::KvLayout layout_;
 };
 

@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "kv_transfer/cuda_ipc.h"
 #include "kv_transfer/multi_transport.h"
+#include "kv_transfer/tensor_parallel.h"
 #include "serving/convert.h"
 
 namespace duet::serving {
@@ -40,39 +41,64 @@ absl::StatusOr<std::vector<Transport>> ResolveKvTransports(
 absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
     const std::vector<Transport>& transports, runtime::ModelRunner& runner,
     const kv_transfer::UcxOptions& ucx) {
-  std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvReceiver>>>
-      parts;
-  for (Transport t : transports) {
-    absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> r =
-        t == Transport::kCudaIpc
-            ? kv_transfer::MakeCudaIpcReceiver(runner.pool_view(),
-                                               runner.device())
-            : kv_transfer::MakeUcxReceiver(runner.pool_view(), ucx,
-                                           &runner.backend());
-    if (!r.ok()) return r.status();
-    parts.emplace_back(t, std::move(*r));
+  // One receiver per rank's pool (each over every transport), one
+  // descriptor for all of them.
+  std::vector<std::unique_ptr<kv_transfer::KvReceiver>> ranks;
+  for (int32_t rank = 0; rank < runner.tensor_parallel_size(); ++rank) {
+    std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvReceiver>>>
+        parts;
+    for (Transport t : transports) {
+      absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> r =
+          t == Transport::kCudaIpc
+              ? kv_transfer::MakeCudaIpcReceiver(runner.pool_view(rank),
+                                                 runner.rank_device(rank))
+              : kv_transfer::MakeUcxReceiver(runner.pool_view(rank), ucx,
+                                             &runner.rank_backend(rank));
+      if (!r.ok()) return r.status();
+      parts.emplace_back(t, std::move(*r));
+    }
+    if (parts.size() == 1) {
+      ranks.push_back(std::move(parts.front().second));
+    } else {
+      DUET_ASSIGN_OR_RETURN(auto multi,
+                            kv_transfer::MakeMultiReceiver(std::move(parts)));
+      ranks.push_back(std::move(multi));
+    }
   }
-  if (parts.size() == 1) return std::move(parts.front().second);
-  return kv_transfer::MakeMultiReceiver(std::move(parts));
+  return kv_transfer::MakeTensorParallelReceiver(std::move(ranks));
 }
 
 absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
     const std::vector<Transport>& transports, runtime::ModelRunner& runner,
     const kv_transfer::UcxOptions& ucx) {
-  std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvSender>>>
-      parts;
-  for (Transport t : transports) {
-    absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> s =
-        t == Transport::kCudaIpc
-            ? kv_transfer::MakeCudaIpcSender(runner.pool_view(),
-                                             &runner.backend(), runner.device())
-            : kv_transfer::MakeUcxSender(runner.pool_view(), ucx,
-                                         &runner.backend());
-    if (!s.ok()) return s.status();
-    parts.emplace_back(t, std::move(*s));
+  // One sender per rank's pool; the tensor-parallel wrapper routes each
+  // rank's heads to the receiving rank that holds them, whatever the
+  // decode node's TP size.
+  std::vector<std::unique_ptr<kv_transfer::KvSender>> ranks;
+  for (int32_t rank = 0; rank < runner.tensor_parallel_size(); ++rank) {
+    std::vector<std::pair<Transport, std::unique_ptr<kv_transfer::KvSender>>>
+        parts;
+    for (Transport t : transports) {
+      absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> s =
+          t == Transport::kCudaIpc
+              ? kv_transfer::MakeCudaIpcSender(runner.pool_view(rank),
+                                               &runner.rank_backend(rank),
+                                               runner.rank_device(rank))
+              : kv_transfer::MakeUcxSender(runner.pool_view(rank), ucx,
+                                           &runner.rank_backend(rank));
+      if (!s.ok()) return s.status();
+      parts.emplace_back(t, std::move(*s));
+    }
+    if (parts.size() == 1) {
+      ranks.push_back(std::move(parts.front().second));
+    } else {
+      DUET_ASSIGN_OR_RETURN(auto multi,
+                            kv_transfer::MakeMultiSender(std::move(parts)));
+      ranks.push_back(std::move(multi));
+    }
   }
-  if (parts.size() == 1) return std::move(parts.front().second);
-  return kv_transfer::MakeMultiSender(std::move(parts));
+  return kv_transfer::MakeTensorParallelSender(std::move(ranks),
+                                               runner.layout());
 }
 
 absl::StatusOr<std::string> UcxNetDeviceFor(const std::string& listen) {

@@ -15,7 +15,13 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(std::string, router, "", "router host:port (required)");
 ABSL_FLAG(std::string, backend, "auto",
           "cpu, cuda, or auto (cuda when a GPU is visible, else cpu)");
-ABSL_FLAG(int32_t, device, 0, "CUDA device index for the cuda backend");
+ABSL_FLAG(int32_t, device, 0,
+          "CUDA device index for the cuda backend (the first of the "
+          "tensor-parallel ranks)");
+ABSL_FLAG(int32_t, tensor_parallel_size, 1,
+          "ranks the model is split over (Megatron; must divide the heads): "
+          "CUDA devices --device onwards, or threads on the CPU backend. "
+          "Prefill and decode nodes may use different sizes");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block");
 ABSL_FLAG(int32_t, num_kv_blocks, 0,
           "KV cache blocks of this node; 0 = on a GPU, what "
@@ -66,6 +72,11 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
   f.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   if (f.max_num_seqs == 0) f.max_num_seqs = default_max_num_seqs;
   f.rank = absl::GetFlag(FLAGS_rank);
+  f.tensor_parallel_size = absl::GetFlag(FLAGS_tensor_parallel_size);
+  if (f.tensor_parallel_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tensor-parallel-size must be >= 1, got ", f.tensor_parallel_size));
+  }
   f.kv_transport = absl::GetFlag(FLAGS_kv_transport);
   if (f.kv_transport != "auto" && f.kv_transport != "ucx" &&
       f.kv_transport != "cuda-ipc") {
@@ -92,13 +103,17 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
 
 absl::StatusOr<std::unique_ptr<runtime::ModelRunner>> MakeNodeRunner(
     const NodeFlags& flags) {
-  DUET_ASSIGN_OR_RETURN(runtime::BackendChoice backend,
-                        runtime::MakeBackend(flags.backend));
-  DUET_LOG(INFO) << backend.description;
+  DUET_ASSIGN_OR_RETURN(
+      std::vector<runtime::BackendChoice> backends,
+      runtime::MakeBackends(flags.backend, flags.tensor_parallel_size));
+  for (const auto& b : backends) DUET_LOG(INFO) << b.description;
   DUET_ASSIGN_OR_RETURN(
       std::unique_ptr<runtime::ModelRunner> runner,
-      runtime::ModelRunner::Create(std::move(backend), flags.addresses.model,
+      runtime::ModelRunner::Create(std::move(backends), flags.addresses.model,
                                    flags.runner));
+  if (runner->tensor_parallel_size() > 1) {
+    DUET_LOG(INFO) << "tensor-parallel size " << runner->tensor_parallel_size();
+  }
   DUET_LOG(INFO) << "KV pool: " << runner->PoolSummary();
   return runner;
 }

@@ -22,6 +22,8 @@ struct NodeFlags {
   runtime::ModelRunnerOptions runner;
   int32_t max_num_seqs = 0;
   int32_t rank = 0;
+  // Ranks the model is split over (--tensor-parallel-size).
+  int32_t tensor_parallel_size = 1;
   // "auto", "ucx" or "cuda-ipc" (--kv-transport; see serving/kv_transports.h).
   std::string kv_transport = "auto";
 };

@@ -402,6 +402,41 @@ TEST(ClusterTest, EveryKvPushModeEqualsTheSingleProcessEngine) {
   }
 }
 
+// Tensor parallelism across the handover (CPU ranks as threads): a prefill
+// node of TP=2 writing into a decode node of TP=1 (each prefill rank sends
+// its KV heads as slices into the one decode pool), TP=1 into TP=2 (the one
+// prefill pool is split over the two decode ranks), and TP=2 into TP=2
+// (whole blocks, rank to rank), over direct and host-staged UCX: every
+// stream equals the single-process TP=1 engine token for token, and no
+// block leaks.
+TEST(ClusterTest, HeterogeneousTensorParallelEqualsTheSingleProcessEngine) {
+  for (auto [p_tp, d_tp] : {std::pair{2, 1}, std::pair{1, 2}, std::pair{2, 2}}) {
+    for (bool staged : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "P TP=" << p_tp << " -> D TP="
+                                        << d_tp << (staged ? " staged" : ""));
+      ClusterOptions o = TinyCluster(1, 1);
+      o.prefill_args.insert(o.prefill_args.end(),
+                            {"--tensor-parallel-size", std::to_string(p_tp)});
+      o.decode_args.insert(o.decode_args.end(),
+                           {"--tensor-parallel-size", std::to_string(d_tp)});
+      if (staged) {
+        o.prefill_args.push_back("--kv-staged");
+        o.decode_args.insert(o.decode_args.end(),
+                             {"--kv-staged", "--kv-staging-blocks", "64"});
+      }
+      auto cluster = LocalCluster::Start(o);
+      ASSERT_TRUE(cluster.ok()) << cluster.status();
+      std::vector<std::vector<int32_t>> prompts;
+      for (int i = 0; i < 6; ++i) {
+        prompts.push_back(LcgPrompt(5 + 29 * i, 100000));  // up to 3 chunks
+        prompts.back()[0] = 5000 + i;
+      }
+      ExpectConcurrentOutputsEqualTheEngine(**cluster, prompts, 8);
+      EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+    }
+  }
+}
+
 // A decode pool too small for the concurrent requests' growth: requests are
 // preempted and recomputed on the decode node, and every stream still
 // equals the single-process engine token for token.
