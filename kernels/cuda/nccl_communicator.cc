@@ -1,21 +1,84 @@
 #include "kernels/cuda/nccl_communicator.h"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/device_status.h"
 #include "common/logging.h"
+#include "common/status.h"
 
 namespace duet::kernels {
 namespace {
 
+// NCCL is loaded when the first communicator is made, not linked: NCCL is
+// not part of every CUDA install (PyTorch images ship their own copy), and
+// a node that never runs tensor parallelism on CUDA must start without it.
+// nccl.h gives the types; these are the entry points used.
+struct NcclApi {
+  decltype(&ncclGetErrorString) GetErrorString;
+  decltype(&ncclGetUniqueId) GetUniqueId;
+  decltype(&ncclCommInitRankConfig) CommInitRankConfig;
+  decltype(&ncclCommGetAsyncError) CommGetAsyncError;
+  decltype(&ncclCommFinalize) CommFinalize;
+  decltype(&ncclCommDestroy) CommDestroy;
+  decltype(&ncclCommAbort) CommAbort;
+  decltype(&ncclAllReduce) AllReduce;
+  decltype(&ncclSend) Send;
+  decltype(&ncclRecv) Recv;
+  decltype(&ncclGroupStart) GroupStart;
+  decltype(&ncclGroupEnd) GroupEnd;
+};
+
+absl::StatusOr<const NcclApi*> Nccl() {
+  static const absl::StatusOr<NcclApi>* api = [] {
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      return new absl::StatusOr<NcclApi>(absl::UnavailableError(absl::StrCat(
+          "NCCL is needed for tensor parallelism on CUDA and could not be "
+          "loaded (",
+          dlerror(), "); put libnccl.so.2 on LD_LIBRARY_PATH")));
+    }
+    NcclApi a;
+    bool ok = true;
+    auto load = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(
+          dlsym(lib, name));
+      ok = ok && fn != nullptr;
+    };
+    load(a.GetErrorString, "ncclGetErrorString");
+    load(a.GetUniqueId, "ncclGetUniqueId");
+    load(a.CommInitRankConfig, "ncclCommInitRankConfig");
+    load(a.CommGetAsyncError, "ncclCommGetAsyncError");
+    load(a.CommFinalize, "ncclCommFinalize");
+    load(a.CommDestroy, "ncclCommDestroy");
+    load(a.CommAbort, "ncclCommAbort");
+    load(a.AllReduce, "ncclAllReduce");
+    load(a.Send, "ncclSend");
+    load(a.Recv, "ncclRecv");
+    load(a.GroupStart, "ncclGroupStart");
+    load(a.GroupEnd, "ncclGroupEnd");
+    if (!ok) {
+      return new absl::StatusOr<NcclApi>(absl::UnavailableError(
+          "libnccl.so.2 lacks an entry point duet needs (NCCL >= 2.19)"));
+    }
+    return new absl::StatusOr<NcclApi>(a);
+  }();
+  if (!api->ok()) return api->status();
+  return &**api;
+}
+
+// Only called once Nccl() succeeded.
+const NcclApi& Api() { return **Nccl(); }
+
 absl::Status NcclError(ncclResult_t rc, absl::string_view what) {
   return DeviceErrorToStatus(DeviceLib::kNccl, static_cast<int>(rc),
-                             ncclGetErrorString(rc), what, __FILE__,
+                             Api().GetErrorString(rc), what, __FILE__,
                              __LINE__);
 }
 
@@ -27,7 +90,7 @@ absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline,
   int spins = 0;
   while (true) {
     ncclResult_t state = ncclSuccess;
-    const ncclResult_t rc = ncclCommGetAsyncError(comm, &state);
+    const ncclResult_t rc = Api().CommGetAsyncError(comm, &state);
     if (rc != ncclSuccess) return NcclError(rc, what);
     if (state == ncclSuccess) return absl::OkStatus();
     if (state != ncclInProgress) return NcclError(state, what);
@@ -58,16 +121,16 @@ class NcclCommunicator final : public Communicator {
     if (!aborted_.load()) {
       // Finalize flushes this rank's outstanding operations; a peer that
       // vanished makes it time out, and then the communicator is aborted.
-      const ncclResult_t rc = ncclCommFinalize(comm_);
+      const ncclResult_t rc = Api().CommFinalize(comm_);
       if ((rc == ncclSuccess || rc == ncclInProgress) &&
           AwaitComm(comm_, absl::Now() + timeout_, "ncclCommFinalize").ok()) {
-        ncclCommDestroy(comm_);
+        Api().CommDestroy(comm_);
         return;
       }
       DUET_LOG(WARNING) << "NCCL rank " << rank_
                         << ": finalize failed or timed out; aborting";
     }
-    ncclCommAbort(comm_);
+    Api().CommAbort(comm_);
   }
 
   int rank() const override { return rank_; }
@@ -79,7 +142,7 @@ class NcclCommunicator final : public Communicator {
       return absl::InvalidArgumentError(absl::StrCat(
           "AllReduceSum: dtype ", DTypeName(buf.dtype), " (f32 or bf16)"));
     }
-    return Issue(ncclAllReduce(buf.data, buf.data,
+    return Issue(Api().AllReduce(buf.data, buf.data,
                                static_cast<size_t>(buf.numel()),
                                NcclType(buf.dtype), ncclSum, comm_, stream_),
                  "ncclAllReduce");
@@ -87,26 +150,26 @@ class NcclCommunicator final : public Communicator {
 
   absl::Status Send(TensorView buf, int peer) override {
     if (absl::Status s = CheckPeer(buf, peer, "Send"); !s.ok()) return s;
-    return Issue(ncclSend(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
+    return Issue(Api().Send(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
                           stream_),
                  "ncclSend");
   }
 
   absl::Status Recv(TensorView buf, int peer) override {
     if (absl::Status s = CheckPeer(buf, peer, "Recv"); !s.ok()) return s;
-    return Issue(ncclRecv(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
+    return Issue(Api().Recv(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
                           stream_),
                  "ncclRecv");
   }
 
   void GroupStart() override {
-    ncclGroupStart();
+    Api().GroupStart();
     in_group_ = true;
   }
 
   absl::Status GroupEnd() override {
     in_group_ = false;
-    return Issue(ncclGroupEnd(), "ncclGroupEnd");
+    return Issue(Api().GroupEnd(), "ncclGroupEnd");
   }
 
   absl::Status Wait(absl::Duration timeout) override {
@@ -117,7 +180,7 @@ class NcclCommunicator final : public Communicator {
       const cudaError_t q = cudaStreamQuery(stream_);
       // A peer's failure shows up as the communicator's async error.
       ncclResult_t state = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &state);
+      Api().CommGetAsyncError(comm_, &state);
       if (state != ncclSuccess && state != ncclInProgress) {
         Abort();
         return NcclError(state, "NCCL operation");
@@ -144,7 +207,7 @@ class NcclCommunicator final : public Communicator {
       // blocked in NCCL; it frees the communicator's resources, and the
       // destructor does not touch it again.
       cudaSetDevice(device_);
-      ncclCommAbort(comm_);
+      Api().CommAbort(comm_);
     }
   }
 
@@ -204,8 +267,11 @@ class NcclCommunicator final : public Communicator {
 
 absl::StatusOr<std::string> NewNcclUniqueId() {
   static_assert(sizeof(ncclUniqueId) == kNcclUniqueIdBytes);
+  DUET_ASSIGN_OR_RETURN(const NcclApi* nccl, Nccl());
   ncclUniqueId id;
-  DUET_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
+  if (const ncclResult_t rc = nccl->GetUniqueId(&id); rc != ncclSuccess) {
+    return NcclError(rc, "ncclGetUniqueId");
+  }
   return std::string(id.internal, sizeof(id.internal));
 }
 
@@ -227,6 +293,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
   if (o.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("NCCL communicator timeout must be > 0");
   }
+  DUET_RETURN_IF_ERROR(Nccl().status());
   DUET_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
   ncclUniqueId id;
   std::memcpy(id.internal, o.unique_id.data(), kNcclUniqueIdBytes);
@@ -234,16 +301,16 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
   config.blocking = 0;
   ncclComm_t comm = nullptr;
   const ncclResult_t rc =
-      ncclCommInitRankConfig(&comm, o.size, id, o.rank, &config);
+      Api().CommInitRankConfig(&comm, o.size, id, o.rank, &config);
   if (rc != ncclSuccess && rc != ncclInProgress) {
-    if (comm != nullptr) ncclCommAbort(comm);
+    if (comm != nullptr) Api().CommAbort(comm);
     return NcclError(rc, "ncclCommInitRankConfig");
   }
   if (absl::Status s = AwaitComm(comm, absl::Now() + o.timeout,
                                  absl::StrCat("NCCL init of rank ", o.rank,
                                               " of ", o.size));
       !s.ok()) {
-    ncclCommAbort(comm);
+    Api().CommAbort(comm);
     return s;
   }
   return std::unique_ptr<Communicator>(new NcclCommunicator(comm, o));
