@@ -28,6 +28,10 @@ ABSL_FLAG(int32_t, node_timeout_ms, 2000,
           "a node silent this long is taken out of rotation");
 ABSL_FLAG(int32_t, request_timeout_ms, 300000,
           "deadline of a request whose client sets none");
+ABSL_FLAG(int32_t, stream_idle_timeout_ms, 60000,
+          "end a request whose decode node sent nothing for this long "
+          "(UNAVAILABLE naming the node), even while the node heartbeats; "
+          "0 = no limit");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
 ABSL_FLAG(std::string, model_name, "",
@@ -80,6 +84,8 @@ int main(int argc, char** argv) {
         "--heartbeat-interval-ms, --request-timeout-ms and "
         "--control-rpc-timeout-ms must be > 0");
   }
+  const int32_t idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout_ms);
+  if (idle_timeout < 0) return Usage("--stream-idle-timeout-ms must be >= 0");
   if (node_timeout <= heartbeat) {
     return Usage(
         "--node-timeout-ms must be larger than "
@@ -103,6 +109,7 @@ int main(int argc, char** argv) {
   options.members_only = !tls->insecure;
   options.default_request_timeout = absl::Milliseconds(request_timeout);
   options.control_rpc_timeout = absl::Milliseconds(control_timeout);
+  options.stream_idle_timeout = absl::Milliseconds(idle_timeout);
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {

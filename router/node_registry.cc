@@ -82,6 +82,8 @@ absl::StatusOr<uint64_t> NodeRegistry::Register(
   node.load.set_total_kv_blocks(req.total_kv_blocks());
   node.load.set_free_kv_blocks(req.total_kv_blocks());
   node.last_heartbeat = absl::Now();
+  // Calls still in flight on the old channel keep it (shared_ptr).
+  stubs_.erase(req.address());
   node.stub = StubFor(req.address());
   nodes_.emplace(id, std::move(node));
   DUET_LOG(INFO) << "registered " << v1::NodeRole_Name(req.role()) << " node "
@@ -131,6 +133,14 @@ void NodeRegistry::SweepLocked() {
       ++it;
     }
   }
+}
+
+absl::flat_hash_set<uint64_t> NodeRegistry::LiveNodeIds() {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+  absl::flat_hash_set<uint64_t> ids;
+  for (const auto& [id, n] : nodes_) ids.insert(id);
+  return ids;
 }
 
 NodeRef NodeRegistry::MakeRef(uint64_t id, const Node& n) {

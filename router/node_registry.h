@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -58,6 +59,9 @@ class NodeRegistry {
   absl::Duration heartbeat_interval() const { return heartbeat_interval_; }
 
   // Registers (or re-registers: same address replaces the old entry) a node.
+  // The node gets a new channel: the one to its previous process at that
+  // address may sit in connect backoff, which would fail its first
+  // requests for reasons of the past.
   // InvalidArgument for a bad role, address or layout.
   absl::StatusOr<uint64_t> Register(const v1::RegisterRequest& req);
   // false when the node is unknown (never registered, or timed out);
@@ -76,6 +80,10 @@ class NodeRegistry {
   // Bookkeeping between heartbeats.
   void AddReservedBlocks(uint64_t id, int64_t blocks);
   void AddPrefillTokens(uint64_t id, int64_t tokens);
+
+  // Ids of the live nodes (sweeping out those past their heartbeat
+  // timeout first).
+  absl::flat_hash_set<uint64_t> LiveNodeIds();
 
   // Smallest max_model_len over live nodes (0 when none).
   int32_t MaxModelLen();

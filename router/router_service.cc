@@ -57,49 +57,6 @@ bool NodeUnreachable(const grpc::Status& s) {
 
 }  // namespace
 
-// --- CancellationWatcher ----------------------------------------------------
-
-CancellationWatcher::CancellationWatcher() : thread_([this] { Loop(); }) {}
-
-CancellationWatcher::~CancellationWatcher() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  thread_.join();
-}
-
-void CancellationWatcher::Loop() {
-  absl::MutexLock lock(&mu_);
-  while (!stop_) {
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(10));
-    for (Scope* scope : scopes_) {
-      if (scope->cancelled_.load() || !scope->server_->IsCancelled()) continue;
-      scope->cancelled_.store(true);
-      absl::MutexLock scope_lock(&scope->mu_);
-      if (scope->current_ != nullptr) scope->current_->TryCancel();
-    }
-  }
-}
-
-CancellationWatcher::Scope::Scope(CancellationWatcher* watcher,
-                                  grpc::ServerContext* server)
-    : watcher_(watcher), server_(server) {
-  absl::MutexLock lock(&watcher_->mu_);
-  watcher_->scopes_.insert(this);
-}
-
-CancellationWatcher::Scope::~Scope() {
-  absl::MutexLock lock(&watcher_->mu_);
-  watcher_->scopes_.erase(this);
-}
-
-void CancellationWatcher::Scope::SetCurrent(grpc::ClientContext* ctx) {
-  absl::MutexLock lock(&mu_);
-  current_ = ctx;
-  if (ctx != nullptr && cancelled_.load()) ctx->TryCancel();
-}
-
 // --- RouterService ----------------------------------------------------------
 
 RouterService::RouterService(NodeRegistry* registry,
@@ -108,6 +65,7 @@ RouterService::RouterService(NodeRegistry* registry,
     : registry_(registry),
       options_(options),
       tokenizer_(tokenizer),
+      watcher_([registry] { return registry->LiveNodeIds(); }),
       device_() {}
 
 uint64_t RouterService::NewRequestId() {
@@ -239,7 +197,7 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
 grpc::Status RouterService::ReserveDecode(
     uint64_t id, int32_t num_prompt_tokens, const v1::GenerateRequest& req,
     const NodeRef& prefill, absl::Time deadline,
-    CancellationWatcher::Scope& scope, Reservation* out) {
+    CallWatcher::Scope& scope, Reservation* out) {
   std::string last_error = "no decode node is registered";
   while (true) {
     const std::vector<NodeRef> decode = registry_->DecodeCandidates();
@@ -334,7 +292,7 @@ grpc::Status RouterService::RunPrefill(
     uint64_t id, const std::vector<int32_t>& prompt,
     const v1::SamplingParams& sampling, const NodeRef& node,
     const Reservation& reservation, absl::Time deadline,
-    CancellationWatcher::Scope& scope, bool* retry, v1::PrefillResponse* out) {
+    CallWatcher::Scope& scope, bool* retry, v1::PrefillResponse* out) {
   *retry = false;
   // The prefill node stops writing KV by its deadline; it must stop before
   // the reservation expires, or a late write could land in blocks the
@@ -351,12 +309,25 @@ grpc::Status RouterService::RunPrefill(
   grpc::ClientContext ctx;
   SetDeadline(ctx, prefill_deadline);
   scope.SetCurrent(&ctx);
+  // A prefill node that leaves the cluster mid-prefill ends the call now
+  // (and the request may go to another one); a prefill has no messages to
+  // time between, so no idle limit.
+  scope.WatchNode(node.id, absl::ZeroDuration());
   registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()));
   const grpc::Status s = node.stub->Prefill(&ctx, p, out);
   scope.SetCurrent(nullptr);
+  const bool node_gone = scope.lost() == CallWatcher::Lost::kNodeGone;
+  scope.Unwatch();
   if (s.ok()) return s;
   if (scope.cancelled()) {
     return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+  }
+  if (node_gone) {
+    *retry = true;
+    return Error(grpc::StatusCode::UNAVAILABLE,
+                 absl::StrCat("prefill node ", node.address,
+                              " left the cluster (missed heartbeats) "
+                              "during the prefill"));
   }
   if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
       prefill_deadline < deadline && absl::Now() >= prefill_deadline) {
@@ -437,7 +408,7 @@ grpc::Status RouterService::GenerateImpl(
       std::min(absl::FromChrono(ctx->deadline()),
                start + options_.default_request_timeout);
   const uint64_t id = NewRequestId();
-  CancellationWatcher::Scope scope(&watcher_, ctx);
+  CallWatcher::Scope scope(&watcher_, ctx);
   v1::SamplingParams sampling = req->sampling();
   sampling.clear_stop();  // stop strings are the router's job
   if (text.has_value() && tokenizer_eos_.has_value() &&
@@ -498,6 +469,9 @@ grpc::Status RouterService::GenerateImpl(
   grpc::ClientContext dctx;
   SetDeadline(dctx, deadline);
   scope.SetCurrent(&dctx);
+  // A decode node that leaves the cluster or goes quiet ends the stream
+  // now, not at the client's deadline.
+  scope.WatchNode(reservation.node.id, options_.stream_idle_timeout);
   std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>> reader =
       reservation.node.stub->Decode(&dctx, d);
   v1::DecodeResponse msg;
@@ -528,6 +502,7 @@ grpc::Status RouterService::GenerateImpl(
     return writer->Write(out);
   };
   while (!stopped_by_string && reader->Read(&msg)) {
+    scope.Touch();
     if (msg.has_chunk()) {
       if (ttft_ms < 0)
         ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
@@ -568,8 +543,25 @@ grpc::Status RouterService::GenerateImpl(
   if (stopped_by_string || client_gone) dctx.TryCancel();
   const grpc::Status s = reader->Finish();
   scope.SetCurrent(nullptr);
+  const CallWatcher::Lost lost = scope.lost();
+  scope.Unwatch();
   if (client_gone || scope.cancelled()) {
     return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+  }
+  if (lost != CallWatcher::Lost::kNone && !stopped_by_string) {
+    // The node is gone or stuck: whatever it still holds for this request
+    // is freed when it sees the cancelled stream (or by its TTL).
+    return Error(
+        grpc::StatusCode::UNAVAILABLE,
+        lost == CallWatcher::Lost::kNodeGone
+            ? absl::StrCat("decode node ", reservation.node.address,
+                           " left the cluster (missed heartbeats) after ",
+                           completion_tokens, " tokens")
+            : absl::StrCat("decode node ", reservation.node.address,
+                           " sent nothing for ",
+                           absl::FormatDuration(options_.stream_idle_timeout),
+                           " (--stream-idle-timeout-ms) after ",
+                           completion_tokens, " tokens"));
   }
   if (stopped_by_string) {
     // The decode node saw its stream cancelled and freed the request.

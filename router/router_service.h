@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "duet/v1/client.grpc.pb.h"
 #include "duet/v1/registry.grpc.pb.h"
+#include "router/call_watcher.h"
 #include "router/node_registry.h"
 #include "security/api_keys.h"
 #include "tokenizer/tokenizer.h"
@@ -38,41 +39,10 @@ struct RouterOptions {
   // Register and Heartbeat only from peers with a certificate of the
   // cluster's CA (false with --insecure).
   bool members_only = false;
-};
-
-// Cancels outgoing calls whose client went away. gRPC's synchronous server
-// API has no cancellation callback, so one thread polls the registered
-// server contexts every few milliseconds.
-class CancellationWatcher {
- public:
-  CancellationWatcher();
-  ~CancellationWatcher();
-
-  class Scope;
-  // While a Scope lives, a cancelled `server` cancels whatever ClientContext
-  // is set as current.
-  class Scope {
-   public:
-    Scope(CancellationWatcher* watcher, grpc::ServerContext* server);
-    ~Scope();
-    void SetCurrent(grpc::ClientContext* ctx);
-    bool cancelled() const { return cancelled_.load(); }
-
-   private:
-    friend class CancellationWatcher;
-    CancellationWatcher* watcher_;
-    grpc::ServerContext* server_;
-    absl::Mutex mu_;
-    grpc::ClientContext* current_ ABSL_GUARDED_BY(mu_) = nullptr;
-    std::atomic<bool> cancelled_{false};
-  };
-
- private:
-  void Loop();
-  absl::Mutex mu_;
-  absl::flat_hash_set<Scope*> scopes_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  // A decode stream that delivers nothing for this long is ended
+  // (UNAVAILABLE naming the node), even while the node still heartbeats;
+  // 0: no limit. A node that leaves the registry ends its streams at once.
+  absl::Duration stream_idle_timeout = absl::Seconds(60);
 };
 
 class RouterService final : public v1::Duet::Service,
@@ -124,7 +94,7 @@ class RouterService final : public v1::Duet::Service,
   grpc::Status ReserveDecode(uint64_t id, int32_t num_prompt_tokens,
                              const v1::GenerateRequest& req,
                              const NodeRef& prefill, absl::Time deadline,
-                             CancellationWatcher::Scope& scope,
+                             CallWatcher::Scope& scope,
                              Reservation* out);
   // Prefills on `node`. Sets *retry when another node may be tried (this
   // one was unreachable); the caller must then reserve anew: a second
@@ -134,7 +104,7 @@ class RouterService final : public v1::Duet::Service,
                           const v1::SamplingParams& sampling,
                           const NodeRef& node, const Reservation& reservation,
                           absl::Time deadline,
-                          CancellationWatcher::Scope& scope, bool* retry,
+                          CallWatcher::Scope& scope, bool* retry,
                           v1::PrefillResponse* out);
   // The least-loaded prefill node not in `tried`.
   std::optional<NodeRef> NextPrefill(const std::vector<uint64_t>& tried);
@@ -145,7 +115,7 @@ class RouterService final : public v1::Duet::Service,
   const RouterOptions options_;
   const tokenizer::Tokenizer* tokenizer_;
   std::optional<int32_t> tokenizer_eos_;
-  CancellationWatcher watcher_;
+  CallWatcher watcher_;
   uint64_t NewRequestId();
   grpc::Status CheckApiKey(const grpc::ServerContext& ctx) const;
   grpc::Status CheckMember(const grpc::ServerContext& ctx,

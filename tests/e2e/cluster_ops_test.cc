@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <atomic>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,8 @@
 
 namespace duet::testing {
 namespace {
+
+using ::testing::HasSubstr;
 
 int CountDecode(v1::Duet::Stub& stub) {
   grpc::ClientContext ctx;
@@ -67,6 +71,126 @@ TEST(ClusterOpsTest, SilentNodeLeavesRotationAndReRegistersWhenBack) {
   EXPECT_EQ(n, 5u);
   (*cluster)->decode(0).Kill(SIGCONT);
   EXPECT_TRUE(WaitDecodeCount(stub, 2, absl::Seconds(5)));
+}
+
+// Starts `n` long streams (3,500 tokens each) at once and returns, per
+// stream, its status and how many tokens it delivered; `during` runs once
+// every stream has delivered a token.
+std::vector<std::pair<grpc::Status, size_t>> LongStreams(
+    v1::Duet::Stub& stub, int n, const std::function<void()>& during) {
+  std::vector<std::pair<grpc::Status, size_t>> out(n);
+  std::atomic<int> started{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest req;
+      for (int32_t id : LcgPrompt(10 + i, 1000)) req.add_prompt_token_ids(id);
+      req.mutable_sampling()->set_max_tokens(3500);
+      req.mutable_sampling()->set_ignore_eos(true);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+      auto reader = stub.Generate(&ctx, req);
+      v1::GenerateResponse msg;
+      size_t got = 0;
+      while (reader->Read(&msg)) {
+        if (got == 0 && msg.chunk().token_ids_size() > 0) ++started;
+        got += msg.chunk().token_ids_size();
+      }
+      out[i] = {reader->Finish(), got};
+    });
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (started.load() < n && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  during();
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+// A decode node that stops (SIGSTOP: its connections stay open) ends every
+// stream on it as soon as the router drops it (1 s here), UNAVAILABLE and
+// naming the node, instead of at the client's deadline; once it resumes it
+// sees the cancelled streams and frees every block.
+TEST(ClusterOpsTest, StoppedDecodeNodeEndsItsStreamsAtOnce) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  auto cluster = LocalCluster::Start(o);  // node timeout 1 s
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::Time stopped;
+  auto streams = LongStreams((*cluster)->client(), 6, [&] {
+    (*cluster)->decode(0).Kill(SIGSTOP);
+    stopped = absl::Now();
+  });
+  const absl::Duration took = absl::Now() - stopped;
+  (*cluster)->decode(0).Kill(SIGCONT);
+  EXPECT_LT(took, absl::Seconds(4));
+  for (const auto& [s, tokens] : streams) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << s.error_message() << " after " << tokens << " tokens";
+    EXPECT_THAT(s.error_message(), HasSubstr("left the cluster"));
+    EXPECT_THAT(s.error_message(), HasSubstr((*cluster)->decode(0).address()));
+    EXPECT_LT(tokens, 3500u);
+  }
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(15)).ok());
+}
+
+// A node that still heartbeats but sends nothing on a stream (here: a long
+// node timeout, so SIGSTOP does not drop it) is noticed by the stream's
+// idle timeout.
+TEST(ClusterOpsTest, QuietStreamEndsAtTheIdleTimeout) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.router_args = {"--node-timeout-ms", "60000", "--stream-idle-timeout-ms",
+                   "1500"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::Time stopped;
+  auto streams = LongStreams((*cluster)->client(), 2, [&] {
+    (*cluster)->decode(0).Kill(SIGSTOP);
+    stopped = absl::Now();
+  });
+  const absl::Duration took = absl::Now() - stopped;
+  (*cluster)->decode(0).Kill(SIGCONT);
+  EXPECT_GE(took, absl::Milliseconds(1400));
+  EXPECT_LT(took, absl::Seconds(5));
+  for (const auto& [s, tokens] : streams) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("sent nothing for 1.5s"));
+  }
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(15)).ok());
+}
+
+// A decode node restarted at the same address after a while down serves
+// the first request placed on it: the router dials it on a fresh channel,
+// not one left in connect backoff by the failures while it was down.
+TEST(ClusterOpsTest, RestartedNodeServesAsSoonAsItIsBack) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  auto cluster = LocalCluster::Start(o);  // node timeout 1 s
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  v1::Duet::Stub& stub = (*cluster)->client();
+  ASSERT_TRUE(RunRequest(stub, 10, 4, absl::Seconds(30)).ok());
+  // Requests while it is down fail (and push the old channel into backoff).
+  std::atomic<bool> down{true};
+  std::thread pester([&] {
+    while (down.load()) {
+      (void)RunRequest(stub, 10, 4, absl::Seconds(2));
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+  const absl::Status restarted =
+      (*cluster)->RestartDecode(0, absl::Seconds(12));
+  down = false;
+  pester.join();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_TRUE(WaitDecodeCount(stub, 1, absl::Seconds(5)));
+  const absl::Time back = absl::Now();
+  size_t n = 0;
+  const grpc::Status s = RunRequest(stub, 10, 4, absl::Seconds(30), &n);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(n, 4u);
+  EXPECT_LT(absl::Now() - back, absl::Seconds(3));
 }
 
 TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {

@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
           Process::Start(args, absl::StrCat(c->log_dir_, "/", log, i, ".log"),
                          "serving", kStart);
       if (!p.ok()) return p.status();
+      if (&out == &c->decode_) c->decode_argv_.push_back(args);
       out.push_back(std::move(*p));
     }
     return absl::OkStatus();
@@ -254,6 +255,21 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
+}
+
+absl::Status LocalCluster::RestartDecode(int i, absl::Duration down) {
+  const std::string address = decode_[i]->address();
+  decode_[i]->Kill(SIGKILL);
+  decode_[i]->Wait(absl::Seconds(10));
+  absl::SleepFor(down);
+  std::vector<std::string> args = decode_argv_[i];
+  args.insert(args.end(), {"--listen", address});  // the last one wins
+  auto p = Process::Start(
+      args, absl::StrCat(log_dir_, "/decode", i, "_restarted.log"), "serving",
+      absl::Seconds(120));
+  if (!p.ok()) return p.status();
+  decode_[i] = std::move(*p);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::StatsResponse> LocalCluster::Stats(const Process& node) {

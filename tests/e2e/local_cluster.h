@@ -79,6 +79,10 @@ class LocalCluster {
   std::shared_ptr<grpc::ChannelCredentials> MemberCredentials() const;
   Process& prefill(int i) { return *prefill_[i]; }
   Process& decode(int i) { return *decode_[i]; }
+  // SIGKILLs decode node `i` (if it still runs), waits `down`, and starts
+  // it again with the same flags at the same address (--listen), as an
+  // operator restarting a crashed node would; returns once it serves.
+  absl::Status RestartDecode(int i, absl::Duration down);
   // Stats of one node, straight from the node (not the router's cache).
   absl::StatusOr<v1::StatsResponse> Stats(const Process& node);
   // Waits until every prefill and decode node reports its full pool free.
@@ -91,6 +95,7 @@ class LocalCluster {
   std::unique_ptr<Process> router_;
   std::vector<std::unique_ptr<Process>> prefill_;
   std::vector<std::unique_ptr<Process>> decode_;
+  std::vector<std::vector<std::string>> decode_argv_;  // for RestartDecode
   std::string router_address_;
   std::unique_ptr<v1::Duet::Stub> client_;
 };
