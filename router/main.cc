@@ -32,6 +32,9 @@ ABSL_FLAG(int32_t, stream_idle_timeout_ms, 60000,
           "end a request whose decode node sent nothing for this long "
           "(UNAVAILABLE naming the node), even while the node heartbeats; "
           "0 = no limit");
+ABSL_FLAG(int32_t, max_queued_requests, 1024,
+          "requests that may wait at once for KV space on the decode nodes "
+          "(first come, first served); beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
 ABSL_FLAG(std::string, model_name, "",
@@ -85,6 +88,8 @@ int main(int argc, char** argv) {
         "--control-rpc-timeout-ms must be > 0");
   }
   const int32_t idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout_ms);
+  const int32_t max_queued = absl::GetFlag(FLAGS_max_queued_requests);
+  if (max_queued < 0) return Usage("--max-queued-requests must be >= 0");
   if (idle_timeout < 0) return Usage("--stream-idle-timeout-ms must be >= 0");
   if (node_timeout <= heartbeat) {
     return Usage(
@@ -110,6 +115,7 @@ int main(int argc, char** argv) {
   options.default_request_timeout = absl::Milliseconds(request_timeout);
   options.control_rpc_timeout = absl::Milliseconds(control_timeout);
   options.stream_idle_timeout = absl::Milliseconds(idle_timeout);
+  options.max_queued_requests = max_queued;
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/random/random.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/text_stream.h"
@@ -66,6 +67,7 @@ RouterService::RouterService(NodeRegistry* registry,
       options_(options),
       tokenizer_(tokenizer),
       watcher_([registry] { return registry->LiveNodeIds(); }),
+      admission_(options.max_queued_requests),
       device_() {}
 
 uint64_t RouterService::NewRequestId() {
@@ -199,7 +201,30 @@ grpc::Status RouterService::ReserveDecode(
     const NodeRef& prefill, absl::Time deadline,
     CallWatcher::Scope& scope, Reservation* out) {
   std::string last_error = "no decode node is registered";
+  std::optional<AdmissionQueue::Ticket> ticket;
+  // First come, first served: behind the requests already waiting.
+  if (admission_.busy()) {
+    if (absl::Status s = admission_.Enter(&ticket); !s.ok()) {
+      return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   std::string(s.message()));
+    }
+  }
   while (true) {
+    if (ticket.has_value()) {
+      switch (admission_.WaitTurn(*ticket, deadline,
+                                  [&] { return scope.cancelled(); })) {
+        case AdmissionQueue::Wake::kTurn:
+          break;
+        case AdmissionQueue::Wake::kCancelled:
+          return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+        case AdmissionQueue::Wake::kDeadline:
+          return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("every decode node's KV cache is full and "
+                                    "the request's deadline passed while "
+                                    "queued (",
+                                    last_error, ")"));
+      }
+    }
     const std::vector<NodeRef> decode = registry_->DecodeCandidates();
     if (decode.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
@@ -275,16 +300,14 @@ grpc::Status RouterService::ReserveDecode(
       return Error(grpc::StatusCode::UNAVAILABLE,
                    absl::StrCat("no decode node reachable (", last_error, ")"));
     }
-    // Every reachable decode node is full: queue until space frees up or
-    // the request's deadline passes.
-    if (absl::Now() + options_.reserve_retry_interval > deadline) {
-      return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                   absl::StrCat("every decode node's KV cache is full and "
-                                "the request's deadline passed while "
-                                "queued (",
-                                last_error, ")"));
+    // Every reachable decode node is full: queue until capacity changes
+    // (or the request's deadline passes).
+    if (!ticket.has_value()) {
+      if (absl::Status s = admission_.Enter(&ticket); !s.ok()) {
+        return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     std::string(s.message()));
+      }
     }
-    absl::SleepFor(options_.reserve_retry_interval);
   }
 }
 
@@ -357,6 +380,7 @@ std::optional<NodeRef> RouterService::NextPrefill(
 
 void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
                                   v1::ReleaseReason reason) {
+  absl::Cleanup freed = [this] { admission_.Notify(); };
   v1::ReleaseRequest req;
   req.set_request_id(id);
   req.set_reason(reason);
@@ -376,6 +400,9 @@ grpc::Status RouterService::Generate(
     grpc::ServerContext* ctx, const v1::GenerateRequest* req,
     grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const grpc::Status status = GenerateImpl(ctx, req, writer);
+  // Whatever this request held on a decode node is being freed: the head
+  // of the admission queue may fit now.
+  admission_.Notify();
   if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED &&
       status.error_code() != grpc::StatusCode::INVALID_ARGUMENT) {
     DUET_LOG(WARNING) << "request failed: "
@@ -630,6 +657,7 @@ grpc::Status RouterService::Register(grpc::ServerContext* ctx,
                  std::string(id.status().message()));
   }
   reply->set_node_id(*id);
+  admission_.Notify();
   reply->set_heartbeat_interval_ms(static_cast<uint32_t>(
       absl::ToInt64Milliseconds(registry_->heartbeat_interval())));
   return grpc::Status::OK;
@@ -646,6 +674,8 @@ grpc::Status RouterService::Heartbeat(grpc::ServerContext* ctx,
                  std::string(known.status().message()));
   }
   reply->set_known(*known);
+  // A fresh load report: freed blocks show up here at the latest.
+  admission_.Notify();
   return grpc::Status::OK;
 }
 

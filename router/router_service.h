@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "duet/v1/client.grpc.pb.h"
 #include "duet/v1/registry.grpc.pb.h"
+#include "router/admission_queue.h"
 #include "router/call_watcher.h"
 #include "router/node_registry.h"
 #include "security/api_keys.h"
@@ -30,8 +31,9 @@ struct RouterOptions {
   absl::Duration default_request_timeout = absl::Minutes(5);
   // Per-call cap for Reserve and Release.
   absl::Duration control_rpc_timeout = absl::Seconds(5);
-  // How often a request waiting for KV space retries the decode nodes.
-  absl::Duration reserve_retry_interval = absl::Milliseconds(20);
+  // Requests that may wait for KV space at once (RESOURCE_EXHAUSTED past
+  // it); they retry only when capacity changes (admission_queue.h).
+  int max_queued_requests = 1024;
   // Reservations live this long on a decode node without a Decode call.
   absl::Duration reservation_ttl = absl::Seconds(60);
   // Keys a Generate or ListNodes call must present (null or empty: none).
@@ -116,6 +118,7 @@ class RouterService final : public v1::Duet::Service,
   const tokenizer::Tokenizer* tokenizer_;
   std::optional<int32_t> tokenizer_eos_;
   CallWatcher watcher_;
+  AdmissionQueue admission_;
   uint64_t NewRequestId();
   grpc::Status CheckApiKey(const grpc::ServerContext& ctx) const;
   grpc::Status CheckMember(const grpc::ServerContext& ctx,

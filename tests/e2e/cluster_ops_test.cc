@@ -225,6 +225,52 @@ TEST(ClusterOpsTest, RequestsQueueForKvSpaceAndTimeOutWhenItNeverComes) {
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
+// Overload: with room for two requests on the decode node and room for
+// two more in the router's queue (--max-queued-requests 2), 10 requests at
+// once: the ones that find the queue full are refused at once
+// (RESOURCE_EXHAUSTED naming the flag); every other one completes with all
+// its tokens (queued ones are woken by capacity changes, not a timer); no
+// block leaks.
+TEST(ClusterOpsTest, FullQueueRefusesAtOnceAndQueuedRequestsComplete) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.decode_args = {"--num-kv-blocks", "8"};
+  o.router_args = {"--max-queued-requests", "2"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  v1::Duet::Stub& stub = (*cluster)->client();
+  constexpr int kRequests = 10;
+  std::vector<grpc::Status> results(kRequests);
+  std::vector<size_t> tokens(kRequests);
+  std::vector<absl::Duration> took(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      const absl::Time start = absl::Now();
+      results[i] = RunRequest(stub, 40, 40, absl::Seconds(60), &tokens[i]);
+      took[i] = absl::Now() - start;
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, refused = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    if (results[i].ok()) {
+      ++ok;
+      EXPECT_EQ(tokens[i], 40u);
+      continue;
+    }
+    ++refused;
+    EXPECT_EQ(results[i].error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << results[i].error_message();
+    EXPECT_THAT(results[i].error_message(),
+                HasSubstr("--max-queued-requests 2"));
+    EXPECT_LT(took[i], absl::Seconds(2)) << "refused, but only after waiting";
+  }
+  EXPECT_GE(ok, 4);  // two running, two queued, at least
+  EXPECT_GE(refused, 1);
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+}
+
 TEST(ClusterOpsTest, BenchReportsSaneNumbers) {
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
