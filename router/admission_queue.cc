@@ -11,6 +11,11 @@ void AdmissionQueue::Notify() {
   ++generation_;
 }
 
+void AdmissionQueue::Poke() {
+  absl::MutexLock lock(&mu_);
+  ++pokes_;
+}
+
 AdmissionQueue::Ticket::~Ticket() {
   if (queue_ != nullptr) queue_->Leave(id_);
 }
@@ -53,27 +58,33 @@ int AdmissionQueue::size() {
 AdmissionQueue::Wake AdmissionQueue::WaitTurn(
     Ticket& ticket, absl::Time deadline,
     const std::function<bool()>& cancelled) {
+  absl::MutexLock lock(&mu_);
   struct Arg {
     AdmissionQueue* q;
     const Ticket* t;
-  } arg{this, &ticket};
-  absl::MutexLock lock(&mu_);
+    int64_t pokes;
+  } arg{this, &ticket, pokes_};
+  if (cancelled()) return Wake::kCancelled;
   while (true) {
-    const bool turn = mu_.AwaitWithDeadline(
+    const bool woken = mu_.AwaitWithDeadline(
         absl::Condition(
             +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return !a->q->waiting_.empty() &&
-                     a->q->waiting_.front() == a->t->id_ &&
-                     a->q->generation_ != a->t->seen_;
+              return a->q->pokes_ != a->pokes ||
+                     (!a->q->waiting_.empty() &&
+                      a->q->waiting_.front() == a->t->id_ &&
+                      a->q->generation_ != a->t->seen_);
             },
             &arg),
-        std::min(deadline, absl::Now() + absl::Milliseconds(100)));
-    if (turn) {
+        deadline);
+    if (!woken) return Wake::kDeadline;
+    // cancelled() is an atomic load: no lock order to respect.
+    if (cancelled()) return Wake::kCancelled;
+    arg.pokes = pokes_;
+    if (!waiting_.empty() && waiting_.front() == ticket.id_ &&
+        generation_ != ticket.seen_) {
       ticket.seen_ = generation_;
       return Wake::kTurn;
     }
-    if (absl::Now() >= deadline) return Wake::kDeadline;
-    if (cancelled()) return Wake::kCancelled;  // an atomic load: no lock order
   }
 }
 

@@ -26,6 +26,8 @@ class AdmissionQueue {
 
   // Capacity may have changed: wakes the head.
   void Notify();
+  // A client went away: wakes every waiter to check its `cancelled`.
+  void Poke();
 
   // A place in the queue, left on destruction (waking the next request).
   class Ticket {
@@ -59,8 +61,8 @@ class AdmissionQueue {
 
   enum class Wake { kTurn, kDeadline, kCancelled };
   // Blocks until `ticket` is at the head and capacity changed since its
-  // last turn (kTurn), the deadline passes, or `cancelled()` (checked every
-  // 100 ms) says so.
+  // last turn (kTurn), the deadline passes, or `cancelled()` says so
+  // (checked at each Poke: no waiter wakes on a timer).
   Wake WaitTurn(Ticket& ticket, absl::Time deadline,
                 const std::function<bool()>& cancelled);
 
@@ -72,6 +74,7 @@ class AdmissionQueue {
   std::deque<uint64_t> waiting_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace duet::router

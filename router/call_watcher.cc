@@ -10,8 +10,10 @@ int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
 }  // namespace
 
 CallWatcher::CallWatcher(LiveNodes live_nodes,
-                         absl::Duration node_check_interval)
+                         absl::Duration node_check_interval,
+                         std::function<void()> on_client_cancel)
     : live_nodes_(std::move(live_nodes)),
+      on_client_cancel_(std::move(on_client_cancel)),
       node_check_interval_(node_check_interval),
       thread_([this] { Loop(); }) {}
 
@@ -35,10 +37,12 @@ void CallWatcher::Loop() {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(10));
     const int64_t now = NowNs();
     bool any_watched = false;
+    bool any_cancelled = false;
     for (Scope* scope : scopes_) {
       if (!scope->cancelled_.load() && scope->server_->IsCancelled()) {
         scope->cancelled_.store(true);
         CancelLocked(scope);
+        any_cancelled = true;
       }
       if (scope->node_.load() == 0 || scope->lost_.load() != Lost::kNone) {
         continue;
@@ -50,6 +54,7 @@ void CallWatcher::Loop() {
         CancelLocked(scope);
       }
     }
+    if (any_cancelled && on_client_cancel_ != nullptr) on_client_cancel_();
     // The registry is asked only while calls are watched, and not on every
     // tick: it takes the registry's lock.
     if (!any_watched || live_nodes_ == nullptr ||

@@ -27,9 +27,12 @@ class CallWatcher {
   // `live_nodes` lists the registered nodes (called from the watcher's
   // thread at most every `node_check_interval`).
   using LiveNodes = std::function<absl::flat_hash_set<uint64_t>()>;
+  // `on_client_cancel` (may be null) runs on the watcher's thread whenever
+  // it saw a client go away (requests waiting elsewhere then look).
   explicit CallWatcher(
       LiveNodes live_nodes = nullptr,
-      absl::Duration node_check_interval = absl::Milliseconds(50));
+      absl::Duration node_check_interval = absl::Milliseconds(50),
+      std::function<void()> on_client_cancel = nullptr);
   ~CallWatcher();
 
   enum class Lost { kNone, kNodeGone, kIdle };
@@ -70,6 +73,7 @@ class CallWatcher {
   void CancelLocked(Scope* scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LiveNodes live_nodes_;
+  const std::function<void()> on_client_cancel_;
   const absl::Duration node_check_interval_;
   absl::Mutex mu_;
   absl::flat_hash_set<Scope*> scopes_ ABSL_GUARDED_BY(mu_);

@@ -66,8 +66,9 @@ RouterService::RouterService(NodeRegistry* registry,
     : registry_(registry),
       options_(options),
       tokenizer_(tokenizer),
-      watcher_([registry] { return registry->LiveNodeIds(); }),
       admission_(options.max_queued_requests),
+      watcher_([registry] { return registry->LiveNodeIds(); },
+               absl::Milliseconds(50), [this] { admission_.Poke(); }),
       device_() {}
 
 uint64_t RouterService::NewRequestId() {

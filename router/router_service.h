@@ -117,8 +117,9 @@ class RouterService final : public v1::Duet::Service,
   const RouterOptions options_;
   const tokenizer::Tokenizer* tokenizer_;
   std::optional<int32_t> tokenizer_eos_;
-  CallWatcher watcher_;
+  // Before the watcher: its thread pokes the queue until it is joined.
   AdmissionQueue admission_;
+  CallWatcher watcher_;
   uint64_t NewRequestId();
   grpc::Status CheckApiKey(const grpc::ServerContext& ctx) const;
   grpc::Status CheckMember(const grpc::ServerContext& ctx,
