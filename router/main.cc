@@ -32,6 +32,9 @@ ABSL_FLAG(int32_t, stream_idle_timeout_ms, 60000,
           "end a request whose decode node sent nothing for this long "
           "(UNAVAILABLE naming the node), even while the node heartbeats; "
           "0 = no limit");
+ABSL_FLAG(int32_t, reservation_ttl_ms, 60000,
+          "how long a decode node keeps a reservation whose Decode call "
+          "never comes (the router died or failed mid-request)");
 ABSL_FLAG(int32_t, max_queued_requests, 1024,
           "requests that may wait at once for KV space on the decode nodes "
           "(first come, first served); beyond it RESOURCE_EXHAUSTED at once");
@@ -89,6 +92,11 @@ int main(int argc, char** argv) {
   }
   const int32_t idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout_ms);
   const int32_t max_queued = absl::GetFlag(FLAGS_max_queued_requests);
+  const int32_t reservation_ttl = absl::GetFlag(FLAGS_reservation_ttl_ms);
+  if (reservation_ttl < 3000) {
+    // A prefill must end 2 s before its reservation expires.
+    return Usage("--reservation-ttl-ms must be >= 3000");
+  }
   if (max_queued < 0) return Usage("--max-queued-requests must be >= 0");
   if (idle_timeout < 0) return Usage("--stream-idle-timeout-ms must be >= 0");
   if (node_timeout <= heartbeat) {
@@ -116,6 +124,7 @@ int main(int argc, char** argv) {
   options.control_rpc_timeout = absl::Milliseconds(control_timeout);
   options.stream_idle_timeout = absl::Milliseconds(idle_timeout);
   options.max_queued_requests = max_queued;
+  options.reservation_ttl = absl::Milliseconds(reservation_ttl);
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {

@@ -200,6 +200,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
       Process::Start(router, c->log_dir_ + "/router.log", "serving", kStart);
   if (!r.ok()) return r.status();
   c->router_ = std::move(*r);
+  c->router_argv_ = router;
   c->router_address_ = c->router_->address();
   // Prefill nodes, then decode nodes: the same command but for the binary,
   // the role's own flags and where it goes.
@@ -217,7 +218,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
           Process::Start(args, absl::StrCat(c->log_dir_, "/", log, i, ".log"),
                          "serving", kStart);
       if (!p.ok()) return p.status();
-      if (&out == &c->decode_) c->decode_argv_.push_back(args);
+      (&out == &c->decode_ ? c->decode_argv_ : c->prefill_argv_)
+          .push_back(args);
       out.push_back(std::move(*p));
     }
     return absl::OkStatus();
@@ -257,19 +259,35 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   }
 }
 
-absl::Status LocalCluster::RestartDecode(int i, absl::Duration down) {
-  const std::string address = decode_[i]->address();
-  decode_[i]->Kill(SIGKILL);
-  decode_[i]->Wait(absl::Seconds(10));
+absl::Status LocalCluster::Restart(std::unique_ptr<Process>& process,
+                                   std::vector<std::string> argv,
+                                   const std::string& log,
+                                   absl::Duration down) {
+  const std::string address = process->address();
+  process->Kill(SIGKILL);
+  process->Wait(absl::Seconds(10));
   absl::SleepFor(down);
-  std::vector<std::string> args = decode_argv_[i];
-  args.insert(args.end(), {"--listen", address});  // the last one wins
-  auto p = Process::Start(
-      args, absl::StrCat(log_dir_, "/decode", i, "_restarted.log"), "serving",
-      absl::Seconds(120));
+  argv.insert(argv.end(), {"--listen", address});  // the last one wins
+  auto p = Process::Start(argv, log, "serving", absl::Seconds(120));
   if (!p.ok()) return p.status();
-  decode_[i] = std::move(*p);
+  process = std::move(*p);
   return absl::OkStatus();
+}
+
+absl::Status LocalCluster::RestartDecode(int i, absl::Duration down) {
+  return Restart(decode_[i], decode_argv_[i],
+                 absl::StrCat(log_dir_, "/decode", i, "_restarted.log"), down);
+}
+
+absl::Status LocalCluster::RestartPrefill(int i, absl::Duration down) {
+  return Restart(prefill_[i], prefill_argv_[i],
+                 absl::StrCat(log_dir_, "/prefill", i, "_restarted.log"),
+                 down);
+}
+
+absl::Status LocalCluster::RestartRouter(absl::Duration down) {
+  return Restart(router_, router_argv_,
+                 absl::StrCat(log_dir_, "/router_restarted.log"), down);
 }
 
 absl::StatusOr<v1::StatsResponse> LocalCluster::Stats(const Process& node) {

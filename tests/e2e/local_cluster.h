@@ -83,6 +83,10 @@ class LocalCluster {
   // it again with the same flags at the same address (--listen), as an
   // operator restarting a crashed node would; returns once it serves.
   absl::Status RestartDecode(int i, absl::Duration down);
+  absl::Status RestartPrefill(int i, absl::Duration down);
+  // The same for the router (the nodes re-register on their own).
+  absl::Status RestartRouter(absl::Duration down);
+  Process& router() { return *router_; }
   // Stats of one node, straight from the node (not the router's cache).
   absl::StatusOr<v1::StatsResponse> Stats(const Process& node);
   // Waits until every prefill and decode node reports its full pool free.
@@ -95,7 +99,13 @@ class LocalCluster {
   std::unique_ptr<Process> router_;
   std::vector<std::unique_ptr<Process>> prefill_;
   std::vector<std::unique_ptr<Process>> decode_;
-  std::vector<std::vector<std::string>> decode_argv_;  // for RestartDecode
+  // Command lines, for the restarts.
+  std::vector<std::string> router_argv_;
+  std::vector<std::vector<std::string>> prefill_argv_;
+  std::vector<std::vector<std::string>> decode_argv_;
+  static absl::Status Restart(std::unique_ptr<Process>& process,
+                              std::vector<std::string> argv,
+                              const std::string& log, absl::Duration down);
   std::string router_address_;
   std::unique_ptr<v1::Duet::Stub> client_;
 };
