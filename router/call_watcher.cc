@@ -11,9 +11,12 @@ int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
 
 CallWatcher::CallWatcher(LiveNodes live_nodes,
                          absl::Duration node_check_interval,
-                         std::function<void()> on_client_cancel)
+                         std::function<void()> on_client_cancel,
+                         absl::Duration client_write_timeout)
     : live_nodes_(std::move(live_nodes)),
       on_client_cancel_(std::move(on_client_cancel)),
+      client_write_timeout_ns_(
+          absl::ToInt64Nanoseconds(client_write_timeout)),
       node_check_interval_(node_check_interval),
       thread_([this] { Loop(); }) {}
 
@@ -39,6 +42,14 @@ void CallWatcher::Loop() {
     bool any_watched = false;
     bool any_cancelled = false;
     for (Scope* scope : scopes_) {
+      const int64_t writing = scope->write_since_ns_.load();
+      if (client_write_timeout_ns_ > 0 && writing != 0 &&
+          now - writing > client_write_timeout_ns_ &&
+          !scope->write_timed_out_.exchange(true)) {
+        // Unblocks the write (it returns false); the check below then sees
+        // the call cancelled and cancels the outgoing call.
+        scope->server_->TryCancel();
+      }
       if (!scope->cancelled_.load() && scope->server_->IsCancelled()) {
         scope->cancelled_.store(true);
         CancelLocked(scope);
@@ -106,5 +117,9 @@ void CallWatcher::Scope::WatchNode(uint64_t node_id,
 void CallWatcher::Scope::Unwatch() { node_.store(0); }
 
 void CallWatcher::Scope::Touch() { last_touch_ns_.store(NowNs()); }
+
+void CallWatcher::Scope::BeginWrite() { write_since_ns_.store(NowNs()); }
+
+void CallWatcher::Scope::EndWrite() { write_since_ns_.store(0); }
 
 }  // namespace duet::router

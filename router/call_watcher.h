@@ -3,6 +3,8 @@
 // callback, and a peer that stops (SIGSTOP, a hung GPU) keeps its TCP
 // connection open, so one thread checks every few milliseconds:
 // - a client that went away cancels the call in flight (Scope::cancelled);
+// - a client that stopped reading (a write to it blocked too long) has its
+//   call cancelled, which ends the request and frees its KV;
 // - a call watched on a node (Scope::WatchNode) is cancelled when that node
 //   leaves the registry (missed heartbeats), or when nothing arrived on it
 //   for its idle timeout (Touch on every message); lost() says which.
@@ -32,7 +34,8 @@ class CallWatcher {
   explicit CallWatcher(
       LiveNodes live_nodes = nullptr,
       absl::Duration node_check_interval = absl::Milliseconds(50),
-      std::function<void()> on_client_cancel = nullptr);
+      std::function<void()> on_client_cancel = nullptr,
+      absl::Duration client_write_timeout = absl::ZeroDuration());
   ~CallWatcher();
 
   enum class Lost { kNone, kNodeGone, kIdle };
@@ -54,6 +57,14 @@ class CallWatcher {
     void Touch();
     Lost lost() const { return lost_.load(); }
 
+    // Brackets a write to the client. A write blocked longer than the
+    // watcher's client write timeout (the client stopped reading and gRPC's
+    // flow-control window is full) cancels the client's call: the write
+    // fails, and the request ends like a client that went away.
+    void BeginWrite();
+    void EndWrite();
+    bool write_timed_out() const { return write_timed_out_.load(); }
+
    private:
     friend class CallWatcher;
     CallWatcher* watcher_;
@@ -66,6 +77,8 @@ class CallWatcher {
     std::atomic<int64_t> idle_ns_{0};
     std::atomic<int64_t> last_touch_ns_{0};
     std::atomic<Lost> lost_{Lost::kNone};
+    std::atomic<int64_t> write_since_ns_{0};  // 0: no write in progress
+    std::atomic<bool> write_timed_out_{false};
   };
 
  private:
@@ -74,6 +87,7 @@ class CallWatcher {
 
   const LiveNodes live_nodes_;
   const std::function<void()> on_client_cancel_;
+  const int64_t client_write_timeout_ns_;  // 0: none
   const absl::Duration node_check_interval_;
   absl::Mutex mu_;
   absl::flat_hash_set<Scope*> scopes_ ABSL_GUARDED_BY(mu_);

@@ -32,6 +32,10 @@ ABSL_FLAG(int32_t, stream_idle_timeout_ms, 60000,
           "end a request whose decode node sent nothing for this long "
           "(UNAVAILABLE naming the node), even while the node heartbeats; "
           "0 = no limit");
+ABSL_FLAG(int32_t, client_write_timeout_ms, 30000,
+          "cancel a request (and free its KV) whose client reads nothing for "
+          "this long while its stream's flow-control window is full; 0 = no "
+          "limit");
 ABSL_FLAG(int32_t, reservation_ttl_ms, 60000,
           "how long a decode node keeps a reservation whose Decode call "
           "never comes (the router died or failed mid-request)");
@@ -93,6 +97,8 @@ int main(int argc, char** argv) {
   const int32_t idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout_ms);
   const int32_t max_queued = absl::GetFlag(FLAGS_max_queued_requests);
   const int32_t reservation_ttl = absl::GetFlag(FLAGS_reservation_ttl_ms);
+  const int32_t write_timeout = absl::GetFlag(FLAGS_client_write_timeout_ms);
+  if (write_timeout < 0) return Usage("--client-write-timeout-ms must be >= 0");
   if (reservation_ttl < 3000) {
     // A prefill must end 2 s before its reservation expires.
     return Usage("--reservation-ttl-ms must be >= 3000");
@@ -125,6 +131,7 @@ int main(int argc, char** argv) {
   options.stream_idle_timeout = absl::Milliseconds(idle_timeout);
   options.max_queued_requests = max_queued;
   options.reservation_ttl = absl::Milliseconds(reservation_ttl);
+  options.client_write_timeout = absl::Milliseconds(write_timeout);
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {

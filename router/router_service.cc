@@ -68,7 +68,8 @@ RouterService::RouterService(NodeRegistry* registry,
       tokenizer_(tokenizer),
       admission_(options.max_queued_requests),
       watcher_([registry] { return registry->LiveNodeIds(); },
-               absl::Milliseconds(50), [this] { admission_.Poke(); }),
+               absl::Milliseconds(50), [this] { admission_.Poke(); },
+               options.client_write_timeout),
       device_() {}
 
 uint64_t RouterService::NewRequestId() {
@@ -509,12 +510,22 @@ grpc::Status RouterService::GenerateImpl(
   double ttft_ms = -1;
   int32_t completion_tokens = 0;
   v1::Timings timings;
+  // Writes to the client are timed (a client that stops reading is
+  // cancelled, CallWatcher); time blocked on the client does not count as
+  // the decode node's silence.
+  auto write = [&](const v1::GenerateResponse& out) {
+    scope.BeginWrite();
+    const bool ok = writer->Write(out);
+    scope.EndWrite();
+    scope.Touch();
+    return ok;
+  };
   auto finish = [&](v1::GenerationFinished fin, const std::string& tail) {
     v1::GenerateResponse out;
     out.set_request_id(req->request_id());
     if (!tail.empty()) {
       out.mutable_chunk()->set_text(tail);
-      if (!writer->Write(out)) return false;
+      if (!write(out)) return false;
       out.clear_chunk();
     }
     fin.mutable_usage()->set_prompt_tokens(
@@ -527,7 +538,7 @@ grpc::Status RouterService::GenerateImpl(
     t->set_transfer_ms(prefill.timings().transfer_ms());
     t->set_ttft_ms(std::max(ttft_ms, 0.0));
     *out.mutable_finished() = std::move(fin);
-    return writer->Write(out);
+    return write(out);
   };
   while (!stopped_by_string && reader->Read(&msg)) {
     scope.Touch();
@@ -558,7 +569,7 @@ grpc::Status RouterService::GenerateImpl(
       out.mutable_chunk()->mutable_token_ids()->Add(ids.begin(),
                                                     ids.begin() + keep);
       completion_tokens += static_cast<int32_t>(keep);
-      if (!writer->Write(out)) {
+      if (!write(out)) {
         client_gone = true;
         break;
       }
@@ -573,6 +584,14 @@ grpc::Status RouterService::GenerateImpl(
   scope.SetCurrent(nullptr);
   const CallWatcher::Lost lost = scope.lost();
   scope.Unwatch();
+  if (scope.write_timed_out()) {
+    return Error(grpc::StatusCode::CANCELLED,
+                 absl::StrCat("the client read nothing for ",
+                              absl::FormatDuration(options_.client_write_timeout),
+                              " (--client-write-timeout-ms); request cancelled "
+                              "after ",
+                              completion_tokens, " tokens"));
+  }
   if (client_gone || scope.cancelled()) {
     return Error(grpc::StatusCode::CANCELLED, "client cancelled");
   }

@@ -45,6 +45,10 @@ struct RouterOptions {
   // (UNAVAILABLE naming the node), even while the node still heartbeats;
   // 0: no limit. A node that leaves the registry ends its streams at once.
   absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // A client that reads nothing for this long while a response waits for
+  // it (gRPC's flow-control window full) has its request cancelled and its
+  // KV freed; 0: no limit.
+  absl::Duration client_write_timeout = absl::Seconds(30);
 };
 
 class RouterService final : public v1::Duet::Service,

@@ -271,6 +271,57 @@ TEST(ClusterOpsTest, FullQueueRefusesAtOnceAndQueuedRequestsComplete) {
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
 }
 
+// Backpressure: clients that stop reading fill their stream's flow-control
+// window (each chunk echoes a 256-byte request id: 3,500 of them are far
+// more than the window), the router's write to them blocks, and after
+// --client-write-timeout-ms their requests are cancelled and every KV block
+// is freed while the clients still read nothing; a reading client is not
+// affected.
+TEST(ClusterOpsTest, ClientsThatStopReadingAreCancelledAndFreed) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.router_args = {"--client-write-timeout-ms", "1500"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  v1::GenerateRequest req;
+  for (int32_t id : LcgPrompt(10, 1000)) req.add_prompt_token_ids(id);
+  req.mutable_sampling()->set_max_tokens(3500);
+  req.mutable_sampling()->set_ignore_eos(true);
+  req.set_request_id(std::string(256, 'r'));
+  // A client whose window does not grow (no BDP probing) and starts at
+  // 16 KiB, as a slow or stuck reader's would stay.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+  auto stalled = v1::Duet::NewStub(grpc::CreateCustomChannel(
+      (*cluster)->router_address(), TestCredentials(false), args));
+  constexpr int kStalled = 4;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
+  for (int i = 0; i < kStalled; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    ctxs.back()->set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    readers.push_back(stalled->Generate(ctxs.back().get(), req));
+  }
+  // A client that reads keeps being served meanwhile.
+  size_t n = 0;
+  const grpc::Status live =
+      RunRequest((*cluster)->client(), 10, 20, absl::Seconds(30), &n);
+  EXPECT_TRUE(live.ok()) << live.error_message();
+  EXPECT_EQ(n, 20u);
+  // Nobody has read a byte of the stalled streams, yet every block is free.
+  EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(20)).ok());
+  for (auto& reader : readers) {
+    v1::GenerateResponse msg;
+    size_t got = 0;
+    while (reader->Read(&msg)) got += msg.chunk().token_ids_size();
+    const grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED) << s.error_message();
+    EXPECT_LT(got, 3500u);
+  }
+}
+
 TEST(ClusterOpsTest, BenchReportsSaneNumbers) {
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
