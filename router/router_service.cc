@@ -255,7 +255,10 @@ grpc::Status RouterService::ReserveDecode(
       grpc::ClientContext ctx;
       SetDeadline(
           ctx, std::min(deadline, absl::Now() + options_.control_rpc_timeout));
-      scope.SetCurrent(&ctx);
+      // Not cancelled with the client (it is short, control_rpc_timeout): a
+      // Reserve cut off after the decode node reserved would leave blocks
+      // the router has no token to release until their TTL. A client gone
+      // meanwhile is seen at the prefill, which releases the reservation.
       // Count the blocks against the node before the call, so concurrent
       // requests placed meanwhile see them and spread over the nodes.
       const int64_t block_size = std::max<int64_t>(1, node.layout.block_size());
@@ -267,7 +270,6 @@ grpc::Status RouterService::ReserveDecode(
       v1::ReserveResponse reply;
       const absl::Time reserved_at = absl::Now();
       const grpc::Status s = node.stub->Reserve(&ctx, r, &reply);
-      scope.SetCurrent(nullptr);
       registry_->AddReservedBlocks(
           node.id,
           s.ok() ? static_cast<int64_t>(reply.reserved_blocks()) - estimate
@@ -584,6 +586,15 @@ grpc::Status RouterService::GenerateImpl(
   scope.SetCurrent(nullptr);
   const CallWatcher::Lost lost = scope.lost();
   scope.Unwatch();
+  if (!s.ok()) {
+    // A Decode cut short may never have reached the decode node (its
+    // deadline passed on the way, the connection broke): then the
+    // reservation would wait out its TTL. Releasing is harmless when the
+    // node did see the call (the request is over either way).
+    ReleaseDecode(id, reservation,
+                  client_gone || scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
+                                                   : v1::RELEASE_REASON_FAILED);
+  }
   if (scope.write_timed_out()) {
     return Error(grpc::StatusCode::CANCELLED,
                  absl::StrCat("the client read nothing for ",
