@@ -586,11 +586,14 @@ grpc::Status RouterService::GenerateImpl(
   scope.SetCurrent(nullptr);
   const CallWatcher::Lost lost = scope.lost();
   scope.Unwatch();
-  if (!s.ok()) {
+  if (!s.ok() && lost == CallWatcher::Lost::kNone) {
     // A Decode cut short may never have reached the decode node (its
     // deadline passed on the way, the connection broke): then the
     // reservation would wait out its TTL. Releasing is harmless when the
-    // node did see the call (the request is over either way).
+    // node did see the call (the request is over either way). Not to a
+    // node that is gone or stuck: the call would wait out its timeout
+    // before the client hears; that node frees on seeing the cancelled
+    // stream, or by the TTL.
     ReleaseDecode(id, reservation,
                   client_gone || scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
                                                    : v1::RELEASE_REASON_FAILED);

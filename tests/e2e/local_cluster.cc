@@ -209,9 +209,13 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
           const std::vector<std::string>& extra,
           std::vector<std::unique_ptr<Process>>& out) -> absl::Status {
     for (int i = 0; i < n; ++i) {
+      // The CPU backend unless the test's own flags say otherwise (they
+      // come later, and the last flag wins): the tests compare against the
+      // CPU engine, also on a machine with a GPU.
       std::vector<std::string> args = {
           bin(built, name),   "--model", o.model_dir,      "--router",
-          c->router_address_, "--rank",  std::to_string(i)};
+          c->router_address_, "--rank",  std::to_string(i), "--backend",
+          "cpu"};
       args.insert(args.end(), security.begin(), security.end());
       args.insert(args.end(), extra.begin(), extra.end());
       auto p =
