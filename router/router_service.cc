@@ -253,12 +253,13 @@ grpc::Status RouterService::ReserveDecode(
       r.set_reservation_ttl_ms(static_cast<uint32_t>(
           absl::ToInt64Milliseconds(options_.reservation_ttl)));
       grpc::ClientContext ctx;
-      SetDeadline(
-          ctx, std::min(deadline, absl::Now() + options_.control_rpc_timeout));
-      // Not cancelled with the client (it is short, control_rpc_timeout): a
-      // Reserve cut off after the decode node reserved would leave blocks
-      // the router has no token to release until their TTL. A client gone
-      // meanwhile is seen at the prefill, which releases the reservation.
+      // Neither cancelled with the client nor cut off at the request's
+      // deadline (it is short, bounded by control_rpc_timeout): a Reserve
+      // cut off after the decode node reserved would leave blocks the
+      // router has no token to release until their TTL. A client gone or a
+      // deadline passed meanwhile is seen at the prefill, whose failure
+      // releases the reservation.
+      SetDeadline(ctx, absl::Now() + options_.control_rpc_timeout);
       // Count the blocks against the node before the call, so concurrent
       // requests placed meanwhile see them and spread over the nodes.
       const int64_t block_size = std::max<int64_t>(1, node.layout.block_size());
