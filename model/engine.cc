@@ -55,20 +55,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
 
 absl::StatusOr<std::vector<int32_t>> Engine::Step(
     const kernels::StepInputs& step, const kernels::SampleSpec& spec) {
-  const int32_t bs = options_.block_size;
-  if (ranks_.size() == 1) {
-    return ranks_.models[0]->ForwardSample(step, caches_[0], bs, {&spec, 1});
-  }
-  // Every rank draws from the same all-reduced logits with the same spec,
-  // so every rank's token is rank 0's.
-  std::vector<std::vector<int32_t>> drawn(ranks_.models.size());
-  DUET_RETURN_IF_ERROR(ranks_.workers->RunAll([&](int r) -> absl::Status {
-    DUET_ASSIGN_OR_RETURN(
-        drawn[r], ranks_.models[r]->ForwardSample(step, caches_[r], bs,
-                                                  {&spec, 1}));
-    return absl::OkStatus();
-  }));
-  return drawn[0];
+  return ranks_.ForwardSample(step, caches_, options_.block_size, {&spec, 1});
 }
 
 absl::Status ValidateRequest(std::span<const int32_t> prompt,

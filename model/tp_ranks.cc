@@ -61,6 +61,27 @@ absl::Status RankWorkers::RunAll(
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int32_t>> TpRanks::ForwardSample(
+    const kernels::StepInputs& step, std::span<const KvCacheStorage> caches,
+    int32_t block_size, std::span<const kernels::SampleSpec> specs,
+    const Transformer::LayerHook& on_layer) {
+  if (models.size() == 1) {
+    return models[0]->ForwardSample(step, caches[0], block_size, specs,
+                                    on_layer);
+  }
+  std::vector<std::vector<int32_t>> drawn(models.size());
+  absl::Status s = workers->RunAll([&](int r) -> absl::Status {
+    const size_t i = static_cast<size_t>(r);
+    absl::StatusOr<std::vector<int32_t>> d = models[i]->ForwardSample(
+        step, caches[i], block_size, specs, r == 0 ? on_layer : nullptr);
+    if (!d.ok()) return d.status();
+    drawn[i] = *std::move(d);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return std::move(drawn[0]);
+}
+
 absl::StatusOr<TpRanks> LoadTpRanks(
     const std::string& model_dir,
     std::vector<std::unique_ptr<kernels::Backend>> backends,

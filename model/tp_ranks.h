@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +63,15 @@ struct TpRanks {
   std::unique_ptr<RankWorkers> workers;
 
   int size() const { return static_cast<int>(models.size()); }
+
+  // Runs `step` on every rank (rank r on caches[r]; one rank inline) and
+  // returns rank 0's draws: every rank samples the same all-reduced logits
+  // with the same specs. `on_layer` runs on rank 0 only (under TP after the
+  // layer's all-reduce, which every rank's KV writes precede).
+  absl::StatusOr<std::vector<int32_t>> ForwardSample(
+      const kernels::StepInputs& step, std::span<const KvCacheStorage> caches,
+      int32_t block_size, std::span<const kernels::SampleSpec> specs,
+      const Transformer::LayerHook& on_layer = nullptr);
 };
 
 // Loads `model_dir` as backends.size() ranks, each on its own thread

@@ -235,27 +235,10 @@ absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
                         model::BuildStep(decode ? AttentionMode::kDecode
                                                 : AttentionMode::kPrefill,
                                          seqs, options_.block_size));
-  std::vector<int32_t> drawn;
-  if (ranks_.size() == 1) {
-    DUET_ASSIGN_OR_RETURN(
-        drawn, ranks_.models[0]->ForwardSample(step, caches_[0],
-                                               options_.block_size, specs,
-                                               on_layer));
-  } else {
-    // Every rank draws from the same all-reduced logits; rank 0's draw is
-    // the step's. The layer hook runs on rank 0 only (its marks come after
-    // the layer's all-reduce, which every rank's KV writes precede).
-    std::vector<std::vector<int32_t>> per_rank(ranks_.models.size());
-    DUET_RETURN_IF_ERROR(ranks_.workers->RunAll([&](int r) -> absl::Status {
-      DUET_ASSIGN_OR_RETURN(
-          per_rank[static_cast<size_t>(r)],
-          ranks_.models[static_cast<size_t>(r)]->ForwardSample(
-              step, caches_[static_cast<size_t>(r)], options_.block_size,
-              specs, r == 0 ? on_layer : nullptr));
-      return absl::OkStatus();
-    }));
-    drawn = std::move(per_rank[0]);
-  }
+  DUET_ASSIGN_OR_RETURN(
+      std::vector<int32_t> drawn,
+      ranks_.ForwardSample(step, caches_, options_.block_size, specs,
+                           on_layer));
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (chunks[i].sample.has_value()) tokens.push_back(drawn[i]);
