@@ -35,6 +35,8 @@ const char* TransportName(Transport transport) {
       return "ucx";
     case Transport::kCudaIpc:
       return "cuda-ipc";
+    case Transport::kNccl:
+      return "nccl";
   }
   return "unknown";
 }

@@ -59,8 +59,8 @@ struct KvPoolView {
   Device device = Device::kCpu;
 };
 
-enum class Transport { kInProcess, kUcx, kCudaIpc };
-// "in-process", "ucx", "cuda-ipc" (the --kv-transport names).
+enum class Transport { kInProcess, kUcx, kCudaIpc, kNccl };
+// "in-process", "ucx", "cuda-ipc", "nccl" (the --kv-transport names).
 const char* TransportName(Transport transport);
 
 // Where a request's KV goes: the destination blocks and how to reach them.
@@ -75,8 +75,17 @@ struct KvDescriptor {
   // so a forged or corrupted descriptor cannot write past what the
   // receiver exposed.
   int32_t num_blocks = 0;
-  // kInProcess: the receiver's registry name. kUcx: unused.
+  // kInProcess: the receiver's registry name. kNccl: the receiving
+  // pool's instance id (channels are cached per instance, so a restarted
+  // decode node gets new ones). kUcx: unused.
   std::string endpoint_name;
+  // kNccl: the secret a push of this request must present (random per
+  // Describe, so only who was handed the descriptor can write its blocks).
+  std::string channel_secret;
+  // kNccl: where the sender reaches the receiver's control plane (the
+  // decode node's gRPC address). Never taken from the wire: the prefill
+  // node sets it to the address it asked for the descriptor.
+  std::string control_address;
   // kUcx: the receiver's packed worker address, one packed rkey and one base
   // address per layer.
   std::string ucx_worker_address;

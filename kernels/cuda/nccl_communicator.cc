@@ -108,28 +108,39 @@ ncclDataType_t NcclType(DType t) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, const NcclCommunicatorOptions& o)
+  NcclCommunicator(ncclComm_t comm, const NcclCommunicatorOptions& o,
+                   cudaStream_t owned_stream)
       : comm_(comm),
         rank_(o.rank),
         size_(o.size),
         device_(o.device),
-        stream_(static_cast<cudaStream_t>(o.stream)),
+        stream_(owned_stream != nullptr ? owned_stream
+                                        : static_cast<cudaStream_t>(o.stream)),
+        owned_stream_(owned_stream),
         timeout_(o.timeout) {}
 
   ~NcclCommunicator() override {
     cudaSetDevice(device_);
-    if (!aborted_.load()) {
-      // Finalize flushes this rank's outstanding operations; a peer that
-      // vanished makes it time out, and then the communicator is aborted.
-      const ncclResult_t rc = Api().CommFinalize(comm_);
-      if ((rc == ncclSuccess || rc == ncclInProgress) &&
-          AwaitComm(comm_, absl::Now() + timeout_, "ncclCommFinalize").ok()) {
-        Api().CommDestroy(comm_);
-        return;
-      }
-      DUET_LOG(WARNING) << "NCCL rank " << rank_
-                        << ": finalize failed or timed out; aborting";
+    Release();
+    if (owned_stream_ != nullptr) {
+      (void)cudaStreamSynchronize(owned_stream_);
+      (void)cudaStreamDestroy(owned_stream_);
     }
+  }
+
+  // Finalize flushes this rank's outstanding operations; a peer that
+  // vanished makes it time out, and then the communicator is aborted. An
+  // aborted communicator was freed by ncclCommAbort already.
+  void Release() {
+    if (aborted_.exchange(true)) return;
+    const ncclResult_t rc = Api().CommFinalize(comm_);
+    if ((rc == ncclSuccess || rc == ncclInProgress) &&
+        AwaitComm(comm_, absl::Now() + timeout_, "ncclCommFinalize").ok()) {
+      Api().CommDestroy(comm_);
+      return;
+    }
+    DUET_LOG(WARNING) << "NCCL rank " << rank_
+                      << ": finalize failed or timed out; aborting";
     Api().CommAbort(comm_);
   }
 
@@ -142,24 +153,24 @@ class NcclCommunicator final : public Communicator {
       return absl::InvalidArgumentError(absl::StrCat(
           "AllReduceSum: dtype ", DTypeName(buf.dtype), " (f32 or bf16)"));
     }
-    return Issue(Api().AllReduce(buf.data, buf.data,
-                               static_cast<size_t>(buf.numel()),
-                               NcclType(buf.dtype), ncclSum, comm_, stream_),
-                 "ncclAllReduce");
+    return Issue(
+        Api().AllReduce(buf.data, buf.data, static_cast<size_t>(buf.numel()),
+                        NcclType(buf.dtype), ncclSum, comm_, stream_),
+        "ncclAllReduce");
   }
 
   absl::Status Send(TensorView buf, int peer) override {
     if (absl::Status s = CheckPeer(buf, peer, "Send"); !s.ok()) return s;
-    return Issue(Api().Send(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
-                          stream_),
-                 "ncclSend");
+    return Issue(
+        Api().Send(buf.data, buf.nbytes(), ncclUint8, peer, comm_, stream_),
+        "ncclSend");
   }
 
   absl::Status Recv(TensorView buf, int peer) override {
     if (absl::Status s = CheckPeer(buf, peer, "Recv"); !s.ok()) return s;
-    return Issue(Api().Recv(buf.data, buf.nbytes(), ncclUint8, peer, comm_,
-                          stream_),
-                 "ncclRecv");
+    return Issue(
+        Api().Recv(buf.data, buf.nbytes(), ncclUint8, peer, comm_, stream_),
+        "ncclRecv");
   }
 
   void GroupStart() override {
@@ -234,8 +245,8 @@ class NcclCommunicator final : public Communicator {
                          absl::string_view what) const {
     if (absl::Status s = Check(buf, what); !s.ok()) return s;
     if (peer < 0 || peer >= size_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": peer ", peer, " is outside [0, ", size_, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": peer ", peer, " is outside [0, ", size_, ")"));
     }
     return absl::OkStatus();
   }
@@ -258,6 +269,7 @@ class NcclCommunicator final : public Communicator {
   const int size_;
   const int device_;
   cudaStream_t stream_;
+  cudaStream_t owned_stream_;
   const absl::Duration timeout_;
   bool in_group_ = false;
   std::atomic<bool> aborted_{false};
@@ -278,23 +290,27 @@ absl::StatusOr<std::string> NewNcclUniqueId() {
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
     const NcclCommunicatorOptions& o) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "NCCL communicator: rank ", o.rank, " of size ", o.size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL communicator: rank ", o.rank, " of size ", o.size));
   }
   if (o.unique_id.size() != kNcclUniqueIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("NCCL unique id of ", o.unique_id.size(),
                      " bytes (must be ", kNcclUniqueIdBytes, ")"));
   }
-  if (o.stream == nullptr) {
-    return absl::InvalidArgumentError(
-        "NCCL communicator needs the rank's stream");
-  }
   if (o.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("NCCL communicator timeout must be > 0");
   }
   DUET_RETURN_IF_ERROR(Nccl().status());
   DUET_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
+  cudaStream_t owned = nullptr;
+  if (o.stream == nullptr) {
+    DUET_CUDA_RETURN_IF_ERROR(
+        cudaStreamCreateWithFlags(&owned, cudaStreamNonBlocking));
+  }
+  auto destroy_owned = [&] {
+    if (owned != nullptr) (void)cudaStreamDestroy(owned);
+  };
   ncclUniqueId id;
   std::memcpy(id.internal, o.unique_id.data(), kNcclUniqueIdBytes);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -304,16 +320,18 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
       Api().CommInitRankConfig(&comm, o.size, id, o.rank, &config);
   if (rc != ncclSuccess && rc != ncclInProgress) {
     if (comm != nullptr) Api().CommAbort(comm);
+    destroy_owned();
     return NcclError(rc, "ncclCommInitRankConfig");
   }
-  if (absl::Status s = AwaitComm(comm, absl::Now() + o.timeout,
-                                 absl::StrCat("NCCL init of rank ", o.rank,
-                                              " of ", o.size));
+  if (absl::Status s =
+          AwaitComm(comm, absl::Now() + o.timeout,
+                    absl::StrCat("NCCL init of rank ", o.rank, " of ", o.size));
       !s.ok()) {
     Api().CommAbort(comm);
+    destroy_owned();
     return s;
   }
-  return std::unique_ptr<Communicator>(new NcclCommunicator(comm, o));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(comm, o, owned));
 }
 
 }  // namespace duet::kernels

@@ -31,13 +31,16 @@ struct NcclCommunicatorOptions {
   int size = 1;
   std::string unique_id;  // kNcclUniqueIdBytes bytes from NewNcclUniqueId
   int device = 0;         // the CUDA device of this rank
-  void* stream = nullptr;  // cudaStream_t the operations go on (not owned)
+  // cudaStream_t the operations go on (not owned). Null: the communicator
+  // makes a non-blocking stream of its own (a KV channel's, which must not
+  // queue behind the forward pass) and destroys it last.
+  void* stream = nullptr;
   absl::Duration timeout = absl::Seconds(60);  // init and every operation
 };
 
 // Joins the group: blocks until every rank has joined (at most `timeout`,
 // then DEADLINE_EXCEEDED). INVALID_ARGUMENT for a bad rank/size, a unique
-// id of the wrong size or a null stream.
+// id of the wrong size.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
     const NcclCommunicatorOptions& options);
 
