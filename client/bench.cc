@@ -13,16 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/status.h"
-#include "nlohmann/json.hpp"
 
 namespace duet::client {
 namespace {
-
-// A thread per in-flight request; beyond this the machine, not the server,
-// would be what is measured.
-constexpr int kMaxConcurrency = 4096;
 
 // Thread pool that grows whenever a task would otherwise wait, so a Poisson
 // burst never queues behind slow requests (open loop: a send time is a
@@ -79,15 +74,100 @@ class ElasticPool {
   std::vector<std::thread> threads_;
 };
 
+// Counting semaphore for --max-concurrency (std::counting_semaphore needs a
+// compile-time bound).
+class Slots {
+ public:
+  explicit Slots(int n) : free_(n) {}
+  void Acquire() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return free_ > 0; });
+    --free_;
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++free_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int free_;
+};
+
+// Redraws the progress line every `interval` until stopped, then once more
+// with a newline, so the final counts stay on screen.
+class ProgressLine {
+ public:
+  ProgressLine(FILE* out, absl::Duration interval, int total, SteadyTime start,
+               const std::atomic<int>& sent, const std::atomic<int>& completed,
+               const std::atomic<int>& failed)
+      : out_(out),
+        total_(total),
+        start_(start),
+        sent_(sent),
+        completed_(completed),
+        failed_(failed) {
+    if (out_ == nullptr) return;
+    thread_ = std::thread([this, interval] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, absl::ToChronoNanoseconds(interval),
+                           [this] { return stop_; })) {
+        Draw("");
+      }
+    });
+  }
+  ~ProgressLine() { Stop(); }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    Draw("\n");
+  }
+
+ private:
+  void Draw(const char* end) {
+    const int done = completed_.load(), failed = failed_.load();
+    const std::string line = FormatProgress(
+        done, failed, sent_.load() - done - failed, total_,
+        MsBetween(start_, std::chrono::steady_clock::now()) / 1000.0);
+    // Trailing spaces wipe what a longer previous line left.
+    std::fprintf(out_, "\r%s   %s", line.c_str(), end);
+    std::fflush(out_);
+  }
+
+  FILE* out_;
+  int total_;
+  SteadyTime start_;
+  const std::atomic<int>& sent_;
+  const std::atomic<int>& completed_;
+  const std::atomic<int>& failed_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 RequestRecord RunOne(DuetClient& client, const BenchRequestSpec& spec,
                      const BenchOptions& options, SteadyTime run_start) {
   v1::GenerateRequest request;
   request.set_request_id(absl::StrCat(options.request_id_prefix, spec.index));
-  request.mutable_prompt_token_ids()->Add(spec.prompt_token_ids.begin(),
-                                          spec.prompt_token_ids.end());
+  if (spec.prompt_text.empty()) {
+    request.mutable_prompt_token_ids()->Add(spec.prompt_token_ids.begin(),
+                                            spec.prompt_token_ids.end());
+  } else {
+    request.set_prompt(spec.prompt_text);  // The router tokenizes it.
+  }
   v1::SamplingParams* sampling = request.mutable_sampling();
   sampling->set_max_tokens(spec.output_len);
-  sampling->set_ignore_eos(true);
+  sampling->set_ignore_eos(options.ignore_eos);
   sampling->set_temperature(options.temperature);
   sampling->set_seed(spec.sampling_seed);
   GenerateOptions call;
@@ -96,7 +176,12 @@ RequestRecord RunOne(DuetClient& client, const BenchRequestSpec& spec,
   GenerateResult result = client.Generate(request, call);
   RequestRecord record;
   record.index = spec.index;
-  record.input_len = static_cast<int>(spec.prompt_token_ids.size());
+  record.input_len = spec.input_len;
+  // Text prompts: the router's token count beats the client's estimate.
+  if (!spec.prompt_text.empty() && result.got_finished &&
+      result.usage.prompt_tokens() > 0) {
+    record.input_len = static_cast<int>(result.usage.prompt_tokens());
+  }
   record.output_len_requested = spec.output_len;
   record.code = result.status.code();
   record.error_message = std::string(result.status.message());
@@ -109,161 +194,123 @@ RequestRecord RunOne(DuetClient& client, const BenchRequestSpec& spec,
   return record;
 }
 
-std::string ArrivalName(const BenchOptions& o) {
-  if (o.concurrency > 0) return "closed_loop";
-  return std::isinf(o.request_rate) ? "all_at_once" : "poisson";
-}
-
-std::string ArrivalDescription(const BenchOptions& o) {
-  if (o.concurrency > 0) {
-    return absl::StrCat("closed loop, concurrency ", o.concurrency);
-  }
-  if (std::isinf(o.request_rate)) return "all requests at once";
-  return absl::StrFormat("Poisson arrivals at %.3g req/s", o.request_rate);
-}
-
-std::string RangeText(int lo, int hi) {
-  return lo == hi ? absl::StrCat(lo) : absl::StrCat(lo, "..", hi);
-}
-
-nlohmann::ordered_json DistributionJson(const Distribution& d) {
-  nlohmann::ordered_json j;
-  j["count"] = d.count;
-  for (const auto& [name, value] :
-       {std::pair<const char*, double>{"mean", d.mean},
-        {"p50", d.p50},
-        {"p90", d.p90},
-        {"p99", d.p99},
-        {"min", d.min},
-        {"max", d.max}}) {
-    if (d.count == 0) {
-      j[name] = nullptr;  // No sample: no value, rather than a fake 0.
-    } else {
-      j[name] = value;
-    }
-  }
-  return j;
-}
-
 }  // namespace
 
 absl::Status ValidateBenchOptions(const BenchOptions& o) {
   const WorkloadOptions& w = o.workload;
+  auto invalid = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(parts...));
+  };
   if (w.num_requests <= 0) {
-    return absl::InvalidArgumentError("--num-requests must be > 0");
+    return invalid("--num-prompts (--num-requests) must be > 0, got ",
+                   w.num_requests);
   }
   if (w.input_len_min <= 0 || w.input_len_max < w.input_len_min) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input length range must satisfy 1 <= min <= max, got ",
-                     w.input_len_min, "..", w.input_len_max));
+    return invalid("input length range must satisfy 1 <= min <= max, got ",
+                   w.input_len_min, "..", w.input_len_max,
+                   " (check --input-len, --input-len-max and --range-ratio)");
   }
   if (w.output_len_min <= 0 || w.output_len_max < w.output_len_min) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("output length range must satisfy 1 <= min <= max, got ",
-                     w.output_len_min, "..", w.output_len_max));
+    return invalid("output length range must satisfy 1 <= min <= max, got ",
+                   w.output_len_min, "..", w.output_len_max,
+                   " (check --output-len, --output-len-max and --range-ratio)");
   }
   if (w.vocab_limit <= 0) {
-    return absl::InvalidArgumentError("--vocab-limit must be > 0");
+    return invalid("--vocab-limit must be > 0, got ", w.vocab_limit);
   }
-  const bool open_loop = o.request_rate > 0;  // False for NaN too.
-  const bool closed_loop = o.concurrency > 0;
-  if (open_loop == closed_loop || o.request_rate < 0 || o.concurrency < 0 ||
-      std::isnan(o.request_rate)) {
-    return absl::InvalidArgumentError(
-        "set exactly one of --request-rate (> 0, req/s, Poisson) or "
-        "--concurrency (> 0, closed loop)");
+  if (w.dataset == DatasetKind::kPrefixRepetition) {
+    if (w.prefix_len <= 0) {
+      return invalid("--prefix-len must be > 0 for prefix-repetition, got ",
+                     w.prefix_len);
+    }
+    if (w.num_prefixes <= 0) {
+      return invalid("--num-prefixes must be > 0 for prefix-repetition, got ",
+                     w.num_prefixes);
+    }
   }
-  if (o.concurrency > kMaxConcurrency) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--concurrency must be <= ", kMaxConcurrency));
+  if (IsTextDataset(w.dataset) && w.dataset_path.empty()) {
+    return invalid("--dataset-name ", DatasetName(w.dataset),
+                   " needs --dataset-path FILE");
+  }
+  if (!IsTextDataset(w.dataset) && !w.dataset_path.empty()) {
+    return invalid(
+        "--dataset-path is read only by --dataset-name sharegpt "
+        "or jsonl, not ",
+        DatasetName(w.dataset));
+  }
+  if (!(o.request_rate > 0)) {  // NaN fails too.
+    return invalid(
+        "--request-rate must be > 0 requests/s or inf (all at once), got ",
+        o.request_rate);
+  }
+  if (!(o.burstiness > 0) || std::isinf(o.burstiness)) {
+    return invalid(
+        "--burstiness must be a finite number > 0 (1 = Poisson, < 1 "
+        "burstier, > 1 more regular), got ",
+        o.burstiness);
+  }
+  if (o.max_concurrency < 0 || o.max_concurrency > kMaxConcurrency) {
+    return invalid("--max-concurrency (--concurrency) must be in [0, ",
+                   kMaxConcurrency, "] (0 = no cap), got ", o.max_concurrency);
   }
   if (o.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--timeout-ms must be > 0");
+    return invalid("--timeout-ms must be > 0");
   }
   if (!(o.temperature >= 0)) {
-    return absl::InvalidArgumentError("--temperature must be >= 0");
+    return invalid("--temperature must be >= 0, got ", o.temperature);
+  }
+  for (const std::string& m : o.percentile_metrics) {
+    const auto& all = AllLatencyMetrics();
+    if (std::find(all.begin(), all.end(), m) == all.end()) {
+      return invalid("--percentile-metrics: unknown metric '", m,
+                     "' (use ttft, tpot, itl, e2el)");
+    }
+  }
+  for (double p : o.metric_percentiles) {
+    if (!(p > 0 && p <= 100)) {
+      return invalid("--metric-percentiles: ", p, " is not in (0, 100]");
+    }
   }
   return absl::OkStatus();
 }
 
-BenchReport BuildReport(const BenchOptions& options, std::string router,
-                        std::vector<RequestRecord> records, double duration_s) {
-  BenchReport report;
-  report.options = options;
-  report.router = std::move(router);
-  report.duration_s = duration_s;
-  std::vector<double> ttft, tpot, itl, e2e;
-  ServerTimingMeans& server = report.server_timings_mean;
-  for (const RequestRecord& r : records) {
-    if (!r.ok()) {
-      ++report.failed;
-      FailureSummary& f = report.failures[absl::StatusCodeToString(r.code)];
-      if (f.count++ == 0) f.first_message = r.error_message;
-      continue;
-    }
-    ++report.completed;
-    report.total_input_tokens += r.input_len;
-    report.total_output_tokens += r.output_tokens;
-    if (r.output_tokens != r.output_len_requested)
-      ++report.output_len_mismatches;
-    ttft.push_back(r.ttft_ms);
-    e2e.push_back(r.e2e_ms);
-    if (r.output_tokens >= 2) {
-      tpot.push_back((r.e2e_ms - r.ttft_ms) / (r.output_tokens - 1));
-    }
-    itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
-    server.queue_ms += r.server_timings.queue_ms();
-    server.prefill_ms += r.server_timings.prefill_ms();
-    server.transfer_ms += r.server_timings.transfer_ms();
-    server.ttft_ms += r.server_timings.ttft_ms();
-    server.decode_ms += r.server_timings.decode_ms();
-  }
-  if (report.completed > 0) {
-    const double n = report.completed;
-    server = {server.queue_ms / n, server.prefill_ms / n,
-              server.transfer_ms / n, server.ttft_ms / n, server.decode_ms / n};
-  }
-  if (duration_s > 0) {
-    report.request_throughput_rps = report.completed / duration_s;
-    report.output_throughput_tok_s = report.total_output_tokens / duration_s;
-    report.total_token_throughput_tok_s =
-        (report.total_input_tokens + report.total_output_tokens) / duration_s;
-  }
-  report.ttft_ms = Summarize(std::move(ttft));
-  report.tpot_ms = Summarize(std::move(tpot));
-  report.itl_ms = Summarize(std::move(itl));
-  report.e2e_latency_ms = Summarize(std::move(e2e));
-  report.requests = std::move(records);
-  return report;
+std::string FormatProgress(int completed, int failed, int in_flight, int total,
+                           double elapsed_s) {
+  return absl::StrFormat(
+      "[duet-bench] %d/%d done, %d failed, %d in flight, "
+      "%.1f s",
+      completed + failed, total, failed, in_flight, elapsed_s);
 }
 
 absl::StatusOr<BenchReport> RunBench(DuetClient& client,
                                      const BenchOptions& options,
                                      absl::Duration connect_timeout) {
   DUET_RETURN_IF_ERROR(ValidateBenchOptions(options));
+  absl::StatusOr<std::vector<BenchRequestSpec>> specs =
+      LoadBenchRequests(options.workload);
+  if (!specs.ok()) return specs.status();
+  return RunBench(client, options, *specs, connect_timeout);
+}
+
+absl::StatusOr<BenchReport> RunBench(DuetClient& client,
+                                     const BenchOptions& options,
+                                     const std::vector<BenchRequestSpec>& specs,
+                                     absl::Duration connect_timeout) {
+  DUET_RETURN_IF_ERROR(ValidateBenchOptions(options));
   DUET_RETURN_IF_ERROR(client.WaitForConnected(connect_timeout));
-  const std::vector<BenchRequestSpec> specs =
-      MakeBenchRequests(options.workload);
   const int n = static_cast<int>(specs.size());
   std::vector<RequestRecord> records(specs.size());
-  // Each slot is written by exactly one thread; joining publishes them.
+  const std::vector<double> offsets =
+      ArrivalOffsets(n, options.request_rate, options.burstiness,
+                     DeriveSeed(options.workload.seed, kArrivalSeedStream));
+  const std::string date =
+      absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::LocalTimeZone());
+  std::atomic<int> sent{0}, completed{0}, failed{0};
   const SteadyTime start = std::chrono::steady_clock::now();
-  auto run_one = [&](int i) {
-    records[i] = RunOne(client, specs[i], options, start);
-  };
-  if (options.concurrency > 0) {
-    std::atomic<int> next{0};
-    std::vector<std::thread> workers;
-    for (int w = 0; w < std::min(options.concurrency, n); ++w) {
-      workers.emplace_back([&] {
-        for (int i; (i = next.fetch_add(1)) < n;) run_one(i);
-      });
-    }
-    for (std::thread& t : workers) t.join();
-  } else {
-    const std::vector<double> offsets = PoissonArrivalOffsets(
-        n, options.request_rate,
-        DeriveSeed(options.workload.seed, kArrivalSeedStream));
+  ProgressLine progress(options.progress, options.progress_interval, n, start,
+                        sent, completed, failed);
+  Slots slots(options.max_concurrency);
+  {
     ElasticPool pool;
     for (int i = 0; i < n; ++i) {
       // Absolute send times, so scheduling delays never accumulate.
@@ -271,145 +318,27 @@ absl::StatusOr<BenchReport> RunBench(DuetClient& client,
           start +
           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
               std::chrono::duration<double>(offsets[i])));
-      pool.Submit([&run_one, i] { run_one(i); });
+      // Due requests wait here for a slot, in order, as vLLM's semaphore
+      // makes them; with rate inf this is a closed loop.
+      if (options.max_concurrency > 0) slots.Acquire();
+      sent.fetch_add(1);
+      // Each slot of `records` is written by exactly one thread; joining
+      // the pool publishes them.
+      pool.Submit([&, i] {
+        records[i] = RunOne(client, specs[i], options, start);
+        (records[i].ok() ? completed : failed).fetch_add(1);
+        if (options.max_concurrency > 0) slots.Release();
+      });
     }
     pool.Join();
   }
   const double duration_s =
       MsBetween(start, std::chrono::steady_clock::now()) / 1000.0;
-  return BuildReport(options, client.address(), std::move(records), duration_s);
-}
-
-std::string FormatReportTable(const BenchReport& r) {
-  const BenchOptions& o = r.options;
-  const WorkloadOptions& w = o.workload;
-  std::string out = absl::StrFormat(
-      "duet-bench: %d requests to %s, %s\n"
-      "input len %s, output len %s, vocab limit %d, seed %d\n",
-      w.num_requests, r.router, ArrivalDescription(o),
-      RangeText(w.input_len_min, w.input_len_max),
-      RangeText(w.output_len_min, w.output_len_max), w.vocab_limit, w.seed);
-  const std::string rule(66, '-');
-  absl::StrAppend(&out, rule, "\n");
-  auto row = [&out](absl::string_view label, const std::string& value) {
-    absl::StrAppend(&out, absl::StrFormat("%-34s %14s\n", label, value));
-  };
-  row("Completed requests", absl::StrCat(r.completed));
-  std::vector<std::string> codes;
-  for (const auto& [code, f] : r.failures) {
-    codes.push_back(absl::StrCat(code, " x", f.count));
-  }
-  row("Failed requests", absl::StrCat(r.failed));
-  if (!codes.empty()) {
-    absl::StrAppend(&out, "  by status: ", absl::StrJoin(codes, ", "), "\n");
-    for (const auto& [code, f] : r.failures) {
-      absl::StrAppend(&out, "  first ", code, ": ", f.first_message, "\n");
-    }
-  }
-  row("Duration (s)", absl::StrFormat("%.3f", r.duration_s));
-  row("Request throughput (req/s)",
-      absl::StrFormat("%.2f", r.request_throughput_rps));
-  row("Output token throughput (tok/s)",
-      absl::StrFormat("%.1f", r.output_throughput_tok_s));
-  row("Total token throughput (tok/s)",
-      absl::StrFormat("%.1f", r.total_token_throughput_tok_s));
-  row("Total input tokens", absl::StrCat(r.total_input_tokens));
-  row("Total output tokens", absl::StrCat(r.total_output_tokens));
-  row("Output length mismatches", absl::StrCat(r.output_len_mismatches));
-  absl::StrAppend(&out, rule, "\n");
-  absl::StrAppend(
-      &out, absl::StrFormat("%-14s %8s %10s %10s %10s %10s\n", "Latency (ms)",
-                            "count", "mean", "p50", "p90", "p99"));
-  auto dist = [&out](absl::string_view label, const Distribution& d) {
-    if (d.count == 0) {
-      absl::StrAppend(&out, absl::StrFormat("%-14s %8d %10s %10s %10s %10s\n",
-                                            label, 0, "-", "-", "-", "-"));
-      return;
-    }
-    absl::StrAppend(
-        &out, absl::StrFormat("%-14s %8d %10.3f %10.3f %10.3f %10.3f\n", label,
-                              d.count, d.mean, d.p50, d.p90, d.p99));
-  };
-  dist("TTFT", r.ttft_ms);
-  dist("TPOT", r.tpot_ms);
-  dist("ITL", r.itl_ms);
-  dist("E2E latency", r.e2e_latency_ms);
-  absl::StrAppend(&out, rule, "\n");
-  const ServerTimingMeans& s = r.server_timings_mean;
-  absl::StrAppend(
-      &out, absl::StrFormat("Server means (ms): queue %.3f, prefill %.3f, "
-                            "transfer %.3f, ttft %.3f, decode %.3f\n",
-                            s.queue_ms, s.prefill_ms, s.transfer_ms, s.ttft_ms,
-                            s.decode_ms));
-  return out;
-}
-
-std::string ReportToJson(const BenchReport& r, bool include_requests) {
-  const BenchOptions& o = r.options;
-  const WorkloadOptions& w = o.workload;
-  nlohmann::ordered_json j;
-  j["schema_version"] = 1;
-  j["config"] = {
-      {"router", r.router},
-      {"num_requests", w.num_requests},
-      {"arrival", ArrivalName(o)},
-      {"request_rate_rps", o.concurrency > 0 || std::isinf(o.request_rate)
-                               ? nlohmann::ordered_json(nullptr)
-                               : nlohmann::ordered_json(o.request_rate)},
-      {"concurrency", o.concurrency > 0 ? nlohmann::ordered_json(o.concurrency)
-                                        : nlohmann::ordered_json(nullptr)},
-      {"input_len_min", w.input_len_min},
-      {"input_len_max", w.input_len_max},
-      {"output_len_min", w.output_len_min},
-      {"output_len_max", w.output_len_max},
-      {"vocab_limit", w.vocab_limit},
-      {"seed", w.seed},
-      {"temperature", o.temperature},
-      {"timeout_ms", absl::ToInt64Milliseconds(o.timeout)},
-  };
-  j["completed"] = r.completed;
-  j["failed"] = r.failed;
-  nlohmann::ordered_json failures = nlohmann::ordered_json::object();
-  for (const auto& [code, f] : r.failures) {
-    failures[code] = {{"count", f.count}, {"first_message", f.first_message}};
-  }
-  j["failures"] = failures;
-  j["duration_s"] = r.duration_s;
-  j["request_throughput_rps"] = r.request_throughput_rps;
-  j["output_throughput_tok_s"] = r.output_throughput_tok_s;
-  j["total_token_throughput_tok_s"] = r.total_token_throughput_tok_s;
-  j["total_input_tokens"] = r.total_input_tokens;
-  j["total_output_tokens"] = r.total_output_tokens;
-  j["output_len_mismatches"] = r.output_len_mismatches;
-  j["percentile_method"] = "linear_interpolation";
-  j["ttft_ms"] = DistributionJson(r.ttft_ms);
-  j["tpot_ms"] = DistributionJson(r.tpot_ms);
-  j["itl_ms"] = DistributionJson(r.itl_ms);
-  j["e2e_latency_ms"] = DistributionJson(r.e2e_latency_ms);
-  const ServerTimingMeans& s = r.server_timings_mean;
-  j["server_timings_mean_ms"] = {{"queue_ms", s.queue_ms},
-                                 {"prefill_ms", s.prefill_ms},
-                                 {"transfer_ms", s.transfer_ms},
-                                 {"ttft_ms", s.ttft_ms},
-                                 {"decode_ms", s.decode_ms}};
-  if (include_requests) {
-    nlohmann::ordered_json requests = nlohmann::ordered_json::array();
-    for (const RequestRecord& rec : r.requests) {
-      requests.push_back({
-          {"index", rec.index},
-          {"status", absl::StatusCodeToString(rec.code)},
-          {"error_message", rec.error_message},
-          {"input_len", rec.input_len},
-          {"output_len_requested", rec.output_len_requested},
-          {"output_tokens", rec.output_tokens},
-          {"start_ms", rec.start_ms},
-          {"ttft_ms", rec.ttft_ms},
-          {"e2e_ms", rec.e2e_ms},
-      });
-    }
-    j["requests"] = requests;
-  }
-  return j.dump(2) + "\n";
+  progress.Stop();
+  BenchReport report =
+      BuildReport(options, client.address(), std::move(records), duration_s);
+  report.date = date;
+  return report;
 }
 
 }  // namespace duet::client

@@ -1,10 +1,14 @@
 // The deterministic half of duet-bench: random streams, workload generation,
-// Poisson arrivals and percentile statistics, on known data.
+// Poisson and gamma arrivals, length ranges, goodput SLOs and percentile
+// statistics, on known data.
 #include "client/bench_stats.h"
 
 #include <cmath>
 #include <set>
+#include <tuple>
+#include <utility>
 
+#include "client/bench_dataset.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -69,6 +73,20 @@ TEST(SummarizeTest, SortsAndSummarizes) {
   EXPECT_NEAR(d.p99, 9.91, 1e-12);
 }
 
+TEST(SummarizeTest, PopulationStdAndExtraPercentilesLikeNumpy) {
+  // numpy.std([2, 4, 4, 4, 5, 5, 7, 9]) = 2 (ddof 0, as vLLM reports);
+  // numpy.percentile(same, [25, 99.9]) = 4, 8.986.
+  const Distribution d = Summarize({2, 4, 4, 4, 5, 5, 7, 9}, {25, 99.9});
+  EXPECT_DOUBLE_EQ(d.stddev, 2);
+  ASSERT_EQ(d.extra.size(), 2u);
+  EXPECT_EQ(d.extra[0].first, 25);
+  EXPECT_DOUBLE_EQ(d.extra[0].second, 4);
+  EXPECT_NEAR(d.extra[1].second, 8.986, 1e-9);
+  EXPECT_EQ(PercentileName(99), "99");
+  EXPECT_EQ(PercentileName(99.9), "99.9");
+  EXPECT_DOUBLE_EQ(Summarize({3}).stddev, 0);
+}
+
 TEST(SummarizeTest, EmptySampleHasCountZero) {
   const Distribution d = Summarize({});
   EXPECT_EQ(d.count, 0u);
@@ -99,10 +117,151 @@ TEST(PoissonTest, SeededRunHasTheRequestedMeanRate) {
 }
 
 TEST(PoissonTest, SameSeedSameTimesAndInfiniteRateIsABurst) {
-  EXPECT_EQ(PoissonArrivalOffsets(100, 10, 5), PoissonArrivalOffsets(100, 10, 5));
-  EXPECT_NE(PoissonArrivalOffsets(100, 10, 5), PoissonArrivalOffsets(100, 10, 6));
+  EXPECT_EQ(PoissonArrivalOffsets(100, 10, 5),
+            PoissonArrivalOffsets(100, 10, 5));
+  EXPECT_NE(PoissonArrivalOffsets(100, 10, 5),
+            PoissonArrivalOffsets(100, 10, 6));
   EXPECT_EQ(PoissonArrivalOffsets(4, INFINITY, 5), std::vector<double>(4, 0.0));
   EXPECT_TRUE(PoissonArrivalOffsets(0, 10, 5).empty());
+}
+
+// Mean and coefficient of variation of the gaps of a seeded schedule.
+std::pair<double, double> GapMeanAndCv(const std::vector<double>& t) {
+  double sum = 0, sum_sq = 0;
+  for (size_t i = 1; i < t.size(); ++i) {
+    const double gap = t[i] - t[i - 1];
+    EXPECT_GE(gap, 0);  // Shape < 1 draws gaps below the offsets' ulp.
+    sum += gap;
+    sum_sq += gap * gap;
+  }
+  const double n = static_cast<double>(t.size() - 1);
+  const double mean = sum / n;
+  return {mean, std::sqrt(sum_sq / n - mean * mean) / mean};
+}
+
+TEST(GammaArrivalsTest, MeanIsOneOverRateAndCvOneOverSqrtBurstiness) {
+  // vLLM draws gaps from Gamma(shape = burstiness, scale = 1 / (rate *
+  // burstiness)): mean 1 / rate, CV 1 / sqrt(burstiness). 100k gaps put
+  // the mean's standard error at <= 0.45% (CV 1.4), so 2% is > 4 sigma.
+  constexpr int kN = 100001;
+  constexpr double kRate = 20;
+  for (double burstiness : {0.5, 1.0, 2.0, 8.0, 0.25}) {
+    const std::vector<double> t =
+        ArrivalOffsets(kN, kRate, burstiness, DeriveSeed(9, 2));
+    const auto [mean, cv] = GapMeanAndCv(t);
+    EXPECT_NEAR(mean * kRate, 1.0, 0.02) << burstiness;
+    EXPECT_NEAR(cv * std::sqrt(burstiness), 1.0, 0.03) << burstiness;
+  }
+}
+
+TEST(GammaArrivalsTest, BurstinessOneIsThePoissonSchedule) {
+  // Same times as before burstiness existed, so seeded runs replay.
+  EXPECT_EQ(ArrivalOffsets(500, 7, 1.0, 11), PoissonArrivalOffsets(500, 7, 11));
+  EXPECT_EQ(ArrivalOffsets(500, 7, 0.5, 11), ArrivalOffsets(500, 7, 0.5, 11));
+  EXPECT_NE(ArrivalOffsets(500, 7, 0.5, 11), ArrivalOffsets(500, 7, 2, 11));
+  EXPECT_EQ(ArrivalOffsets(3, INFINITY, 0.5, 11), std::vector<double>(3, 0.0));
+}
+
+TEST(BenchRngTest, GammaMomentsForSmallAndLargeShapes) {
+  // Gamma(k, s): mean k s, variance k s^2 (shape < 1 takes the boost path).
+  for (double shape : {0.3, 1.0, 4.5}) {
+    BenchRng rng(17);
+    double sum = 0, sum_sq = 0;
+    constexpr int kN = 200000;
+    for (int i = 0; i < kN; ++i) {
+      const double x = rng.Gamma(shape, 2.0);
+      ASSERT_GT(x, 0);
+      sum += x;
+      sum_sq += x * x;
+    }
+    const double mean = sum / kN;
+    EXPECT_NEAR(mean / (2.0 * shape), 1.0, 0.02) << shape;
+    EXPECT_NEAR((sum_sq / kN - mean * mean) / (4.0 * shape), 1.0, 0.05)
+        << shape;
+  }
+}
+
+TEST(RangeRatioTest, VllmBoundsTruncatedAndAtLeastOne) {
+  // vLLM: [int(len * (1 - r)), int(len * (1 + r))].
+  EXPECT_EQ(*RangeRatioBounds(100, 0.25, "--input-len"),
+            std::make_pair(75, 125));
+  EXPECT_EQ(*RangeRatioBounds(10, 0.55, "--input-len"),
+            std::make_pair(4, 15));  // 4.5 -> 4, 15.5 -> 15
+  EXPECT_EQ(*RangeRatioBounds(128, 0, "--input-len"), std::make_pair(128, 128));
+  EXPECT_EQ(*RangeRatioBounds(1, 0.9, "--output-len"), std::make_pair(1, 1));
+  for (double bad : {1.0, -0.1, 1.5, static_cast<double>(NAN)}) {
+    const auto s = RangeRatioBounds(100, bad, "--input-len").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()),
+                ::testing::HasSubstr("--range-ratio"));
+  }
+  EXPECT_THAT(
+      std::string(RangeRatioBounds(0, 0.5, "--output-len").status().message()),
+      ::testing::HasSubstr("--output-len must be > 0"));
+}
+
+TEST(RangeRatioTest, RandomLengthsStayInsideAndReachBothEnds) {
+  WorkloadOptions w;
+  w.num_requests = 2000;
+  std::tie(w.input_len_min, w.input_len_max) =
+      *RangeRatioBounds(20, 0.5, "--input-len");
+  std::tie(w.output_len_min, w.output_len_max) =
+      *RangeRatioBounds(8, 0.25, "--output-len");
+  std::set<int> in, out;
+  for (const BenchRequestSpec& r : MakeBenchRequests(w)) {
+    in.insert(static_cast<int>(r.prompt_token_ids.size()));
+    out.insert(r.output_len);
+    EXPECT_EQ(r.input_len, static_cast<int>(r.prompt_token_ids.size()));
+  }
+  EXPECT_EQ(*in.begin(), 10);
+  EXPECT_EQ(*in.rbegin(), 30);
+  EXPECT_EQ(in.size(), 21u);
+  EXPECT_EQ(*out.begin(), 6);
+  EXPECT_EQ(*out.rbegin(), 10);
+}
+
+TEST(GoodputTest, ParsesVllmSyntaxAndRejectsWhatItCannotUse) {
+  auto slos = ParseGoodput("ttft:500 tpot:50,e2el:2000.5");
+  ASSERT_TRUE(slos.ok()) << slos.status();
+  EXPECT_EQ(slos->ttft_ms, 500);
+  EXPECT_EQ(slos->tpot_ms, 50);
+  EXPECT_EQ(slos->e2el_ms, 2000.5);
+  EXPECT_EQ(GoodputToString(*slos), "ttft:500 tpot:50 e2el:2000.5");
+  auto one = ParseGoodput("TPOT:20");
+  ASSERT_TRUE(one.ok());
+  EXPECT_FALSE(one->ttft_ms.has_value());
+  EXPECT_TRUE(ParseGoodput("")->empty());
+  for (const char* bad : {"ttft", "ttft:", "ttft:-1", "ttft:0", "ttft:abc",
+                          "latency:5", "ttft:5 ttft:6", "ttft:inf"}) {
+    const auto s = ParseGoodput(bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("--goodput"));
+  }
+}
+
+TEST(GoodputTest, AGoodRequestMeetsEverySloGiven) {
+  GoodputSlos slos;
+  EXPECT_TRUE(MeetsSlos(slos, 1e9, 1e9, 1e9));  // No SLO: nothing to miss.
+  slos.ttft_ms = 100;
+  slos.tpot_ms = 10;
+  EXPECT_TRUE(MeetsSlos(slos, 100, 10, 1e9));  // Equal is good, as in vLLM.
+  EXPECT_FALSE(MeetsSlos(slos, 100.5, 10, 0));
+  EXPECT_FALSE(MeetsSlos(slos, 50, 10.5, 0));
+  slos.e2el_ms = 300;
+  EXPECT_FALSE(MeetsSlos(slos, 50, 5, 301));
+  EXPECT_TRUE(MeetsSlos(slos, 50, 5, 300));
+}
+
+TEST(NumberListTest, RatesAndPercentiles) {
+  EXPECT_EQ(*ParseNumberList("1, 2.5,4", "--sweep-rates", true),
+            (std::vector<double>{1, 2.5, 4}));
+  EXPECT_TRUE(std::isinf(ParseNumberList("inf", "--sweep-rates", true)->at(0)));
+  for (const char* bad : {"", "1,x", "0", "-2", "inf"}) {
+    const auto s = ParseNumberList(bad, "--metric-percentiles", false).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()),
+                ::testing::HasSubstr("--metric-percentiles"));
+  }
 }
 
 WorkloadOptions Workload() {

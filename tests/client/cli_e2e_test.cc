@@ -271,9 +271,9 @@ TEST_F(CliTest, BenchWritesJsonAndCountsFailures) {
   std::remove(json_path.c_str());
 
   const ProcessResult bad = Execute(absl::StrCat(
-      DUET_BENCH_BIN, Router(), " --concurrency 2 --request-rate 5"));
+      DUET_BENCH_BIN, Router(), " --concurrency 2 --request-rate 0"));
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
-  EXPECT_THAT(bad.output, StartsWith("duet-bench: set exactly one of"));
+  EXPECT_THAT(bad.output, StartsWith("duet-bench: --request-rate must be > 0"));
 }
 
 }  // namespace

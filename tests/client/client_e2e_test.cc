@@ -62,8 +62,8 @@ TEST(ClientTest, StreamsTokensWithTimestampsAndFinishes) {
   auto client = Connect(*server);
   std::vector<int32_t> seen;
   std::vector<double> arrivals;
-  const GenerateResult r = client->Generate(
-      Request({7, 8, 9}, 5), {}, [&](const ChunkEvent& e) {
+  const GenerateResult r =
+      client->Generate(Request({7, 8, 9}, 5), {}, [&](const ChunkEvent& e) {
         EXPECT_EQ(e.tokens_before, seen.size());
         seen.insert(seen.end(), e.token_ids.begin(), e.token_ids.end());
         arrivals.push_back(e.ms_since_start);
@@ -106,7 +106,8 @@ TEST(ClientTest, StopTokenEndsGenerationAndIsIncluded) {
 }
 
 TEST(ClientTest, ChunksOfSeveralTokensCountAsOneArrival) {
-  auto server = StartServer(Scripted([](StreamScript& s) { s.chunk_size = 3; }));
+  auto server =
+      StartServer(Scripted([](StreamScript& s) { s.chunk_size = 3; }));
   auto client = Connect(*server);
   const GenerateResult r = client->Generate(Request({4, 5}, 7), {});
   ASSERT_TRUE(r.status.ok()) << r.status;
@@ -120,7 +121,8 @@ TEST(ClientTest, StatusFromTheServerIsReturnedWithItsMessage) {
   auto client = Connect(*server);
   const GenerateResult r = client->Generate(Request({1}, 0), {});
   EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(r.status.message()), HasSubstr("max_tokens must be > 0"));
+  EXPECT_THAT(std::string(r.status.message()),
+              HasSubstr("max_tokens must be > 0"));
   EXPECT_TRUE(r.tokens.empty());
   EXPECT_EQ(r.ttft_ms, 0);
 }
@@ -139,9 +141,8 @@ TEST(ClientTest, FailureMidStreamKeepsTheTokensThatArrived) {
 }
 
 TEST(ClientTest, DeadlineExceeded) {
-  auto server = StartServer(Scripted([](StreamScript& s) {
-    s.first_token_delay = absl::Milliseconds(300);
-  }));
+  auto server = StartServer(Scripted(
+      [](StreamScript& s) { s.first_token_delay = absl::Milliseconds(300); }));
   auto client = Connect(*server);
   GenerateOptions options;
   options.timeout = absl::Milliseconds(50);
@@ -151,9 +152,8 @@ TEST(ClientTest, DeadlineExceeded) {
 }
 
 TEST(ClientTest, CallbackReturningFalseCancelsTheCall) {
-  auto server = StartServer(Scripted([](StreamScript& s) {
-    s.token_delay = absl::Milliseconds(10);
-  }));
+  auto server = StartServer(Scripted(
+      [](StreamScript& s) { s.token_delay = absl::Milliseconds(10); }));
   auto client = Connect(*server);
   int calls = 0;
   const GenerateResult r = client->Generate(
@@ -169,8 +169,8 @@ TEST(ClientTest, CallbackReturningFalseCancelsTheCall) {
 }
 
 TEST(ClientTest, ProtocolViolationsBecomeErrors) {
-  auto no_finished = StartServer(
-      Scripted([](StreamScript& s) { s.send_finished = false; }));
+  auto no_finished =
+      StartServer(Scripted([](StreamScript& s) { s.send_finished = false; }));
   const GenerateResult a = Connect(*no_finished)->Generate(Request({1}, 2), {});
   EXPECT_EQ(a.status.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(a.tokens.size(), 2u);
@@ -179,7 +179,8 @@ TEST(ClientTest, ProtocolViolationsBecomeErrors) {
     s.finish_reason = v1::FINISH_REASON_ERROR;
     s.error_message = "sampler exploded";
   }));
-  const GenerateResult b = Connect(*error_reason)->Generate(Request({1}, 2), {});
+  const GenerateResult b =
+      Connect(*error_reason)->Generate(Request({1}, 2), {});
   EXPECT_EQ(b.status.code(), absl::StatusCode::kInternal);
   EXPECT_THAT(std::string(b.status.message()), HasSubstr("sampler exploded"));
 }
@@ -261,7 +262,7 @@ TEST(BenchTest, ClosedLoopSustains64ConcurrentStreams) {
   }));
   auto client = Connect(*server);
   BenchOptions o = SmallBench();
-  o.concurrency = 64;
+  o.max_concurrency = 64;
   auto report = RunBench(*client, o);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->completed, 128);
@@ -286,11 +287,14 @@ TEST(BenchTest, ClosedLoopSustains64ConcurrentStreams) {
   EXPECT_TRUE(j["failures"].empty());
   EXPECT_EQ(j["ttft_ms"]["count"], 128);
   EXPECT_GE(j["ttft_ms"]["p50"].get<double>(), 60);
-  EXPECT_LE(j["ttft_ms"]["p99"].get<double>(), j["e2e_latency_ms"]["max"].get<double>());
-  EXPECT_LE(j["ttft_ms"]["mean"].get<double>(), j["e2e_latency_ms"]["mean"].get<double>());
+  EXPECT_LE(j["ttft_ms"]["p99"].get<double>(),
+            j["e2e_latency_ms"]["max"].get<double>());
+  EXPECT_LE(j["ttft_ms"]["mean"].get<double>(),
+            j["e2e_latency_ms"]["mean"].get<double>());
   EXPECT_GT(j["tpot_ms"]["p50"].get<double>(), 0);
   EXPECT_GT(j["itl_ms"]["p50"].get<double>(), 0);
-  EXPECT_LE(j["tpot_ms"]["max"].get<double>(), j["e2e_latency_ms"]["max"].get<double>());
+  EXPECT_LE(j["tpot_ms"]["max"].get<double>(),
+            j["e2e_latency_ms"]["max"].get<double>());
   EXPECT_EQ(j["itl_ms"]["count"].get<int64_t>(), expected_out - 128);
   // Two waves of 64 requests, each >= 60 ms + 3..11 ms.
   EXPECT_GE(j["duration_s"].get<double>(), 0.12);
@@ -334,9 +338,8 @@ TEST(BenchTest, OpenLoopBurstOpensAStreamPerRequest) {
   // thread per request instead of queueing behind slow ones. The first
   // token waits long enough that all 96 are open at once even on a loaded
   // machine (at 100 ms it failed under ctest -j8 on 2 cores).
-  auto server = StartServer(Scripted([](StreamScript& s) {
-    s.first_token_delay = absl::Milliseconds(400);
-  }));
+  auto server = StartServer(Scripted(
+      [](StreamScript& s) { s.first_token_delay = absl::Milliseconds(400); }));
   auto client = Connect(*server);
   BenchOptions o = SmallBench();
   o.workload.num_requests = 96;
@@ -367,7 +370,7 @@ TEST(BenchTest, FailuresAreCountedByStatusCode) {
   auto client = Connect(*server);
   BenchOptions o = SmallBench();
   o.workload.num_requests = 50;
-  o.concurrency = 8;
+  o.max_concurrency = 8;
   auto report = RunBench(*client, o);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->completed, 30);
@@ -384,21 +387,24 @@ TEST(BenchTest, FailuresAreCountedByStatusCode) {
   EXPECT_EQ(j["failures"]["RESOURCE_EXHAUSTED"]["first_message"],
             "no decode node has room");
   int unavailable = 0;
-  for (const auto& r : j["requests"]) unavailable += r["status"] == "UNAVAILABLE";
+  for (const auto& r : j["requests"])
+    unavailable += r["status"] == "UNAVAILABLE";
   EXPECT_EQ(unavailable, 10);
 }
 
 TEST(BenchTest, BadOptionsAndUnreachableRouterAreErrors) {
   auto server = StartServer();
   auto client = Connect(*server);
-  BenchOptions o = SmallBench();  // Neither rate nor concurrency.
+  BenchOptions o = SmallBench();
+  o.request_rate = 0;
   EXPECT_EQ(RunBench(*client, o).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(server->generate_calls(), 0);
   const std::string address = server->address();
   server.reset();
   auto orphan = DuetClient::Create(address);
-  o.concurrency = 1;
+  o.request_rate = INFINITY;
+  o.max_concurrency = 1;
   EXPECT_EQ(RunBench(**orphan, o, absl::Milliseconds(100)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
 }

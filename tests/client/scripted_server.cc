@@ -1,12 +1,12 @@
 #include "tests/client/scripted_server.h"
 
+#include <grpcpp/alarm.h>
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
-
-#include <grpcpp/alarm.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "duet/v1/client.grpc.pb.h"
@@ -41,12 +41,15 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   StreamReactor(State* state, StreamScript script, std::string request_id,
                 uint32_t prompt_tokens)
-      : state_(state), script_(std::move(script)),
-        request_id_(std::move(request_id)), prompt_tokens_(prompt_tokens) {
+      : state_(state),
+        script_(std::move(script)),
+        request_id_(std::move(request_id)),
+        prompt_tokens_(prompt_tokens) {
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       ++state_->in_flight;
-      state_->max_in_flight = std::max(state_->max_in_flight, state_->in_flight);
+      state_->max_in_flight =
+          std::max(state_->max_in_flight, state_->in_flight);
     }
     if (!script_.failure.ok() && script_.fail_after_tokens == 0) {
       End(ToGrpc(script_.failure));
@@ -126,7 +129,8 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     f->mutable_usage()->set_completion_tokens(total);
     // Plausible timings, so clients have something to print and average.
     v1::Timings* t = f->mutable_timings();
-    const double first_ms = absl::ToDoubleMilliseconds(script_.first_token_delay);
+    const double first_ms =
+        absl::ToDoubleMilliseconds(script_.first_token_delay);
     const double gap_ms = absl::ToDoubleMilliseconds(script_.token_delay);
     t->set_queue_ms(0.5);
     t->set_prefill_ms(first_ms);
@@ -162,7 +166,7 @@ class Service : public v1::Duet::CallbackService {
                          ? absl::StrCat("scripted-", arrival)
                          : request->request_id();
     return new StreamReactor(state_, state_->options.script(*request, arrival),
-                             std::move(id), request->prompt_token_ids_size());
+                             std::move(id), PromptLength(*request));
   }
 
   grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* context,
@@ -174,9 +178,9 @@ class Service : public v1::Duet::CallbackService {
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
-                                      const v1::ListNodesRequest* request,
-                                      v1::ListNodesResponse* response) override {
+  grpc::ServerUnaryReactor* ListNodes(
+      grpc::CallbackServerContext* context, const v1::ListNodesRequest* request,
+      v1::ListNodesResponse* response) override {
     for (const v1::NodeInfo& node : state_->options.nodes.nodes()) {
       if (request->role() == v1::NODE_ROLE_UNSPECIFIED ||
           request->role() == node.role()) {
@@ -194,14 +198,25 @@ class Service : public v1::Duet::CallbackService {
 
 }  // namespace
 
+int PromptLength(const v1::GenerateRequest& request) {
+  return request.prompt_token_ids().empty()
+             ? static_cast<int>(request.prompt().size())
+             : request.prompt_token_ids_size();
+}
+
 int32_t EchoToken(const v1::GenerateRequest& request, int i) {
+  if (request.prompt_token_ids().empty()) {
+    return static_cast<unsigned char>(
+        request.prompt()[i % request.prompt().size()]);
+  }
   return request.prompt_token_ids(i % request.prompt_token_ids_size());
 }
 
 StreamScript EchoScript(const v1::GenerateRequest& request) {
   StreamScript script;
-  if (request.prompt_token_ids().empty()) {
-    script.failure = absl::InvalidArgumentError("prompt_token_ids is empty");
+  if (request.prompt_token_ids().empty() == request.prompt().empty()) {
+    script.failure = absl::InvalidArgumentError(
+        "set exactly one of prompt and prompt_token_ids");
     return script;
   }
   const v1::SamplingParams& sampling = request.sampling();

@@ -54,12 +54,18 @@ struct StreamScript {
 using ScriptFn =
     std::function<StreamScript(const v1::GenerateRequest&, int64_t arrival)>;
 
-// Token i of the echo script: the prompt, repeated.
+// Prompt tokens as this server counts them: the ids, or for a text prompt
+// its bytes (a byte-level "tokenizer"); reported in GenerationFinished.usage.
+int PromptLength(const v1::GenerateRequest& request);
+
+// Token i of the echo script: the prompt (ids, or a text prompt's bytes),
+// repeated.
 int32_t EchoToken(const v1::GenerateRequest& request, int i);
 
-// Validates like the router (INVALID_ARGUMENT for an empty prompt or
-// max_tokens <= 0) and echoes the prompt: max_tokens tokens, or up to and
-// including the first stop token (finish reason STOP_TOKEN).
+// Validates like the router (INVALID_ARGUMENT unless exactly one of prompt
+// and prompt_token_ids is set, or for max_tokens <= 0) and echoes the
+// prompt: max_tokens tokens, or up to and including the first stop token
+// (finish reason STOP_TOKEN).
 StreamScript EchoScript(const v1::GenerateRequest& request);
 
 class ScriptedDuetServer {
