@@ -177,6 +177,11 @@ std::vector<std::string> JoinGoodputWords(int argc, char** argv) {
   return out;
 }
 
+std::string Dashed(std::string name) {
+  for (char& c : name) c = c == '_' ? '-' : c;
+  return name;
+}
+
 // Both names of one value: the one given, and an error if both are, with
 // different values.
 template <typename T>
@@ -184,15 +189,11 @@ absl::StatusOr<T> Aliased(const absl::Flag<T>& current, const char* name,
                           const absl::Flag<T>& old, const char* old_name) {
   const T a = absl::GetFlag(current), b = absl::GetFlag(old);
   if (Specified(name) && Specified(old_name) && a != b) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", old_name, " is the old name of --", name, "; give one of them"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", Dashed(old_name), " is the old name of --",
+                     Dashed(name), "; give one of them"));
   }
   return Specified(old_name) && !Specified(name) ? b : a;
-}
-
-std::string Dashed(std::string name) {
-  for (char& c : name) c = c == '_' ? '-' : c;
-  return name;
 }
 
 // Lengths of random / prefix-repetition: --input-len-max style or
