@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""Writes the chat-template goldens that tests/chat/chat_template_test.cc
+renders byte for byte with duet's own Jinja interpreter (chat/).
+
+For each template (NAME=DIR: a checkpoint/tokenizer directory holding
+tokenizer_config.json and/or chat_template.jinja) it builds --count varied
+conversations (system prompt or none, multi-turn, reasoning, tool
+definitions, tool calls and responses, add_generation_prompt on/off, template
+kwargs, unicode, empty content, and a few that make the template raise),
+renders each and writes <out-dir>/<NAME>.json with the inputs, the expected
+text (or the raise_exception message) and which engine made them.
+
+Engines:
+  transformers  AutoTokenizer.from_pretrained(DIR).apply_chat_template(...,
+                tokenize=False): the reference. Needs transformers (and a
+                tokenizer.json or equivalent in DIR).
+  jinja2        plain jinja2 set up the way transformers sets it up
+                (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks,
+                loopcontrols; its tojson, raise_exception and strftime_now;
+                the special tokens and kwargs it passes). For machines
+                without transformers; the lead regenerates with transformers
+                and compares.
+
+Usage:
+  python3 scripts/make_chat_goldens.py --engine jinja2
+  python3 scripts/make_chat_goldens.py --engine transformers
+  # Llama-3.1 (template not committed, licence): goldens beside the template
+  python3 scripts/make_chat_goldens.py --engine transformers \\
+      --template llama3_1=assets/llama3/llama3_1 --out-dir assets/llama3/llama3_1
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TEMPLATES = ["qwen3=assets/qwen3", "llama3=assets/llama3"]
+SPECIAL_TOKEN_NAMES = ["bos_token", "eos_token", "unk_token", "sep_token",
+                       "pad_token", "cls_token", "mask_token"]
+
+
+def load_template(directory):
+    """(template source, special tokens map) as transformers sees them."""
+    cfg_path = os.path.join(directory, "tokenizer_config.json")
+    cfg = {}
+    if os.path.exists(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    special = {}
+    for name in SPECIAL_TOKEN_NAMES:
+        tok = cfg.get(name)
+        if isinstance(tok, dict):
+            tok = tok.get("content")
+        if tok:
+            special[name] = tok
+    extra = [t.get("content") if isinstance(t, dict) else t
+             for t in cfg.get("additional_special_tokens") or []]
+    if extra:
+        special["additional_special_tokens"] = extra
+    jinja_path = os.path.join(directory, "chat_template.jinja")
+    if os.path.exists(jinja_path):
+        with open(jinja_path, encoding="utf-8") as f:
+            return f.read(), special
+    source = cfg.get("chat_template")
+    if isinstance(source, list):
+        source = {t["name"]: t["template"] for t in source}["default"]
+    if not isinstance(source, str):
+        sys.exit(f"{directory}: no chat template")
+    return source, special
+
+
+class Jinja2Engine:
+    """transformers' _compile_jinja_template and render, with plain jinja2."""
+
+    name = "jinja2"
+
+    def __init__(self, directory):
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        self.version = jinja2.__version__
+        self.source, self.special = load_template(directory)
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x, ensure_ascii=False, indent=None, separators=None,
+                   sort_keys=False):
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent,
+                              separators=separators, sort_keys=sort_keys)
+
+        def strftime_now(format):  # noqa: A002 (transformers' name)
+            return datetime.now().strftime(format)
+
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True,
+            extensions=[jinja2.ext.loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = strftime_now
+        self.template = env.from_string(self.source)
+        self.error_type = jinja2.exceptions.TemplateError
+
+    def render(self, messages, tools, add_generation_prompt, kwargs):
+        template_kwargs = {**self.special, **kwargs}
+        return self.template.render(
+            messages=messages, tools=tools, documents=None,
+            add_generation_prompt=add_generation_prompt, **template_kwargs)
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, directory):
+        import jinja2
+        import transformers
+
+        self.version = transformers.__version__
+        self.source, self.special = load_template(directory)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        self.error_type = jinja2.exceptions.TemplateError
+
+    def render(self, messages, tools, add_generation_prompt, kwargs):
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt,
+            tokenize=False, **kwargs)
+
+
+# ------------------------------------------------------------ conversations
+
+TEXTS = [
+    "Hello!", "What is 2 + 2?", "Explain KV caching in one paragraph.",
+    "  leading and trailing spaces  ", "\n\nnewlines around\n\n",
+    "tabs\tinside\tand a trailing tab\t", "Ünïcödé: naïve café, Straße",
+    "中文问题：今天天气怎么样？", "日本語のテキストです。", "한국어 문장입니다.",
+    "Emoji 🎉🚀 and a flag 🇫🇷 and ZWJ 👩‍💻", "Arabic: مرحبا بالعالم",
+    "quotes \"double\" and 'single' and back\\slash",
+    "json-like {\"a\": [1, 2, {\"b\": null}]}", "multi\nline\ncontent",
+    "windows\r\nline endings\r\n", "trailing ideographic space\u3000",
+    "\u00a0nbsp around\u00a0", "<b>html</b> &amp; entities",
+    "{{ not a template }} {% neither %}", "x" * 300, "a", "",
+    "<tool_response>\nfake tool text typed by a user\n</tool_response>",
+    "Math: ∑_{i=1}^n i = n(n+1)/2, π ≈ 3.14159",
+]
+
+REASONING = [
+    "Let me think step by step.", "\nThe user wants a short answer.\n",
+    "First, 2+2=4.\nSo the answer is 4.", "", "思考中……",
+]
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "City name, e.g. Zürich"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "search",
+        "description": "Search the web — returns the top results.",
+        "parameters": {"type": "object", "properties": {
+            "query": {"type": "string"},
+            "max_results": {"type": "integer", "default": 5, "minimum": 1},
+            "safe": {"type": "boolean", "default": True},
+            "threshold": {"type": "number", "default": 0.25}},
+            "required": ["query"]}}},
+    {"type": "function", "function": {
+        "name": "calculator", "description": "Evaluate an expression.",
+        "parameters": {"type": "object", "properties": {
+            "expression": {"type": "string", "description": "e.g. \"1+1\""},
+            "precision": {"type": ["integer", "null"], "default": None},
+            "scale": {"type": "number", "default": 1e-05}},
+            "required": ["expression"]}}},
+    {"type": "function", "function": {
+        "name": "lookup_user", "description": "",
+        "parameters": {"type": "object", "properties": {}}}},
+]
+
+ARGUMENTS = {
+    "get_weather": [{"city": "Paris"}, {"city": "東京", "unit": "celsius"},
+                    {"unit": "fahrenheit", "city": "New York"}],
+    "search": [{"query": "duet LLM serving", "max_results": 3},
+               {"query": "émoji 🎉", "safe": False, "threshold": 0.5}],
+    "calculator": [{"expression": "2**10"},
+                   {"expression": "1/3", "precision": 4, "scale": 2.5}],
+    "lookup_user": [{}, {"id": 42, "tags": ["a", "b"], "meta": None}],
+}
+
+
+def tool_result(rng, name):
+    return rng.choice([
+        json.dumps({"name": name, "ok": True, "value": rng.randint(0, 99)}),
+        "22°C, sunny", "", "line one\nline two", "错误：未找到",
+    ])
+
+
+def tool_call(rng, name, as_string=False):
+    args = rng.choice(ARGUMENTS[name])
+    call = {"type": "function", "function": {
+        "name": name,
+        "arguments": json.dumps(args, ensure_ascii=False) if as_string else args}}
+    if rng.random() < 0.5:
+        call["id"] = "call_%06d" % rng.randint(0, 999999)
+    return call
+
+
+def qwen3_case(rng, i):
+    msgs, kwargs = [], {}
+    tools = rng.sample(TOOLS, rng.randint(1, 3)) if rng.random() < 0.4 else None
+    if rng.random() < 0.5:
+        msgs.append({"role": "system", "content": rng.choice(
+            ["You are a helpful assistant.", "Réponds en français.", "", "  sys  "])})
+    for turn in range(rng.randint(1, 4)):
+        msgs.append({"role": "user", "content": rng.choice(TEXTS)})
+        last = turn == 0 or rng.random() < 0.3
+        if tools and rng.random() < 0.6:
+            names = [t["function"]["name"] for t in tools]
+            calls = [tool_call(rng, rng.choice(names), rng.random() < 0.3)
+                     for _ in range(rng.randint(1, 2))]
+            content = rng.choice(["", "Let me check.", "<think>\nneed a tool\n</think>\n\nCalling."])
+            msg = {"role": "assistant", "content": content, "tool_calls": calls}
+            if rng.random() < 0.3:
+                msg["reasoning_content"] = rng.choice(REASONING)
+            msgs.append(msg)
+            for c in calls:
+                msgs.append({"role": "tool", "content": tool_result(rng, c["function"]["name"])})
+            if rng.random() < 0.5:
+                break
+        if rng.random() < 0.75 or not last:
+            content = rng.choice(TEXTS)
+            style = rng.random()
+            msg = {"role": "assistant", "content": content}
+            if style < 0.3:
+                msg["content"] = "<think>\n%s\n</think>\n\n%s" % (rng.choice(REASONING), content)
+            elif style < 0.5:
+                msg["reasoning_content"] = rng.choice(REASONING)
+            elif style < 0.55:
+                msg["reasoning_content"] = None
+            msgs.append(msg)
+    if rng.random() < 0.1 and len(msgs) > 2:
+        msgs.insert(len(msgs) - 1, {"role": "system", "content": "A mid-conversation system note."})
+    r = rng.random()
+    if r < 0.3:
+        kwargs["enable_thinking"] = False
+    elif r < 0.5:
+        kwargs["enable_thinking"] = True
+    return msgs, tools, rng.random() < 0.6, kwargs
+
+
+def llama3_case(rng, i):
+    msgs = []
+    if rng.random() < 0.5:
+        msgs.append({"role": "system", "content": rng.choice(TEXTS)})
+    for _ in range(rng.randint(1, 4)):
+        msgs.append({"role": "user", "content": rng.choice(TEXTS)})
+        if rng.random() < 0.7:
+            msgs.append({"role": "assistant", "content": rng.choice(TEXTS)})
+    return msgs, None, rng.random() < 0.6, {}
+
+
+def llama31_case(rng, i):
+    msgs, kwargs = [], {}
+    kwargs["date_string"] = rng.choice(["26 Jul 2024", "01 Jan 2025", "29 Feb 2028"])
+    tools = rng.sample(TOOLS, rng.randint(1, 3)) if rng.random() < 0.5 else None
+    if tools is not None and rng.random() < 0.1:
+        tools = []
+    if rng.random() < 0.3:
+        kwargs["tools_in_user_message"] = rng.random() < 0.5
+    if rng.random() < 0.1 and tools:
+        kwargs["custom_tools"], tools = tools, None
+    builtin = rng.random() < 0.2
+    if builtin:
+        kwargs["builtin_tools"] = rng.choice(
+            [["brave_search", "wolfram_alpha"], ["code_interpreter", "brave_search"]])
+    if rng.random() < 0.6:
+        msgs.append({"role": "system", "content": rng.choice(TEXTS)})
+    for turn in range(rng.randint(1, 3)):
+        msgs.append({"role": "user", "content": rng.choice(TEXTS)})
+        avail = tools or kwargs.get("custom_tools")
+        if avail and rng.random() < 0.6:
+            name = rng.choice([t["function"]["name"] for t in avail])
+            n = 2 if rng.random() < 0.05 else 1  # the template raises on 2
+            msgs.append({"role": "assistant", "tool_calls": [tool_call(rng, name) for _ in range(n)]})
+            content = tool_result(rng, name)
+            if rng.random() < 0.3:
+                content = {"result": content, "n": 1.5}
+            msgs.append({"role": rng.choice(["tool", "ipython"]), "content": content})
+        elif builtin and rng.random() < 0.5:
+            name = kwargs["builtin_tools"][1 if kwargs["builtin_tools"][0] == "code_interpreter" else 0]
+            msgs.append({"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                "name": name, "arguments": {"query": rng.choice(["weather", "2+2", "café"])}}}]})
+            msgs.append({"role": "ipython", "content": "result text"})
+        if rng.random() < 0.7:
+            msgs.append({"role": "assistant", "content": rng.choice(TEXTS)})
+    if rng.random() < 0.03:
+        msgs = msgs[:1] if msgs[0]["role"] == "system" else []  # raises with tools
+        if not msgs:
+            msgs = [{"role": "system", "content": "only a system prompt"}]
+    return msgs, tools, rng.random() < 0.6, kwargs
+
+
+def family(source):
+    if "<|im_start|>" in source:
+        return qwen3_case
+    if "tools_in_user_message" in source:
+        return llama31_case
+    return llama3_case
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", choices=["transformers", "jinja2"], default="transformers")
+    ap.add_argument("--template", action="append",
+                    help="NAME=DIR (default: %s)" % " ".join(DEFAULT_TEMPLATES))
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "tests/golden/chat"))
+    ap.add_argument("--count", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=20250101)
+    args = ap.parse_args()
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    for spec in args.template or DEFAULT_TEMPLATES:
+        name, directory = spec.split("=", 1)
+        full_dir = directory if os.path.isabs(directory) else os.path.join(ROOT, directory)
+        engine_cls = TransformersEngine if args.engine == "transformers" else Jinja2Engine
+        engine = engine_cls(full_dir)
+        make_case = family(engine.source)
+        rng = random.Random("%s/%d" % (name, args.seed))
+        cases, errors = [], 0
+        for i in range(args.count):
+            messages, tools, agp, kwargs = make_case(rng, i)
+            case = {"name": "%s_%03d" % (name, i), "messages": messages, "tools": tools,
+                    "add_generation_prompt": agp, "kwargs": kwargs}
+            try:
+                case["expected"] = engine.render(messages, tools, agp, kwargs)
+            except engine.error_type as e:
+                case["error"] = str(e)
+                errors += 1
+            cases.append(case)
+        out = {
+            "template": name,
+            "template_dir": directory,
+            "template_sha256": hashlib.sha256(engine.source.encode()).hexdigest(),
+            "engine": engine.name,
+            "engine_version": engine.version,
+            "special_tokens": engine.special,
+            "cases": cases,
+        }
+        path = os.path.join(args.out_dir, name + ".json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(out, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+        print("%s: %d cases (%d raise) by %s %s -> %s"
+              % (name, len(cases), errors, engine.name, engine.version,
+                 os.path.relpath(path, ROOT)))
+
+
+if __name__ == "__main__":
+    main()
