@@ -104,7 +104,7 @@ ABSL_FLAG(bool, save_result, false,
 ABSL_FLAG(std::string, result_dir, "", "directory of --save-result's file");
 ABSL_FLAG(std::string, result_filename, "",
           "JSON file name (implies --save-result; default "
-          "duet-<rate>qps-<date>.json)");
+          "duet-<rate>qps-<date>.json; sweeps duet-sweep-<date>)");
 ABSL_FLAG(std::string, json_out, "", "also write the report as JSON here");
 ABSL_FLAG(bool, save_detailed, false,
           "add per-request arrays and records to the JSON");
@@ -294,7 +294,7 @@ bool WriteFile(const std::string& path, const std::string& text) {
 
 // Where the JSON goes ("" = nowhere): --json-out, or --save-result's
 // --result-dir/--result-filename.
-absl::StatusOr<std::string> JsonPath(double rate) {
+absl::StatusOr<std::string> JsonPath(const std::string& label) {
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   std::string name = absl::GetFlag(FLAGS_result_filename);
   const bool save = absl::GetFlag(FLAGS_save_result) || !name.empty();
@@ -306,7 +306,7 @@ absl::StatusOr<std::string> JsonPath(double rate) {
   if (!save) return json_out;
   if (name.empty()) {
     name = absl::StrCat(
-        "duet-", RateText(rate), "qps-",
+        "duet-", label, "-",
         absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::LocalTimeZone()),
         ".json");
   }
@@ -360,7 +360,7 @@ int Main(int argc, char** argv) {
     if (!list.ok()) return UsageError(std::string(list.status().message()));
     rates = *list;
   }
-  auto json_path = JsonPath(rates.front());
+  auto json_path = JsonPath(sweep ? "sweep" : RateText(rates.front()) + "qps");
   if (!json_path.ok()) {
     return UsageError(std::string(json_path.status().message()));
   }
