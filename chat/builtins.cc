@@ -3,6 +3,7 @@
 #include "chat/builtins.h"
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -257,19 +258,31 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& v,
   if (name == "lower") return CaseTest(v, false);
   if (name == "upper") return CaseTest(v, true);
   if (name == "odd" || name == "even" || name == "divisibleby") {
+    // Jinja computes value % 2 (or % num), so floats work and others raise.
     if (v.is_undefined()) return UndefinedError(v);
-    if (!v.is_int() && !v.is_bool()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "test '", name, "' needs an integer, got ", v.TypeName()));
+    Value mod(int64_t{2});
+    if (name == "divisibleby") {
+      DUET_ASSIGN_OR_RETURN(mod, arg(0));
     }
-    int64_t x = v.is_bool() ? v.as_bool() : v.as_int();
-    if (name == "odd") return x % 2 != 0;
-    if (name == "even") return x % 2 == 0;
-    DUET_ASSIGN_OR_RETURN(Value d, arg(0));
-    if (!d.is_int() || d.as_int() == 0) {
-      return absl::InvalidArgumentError("divisibleby needs a nonzero integer");
+    if (!v.is_number() || !mod.is_number()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("test '", name, "' needs numbers, got ", v.TypeName()));
     }
-    return x % d.as_int() == 0;
+    if (mod.as_double() == 0) {
+      return absl::InvalidArgumentError("modulo by zero");
+    }
+    double r;
+    if (v.is_float() || mod.is_float()) {
+      double x = v.as_double(), y = mod.as_double();
+      r = x - std::floor(x / y) * y;
+    } else {
+      int64_t x = v.is_bool() ? v.as_bool() : v.as_int();
+      int64_t y = mod.is_bool() ? mod.as_bool() : mod.as_int();
+      int64_t m = x % y;
+      if (m != 0 && ((m < 0) != (y < 0))) m += y;
+      r = static_cast<double>(m);
+    }
+    return name == "odd" ? r == 1 : r == 0;
   }
   DUET_ASSIGN_OR_RETURN(Value other, arg(0));
   if (name == "eq" || name == "equalto" || name == "==") {

@@ -305,6 +305,210 @@ def llama31_case(rng, i):
     return msgs, tools, rng.random() < 0.6, kwargs
 
 
+
+# ------------------------------------------------- random expression goldens
+
+EXPR_STRINGS = ["", "a", "abc", "  pad  ", "\tx\n", "Hello, World", "a,b,,c",
+                "x.y.z", "café", "中文字符", "🎉 ok", "O'Neil", 'say "hi"',
+                "back\\slash", "\u3000wide\u00a0", "line1\nline2\r\nline3",
+                "MiXeD cAsE wOrDs", "ÉLAN vital", "Привет Мир", "ΑΒΓ αβγ"]
+
+
+def rand_scalar(rng):
+    r = rng.random()
+    if r < 0.2:
+        return rng.choice([0, 1, -1, 7, 42, -13, 10**12, 3])
+    if r < 0.35:
+        return rng.choice([0.5, 2.5, -1.25, 0.1, 1e-05, 1e20, 3.0, 123456.789, 1e16, 0.0001])
+    if r < 0.75:
+        return rng.choice(EXPR_STRINGS)
+    if r < 0.88:
+        return rng.choice([True, False])
+    return None
+
+
+def rand_value(rng, depth=0):
+    r = rng.random()
+    if depth < 2 and r < 0.15:
+        return [rand_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if depth < 2 and r < 0.25:
+        return {rng.choice(["a", "b", "name", "ü", "k k"]) + str(i): rand_value(rng, depth + 1)
+                for i in range(rng.randint(0, 3))}
+    return rand_scalar(rng)
+
+
+def rand_list(rng, kind=None):
+    n = rng.randint(0, 5)
+    if kind == "int":
+        return [rng.randint(-5, 9) for _ in range(n)]
+    if kind == "str":
+        return [rng.choice(EXPR_STRINGS[:14]) for _ in range(n)]
+    return [rand_value(rng, 1) for _ in range(n)]
+
+
+def rand_slice(rng):
+    part = lambda: rng.choice(["", "", "0", "1", "2", "-1", "-2", "5", "-9", "none"])
+    step = rng.choice(["", "", "1", "2", "-1", "-2", "3"])
+    return part() + ":" + part() + ((":" + step) if step or rng.random() < 0.3 else "")
+
+
+def expr_case(rng):
+    """A small template over a random context, and that context."""
+    ctx = {"s": rng.choice(EXPR_STRINGS), "t": rng.choice(EXPR_STRINGS),
+           "n": rng.randint(-20, 20), "m": rng.choice([1, 2, 3, -4, 7, 0]),
+           "f": rng.choice([0.5, 2.25, -3.5, 1e-05, 10.0, 0.1]),
+           "l": rand_list(rng, rng.choice(["int", "str", None])),
+           "v": rand_value(rng), "w": rand_value(rng),
+           "d": {"role": rng.choice(["user", "tool"]), "content": rng.choice(EXPR_STRINGS),
+                 "n": rng.randint(0, 3)}}
+    strm = rng.choice([
+        "s.strip()", "s.lstrip()", "s.rstrip()", "s.strip('a ')", "s.split()",
+        "s.split(',')", "s.split('.', 1)", "s.rsplit(',', 1)", "s.rsplit(None, 1)",
+        "s.replace('a', 'A')", "s.replace('', '-')", "s.startswith('a')",
+        "s.endswith(('c', 'd'))", "s.upper()", "s.lower()", "s.title()",
+        "s.capitalize()", "s.find('b')", "s.count('a')", "', '.join(l|map('string'))",
+        "s.splitlines()", "s.isdigit()", "s.isspace()"])
+    filt = rng.choice([
+        "v|tojson", "v|tojson(indent=2)", "l|tojson(indent=4)", "s|tojson",
+        "v|tojson(separators=(',', ':'))", "d|tojson(sort_keys=true)",
+        "s|trim", "s|length", "l|length", "d|length", "l|first", "l|last", "s|first",
+        "s|last", "l|join('-')", "l|join", "s|upper", "s|lower", "s|capitalize",
+        "s|title", "l|reverse|list", "s|reverse", "l|unique|list", "l|sort",
+        "l|sort(reverse=true)", "undefined_var|default('dflt')", "s|default('x', true)",
+        "s|replace('a', '_')", "s|list", "d|items|list", "d|list", "n|abs",
+        "f|round", "f|round(1)", "n|float", "s|int", "f|int", "l|sum",
+        "l|min", "l|max", "l|select|list", "l|reject('none')|list",
+        "l|select('string')|list", "l|reject('equalto', 1)|list",
+        "[d, d]|map(attribute='role')|list", "[d]|selectattr('role', 'equalto', 'user')|list",
+        "l|map('string')|join(',')", "s|indent(2)", "s|indent(2, true)", "s|string",
+        "v|string", "l|count"])
+    test = rng.choice(["defined", "undefined", "none", "string", "number", "integer",
+                       "float", "boolean", "mapping", "iterable", "sequence", "true",
+                       "false", "odd", "even", "divisibleby(3)", "equalto(1)", "in(l)",
+                       "lower", "upper", "sameas(none)", "callable"])
+    arith = rng.choice(["n + m", "n - m", "n * m", "n / m", "n // m", "n % m", "m ** 3",
+                        "f * 2", "f + n", "f / 4", "-n", "n ~ s", "s ~ f", "s + t",
+                        "l + l", "s * 2", "0.1 + 0.2", "n // -3", "-7 % 3", "2 ** -1",
+                        "f // 0.5", "1e16 * 10", "f - f"])
+    cmpx = rng.choice(["n < m", "n >= m", "n == m", "n != f", "s < t", "s == t",
+                       "s in t", "'a' in s", "n in l", "s not in l", "1 < n < 10",
+                       "n and s", "n or s", "not v", "v and w", "v or w",
+                       "s if n > 0 else t", "(s if n) is defined", "l == l[:]",
+                       "d.role == 'user'", "'content' in d", "d.missing is defined",
+                       "d['n'] + 1", "d.get('nope', 5)", "d.keys()|list",
+                       "d.values()|list|length", "v == w", "[1, 2] < [1, 3]"])
+    shape = rng.choice(["strm", "filt", "test", "arith", "cmp", "slice", "print",
+                        "loop", "ns", "macro", "ws", "set"])
+    if shape == "strm":
+        src = "{{ %s }}" % strm
+    elif shape == "filt":
+        src = "{{ %s }}" % filt
+    elif shape == "test":
+        src = "{{ v is %s }}|{{ w is not %s }}|{{ n is %s }}" % (test, test, test)
+    elif shape == "arith":
+        src = "{{ %s }}" % arith
+    elif shape == "cmp":
+        src = "{{ %s }}" % cmpx
+    elif shape == "slice":
+        src = "{{ s[%s] }}|{{ l[%s] }}|{{ l[%d] is defined }}" % (
+            rand_slice(rng), rand_slice(rng), rng.randint(-6, 6))
+    elif shape == "print":
+        src = "{{ v }}|{{ w }}|{{ [v, w] }}|{{ {'k': v} }}"
+    elif shape == "loop":
+        src = rng.choice([
+            "{% for x in l %}{{ loop.index0 }}{{ loop.index }}{{ loop.revindex }}"
+            "{{ loop.first }}{{ loop.last }}{{ loop.length }}({{ loop.previtem }}/"
+            "{{ loop.nextitem }}){% else %}empty{% endfor %}",
+            "{% for x in l if x %}[{{ x }}]{% if loop.index > 2 %}{% break %}{% endif %}{% endfor %}",
+            "{% for x in l %}{% if x is string %}{% continue %}{% endif %}{{ x }},{% endfor %}",
+            "{% for k, v2 in d.items() %}{{ k }}={{ v2 }};{% endfor %}",
+            "{% for k in d %}{{ k }}{{ loop.cycle('<', '>') }}{% endfor %}",
+            "{% for x in l[::-1] %}{% set y = x %}{{ y }}{% endfor %}{{ y is defined }}",
+            "{% for i in range(n % 5) %}{{ i }}{% endfor %}|{{ range(1, 7, 2)|list }}",
+        ])
+    elif shape == "ns":
+        src = ("{% set ns = namespace(total=0, seen=[]) %}{% for x in l %}"
+               "{% set ns.total = ns.total + 1 %}{% set ns.seen = ns.seen + [x] %}"
+               "{% endfor %}{{ ns.total }}:{{ ns.seen }}")
+    elif shape == "macro":
+        src = rng.choice([
+            "{% macro m(a, b='B') %}<{{ a }}|{{ b }}>{% endmacro %}{{ m(s) }}{{ m(n, b=t) }}",
+            "{{ w2(v) }}{% macro w2(x) %}{{ x|tojson }}{% endmacro %}",
+        ])
+    elif shape == "set":
+        src = rng.choice([
+            "{% set a, b = l[:2] if l|length >= 2 else [1, 2] %}{{ a }}{{ b }}",
+            "{% set block %}  {{ s }}\n{% endset %}[{{ block }}]",
+            "{% if n > 0 %}{% set z = 'pos' %}{% else %}{% set z = 'neg' %}{% endif %}{{ z }}",
+            "{% set messages = l[1:] %}{{ messages|length }}",
+        ])
+    else:
+        pieces = ["\n", "  ", "\n  ", "text", " \t", "\n\n"]
+        tags = ["{% if n %}", "{%- if n %}", "{% if n -%}", "{%+ if n %}",
+                "{{ s }}", "{{- s }}", "{{ s -}}", "{# c #}", "{#- c -#}", "{% set q = 1 %}",
+                "{%- set q = 2 -%}", "{% raw %}{{ raw }}{% endraw %}"]
+        src = ""
+        depth = 0
+        for _ in range(rng.randint(3, 9)):
+            src += rng.choice(pieces)
+            tag = rng.choice(tags + (["{% endif %}", "{%- endif %}", "{% endif -%}"] if depth else []))
+            if "if n" in tag:
+                depth += 1
+            elif "endif" in tag:
+                depth -= 1
+            src += tag
+        src += "{% endif %}" * depth + rng.choice(pieces)
+    return src, ctx
+
+
+def expr_env():
+    """transformers' compiled-template environment (falls back to jinja2)."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+        import transformers
+        return (lambda src: _compile_jinja_template(src)), "transformers", transformers.__version__
+    except ImportError:
+        import jinja2
+        engine = Jinja2Engine.__new__(Jinja2Engine)
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent,
+                              separators=separators, sort_keys=sort_keys)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=[jinja2.ext.loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string, "jinja2", jinja2.__version__
+
+
+def make_expr_goldens(count, seed, out_dir):
+    compile_template, engine, version = expr_env()
+    rng = random.Random("exprs/%d" % seed)
+    cases, errors = [], 0
+    for i in range(count):
+        src, ctx = expr_case(rng)
+        case = {"name": "expr_%04d" % i, "template": src, "context": ctx}
+        try:
+            case["expected"] = compile_template(src).render(**ctx)
+        except Exception as e:  # noqa: BLE001 (any Jinja runtime error)
+            case["error"] = "%s: %s" % (type(e).__name__, e)
+            errors += 1
+        cases.append(case)
+    path = os.path.join(out_dir, "jinja_exprs.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"engine": engine, "engine_version": version, "cases": cases},
+                  f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print("jinja_exprs: %d cases (%d raise) by %s %s -> %s"
+          % (len(cases), errors, engine, version, os.path.relpath(path, ROOT)))
+
+
 def family(source):
     if "<|im_start|>" in source:
         return qwen3_case
@@ -322,6 +526,8 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "tests/golden/chat"))
     ap.add_argument("--count", type=int, default=120)
     ap.add_argument("--seed", type=int, default=20250101)
+    ap.add_argument("--exprs", type=int, default=600,
+                    help="random expression goldens (jinja_exprs.json); 0: none")
     args = ap.parse_args()
 
     os.makedirs(args.out_dir, exist_ok=True)
@@ -359,6 +565,8 @@ def main():
         print("%s: %d cases (%d raise) by %s %s -> %s"
               % (name, len(cases), errors, engine.name, engine.version,
                  os.path.relpath(path, ROOT)))
+    if args.exprs:
+        make_expr_goldens(args.exprs, args.seed, args.out_dir)
 
 
 if __name__ == "__main__":
