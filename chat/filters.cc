@@ -18,6 +18,10 @@
 namespace duet::chat::jinja {
 namespace {
 
+int64_t IntOfNumber(const Value& v) {
+  return v.is_bool() ? v.as_bool() : v.as_int();
+}
+
 absl::Status FilterError(const std::string& name, absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("filter '", name, "': ", what));
@@ -354,10 +358,12 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v,
     int64_t p =
         precision != nullptr && precision->is_int() ? precision->as_int() : 0;
     std::string m = method != nullptr ? method->Str() : "common";
+    // "common" is Python's round(): ties to even, and an int stays an int.
+    if (m == "common" && !v.is_float() && p >= 0) return Value(IntOfNumber(v));
     double scale = std::pow(10.0, static_cast<double>(p));
     double x = v.as_double() * scale;
     if (m == "common") {
-      x = std::round(x);
+      x = std::nearbyint(x);
     } else if (m == "ceil") {
       x = std::ceil(x);
     } else if (m == "floor") {

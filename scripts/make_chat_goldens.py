@@ -356,7 +356,7 @@ def expr_case(rng):
     """A small template over a random context, and that context."""
     ctx = {"s": rng.choice(EXPR_STRINGS), "t": rng.choice(EXPR_STRINGS),
            "n": rng.randint(-20, 20), "m": rng.choice([1, 2, 3, -4, 7, 0]),
-           "f": rng.choice([0.5, 2.25, -3.5, 1e-05, 10.0, 0.1]),
+           "f": rng.choice([0.5, 1.5, 2.5, 2.25, -3.5, 1e-05, 10.0, 0.1, 2.675]),
            "l": rand_list(rng, rng.choice(["int", "str", None])),
            "v": rand_value(rng), "w": rand_value(rng),
            "d": {"role": rng.choice(["user", "tool"]), "content": rng.choice(EXPR_STRINGS),
@@ -376,7 +376,7 @@ def expr_case(rng):
         "s|title", "l|reverse|list", "s|reverse", "l|unique|list", "l|sort",
         "l|sort(reverse=true)", "undefined_var|default('dflt')", "s|default('x', true)",
         "s|replace('a', '_')", "s|list", "d|items|list", "d|list", "n|abs",
-        "f|round", "f|round(1)", "n|float", "s|int", "f|int", "l|sum",
+        "f|round", "f|round(1)", "n|round", "(f * 3)|round(0, 'floor')", "n|float", "s|int", "f|int", "l|sum",
         "l|min", "l|max", "l|select|list", "l|reject('none')|list",
         "l|select('string')|list", "l|reject('equalto', 1)|list",
         "[d, d]|map(attribute='role')|list", "[d]|selectattr('role', 'equalto', 'user')|list",
