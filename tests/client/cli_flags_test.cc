@@ -52,7 +52,8 @@ TEST(CheckFlagArgsTest, NamesTheBadFlag) {
 }
 
 TEST(ParseIdListTest, ParsesCommaSeparatedIds) {
-  EXPECT_EQ(*ParseIdList("1,2, 3", "prompt-ids"), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(*ParseIdList("1,2, 3", "prompt-ids"),
+            (std::vector<int32_t>{1, 2, 3}));
   EXPECT_TRUE(ParseIdList("", "prompt-ids")->empty());
   EXPECT_EQ(*ParseIdList("-1,,7", "x"), (std::vector<int32_t>{-1, 7}));
   const auto bad = ParseIdList("1,x", "prompt-ids");
