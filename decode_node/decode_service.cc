@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "serving/convert.h"
+#include "serving/kv_channel_rpc.h"
 
 namespace duet::decode_node {
 namespace {
@@ -107,6 +108,18 @@ grpc::Status DecodeService::Describe(grpc::ServerContext*,
                                      v1::DescribeResponse* reply) {
   return CheckToken(req->request_id(), req->reservation_token(),
                     /*consume=*/false, reply->mutable_kv_transfer());
+}
+
+grpc::Status DecodeService::OpenKvChannel(grpc::ServerContext*,
+                                          const v1::OpenKvChannelRequest* req,
+                                          v1::OpenKvChannelResponse* reply) {
+  return serving::ServeOpenKvChannel(kv_channels_, *req, reply);
+}
+
+grpc::Status DecodeService::PushKv(grpc::ServerContext* ctx,
+                                   const v1::PushKvRequest* req,
+                                   v1::PushKvResponse*) {
+  return serving::ServePushKv(kv_channels_, *ctx, *req);
 }
 
 grpc::Status DecodeService::Prefill(grpc::ServerContext*,

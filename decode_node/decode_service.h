@@ -5,18 +5,27 @@
 
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "decode_node/decode_engine.h"
 #include "duet/v1/node.grpc.pb.h"
+#include "kv_transfer/kv_channel.h"
 
 namespace duet::decode_node {
 
 class DecodeService final : public v1::Node::Service {
  public:
-  explicit DecodeService(DecodeEngine* engine) : engine_(engine) {}
+  // `kv_channels`: each rank's NCCL channel face (serving::MakeNodeKvReceiver
+  // fills them with --kv-transport nccl; empty otherwise), owned by the
+  // engine's receiver.
+  explicit DecodeService(
+      DecodeEngine* engine,
+      std::vector<kv_transfer::KvChannelServer*> kv_channels = {})
+      : engine_(engine), kv_channels_(std::move(kv_channels)) {}
 
   grpc::Status Reserve(grpc::ServerContext* ctx, const v1::ReserveRequest* req,
                        v1::ReserveResponse* reply) override;
@@ -31,6 +40,11 @@ class DecodeService final : public v1::Node::Service {
                        v1::ReleaseResponse* reply) override;
   grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                      v1::StatsResponse* reply) override;
+  grpc::Status OpenKvChannel(grpc::ServerContext* ctx,
+                             const v1::OpenKvChannelRequest* req,
+                             v1::OpenKvChannelResponse* reply) override;
+  grpc::Status PushKv(grpc::ServerContext* ctx, const v1::PushKvRequest* req,
+                      v1::PushKvResponse* reply) override;
 
   v1::NodeLoad Load();
 
@@ -40,16 +54,16 @@ class DecodeService final : public v1::Node::Service {
   // unless `kv` is set: then it is FAILED_PRECONDITION, and on success the
   // reservation's descriptor is copied into `kv`.
   grpc::Status CheckToken(uint64_t request_id, const std::string& token,
-                          bool consume,
-                          v1::KvTransferDescriptor* kv = nullptr);
+                          bool consume, v1::KvTransferDescriptor* kv = nullptr);
 
   DecodeEngine* engine_;
+  const std::vector<kv_transfer::KvChannelServer*> kv_channels_;
   // Tokens of live reservations (Reserve -> Decode or Release). Entries
   // of reservations that expired unused are dropped after the longest TTL.
   struct Token {
     std::string secret;
     absl::Time expires;
-    v1::KvTransferDescriptor kv;  // what Describe answers
+    v1::KvTransferDescriptor kv;     // what Describe answers
     absl::Time reservation_expires;  // the engine frees the blocks then
   };
   absl::Mutex mu_;

@@ -107,16 +107,18 @@ int main(int argc, char** argv) {
       duet::serving::ResolveKvTransports(flags->kv_transport, **runner);
   if (!transports.ok())
     return Usage(std::string(transports.status().message()));
+  std::vector<duet::kv_transfer::KvChannelServer*> kv_channels;
   auto engine = duet::decode_node::DecodeEngine::Create(
       std::move(*runner), options, [&](duet::runtime::ModelRunner& r) {
-        return duet::serving::MakeNodeKvReceiver(*transports, r, ucx);
+        return duet::serving::MakeNodeKvReceiver(*transports, r, ucx,
+                                                 &kv_channels);
       });
   if (!engine.ok()) {
     DUET_LOG(ERROR) << "starting the decode engine: " << engine.status();
     return 1;
   }
   const duet::runtime::ModelRunner& r = (*engine)->runner();
-  duet::decode_node::DecodeService service(engine->get());
+  duet::decode_node::DecodeService service(engine->get(), kv_channels);
   duet::v1::RegisterRequest reg;
   reg.set_role(duet::v1::NODE_ROLE_DECODE);
   *reg.mutable_kv_layout() = duet::serving::ToProto((*engine)->layout());

@@ -17,6 +17,7 @@
 #include "prefill_node/prefill_service.h"
 #include "security/tls.h"
 #include "serving/convert.h"
+#include "serving/kv_channel_rpc.h"
 #include "serving/kv_transports.h"
 #include "serving/node_flags.h"
 #include "serving/node_main.h"
@@ -92,7 +93,10 @@ int main(int argc, char** argv) {
       std::move(*runner), options,
       [&](duet::runtime::ModelRunner& r)
           -> absl::StatusOr<std::unique_ptr<duet::kv_transfer::KvSender>> {
-        auto sender = duet::serving::MakeNodeKvSender(*transports, r, ucx);
+        auto sender = duet::serving::MakeNodeKvSender(
+            *transports, r, ucx,
+            std::make_shared<duet::serving::GrpcKvChannelClient>(
+                duet::security::ChannelCredentials(flags->addresses.tls)));
         if (!sender.ok()) return sender.status();
         return duet::kv_transfer::MakeFaultInjectingSender(std::move(*sender),
                                                            *fault);

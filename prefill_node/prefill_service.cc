@@ -78,6 +78,12 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
   // Still checked: a member's answer is validated like any peer's.
   auto dest = serving::FromProto(described);
   if (!dest.ok()) return serving::ToGrpc(dest.status());
+  // NCCL messages' headers go to the node that described the blocks, never
+  // to an address from the wire.
+  dest->control_address = req->decode_node_address();
+  for (kv_transfer::KvDescriptor& r : dest->ranks) {
+    r.control_address = req->decode_node_address();
+  }
   auto job =
       engine_->Submit(req->request_id(),
                       std::vector<int32_t>(req->prompt_token_ids().begin(),
@@ -101,6 +107,18 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
       return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
     }
   }
+}
+
+grpc::Status PrefillService::OpenKvChannel(grpc::ServerContext*,
+                                           const v1::OpenKvChannelRequest*,
+                                           v1::OpenKvChannelResponse*) {
+  return NotHere("OpenKvChannel");
+}
+
+grpc::Status PrefillService::PushKv(grpc::ServerContext*,
+                                    const v1::PushKvRequest*,
+                                    v1::PushKvResponse*) {
+  return NotHere("PushKv");
 }
 
 grpc::Status PrefillService::Describe(grpc::ServerContext*,

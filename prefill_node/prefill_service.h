@@ -36,6 +36,11 @@ class PrefillService final : public v1::Node::Service {
   grpc::Status Describe(grpc::ServerContext* ctx,
                         const v1::DescribeRequest* req,
                         v1::DescribeResponse* reply) override;
+  grpc::Status OpenKvChannel(grpc::ServerContext* ctx,
+                             const v1::OpenKvChannelRequest* req,
+                             v1::OpenKvChannelResponse* reply) override;
+  grpc::Status PushKv(grpc::ServerContext* ctx, const v1::PushKvRequest* req,
+                      v1::PushKvResponse* reply) override;
   grpc::Status Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                       grpc::ServerWriter<v1::DecodeResponse>* writer) override;
   grpc::Status Release(grpc::ServerContext* ctx, const v1::ReleaseRequest* req,

@@ -169,13 +169,18 @@ std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
   };
   const bool same_host =
       p.host_id.empty() || d.host_id.empty() || p.host_id == d.host_id;
-  // CUDA IPC copies whole blocks: nodes of different tensor-parallel sizes
-  // exchange head slices, which UCX moves.
+  // CUDA IPC and NCCL copy whole blocks: nodes of different
+  // tensor-parallel sizes exchange head slices, which UCX moves.
   const bool same_tp =
       std::max(p.layout.tp_size(), 1u) == std::max(d.layout.tp_size(), 1u);
   if (same_host && same_tp && offers(p, v1::KV_TRANSPORT_CUDA_IPC) &&
       offers(d, v1::KV_TRANSPORT_CUDA_IPC)) {
     return v1::KV_TRANSPORT_CUDA_IPC;
+  }
+  // NCCL moves whole blocks too (packed per message), on any host.
+  if (same_tp && offers(p, v1::KV_TRANSPORT_NCCL) &&
+      offers(d, v1::KV_TRANSPORT_NCCL)) {
+    return v1::KV_TRANSPORT_NCCL;
   }
   if (offers(p, v1::KV_TRANSPORT_UCX) && offers(d, v1::KV_TRANSPORT_UCX)) {
     return v1::KV_TRANSPORT_UCX;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kv_transfer/cuda_ipc.h"
+#include "kv_transfer/kv_channel.h"
 
 namespace duet::serving {
 namespace {
@@ -104,6 +105,10 @@ void FillEndpoint(const kv_transfer::KvDescriptor& r, v1::KvRankEndpoint* ep) {
       ep->set_host_id(r.host_id);
       ep->set_gpu_uuid(r.gpu_uuid);
       break;
+    case kv_transfer::Transport::kNccl:
+      ep->set_channel_pool_id(r.endpoint_name);
+      ep->set_channel_secret(r.channel_secret);
+      break;
   }
 }
 
@@ -152,6 +157,18 @@ absl::Status ParseEndpoint(const v1::KvRankEndpoint& ep,
       d->gpu_uuid = ep.gpu_uuid();
       // Sizes here; the host is the sender's to compare with its own.
       return kv_transfer::CheckCudaIpcDescriptor(*d, d->layout, d->host_id);
+    case kv_transfer::Transport::kNccl:
+      // control_address is never read from the wire: the prefill node sets
+      // it to the decode node it asked (prefill_service.cc).
+      if (ep.channel_pool_id().empty() || ep.channel_pool_id().size() > 64 ||
+          ep.channel_secret().size() != kv_transfer::kKvChannelSecretBytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "NCCL KV descriptor needs a pool id (1 to 64 bytes) and a ",
+            kv_transfer::kKvChannelSecretBytes, "-byte secret"));
+      }
+      d->endpoint_name = ep.channel_pool_id();
+      d->channel_secret = ep.channel_secret();
+      return absl::OkStatus();
   }
   return absl::InvalidArgumentError("unknown KV transport");
 }
@@ -209,21 +226,24 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     case v1::KV_TRANSPORT_CUDA_IPC:
       d.transport = kv_transfer::Transport::kCudaIpc;
       break;
+    case v1::KV_TRANSPORT_NCCL:
+      d.transport = kv_transfer::Transport::kNccl;
+      break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "unsupported KV transport ", v1::KvTransport_Name(p.transport())));
   }
   // One endpoint per receiving rank, in rank order.
   if (p.ranks_size() != d.layout.tp_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV descriptor of tensor-parallel size ", d.layout.tp_size, " has ",
-        p.ranks_size(), " rank endpoints"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV descriptor of tensor-parallel size ", d.layout.tp_size,
+                     " has ", p.ranks_size(), " rank endpoints"));
   }
   for (int r = 0; r < p.ranks_size(); ++r) {
     if (p.ranks(r).tp_rank() != static_cast<uint32_t>(r)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KV descriptor endpoint ", r, " says it is rank ",
-                       p.ranks(r).tp_rank()));
+      return absl::InvalidArgumentError(absl::StrCat("KV descriptor endpoint ",
+                                                     r, " says it is rank ",
+                                                     p.ranks(r).tp_rank()));
     }
   }
   if (d.layout.tp_size == 1) {
@@ -253,6 +273,8 @@ v1::KvTransport ToProto(kv_transfer::Transport transport) {
       return v1::KV_TRANSPORT_UCX;
     case kv_transfer::Transport::kCudaIpc:
       return v1::KV_TRANSPORT_CUDA_IPC;
+    case kv_transfer::Transport::kNccl:
+      return v1::KV_TRANSPORT_NCCL;
   }
   return v1::KV_TRANSPORT_UNSPECIFIED;
 }
@@ -268,6 +290,8 @@ absl::StatusOr<std::optional<kv_transfer::Transport>> FromProto(
       return kv_transfer::Transport::kUcx;
     case v1::KV_TRANSPORT_CUDA_IPC:
       return kv_transfer::Transport::kCudaIpc;
+    case v1::KV_TRANSPORT_NCCL:
+      return kv_transfer::Transport::kNccl;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "unsupported KV transport ", v1::KvTransport_Name(transport)));

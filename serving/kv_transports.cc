@@ -29,18 +29,77 @@ absl::StatusOr<std::vector<Transport>> ResolveKvTransports(
     }
     return std::vector<Transport>{Transport::kCudaIpc};
   }
+  if (flag == "nccl") {
+    if (!gpu) {
+      return absl::InvalidArgumentError(
+          "--kv-transport nccl needs the cuda backend (a GPU KV pool)");
+    }
+    return std::vector<Transport>{Transport::kNccl};
+  }
   if (flag == "auto") {
     if (gpu)
       return std::vector<Transport>{Transport::kCudaIpc, Transport::kUcx};
     return std::vector<Transport>{Transport::kUcx};
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--kv-transport must be auto, ucx or cuda-ipc, got '", flag, "'"));
+      "--kv-transport must be auto, ucx, cuda-ipc or nccl, got '", flag, "'"));
 }
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeRankReceiver(
+    Transport t, runtime::ModelRunner& runner, int32_t rank,
+    const kv_transfer::UcxOptions& ucx,
+    std::vector<kv_transfer::KvChannelServer*>* channel_servers) {
+  switch (t) {
+    case Transport::kCudaIpc:
+      return kv_transfer::MakeCudaIpcReceiver(runner.pool_view(rank),
+                                              runner.rank_device(rank));
+    case Transport::kNccl: {
+      DUET_ASSIGN_OR_RETURN(
+          auto factory,
+          kv_transfer::MakeNcclCommunicatorFactory(runner.rank_device(rank)));
+      DUET_ASSIGN_OR_RETURN(auto r, kv_transfer::MakeKvChannelReceiver(
+                                        runner.pool_view(rank),
+                                        &runner.rank_backend(rank), factory));
+      if (channel_servers != nullptr) channel_servers->push_back(r.get());
+      return std::unique_ptr<kv_transfer::KvReceiver>(std::move(r));
+    }
+    default:
+      return kv_transfer::MakeUcxReceiver(runner.pool_view(rank), ucx,
+                                          &runner.rank_backend(rank));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeRankSender(
+    Transport t, runtime::ModelRunner& runner, int32_t rank,
+    const kv_transfer::UcxOptions& ucx,
+    const std::shared_ptr<kv_transfer::KvChannelClient>& channel_client) {
+  switch (t) {
+    case Transport::kCudaIpc:
+      return kv_transfer::MakeCudaIpcSender(runner.pool_view(rank),
+                                            &runner.rank_backend(rank),
+                                            runner.rank_device(rank));
+    case Transport::kNccl: {
+      DUET_ASSIGN_OR_RETURN(
+          auto factory,
+          kv_transfer::MakeNcclCommunicatorFactory(runner.rank_device(rank)));
+      return kv_transfer::MakeKvChannelSender(runner.pool_view(rank),
+                                              &runner.rank_backend(rank), rank,
+                                              factory, channel_client);
+    }
+    default:
+      return kv_transfer::MakeUcxSender(runner.pool_view(rank), ucx,
+                                        &runner.rank_backend(rank));
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
     const std::vector<Transport>& transports, runtime::ModelRunner& runner,
-    const kv_transfer::UcxOptions& ucx) {
+    const kv_transfer::UcxOptions& ucx,
+    std::vector<kv_transfer::KvChannelServer*>* channel_servers) {
   // One receiver per rank's pool (each over every transport), one
   // descriptor for all of them.
   std::vector<std::unique_ptr<kv_transfer::KvReceiver>> ranks;
@@ -49,11 +108,7 @@ absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
         parts;
     for (Transport t : transports) {
       absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> r =
-          t == Transport::kCudaIpc
-              ? kv_transfer::MakeCudaIpcReceiver(runner.pool_view(rank),
-                                                 runner.rank_device(rank))
-              : kv_transfer::MakeUcxReceiver(runner.pool_view(rank), ucx,
-                                             &runner.rank_backend(rank));
+          MakeRankReceiver(t, runner, rank, ucx, channel_servers);
       if (!r.ok()) return r.status();
       parts.emplace_back(t, std::move(*r));
     }
@@ -70,7 +125,8 @@ absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
 
 absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
     const std::vector<Transport>& transports, runtime::ModelRunner& runner,
-    const kv_transfer::UcxOptions& ucx) {
+    const kv_transfer::UcxOptions& ucx,
+    std::shared_ptr<kv_transfer::KvChannelClient> channel_client) {
   // One sender per rank's pool; the tensor-parallel wrapper routes each
   // rank's heads to the receiving rank that holds them, whatever the
   // decode node's TP size.
@@ -80,12 +136,7 @@ absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
         parts;
     for (Transport t : transports) {
       absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> s =
-          t == Transport::kCudaIpc
-              ? kv_transfer::MakeCudaIpcSender(runner.pool_view(rank),
-                                               &runner.rank_backend(rank),
-                                               runner.rank_device(rank))
-              : kv_transfer::MakeUcxSender(runner.pool_view(rank), ucx,
-                                           &runner.rank_backend(rank));
+          MakeRankSender(t, runner, rank, ucx, channel_client);
       if (!s.ok()) return s.status();
       parts.emplace_back(t, std::move(*s));
     }
@@ -155,6 +206,7 @@ std::string KvTransportsDescription(const std::vector<Transport>& transports,
   for (Transport t : transports) {
     absl::StrAppend(&out, out.empty() ? "" : " or ",
                     t == Transport::kCudaIpc             ? "CUDA IPC"
+                    : t == Transport::kNccl              ? "NCCL"
                     : runner.device() >= 0 || ucx.staged ? "UCX (host-staged)"
                                                          : "UCX");
   }

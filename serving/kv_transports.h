@@ -4,7 +4,9 @@
 // auto: a GPU node offers CUDA IPC and UCX, a CPU node UCX; both register
 // their transports and their host's identity, and the router picks per
 // (prefill, decode) pair: CUDA IPC when both offer it on the same host,
-// else UCX (router/README.md). An explicit ucx or cuda-ipc offers that one.
+// else NCCL when both offer it, else UCX (router/README.md). An explicit
+// ucx, cuda-ipc or nccl offers that one (nccl: GPU to GPU across GPUs and
+// hosts; not part of auto, since it needs NCCL's network set up).
 #ifndef DUET_SERVING_KV_TRANSPORTS_H_
 #define DUET_SERVING_KV_TRANSPORTS_H_
 
@@ -14,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "duet/v1/registry.pb.h"
+#include "kv_transfer/kv_channel.h"
 #include "kv_transfer/kv_transfer.h"
 #include "kv_transfer/ucx_transport.h"
 #include "runtime/model_runner.h"
@@ -25,13 +28,20 @@ namespace duet::serving {
 absl::StatusOr<std::vector<kv_transfer::Transport>> ResolveKvTransports(
     const std::string& flag, const runtime::ModelRunner& runner);
 
+// With NCCL among `transports`, `channel_servers` gets each rank's control
+// face (what the decode node's OpenKvChannel / PushKv handlers call); the
+// receiver owns them.
 absl::StatusOr<std::unique_ptr<kv_transfer::KvReceiver>> MakeNodeKvReceiver(
     const std::vector<kv_transfer::Transport>& transports,
-    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
+    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx,
+    std::vector<kv_transfer::KvChannelServer*>* channel_servers = nullptr);
 
+// With NCCL among `transports`, `channel_client` reaches the decode nodes'
+// control plane (required then).
 absl::StatusOr<std::unique_ptr<kv_transfer::KvSender>> MakeNodeKvSender(
     const std::vector<kv_transfer::Transport>& transports,
-    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx);
+    runtime::ModelRunner& runner, const kv_transfer::UcxOptions& ucx,
+    std::shared_ptr<kv_transfer::KvChannelClient> channel_client = nullptr);
 
 // The network interface UCX should use for a node listening on `listen`
 // (host:port): "lo" for 127.0.0.1, the interface holding the address for a

@@ -41,7 +41,9 @@ ABSL_FLAG(std::string, kv_transport, "auto",
           "GPU nodes on one host, UCX otherwise; the router picks per pair), "
           "ucx (anywhere; GPU pools staged through pinned host memory) or "
           "cuda-ipc (both nodes on one host with the cuda backend: copies "
-          "straight into the decode node's GPU pool)");
+          "straight into the decode node's GPU pool) or nccl (cuda backend, "
+          "GPU to GPU across GPUs and hosts: packed NCCL messages; both "
+          "nodes of the same tensor-parallel size)");
 
 namespace duet::serving {
 
@@ -79,10 +81,10 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
   }
   f.kv_transport = absl::GetFlag(FLAGS_kv_transport);
   if (f.kv_transport != "auto" && f.kv_transport != "ucx" &&
-      f.kv_transport != "cuda-ipc") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv-transport must be auto, ucx or cuda-ipc, got '",
-                     f.kv_transport, "'"));
+      f.kv_transport != "cuda-ipc" && f.kv_transport != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv-transport must be auto, ucx, cuda-ipc or nccl, got '",
+        f.kv_transport, "'"));
   }
   if (f.runner.block_size <= 0 || f.runner.max_num_batched_tokens <= 0 ||
       f.max_num_seqs <= 0) {

@@ -68,11 +68,22 @@ TEST(ConvertKvLayoutTest, FieldsAboveTheCapAreRejected) {
     v1::KvLayout bad = good;
     const uint32_t huge = 2415919033u;  // > INT32_MAX
     switch (field) {
-      case 0: bad.set_num_layers(huge); break;
-      case 1: bad.set_num_kv_heads(huge); break;
-      case 2: bad.set_head_dim(huge); break;
-      case 3: bad.set_block_size(huge); break;
-      case 4: bad.set_tp_size(huge); bad.set_tp_rank(64); break;
+      case 0:
+        bad.set_num_layers(huge);
+        break;
+      case 1:
+        bad.set_num_kv_heads(huge);
+        break;
+      case 2:
+        bad.set_head_dim(huge);
+        break;
+      case 3:
+        bad.set_block_size(huge);
+        break;
+      case 4:
+        bad.set_tp_size(huge);
+        bad.set_tp_rank(64);
+        break;
     }
     const absl::Status s = FromProto(bad).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
@@ -100,7 +111,8 @@ TEST(ConvertKvDescriptorTest, TensorParallelEndpointsRoundTrip) {
   ASSERT_EQ(back->ranks.size(), 2u);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(back->ranks[r].layout, top.ranks[r].layout);
-    EXPECT_EQ(back->ranks[r].ucx_worker_address, top.ranks[r].ucx_worker_address);
+    EXPECT_EQ(back->ranks[r].ucx_worker_address,
+              top.ranks[r].ucx_worker_address);
     EXPECT_EQ(back->ranks[r].remote_layer_base, top.ranks[r].remote_layer_base);
     EXPECT_EQ(back->ranks[r].block_ids, top.block_ids);
   }
@@ -165,6 +177,34 @@ TEST(ConvertKvDescriptorTest, CudaIpcRoundTripAndMalformedHandles) {
   p = ToProto(d);
   p.mutable_ranks(0)->clear_host_id();
   EXPECT_FALSE(FromProto(p).ok());
+}
+
+TEST(ConvertKvDescriptorTest, NcclRoundTripNeverCarriesAnAddress) {
+  kv_transfer::KvDescriptor d = CudaIpcDescriptor();
+  d.transport = kv_transfer::Transport::kNccl;
+  d.cuda_ipc_handles.clear();
+  d.host_id.clear();
+  d.gpu_uuid.clear();
+  d.endpoint_name = "3f2a9c01d4e5b607";
+  d.channel_secret = std::string(16, '\x11');
+  d.control_address = "10.0.0.9:1";  // the prefill node's own knowledge
+  absl::StatusOr<kv_transfer::KvDescriptor> back = FromProto(ToProto(d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->transport, kv_transfer::Transport::kNccl);
+  EXPECT_EQ(back->endpoint_name, d.endpoint_name);
+  EXPECT_EQ(back->channel_secret, d.channel_secret);
+  EXPECT_EQ(back->block_ids, d.block_ids);
+  EXPECT_TRUE(back->control_address.empty());
+  // A secret of the wrong size, no pool id, an oversized one: refused.
+  v1::KvTransferDescriptor p = ToProto(d);
+  p.mutable_ranks(0)->set_channel_secret("short");
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = ToProto(d);
+  p.mutable_ranks(0)->clear_channel_pool_id();
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = ToProto(d);
+  p.mutable_ranks(0)->set_channel_pool_id(std::string(65, 'p'));
+  EXPECT_EQ(FromProto(p).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ConvertKvDescriptorTest, CudaIpcFromAnotherHostIsRefused) {

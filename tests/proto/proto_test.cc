@@ -161,7 +161,8 @@ KvTransferDescriptor MakeDescriptor() {
     ep->add_rkeys("rkey-layer1");
     ep->add_remote_base_addresses(0x7f00'0000'0000ULL);
     ep->add_remote_base_addresses(0x7f00'1000'0000ULL);
-    ep->set_nccl_unique_id(std::string(128, '\x5a'));
+    ep->set_channel_pool_id("pool-1");
+    ep->set_channel_secret(std::string(16, '\x5a'));
     ep->add_cuda_ipc_handles(std::string(64, '\x01'));
     ep->add_cuda_ipc_handles(std::string(64, '\x02'));
     ep->set_host_id("8f1c2d3e-boot");

@@ -153,5 +153,34 @@ TEST(PickKvTransportTest, CudaIpcOnOneHostUcxAcrossHostsNoneWithoutACommonOne) {
   EXPECT_EQ(PickKvTransport(Ref({ipc}, "a"), Ref({ucx}, "a")), std::nullopt);
 }
 
+NodeRef TpRef(std::vector<v1::KvTransport> transports, std::string host,
+              uint32_t tp) {
+  NodeRef r = Ref(std::move(transports), std::move(host));
+  r.layout.set_tp_size(tp);
+  return r;
+}
+
+TEST(PickKvTransportTest, NcclOnAnyHostForEqualTensorParallelSizes) {
+  const auto nccl = v1::KV_TRANSPORT_NCCL;
+  const auto ipc = v1::KV_TRANSPORT_CUDA_IPC;
+  const auto ucx = v1::KV_TRANSPORT_UCX;
+  EXPECT_EQ(PickKvTransport(TpRef({nccl}, "a", 1), TpRef({nccl}, "b", 1)),
+            nccl);
+  EXPECT_EQ(PickKvTransport(TpRef({nccl}, "a", 2), TpRef({nccl}, "a", 2)),
+            nccl);
+  // Whole blocks only: different TP sizes need UCX's head slices.
+  EXPECT_EQ(PickKvTransport(TpRef({nccl}, "a", 2), TpRef({nccl}, "b", 1)),
+            std::nullopt);
+  EXPECT_EQ(
+      PickKvTransport(TpRef({nccl, ucx}, "a", 1), TpRef({nccl, ucx}, "b", 2)),
+      ucx);
+  // On one host CUDA IPC still wins where both offer it.
+  EXPECT_EQ(
+      PickKvTransport(TpRef({ipc, nccl}, "a", 1), TpRef({ipc, nccl}, "a", 1)),
+      ipc);
+  EXPECT_EQ(PickKvTransport(TpRef({nccl}, "a", 1), TpRef({ucx}, "a", 1)),
+            std::nullopt);
+}
+
 }  // namespace
 }  // namespace duet::router
