@@ -118,7 +118,8 @@ int EstimateTokens(absl::string_view text) {
 
 absl::StatusOr<std::vector<TextPrompt>> ParseShareGpt(
     absl::string_view json, const TokenCounter& count, bool output_len_fixed,
-    absl::string_view source) {
+    absl::string_view source, std::optional<uint64_t> shuffle_seed,
+    size_t limit) {
   const nlohmann::json data = nlohmann::json::parse(json, nullptr, false);
   if (data.is_discarded() || !data.is_array()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -126,7 +127,10 @@ absl::StatusOr<std::vector<TextPrompt>> ParseShareGpt(
         ": not a ShareGPT file (expected a JSON list of {\"conversations\": "
         "[...]})"));
   }
-  std::vector<TextPrompt> prompts;
+  // Every entry's shape is checked up front (cheap); only the ones taken
+  // are tokenized, in shuffled order, as vLLM samples: a 90k-conversation
+  // file costs num-prompts tokenizations, not 180k.
+  std::vector<size_t> candidates;
   for (size_t i = 0; i < data.size(); ++i) {
     const nlohmann::json& entry = data[i];
     if (!entry.is_object() || !entry.contains("conversations")) continue;
@@ -140,6 +144,19 @@ absl::StatusOr<std::vector<TextPrompt>> ParseShareGpt(
                          " has no string \"value\""));
       }
     }
+    candidates.push_back(i);
+  }
+  if (shuffle_seed.has_value()) {
+    // Seeded Fisher-Yates, as vLLM shuffles ShareGPT before sampling.
+    BenchRng rng(*shuffle_seed);
+    for (size_t i = candidates.size(); i > 1; --i) {
+      std::swap(candidates[i - 1], candidates[rng.UniformInt(0, i - 1)]);
+    }
+  }
+  std::vector<TextPrompt> prompts;
+  for (size_t i : candidates) {
+    if (prompts.size() >= limit) break;
+    const nlohmann::json& turns = data[i]["conversations"];
     TextPrompt p;
     p.prompt = turns[0]["value"].get<std::string>();
     p.prompt_len = Count(count, p.prompt);
@@ -239,16 +256,10 @@ absl::StatusOr<std::vector<BenchRequestSpec>> LoadBenchRequests(
   absl::StatusOr<std::vector<TextPrompt>> prompts =
       o.dataset == DatasetKind::kShareGpt
           ? ParseShareGpt(*text, o.count_tokens, o.output_len_override > 0,
-                          o.dataset_path)
+                          o.dataset_path, DeriveSeed(o.seed, kShuffleStream),
+                          static_cast<size_t>(o.num_requests))
           : ParseJsonl(*text, o.count_tokens, o.dataset_path);
   if (!prompts.ok()) return prompts.status();
-  if (o.dataset == DatasetKind::kShareGpt) {
-    // Seeded Fisher-Yates, as vLLM shuffles ShareGPT before sampling.
-    BenchRng rng(DeriveSeed(o.seed, kShuffleStream));
-    for (size_t i = prompts->size(); i > 1; --i) {
-      std::swap((*prompts)[i - 1], (*prompts)[rng.UniformInt(0, i - 1)]);
-    }
-  }
   std::vector<BenchRequestSpec> requests;
   const uint64_t base = DeriveSeed(o.seed, kRequestStream);
   for (int i = 0; i < o.num_requests; ++i) {

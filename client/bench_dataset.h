@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,13 +95,15 @@ struct TextPrompt {
 // ShareGPT JSON (a list of {"conversations": [{"from", "value"}, ...]}):
 // entries with fewer than 2 turns are skipped, and, as vLLM filters them,
 // prompts under 4 or over 1024 tokens, outputs under 4 tokens (unless
-// `output_len_fixed`) and prompt + output over 2048 tokens. `source` names
-// the file in errors: INVALID_ARGUMENT for bad JSON, a turn whose "value"
-// is not a string, or nothing usable left.
-absl::StatusOr<std::vector<TextPrompt>> ParseShareGpt(absl::string_view json,
-                                                      const TokenCounter& count,
-                                                      bool output_len_fixed,
-                                                      absl::string_view source);
+// `output_len_fixed`) and prompt + output over 2048 tokens. With
+// `shuffle_seed` the entries are taken in that seeded order (else file
+// order), stopping after `limit` usable ones. `source` names the file in
+// errors: INVALID_ARGUMENT for bad JSON, a turn whose "value" is not a
+// string, or nothing usable.
+absl::StatusOr<std::vector<TextPrompt>> ParseShareGpt(
+    absl::string_view json, const TokenCounter& count, bool output_len_fixed,
+    absl::string_view source, std::optional<uint64_t> shuffle_seed = {},
+    size_t limit = SIZE_MAX);
 
 // JSONL: every non-blank line one object with a non-empty string "prompt"
 // and optionally "output_len" (integer > 0). INVALID_ARGUMENT names

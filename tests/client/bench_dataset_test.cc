@@ -66,6 +66,30 @@ TEST(ShareGptTest, HumanTurnIsThePromptGptTurnTheOutputLength) {
   EXPECT_EQ(fixed->size(), 4u);
 }
 
+TEST(ShareGptTest, TakesUsableEntriesInSeededOrderUpToTheLimit) {
+  // Only what is taken gets tokenized: count the counter's calls.
+  int calls = 0;
+  auto counting = [&calls](absl::string_view text) {
+    ++calls;
+    return EstimateTokens(text);
+  };
+  auto first = ParseShareGpt(Read("sharegpt_small.json"), counting, false, "s",
+                             std::nullopt, 1);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].prompt, "Explain how a transformer decodes tokens.");
+  EXPECT_EQ(calls, 2);  // Entry a's two turns, nothing after.
+  std::set<std::string> seen;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    auto two = ParseShareGpt(Read("sharegpt_small.json"), nullptr, false, "s",
+                             seed, 2);
+    ASSERT_TRUE(two.ok());
+    ASSERT_EQ(two->size(), 2u);
+    for (const TextPrompt& p : *two) seen.insert(p.prompt);
+  }
+  EXPECT_EQ(seen.size(), 3u);  // Only usable ones, and all of them.
+}
+
 TEST(ShareGptTest, TokenCounterDecidesLengthsAndFilters) {
   // A counter of words: the prompt limit of 1024 and the total of 2048 are
   // vLLM's.
