@@ -14,9 +14,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -64,9 +64,9 @@ Outcome Generate(v1::Duet::Stub& stub, const std::vector<int32_t>& prompt,
 }
 
 // Sends every prompt at once; outcomes in prompt order.
-std::vector<Outcome> GenerateAll(v1::Duet::Stub& stub,
-                                 const std::vector<std::vector<int32_t>>& prompts,
-                                 int32_t max_tokens) {
+std::vector<Outcome> GenerateAll(
+    v1::Duet::Stub& stub, const std::vector<std::vector<int32_t>>& prompts,
+    int32_t max_tokens) {
   std::vector<Outcome> got(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -205,10 +205,12 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   o.model_dir = dir;
   for (const std::string transport : {"ucx", "cuda-ipc"}) {
     std::printf("== KV over %s\n", transport.c_str());
-    o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.3",
-                      "--kv-transport", transport};
-    o.decode_args = {"--backend", "cuda", "--kv-cache-memory-fraction",
-                     "0.35", "--kv-transport", transport};
+    o.prefill_args = {
+        "--backend", "cuda",           "--kv-cache-memory-fraction",
+        "0.3",       "--kv-transport", transport};
+    o.decode_args = {
+        "--backend", "cuda",           "--kv-cache-memory-fraction",
+        "0.35",      "--kv-transport", transport};
     auto cluster = LocalCluster::Start(o);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     std::printf("prefill: %s\ndecode: %s\n",
@@ -239,14 +241,16 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
     }
     Tally tally;
     RunAndJudge(ref, **cluster, prompts, 24, "concurrent", &tally);
-    std::printf("concurrent 64: %d identical, %d diverge at a tie (max gap "
-                "%.4f, tolerance %.2f), %d wrong\n%s",
-                tally.identical, tally.tie, tally.max_tie_gap, kTieTolerance,
-                tally.bad, tally.report.c_str());
+    std::printf(
+        "concurrent 64: %d identical, %d diverge at a tie (max gap "
+        "%.4f, tolerance %.2f), %d wrong\n%s",
+        tally.identical, tally.tie, tally.max_tie_gap, kTieTolerance, tally.bad,
+        tally.report.c_str());
     EXPECT_EQ(tally.bad, 0) << tally.report;
     absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(10));
     EXPECT_TRUE(freed.ok()) << freed;
-    std::printf("blocks after the runs: %s\n", freed.ok() ? "all free" : "LEAK");
+    std::printf("blocks after the runs: %s\n",
+                freed.ok() ? "all free" : "LEAK");
 
     // 32 cancelled.
     std::vector<std::thread> threads;
@@ -269,10 +273,10 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   // Forced preemption: 8 requests of ~300 tokens growing by 160 on a pool
   // of 96 blocks (1536 tokens; they need up to 8 x 29 = 232), KV over
   // CUDA IPC (the staged UCX path was checked with preemption before).
-  o.prefill_args = {"--backend", "cuda", "--kv-cache-memory-fraction", "0.3",
-                    "--kv-transport", "cuda-ipc"};
-  o.decode_args = {"--backend", "cuda", "--num-kv-blocks", "96",
-                   "--kv-transport", "cuda-ipc"};
+  o.prefill_args = {"--backend", "cuda",           "--kv-cache-memory-fraction",
+                    "0.3",       "--kv-transport", "cuda-ipc"};
+  o.decode_args = {"--backend", "cuda",           "--num-kv-blocks",
+                   "96",        "--kv-transport", "cuda-ipc"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   constexpr int kP = 8;
@@ -289,14 +293,92 @@ TEST(GpuClusterTest, ServesOnTheCudaBackendLikeTheSingleProcessEngine) {
   while (std::getline(log, line)) {
     preemptions += line.find("preempted") != std::string::npos;
   }
-  std::printf("preemption run: %d preemptions; %d identical, %d diverge at a "
-              "tie (max gap %.4f), %d wrong\n%s",
-              preemptions, tally.identical, tally.tie, tally.max_tie_gap,
-              tally.bad, tally.report.c_str());
+  std::printf(
+      "preemption run: %d preemptions; %d identical, %d diverge at a "
+      "tie (max gap %.4f), %d wrong\n%s",
+      preemptions, tally.identical, tally.tie, tally.max_tie_gap, tally.bad,
+      tally.report.c_str());
   EXPECT_GT(preemptions, 0);
   EXPECT_EQ(tally.bad, 0) << tally.report;
   const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(10));
   EXPECT_TRUE(freed.ok()) << freed;
+}
+
+// --kv-transport nccl between two processes on one GPU. NCCL refuses two
+// ranks of one communicator on the same GPU of the same host; giving each
+// node its own NCCL_HOSTID makes them "different hosts", so NCCL connects
+// them over its socket transport on loopback: the protocol, the packing and
+// the scatter run for real, at loopback speed rather than NVLink's (the
+// multi-GPU issue measures that). Needs libnccl.so.2 on LD_LIBRARY_PATH
+// and DUET_GPU_NCCL=1.
+TEST(GpuClusterTest, NcclTransportBetweenTwoProcessesOnOneGpu) {
+  const char* dir = std::getenv("DUET_GPU_CLUSTER_MODEL");
+  const char* nccl = std::getenv("DUET_GPU_NCCL");
+  if (dir == nullptr || nccl == nullptr || !HaveGpu()) {
+    GTEST_SKIP() << "needs a GPU, DUET_GPU_CLUSTER_MODEL and DUET_GPU_NCCL=1 "
+                    "with libnccl.so.2 on LD_LIBRARY_PATH "
+                    "(scripts/gpu_cluster_test.sh)";
+  }
+  Reference ref(dir);
+  const int32_t vocab = 151936;
+  ClusterOptions o;
+  o.model_dir = dir;
+  const std::vector<std::string> net = {"NCCL_SOCKET_IFNAME=lo",
+                                        "NCCL_IB_DISABLE=1"};
+  o.prefill_env = net;
+  o.prefill_env.push_back("NCCL_HOSTID=duet-prefill");
+  o.decode_env = net;
+  o.decode_env.push_back("NCCL_HOSTID=duet-decode");
+  for (const std::string push : {"request", "layer"}) {
+    std::printf("== KV over NCCL, pushed per %s\n", push.c_str());
+    o.prefill_args = {"--backend",
+                      "cuda",
+                      "--kv-cache-memory-fraction",
+                      "0.3",
+                      "--kv-transport",
+                      "nccl",
+                      "--kv-push",
+                      push};
+    o.decode_args = {
+        "--backend", "cuda",           "--kv-cache-memory-fraction",
+        "0.35",      "--kv-transport", "nccl"};
+    auto cluster = LocalCluster::Start(o);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    std::printf("prefill: %s\ndecode: %s\n",
+                (*cluster)->prefill(0).ready_line().c_str(),
+                (*cluster)->decode(0).ready_line().c_str());
+    EXPECT_NE((*cluster)->decode(0).ready_line().find("NCCL"),
+              std::string::npos);
+    const int lengths[] = {1, 100, 1000, 4000};
+    int alone_equal = 0;
+    for (int len : lengths) {
+      const std::vector<int32_t> prompt = LcgPrompt(len, vocab);
+      const absl::Time start = absl::Now();
+      const Outcome got = Generate((*cluster)->client(), prompt, 16);
+      ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+      std::printf("  %d tokens: %.1f ms end to end\n", len,
+                  absl::ToDoubleMilliseconds(absl::Now() - start));
+      const std::vector<int32_t> want = ref.Alone(prompt, 16);
+      EXPECT_EQ(got.tokens, want) << "prompt of " << len << " tokens";
+      alone_equal += got.tokens == want;
+    }
+    std::printf("alone: %d/4 equal duet-run\n", alone_equal);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 16; ++i) {
+      prompts.push_back(LcgPrompt(40 + 150 * i, vocab));
+      prompts.back()[0] = 2000 + i;
+    }
+    Tally tally;
+    RunAndJudge(ref, **cluster, prompts, 16, "concurrent", &tally);
+    std::printf(
+        "concurrent 16: %d identical, %d diverge at a tie, %d wrong\n%s",
+        tally.identical, tally.tie, tally.bad, tally.report.c_str());
+    EXPECT_EQ(tally.bad, 0) << tally.report;
+    const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(10));
+    EXPECT_TRUE(freed.ok()) << freed;
+    std::printf("blocks after the runs: %s\n",
+                freed.ok() ? "all free" : "LEAK");
+  }
 }
 
 }  // namespace
@@ -307,9 +389,10 @@ namespace {
 
 // Issue 15's failure check: a decode node killed while the prefill node
 // writes a long prompt's KV into its pool through CUDA IPC (chosen by
-// --kv-transport auto; layer-wise push): the request ends with a clear error (or completed just before the
-// kill), never hangs; the prefill node keeps serving, gives back every
-// block, and the next requests complete on the other decode node.
+// --kv-transport auto; layer-wise push): the request ends with a clear error
+// (or completed just before the kill), never hangs; the prefill node keeps
+// serving, gives back every block, and the next requests complete on the other
+// decode node.
 TEST(GpuClusterTest, KilledDecodeNodeMidTransferFailsCleanlyAndPrefillServes) {
   const char* dir = std::getenv("DUET_GPU_CLUSTER_MODEL");
   if (dir == nullptr || !HaveGpu()) {

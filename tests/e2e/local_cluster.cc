@@ -208,14 +208,20 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
       [&](int n, const char* built, const char* name, const char* log,
           const std::vector<std::string>& extra,
           std::vector<std::unique_ptr<Process>>& out) -> absl::Status {
+    const std::vector<std::string>& env =
+        &out == &c->decode_ ? o.decode_env : o.prefill_env;
     for (int i = 0; i < n; ++i) {
+      std::vector<std::string> args;
+      if (!env.empty()) {
+        args.push_back("/usr/bin/env");
+        args.insert(args.end(), env.begin(), env.end());
+      }
       // The CPU backend unless the test's own flags say otherwise (they
       // come later, and the last flag wins): the tests compare against the
       // CPU engine, also on a machine with a GPU.
-      std::vector<std::string> args = {
-          bin(built, name),   "--model", o.model_dir,      "--router",
-          c->router_address_, "--rank",  std::to_string(i), "--backend",
-          "cpu"};
+      args.insert(args.end(), {bin(built, name), "--model", o.model_dir,
+                               "--router", c->router_address_, "--rank",
+                               std::to_string(i), "--backend", "cpu"});
       args.insert(args.end(), security.begin(), security.end());
       args.insert(args.end(), extra.begin(), extra.end());
       auto p =
@@ -285,8 +291,7 @@ absl::Status LocalCluster::RestartDecode(int i, absl::Duration down) {
 
 absl::Status LocalCluster::RestartPrefill(int i, absl::Duration down) {
   return Restart(prefill_[i], prefill_argv_[i],
-                 absl::StrCat(log_dir_, "/prefill", i, "_restarted.log"),
-                 down);
+                 absl::StrCat(log_dir_, "/prefill", i, "_restarted.log"), down);
 }
 
 absl::Status LocalCluster::RestartRouter(absl::Duration down) {

@@ -49,6 +49,10 @@ struct ClusterOptions {
   std::vector<std::string> router_args;
   std::vector<std::string> prefill_args;
   std::vector<std::string> decode_args;
+  // Extra environment ("NAME=value") of each role's nodes (through
+  // /usr/bin/env, so restarts keep it), e.g. NCCL settings.
+  std::vector<std::string> prefill_env;
+  std::vector<std::string> decode_env;
   // Plaintext (--insecure) instead of mutual TLS with certificates of a
   // test CA (CertDir()).
   bool insecure = false;
