@@ -13,6 +13,7 @@ PKGS=(
   nlohmann-json3-dev
   libopenblas-dev
   libpcre2-dev libutf8proc-dev
+  libboost-dev  # http/: Boost.Beast + Boost.Asio (header-only)
   python3-matplotlib  # scripts/plot_bench_sweep.py (duet-bench --sweep-rates)
   # Fuzzing (scripts/fuzz.sh): clang, its sanitizer and libFuzzer runtimes
   # (libclang_rt.fuzzer*.a) and llvm-symbolizer for readable stacks.
