@@ -12,9 +12,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "chat/chat_template.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "http/server.h"
 #include "router/node_registry.h"
+#include "router/openai_gateway.h"
 #include "router/router_service.h"
 #include "security/api_keys.h"
 #include "security/tls.h"
@@ -44,9 +47,25 @@ ABSL_FLAG(int32_t, max_queued_requests, 1024,
           "(first come, first served); beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
+ABSL_FLAG(std::string, policy, "auto",
+          "where requests run: disagg (a prefill node, then a decode node), "
+          "colocated (one colocated node runs each whole: duet-decode --role "
+          "colocated) or auto (colocated when no prefill node is live, for "
+          "prompts of at most --auto-colocated-prompt-tokens, or when every "
+          "prefill node has --auto-prefill-queue-tokens queued; disagg "
+          "otherwise, and always when no colocated node is live)");
+ABSL_FLAG(int32_t, auto_colocated_prompt_tokens, 256,
+          "--policy auto: prompts this short run colocated");
+ABSL_FLAG(int64_t, auto_prefill_queue_tokens, 16384,
+          "--policy auto: run colocated when even the least-loaded prefill "
+          "node has this many prompt tokens queued");
 ABSL_FLAG(std::string, model_name, "",
           "the model nodes must serve (last component of their --model); "
           "empty: the first node to register decides");
+ABSL_FLAG(int32_t, http_port, 0,
+          "also serve the OpenAI-compatible HTTP API (/v1/completions, "
+          "/v1/chat/completions, /v1/models, ...; docs/HTTP.md) on this port "
+          "of --listen's host; needs --tokenizer; 0 = off");
 ABSL_FLAG(std::string, tokenizer, "",
           "Hugging Face tokenizer.json (or a model directory holding one): "
           "enables text prompts, streamed text and stop strings");
@@ -105,6 +124,13 @@ int main(int argc, char** argv) {
   }
   if (max_queued < 0) return Usage("--max-queued-requests must be >= 0");
   if (idle_timeout < 0) return Usage("--stream-idle-timeout-ms must be >= 0");
+  const int32_t http_port = absl::GetFlag(FLAGS_http_port);
+  if (http_port < 0 || http_port > 65535) {
+    return Usage("--http-port must be in [0, 65535]");
+  }
+  if (http_port > 0 && absl::GetFlag(FLAGS_tokenizer).empty()) {
+    return Usage("--http-port needs --tokenizer (the API speaks text)");
+  }
   if (node_timeout <= heartbeat) {
     return Usage(
         "--node-timeout-ms must be larger than "
@@ -132,6 +158,19 @@ int main(int argc, char** argv) {
   options.max_queued_requests = max_queued;
   options.reservation_ttl = absl::Milliseconds(reservation_ttl);
   options.client_write_timeout = absl::Milliseconds(write_timeout);
+  auto policy = duet::router::ParseServingPolicy(absl::GetFlag(FLAGS_policy));
+  if (!policy.ok()) return Usage(std::string(policy.status().message()));
+  options.policy = *policy;
+  options.auto_colocated_prompt_tokens =
+      absl::GetFlag(FLAGS_auto_colocated_prompt_tokens);
+  options.auto_prefill_queue_tokens =
+      absl::GetFlag(FLAGS_auto_prefill_queue_tokens);
+  if (options.auto_colocated_prompt_tokens < 0 ||
+      options.auto_prefill_queue_tokens < 0) {
+    return Usage(
+        "--auto-colocated-prompt-tokens and --auto-prefill-queue-tokens "
+        "must be >= 0");
+  }
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {
@@ -189,18 +228,79 @@ int main(int argc, char** argv) {
   }
   const std::string bound =
       listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
+  // The OpenAI-compatible API: a gateway onto this server's own Duet
+  // service, so every check of the gRPC path applies to it.
+  std::unique_ptr<duet::chat::ChatTemplate> chat_template;
+  std::unique_ptr<duet::router::openai::Gateway> gateway;
+  std::unique_ptr<duet::http::Server> http;
+  std::string http_note;
+  if (http_port > 0) {
+    duet::router::openai::GatewayOptions g;
+    const std::string dir =
+        std::filesystem::path(tokenizer_path).parent_path().string();
+    auto loaded = duet::chat::ChatTemplate::FromCheckpoint(dir);
+    if (loaded.ok()) {
+      chat_template =
+          std::make_unique<duet::chat::ChatTemplate>(std::move(*loaded));
+    } else {
+      // Completions still work; chat requests say why they cannot.
+      g.chat_template_error =
+          "chat requests need the checkpoint's chat template: " +
+          std::string(loaded.status().message());
+      DUET_LOG(WARNING) << g.chat_template_error;
+    }
+    g.channel = server->InProcessChannel(grpc::ChannelArguments());
+    g.tokenizer = tokenizer.get();
+    g.chat_template = chat_template.get();
+    g.api_keys = &*api_keys;
+    g.request_timeout = absl::Milliseconds(request_timeout);
+    g.served_model = [&registry] {
+      duet::router::openai::ServedModel m;
+      const auto nodes = registry.List(duet::v1::NODE_ROLE_UNSPECIFIED);
+      m.name = nodes.empty() ? absl::GetFlag(FLAGS_model_name)
+                             : nodes.front().model_name();
+      m.name = duet::router::ModelBaseName(m.name);
+      m.max_model_len = registry.MaxModelLen();
+      return m;
+    };
+    gateway = std::make_unique<duet::router::openai::Gateway>(std::move(g));
+    duet::http::ServerOptions h;
+    h.host = listen.substr(0, listen.rfind(':'));
+    if (h.host.size() > 2 && h.host.front() == '[') {
+      h.host = h.host.substr(1, h.host.size() - 2);
+    }
+    if (h.host == "localhost") h.host = "127.0.0.1";
+    h.port = http_port;
+    auto started = duet::http::Server::Start(
+        h, [gw = gateway.get()](duet::http::Request req,
+                                std::shared_ptr<duet::http::Responder> r) {
+          gw->Handle(std::move(req), std::move(r));
+        });
+    if (!started.ok()) {
+      DUET_LOG(ERROR) << "--http-port: " << started.status().message();
+      return 1;
+    }
+    http = std::move(*started);
+    http_note = "; OpenAI HTTP API on http://" +
+                listen.substr(0, listen.rfind(':')) + ":" +
+                std::to_string(http->port());
+  }
   const std::string text_mode =
       tokenizer == nullptr ? std::string("token ids only (no --tokenizer)")
                            : "text via " + tokenizer_path + " (vocab " +
                                  std::to_string(tokenizer->vocab_size()) + ")";
   std::printf(
       "duet-router serving duet.v1.Duet and duet.v1.Registry on %s "
-      "(heartbeat %d ms, node timeout %d ms; %s)\n",
-      bound.c_str(), heartbeat, node_timeout, text_mode.c_str());
+      "(heartbeat %d ms, node timeout %d ms; %s%s)\n",
+      bound.c_str(), heartbeat, node_timeout, text_mode.c_str(),
+      http_note.c_str());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&signals, &sig);
   DUET_LOG(INFO) << "signal " << sig << ": shutting down";
+  // HTTP first: its clients' calls are cancelled before gRPC waits for
+  // calls to end.
+  if (http != nullptr) http->Stop(absl::Seconds(1));
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   return 0;
 }
