@@ -231,10 +231,12 @@ int Health() {
   auto health = client->Health(timeout);
   if (!health.ok()) return RpcError("health", health.status());
   std::printf(
-      "serving=%s prefill_nodes=%u decode_nodes=%u model=%s\n",
+      "serving=%s prefill_nodes=%u decode_nodes=%u model=%s "
+      "colocated_nodes=%u\n",
       health->serving() ? "true" : "false", health->num_prefill_nodes(),
       health->num_decode_nodes(),
-      health->model_name().empty() ? "-" : health->model_name().c_str());
+      health->model_name().empty() ? "-" : health->model_name().c_str(),
+      health->num_colocated_nodes());
   return health->serving() ? kExitOk : kExitNotServing;
 }
 

@@ -48,6 +48,10 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
   explicit Policy(DecodeEngine* engine) : engine_(engine) {}
 
   absl::Status OnAdmit(const runtime::NewRequest& r) override {
+    {
+      absl::MutexLock lock(&engine_->mu_);
+      if (engine_->colocated_.contains(r.id.value())) return absl::OkStatus();
+    }
     absl::Status s = engine_->receiver_->Land(r.id.value());
     if (!s.ok()) {
       return absl::Status(
@@ -66,6 +70,7 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
     engine_->receiver_->Discard(id.value());
     absl::MutexLock lock(&engine_->mu_);
     engine_->streams_.erase(id.value());
+    engine_->colocated_.erase(id.value());
   }
 
  private:
@@ -89,6 +94,7 @@ absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
   runtime::EngineLoopOptions lo;
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
+  lo.scheduler.policy = options.scheduling;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
                                       e->runner_.get(), e->policy_.get(), lo));
@@ -107,7 +113,8 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     std::optional<kv_transfer::Transport> transport) {
   // The prefill node may split the heads over another number of ranks
   // (heterogeneous TP); everything else must match.
-  DUET_RETURN_IF_ERROR(kv_transfer::MakeTransferPlan(expected, layout()).status());
+  DUET_RETURN_IF_ERROR(
+      kv_transfer::MakeTransferPlan(expected, layout()).status());
   if (ttl > options_.max_reservation_ttl) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Reserve: reservation_ttl_ms ", absl::ToInt64Milliseconds(ttl),
@@ -265,6 +272,69 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
         .IgnoreError();
     absl::MutexLock lock(&mu_);
     receiver_->Discard(request_id);
+    streams_.erase(request_id);
+    return s;
+  }
+  return stream;
+}
+
+absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartColocated(
+    uint64_t request_id, std::vector<int32_t> prompt,
+    const model::SamplingParams& params) {
+  if (!colocated()) {
+    return absl::FailedPreconditionError(
+        "this decode node does not run whole requests (start it with --role "
+        "colocated)");
+  }
+  if (prompt.empty() || params.max_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        "Generate needs a prompt and max_tokens > 0");
+  }
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= config().vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", id, " is outside the vocabulary"));
+    }
+  }
+  const int64_t total = static_cast<int64_t>(prompt.size()) + params.max_tokens;
+  if (total > max_model_len()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt.size(), ") + max_tokens (", params.max_tokens,
+        ") exceeds the model context of ", max_model_len()));
+  }
+  // The last sampled token is never fed back (as in Reserve).
+  const int32_t most = model::BlocksForTokens(total - 1, runner_->block_size());
+  if (most > runner_->num_blocks()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt + max_tokens needs ", most,
+                     " KV blocks at the end; this node's pool has ",
+                     runner_->num_blocks(), " (lower max_tokens)"));
+  }
+  if (loop_->Load().waiting >= options_.max_colocated_waiting) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("colocated node busy: ", options_.max_colocated_waiting,
+                     " requests already wait for a place in the batch"));
+  }
+  auto stream = std::make_shared<DecodeStream>();
+  runtime::NewRequest req;
+  req.id = RequestId(request_id);
+  req.num_prompt_tokens = static_cast<int32_t>(prompt.size());
+  req.num_computed = 0;
+  req.tokens = std::move(prompt);
+  req.params = params;
+  req.sink = stream;
+  {
+    absl::MutexLock lock(&mu_);
+    if (reservations_.contains(request_id) || streams_.contains(request_id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("request ", request_id, " is already on this node"));
+    }
+    colocated_.insert(request_id);
+    streams_[request_id] = stream;
+  }
+  if (absl::Status s = loop_->Submit(std::move(req)); !s.ok()) {
+    absl::MutexLock lock(&mu_);
+    colocated_.erase(request_id);
     streams_.erase(request_id);
     return s;
   }

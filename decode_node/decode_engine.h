@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -53,6 +54,11 @@ struct DecodeEngineOptions {
   // after this long, so they can never overwrite another request's KV: keep
   // it above every prefill node's transfer timeout.
   absl::Duration release_quarantine = absl::Seconds(12);
+  runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
+  // Colocated role (--role colocated): whole requests (StartColocated) are
+  // accepted, at most this many at once beyond the running batch
+  // (RESOURCE_EXHAUSTED past it, so the router queues them); 0 refuses them.
+  int32_t max_colocated_waiting = 0;
 };
 
 struct DecodeLoad {
@@ -137,6 +143,18 @@ class DecodeEngine {
       uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
       const model::SamplingParams& params);
 
+  // Colocated role: runs a whole request on this node (prefill chunks
+  // piggybacked on the running decodes, then decode); the stream carries
+  // every token, the first included. FAILED_PRECONDITION unless the node
+  // takes whole requests (max_colocated_waiting > 0), INVALID_ARGUMENT for
+  // a bad prompt or one that could never fit this node's pool,
+  // RESOURCE_EXHAUSTED when max_colocated_waiting requests already wait,
+  // ALREADY_EXISTS for a known id.
+  absl::StatusOr<std::shared_ptr<DecodeStream>> StartColocated(
+      uint64_t request_id, std::vector<int32_t> prompt,
+      const model::SamplingParams& params);
+  bool colocated() const { return options_.max_colocated_waiting > 0; }
+
   // Frees a reservation or cancels a running request; false if unknown.
   bool Release(uint64_t request_id);
 
@@ -167,6 +185,9 @@ class DecodeEngine {
   absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(mu_);
   // Started requests, for Release.
+  // Whole requests (StartColocated): nothing to land before their first
+  // step.
+  absl::flat_hash_set<uint64_t> colocated_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::weak_ptr<DecodeStream>> streams_
       ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<absl::Time, std::vector<BlockId>>> quarantine_

@@ -145,24 +145,45 @@ grpc::Status DecodeService::Decode(
                                                 req->prompt_token_ids().end()),
                            req->first_token(), *params);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
+  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(), **stream,
+                      writer);
+}
+
+grpc::Status DecodeService::Generate(
+    grpc::ServerContext* ctx, const v1::NodeGenerateRequest* req,
+    grpc::ServerWriter<v1::DecodeResponse>* writer) {
+  auto params = serving::FromProto(req->sampling());
+  if (!params.ok()) return serving::ToGrpc(params.status());
+  auto stream = engine_->StartColocated(
+      req->request_id(),
+      std::vector<int32_t>(req->prompt_token_ids().begin(),
+                           req->prompt_token_ids().end()),
+      *params);
+  if (!stream.ok()) return serving::ToGrpc(stream.status());
+  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(), **stream,
+                      writer);
+}
+
+grpc::Status DecodeService::StreamTokens(
+    grpc::ServerContext& ctx, uint64_t request_id, uint32_t deadline_ms,
+    DecodeStream& stream, grpc::ServerWriter<v1::DecodeResponse>* writer) {
   const absl::Time deadline =
-      req->deadline_ms() > 0
-          ? absl::Now() + absl::Milliseconds(req->deadline_ms())
-          : absl::InfiniteFuture();
+      deadline_ms > 0 ? absl::Now() + absl::Milliseconds(deadline_ms)
+                      : absl::InfiniteFuture();
   int32_t completion_tokens = 0;
   while (true) {
     // Short waits so a client that went away or a passed deadline is
     // noticed within 50 ms even while no token is produced.
-    DecodeStream::Update u = (*stream)->Next(absl::Milliseconds(50));
-    if (ctx->IsCancelled()) {
-      (*stream)->Cancel();
+    DecodeStream::Update u = stream.Next(absl::Milliseconds(50));
+    if (ctx.IsCancelled()) {
+      stream.Cancel();
       return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
     }
     if (absl::Now() > deadline) {
-      (*stream)->Cancel();
+      stream.Cancel();
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          absl::StrCat("request ", req->request_id(),
-                                       " passed its deadline during decode"));
+                          absl::StrCat("request ", request_id,
+                                       " passed its deadline on this node"));
     }
     if (!u.tokens.empty()) {
       completion_tokens += static_cast<int32_t>(u.tokens.size());
@@ -170,7 +191,7 @@ grpc::Status DecodeService::Decode(
       msg.mutable_chunk()->mutable_token_ids()->Add(u.tokens.begin(),
                                                     u.tokens.end());
       if (!writer->Write(msg)) {
-        (*stream)->Cancel();
+        stream.Cancel();
         return grpc::Status(grpc::StatusCode::CANCELLED,
                             "stream closed by the router");
       }

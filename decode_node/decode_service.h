@@ -45,6 +45,9 @@ class DecodeService final : public v1::Node::Service {
                              v1::OpenKvChannelResponse* reply) override;
   grpc::Status PushKv(grpc::ServerContext* ctx, const v1::PushKvRequest* req,
                       v1::PushKvResponse* reply) override;
+  grpc::Status Generate(
+      grpc::ServerContext* ctx, const v1::NodeGenerateRequest* req,
+      grpc::ServerWriter<v1::DecodeResponse>* writer) override;
 
   v1::NodeLoad Load();
 
@@ -55,6 +58,12 @@ class DecodeService final : public v1::Node::Service {
   // reservation's descriptor is copied into `kv`.
   grpc::Status CheckToken(uint64_t request_id, const std::string& token,
                           bool consume, v1::KvTransferDescriptor* kv = nullptr);
+
+  // Relays `stream` to `writer` until it ends, the caller goes away or
+  // `deadline_ms` (0: none) passes (Decode and Generate).
+  grpc::Status StreamTokens(grpc::ServerContext& ctx, uint64_t request_id,
+                            uint32_t deadline_ms, DecodeStream& stream,
+                            grpc::ServerWriter<v1::DecodeResponse>* writer);
 
   DecodeEngine* engine_;
   const std::vector<kv_transfer::KvChannelServer*> kv_channels_;

@@ -38,6 +38,16 @@ ABSL_FLAG(int32_t, release_quarantine_ms, 12000,
           "--kv-transfer-timeout-ms, since a transfer under way may still "
           "write them");
 
+ABSL_FLAG(std::string, role, "decode",
+          "decode (KV arrives from prefill nodes) or colocated (also runs "
+          "whole requests itself, prefill piggybacked on the decodes: one "
+          "GPU serves on its own; the router's --policy decides which "
+          "requests go where)");
+ABSL_FLAG(int32_t, max_colocated_waiting, 256,
+          "colocated role: whole requests that may wait for a place in the "
+          "batch; more are refused RESOURCE_EXHAUSTED (the router queues "
+          "them)");
+
 namespace {
 
 int Usage(const std::string& msg) {
@@ -59,6 +69,17 @@ int main(int argc, char** argv) {
   duet::SetLogPrefix("decode", flags->rank);
   duet::decode_node::DecodeEngineOptions options;
   options.max_num_seqs = flags->max_num_seqs;
+  options.scheduling = flags->scheduling;
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role != "decode" && role != "colocated") {
+    return Usage("--role must be decode or colocated, got '" + role + "'");
+  }
+  if (role == "colocated") {
+    options.max_colocated_waiting = absl::GetFlag(FLAGS_max_colocated_waiting);
+    if (options.max_colocated_waiting <= 0) {
+      return Usage("--max-colocated-waiting must be > 0");
+    }
+  }
   options.max_num_batched_tokens = flags->runner.max_num_batched_tokens;
   options.default_reservation_ttl =
       absl::Milliseconds(absl::GetFlag(FLAGS_reservation_ttl_ms));
@@ -120,7 +141,8 @@ int main(int argc, char** argv) {
   const duet::runtime::ModelRunner& r = (*engine)->runner();
   duet::decode_node::DecodeService service(engine->get(), kv_channels);
   duet::v1::RegisterRequest reg;
-  reg.set_role(duet::v1::NODE_ROLE_DECODE);
+  reg.set_role(role == "colocated" ? duet::v1::NODE_ROLE_COLOCATED
+                                   : duet::v1::NODE_ROLE_DECODE);
   *reg.mutable_kv_layout() = duet::serving::ToProto((*engine)->layout());
   reg.set_total_kv_blocks(r.num_blocks());
   reg.set_max_running_requests(options.max_num_seqs);
@@ -133,7 +155,9 @@ int main(int argc, char** argv) {
       absl::StrFormat("(%s, %d layers, vocab %d)", c.model_type, c.num_layers,
                       c.vocab_size),
       absl::StrFormat(
-          "%s; %s, batch %d, KV over %s", r.backend_description(),
-          r.PoolSummary(), options.max_num_seqs,
+          "%s%s; %s, batch %d, %s scheduling, KV over %s",
+          role == "colocated" ? "colocated (whole requests too), " : "",
+          r.backend_description(), r.PoolSummary(), options.max_num_seqs,
+          duet::runtime::SchedulingPolicyName(options.scheduling),
           duet::serving::KvTransportsDescription(*transports, r, ucx)));
 }

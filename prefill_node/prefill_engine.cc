@@ -228,6 +228,7 @@ absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
   runtime::EngineLoopOptions lo;
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
+  lo.scheduler.policy = options.scheduling;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
                                       e->runner_.get(), e->policy_.get(), lo));

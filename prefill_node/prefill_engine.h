@@ -44,6 +44,7 @@ struct PrefillEngineOptions {
   // request's compute ended); the request's deadline bounds it too.
   absl::Duration transfer_timeout = absl::Seconds(10);
   KvPush push = KvPush::kLayer;
+  runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
 };
 
 struct PrefillResult {

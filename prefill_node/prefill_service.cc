@@ -121,6 +121,14 @@ grpc::Status PrefillService::PushKv(grpc::ServerContext*,
   return NotHere("PushKv");
 }
 
+grpc::Status PrefillService::Generate(grpc::ServerContext*,
+                                      const v1::NodeGenerateRequest*,
+                                      grpc::ServerWriter<v1::DecodeResponse>*) {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "this is a prefill node; send Generate to a colocated "
+                      "node (duet-decode --role colocated)");
+}
+
 grpc::Status PrefillService::Describe(grpc::ServerContext*,
                                       const v1::DescribeRequest*,
                                       v1::DescribeResponse*) {

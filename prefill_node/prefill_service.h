@@ -41,6 +41,9 @@ class PrefillService final : public v1::Node::Service {
                              v1::OpenKvChannelResponse* reply) override;
   grpc::Status PushKv(grpc::ServerContext* ctx, const v1::PushKvRequest* req,
                       v1::PushKvResponse* reply) override;
+  grpc::Status Generate(
+      grpc::ServerContext* ctx, const v1::NodeGenerateRequest* req,
+      grpc::ServerWriter<v1::DecodeResponse>* writer) override;
   grpc::Status Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                       grpc::ServerWriter<v1::DecodeResponse>* writer) override;
   grpc::Status Release(grpc::ServerContext* ctx, const v1::ReleaseRequest* req,

@@ -47,6 +47,18 @@ ABSL_FLAG(int32_t, max_queued_requests, 1024,
           "(first come, first served); beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int32_t, control_rpc_timeout_ms, 5000,
           "deadline of Reserve and Release calls to nodes");
+ABSL_FLAG(std::string, policy, "auto",
+          "where requests run: disagg (a prefill node, then a decode node), "
+          "colocated (one colocated node runs each whole: duet-decode --role "
+          "colocated) or auto (colocated when no prefill node is live, for "
+          "prompts of at most --auto-colocated-prompt-tokens, or when every "
+          "prefill node has --auto-prefill-queue-tokens queued; disagg "
+          "otherwise, and always when no colocated node is live)");
+ABSL_FLAG(int32_t, auto_colocated_prompt_tokens, 256,
+          "--policy auto: prompts this short run colocated");
+ABSL_FLAG(int64_t, auto_prefill_queue_tokens, 16384,
+          "--policy auto: run colocated when even the least-loaded prefill "
+          "node has this many prompt tokens queued");
 ABSL_FLAG(std::string, model_name, "",
           "the model nodes must serve (last component of their --model); "
           "empty: the first node to register decides");
@@ -146,6 +158,19 @@ int main(int argc, char** argv) {
   options.max_queued_requests = max_queued;
   options.reservation_ttl = absl::Milliseconds(reservation_ttl);
   options.client_write_timeout = absl::Milliseconds(write_timeout);
+  auto policy = duet::router::ParseServingPolicy(absl::GetFlag(FLAGS_policy));
+  if (!policy.ok()) return Usage(std::string(policy.status().message()));
+  options.policy = *policy;
+  options.auto_colocated_prompt_tokens =
+      absl::GetFlag(FLAGS_auto_colocated_prompt_tokens);
+  options.auto_prefill_queue_tokens =
+      absl::GetFlag(FLAGS_auto_prefill_queue_tokens);
+  if (options.auto_colocated_prompt_tokens < 0 ||
+      options.auto_prefill_queue_tokens < 0) {
+    return Usage(
+        "--auto-colocated-prompt-tokens and --auto-prefill-queue-tokens "
+        "must be >= 0");
+  }
   std::unique_ptr<duet::tokenizer::Tokenizer> tokenizer;
   std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (!tokenizer_path.empty()) {

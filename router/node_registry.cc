@@ -31,9 +31,10 @@ std::shared_ptr<v1::Node::Stub> NodeRegistry::StubFor(
 absl::StatusOr<uint64_t> NodeRegistry::Register(
     const v1::RegisterRequest& req) {
   if (req.role() != v1::NODE_ROLE_PREFILL &&
-      req.role() != v1::NODE_ROLE_DECODE) {
+      req.role() != v1::NODE_ROLE_DECODE &&
+      req.role() != v1::NODE_ROLE_COLOCATED) {
     return absl::InvalidArgumentError(
-        "Register: role must be PREFILL or DECODE");
+        "Register: role must be PREFILL, DECODE or COLOCATED");
   }
   if (req.address().empty() || req.address().rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -188,12 +189,17 @@ std::optional<v1::KvTransport> PickKvTransport(const NodeRef& p,
   return std::nullopt;
 }
 
-std::vector<NodeRef> NodeRegistry::DecodeCandidates() {
+std::vector<NodeRef> NodeRegistry::DecodeCandidates(bool colocated_only) {
   absl::MutexLock lock(&mu_);
   SweepLocked();
   std::vector<std::pair<int64_t, NodeRef>> scored;
   for (auto& [id, n] : nodes_) {
-    if (n.info.role() != v1::NODE_ROLE_DECODE) continue;
+    // A colocated node is a decode node too.
+    const v1::NodeRole role = n.info.role();
+    if (role != v1::NODE_ROLE_COLOCATED &&
+        (colocated_only || role != v1::NODE_ROLE_DECODE)) {
+      continue;
+    }
     const int64_t free =
         int64_t{n.load.free_kv_blocks()} - Recent(n.reserved_recently);
     scored.push_back({free, MakeRef(id, n)});
@@ -243,6 +249,14 @@ void NodeRegistry::AddPrefillTokens(uint64_t id, int64_t tokens) {
   if (it != nodes_.end()) {
     it->second.prefill_recently.emplace_back(absl::Now(), tokens);
   }
+}
+
+int64_t NodeRegistry::QueuedPrefillTokens(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return 0;
+  return static_cast<int64_t>(it->second.load.queued_prefill_tokens()) +
+         Recent(it->second.prefill_recently);
 }
 
 int32_t NodeRegistry::MaxModelLen() {

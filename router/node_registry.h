@@ -74,12 +74,16 @@ class NodeRegistry {
   }
 
   // Live decode nodes, most free KV blocks first.
-  std::vector<NodeRef> DecodeCandidates();
+  // `colocated_only`: only the nodes that also run whole requests.
+  std::vector<NodeRef> DecodeCandidates(bool colocated_only = false);
   // Live prefill nodes, fewest outstanding prefill tokens first.
   std::vector<NodeRef> PrefillCandidates();
   // Bookkeeping between heartbeats.
   void AddReservedBlocks(uint64_t id, int64_t blocks);
   void AddPrefillTokens(uint64_t id, int64_t tokens);
+  // Prompt tokens a prefill node holds unprefilled, by its last heartbeat
+  // plus what was sent to it since (0 for an unknown node).
+  int64_t QueuedPrefillTokens(uint64_t id);
 
   // Ids of the live nodes (sweeping out those past their heartbeat
   // timeout first).

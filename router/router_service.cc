@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "absl/random/random.h"
 #include "absl/cleanup/cleanup.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/text_stream.h"
@@ -200,8 +200,8 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
 
 grpc::Status RouterService::ReserveDecode(
     uint64_t id, int32_t num_prompt_tokens, const v1::GenerateRequest& req,
-    const NodeRef& prefill, absl::Time deadline,
-    CallWatcher::Scope& scope, Reservation* out) {
+    const NodeRef& prefill, absl::Time deadline, CallWatcher::Scope& scope,
+    Reservation* out) {
   std::string last_error = "no decode node is registered";
   std::optional<AdmissionQueue::Ticket> ticket;
   // First come, first served: behind the requests already waiting.
@@ -452,6 +452,10 @@ grpc::Status RouterService::GenerateImpl(
     sampling.set_seed(absl::Uniform<uint64_t>(absl::BitGen()));
   }
 
+  if (RunColocated(prompt.size())) {
+    return GenerateColocated(id, *req, prompt, sampling, start, deadline, scope,
+                             text, writer);
+  }
   // The prefill node first: it decides which decode nodes can receive its
   // KV, and over which transport.
   std::vector<uint64_t> tried;
@@ -506,139 +510,20 @@ grpc::Status RouterService::GenerateImpl(
   scope.WatchNode(reservation.node.id, options_.stream_idle_timeout);
   std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>> reader =
       reservation.node.stub->Decode(&dctx, d);
-  v1::DecodeResponse msg;
-  bool client_gone = false;
-  bool stopped_by_string = false;
-  std::string matched_stop;
-  double ttft_ms = -1;
-  int32_t completion_tokens = 0;
-  v1::Timings timings;
-  // Writes to the client are timed (a client that stops reading is
-  // cancelled, CallWatcher); time blocked on the client does not count as
-  // the decode node's silence.
-  auto write = [&](const v1::GenerateResponse& out) {
-    scope.BeginWrite();
-    const bool ok = writer->Write(out);
-    scope.EndWrite();
-    scope.Touch();
-    return ok;
-  };
-  auto finish = [&](v1::GenerationFinished fin, const std::string& tail) {
-    v1::GenerateResponse out;
-    out.set_request_id(req->request_id());
-    if (!tail.empty()) {
-      out.mutable_chunk()->set_text(tail);
-      if (!write(out)) return false;
-      out.clear_chunk();
-    }
-    fin.mutable_usage()->set_prompt_tokens(
-        static_cast<uint32_t>(prompt.size()));
-    fin.mutable_usage()->set_completion_tokens(completion_tokens);
-    v1::Timings* t = fin.mutable_timings();
-    t->set_queue_ms(absl::ToDoubleMilliseconds(prefill_start - start) +
+  v1::Timings base;
+  base.set_queue_ms(absl::ToDoubleMilliseconds(prefill_start - start) +
                     prefill.timings().queue_ms());
-    t->set_prefill_ms(prefill.timings().prefill_ms());
-    t->set_transfer_ms(prefill.timings().transfer_ms());
-    t->set_ttft_ms(std::max(ttft_ms, 0.0));
-    *out.mutable_finished() = std::move(fin);
-    return write(out);
-  };
-  while (!stopped_by_string && reader->Read(&msg)) {
-    scope.Touch();
-    if (msg.has_chunk()) {
-      if (ttft_ms < 0)
-        ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
-      v1::GenerateResponse out;
-      out.set_request_id(req->request_id());
-      const auto& ids = msg.chunk().token_ids();
-      size_t keep = static_cast<size_t>(ids.size());
-      if (text.has_value()) {
-        auto delta =
-            text->Add(std::span<const int32_t>(ids.data(), ids.size()));
-        if (!delta.ok()) {
-          dctx.TryCancel();
-          (void)reader->Finish();
-          return Error(grpc::StatusCode::INTERNAL,
-                       absl::StrCat("detokenizing the output: ",
-                                    delta.status().message()));
-        }
-        keep = delta->tokens_consumed;
-        out.mutable_chunk()->set_text(std::move(delta->text));
-        if (delta->stopped) {
-          stopped_by_string = true;
-          matched_stop = delta->matched_stop;
-        }
-      }
-      out.mutable_chunk()->mutable_token_ids()->Add(ids.begin(),
-                                                    ids.begin() + keep);
-      completion_tokens += static_cast<int32_t>(keep);
-      if (!write(out)) {
-        client_gone = true;
-        break;
-      }
-    } else if (msg.has_finished()) {
-      v1::GenerationFinished fin = std::move(*msg.mutable_finished());
-      const std::string tail = text.has_value() ? text->Finish() : "";
-      if (!finish(std::move(fin), tail)) client_gone = true;
-    }
-  }
-  if (stopped_by_string || client_gone) dctx.TryCancel();
-  const grpc::Status s = reader->Finish();
-  scope.SetCurrent(nullptr);
-  const CallWatcher::Lost lost = scope.lost();
-  scope.Unwatch();
-  if (!s.ok() && lost == CallWatcher::Lost::kNone) {
-    // A Decode cut short may never have reached the decode node (its
-    // deadline passed on the way, the connection broke): then the
-    // reservation would wait out its TTL. Releasing is harmless when the
-    // node did see the call (the request is over either way). Not to a
-    // node that is gone or stuck: the call would wait out its timeout
-    // before the client hears; that node frees on seeing the cancelled
-    // stream, or by the TTL.
-    ReleaseDecode(id, reservation,
-                  client_gone || scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
-                                                   : v1::RELEASE_REASON_FAILED);
-  }
-  if (scope.write_timed_out()) {
-    return Error(grpc::StatusCode::CANCELLED,
-                 absl::StrCat("the client read nothing for ",
-                              absl::FormatDuration(options_.client_write_timeout),
-                              " (--client-write-timeout-ms); request cancelled "
-                              "after ",
-                              completion_tokens, " tokens"));
-  }
-  if (client_gone || scope.cancelled()) {
-    return Error(grpc::StatusCode::CANCELLED, "client cancelled");
-  }
-  if (lost != CallWatcher::Lost::kNone && !stopped_by_string) {
-    // The node is gone or stuck: whatever it still holds for this request
-    // is freed when it sees the cancelled stream (or by its TTL).
-    return Error(
-        grpc::StatusCode::UNAVAILABLE,
-        lost == CallWatcher::Lost::kNodeGone
-            ? absl::StrCat("decode node ", reservation.node.address,
-                           " left the cluster (missed heartbeats) after ",
-                           completion_tokens, " tokens")
-            : absl::StrCat("decode node ", reservation.node.address,
-                           " sent nothing for ",
-                           absl::FormatDuration(options_.stream_idle_timeout),
-                           " (--stream-idle-timeout-ms) after ",
-                           completion_tokens, " tokens"));
-  }
-  if (stopped_by_string) {
-    // The decode node saw its stream cancelled and freed the request.
-    v1::GenerationFinished fin;
-    fin.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
-    fin.set_matched_stop(matched_stop);
-    finish(std::move(fin), "");
-    return grpc::Status::OK;
-  }
-  if (!s.ok()) {
-    return Error(s.error_code(),
-                 absl::StrCat("decode node ", reservation.node.address, ": ",
-                              s.error_message()));
-  }
-  return grpc::Status::OK;
+  base.set_prefill_ms(prefill.timings().prefill_ms());
+  base.set_transfer_ms(prefill.timings().transfer_ms());
+  // A Decode cut short may never have reached the decode node (its
+  // deadline passed on the way, the connection broke): then the
+  // reservation would wait out its TTL. Releasing is harmless when the node
+  // did see the call (the request is over either way).
+  return Relay(*req, writer, scope, text, prompt.size(), start, base,
+               reservation.node, "decode node", dctx, *reader,
+               [&](v1::ReleaseReason reason) {
+                 ReleaseDecode(id, reservation, reason);
+               });
 }
 
 grpc::Status RouterService::CheckApiKey(const grpc::ServerContext& ctx) const {
@@ -665,8 +550,15 @@ grpc::Status RouterService::Health(grpc::ServerContext*,
                                    v1::HealthResponse* reply) {
   reply->set_num_prefill_nodes(registry_->CountLive(v1::NODE_ROLE_PREFILL));
   reply->set_num_decode_nodes(registry_->CountLive(v1::NODE_ROLE_DECODE));
-  reply->set_serving(reply->num_prefill_nodes() > 0 &&
-                     reply->num_decode_nodes() > 0);
+  reply->set_num_colocated_nodes(registry_->CountLive(v1::NODE_ROLE_COLOCATED));
+  const bool disagg =
+      reply->num_prefill_nodes() > 0 &&
+      reply->num_decode_nodes() + reply->num_colocated_nodes() > 0;
+  const bool colocated = reply->num_colocated_nodes() > 0;
+  reply->set_serving(options_.policy == ServingPolicy::kDisagg ? disagg
+                     : options_.policy == ServingPolicy::kColocated
+                         ? colocated
+                         : disagg || colocated);
   const auto nodes = registry_->List(v1::NODE_ROLE_UNSPECIFIED);
   if (!nodes.empty()) reply->set_model_name(nodes.front().model_name());
   return grpc::Status::OK;

@@ -9,6 +9,7 @@
 #define DUET_ROUTER_ROUTER_SERVICE_H_
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <random>
 #include <thread>
@@ -21,12 +22,30 @@
 #include "router/admission_queue.h"
 #include "router/call_watcher.h"
 #include "router/node_registry.h"
+#include "router/text_stream.h"
 #include "security/api_keys.h"
 #include "tokenizer/tokenizer.h"
 
 namespace duet::router {
 
+// Where a request runs (--policy).
+enum class ServingPolicy {
+  kDisagg,     // prefill node, then decode node (KV handed over)
+  kColocated,  // one colocated node runs it whole
+  // Colocated when no prefill node is live, when the prompt is short
+  // (auto_colocated_prompt_tokens: a handover costs more than it saves) or
+  // every prefill node's queue is past auto_prefill_queue_tokens;
+  // disaggregated otherwise; disaggregated when no colocated node is live.
+  kAuto,
+};
+// "disagg" / "colocated" / "auto".
+absl::StatusOr<ServingPolicy> ParseServingPolicy(absl::string_view name);
+
 struct RouterOptions {
+  ServingPolicy policy = ServingPolicy::kAuto;
+  // kAuto's thresholds (see ServingPolicy).
+  int32_t auto_colocated_prompt_tokens = 256;
+  int64_t auto_prefill_queue_tokens = 16384;
   // Deadline of a request whose client set none.
   absl::Duration default_request_timeout = absl::Minutes(5);
   // Per-call cap for Reserve and Release.
@@ -100,8 +119,7 @@ class RouterService final : public v1::Duet::Service,
   grpc::Status ReserveDecode(uint64_t id, int32_t num_prompt_tokens,
                              const v1::GenerateRequest& req,
                              const NodeRef& prefill, absl::Time deadline,
-                             CallWatcher::Scope& scope,
-                             Reservation* out);
+                             CallWatcher::Scope& scope, Reservation* out);
   // Prefills on `node`. Sets *retry when another node may be tried (this
   // one was unreachable); the caller must then reserve anew: a second
   // writer must never share the first one's blocks, whose bytes may still
@@ -109,9 +127,32 @@ class RouterService final : public v1::Duet::Service,
   grpc::Status RunPrefill(uint64_t id, const std::vector<int32_t>& prompt,
                           const v1::SamplingParams& sampling,
                           const NodeRef& node, const Reservation& reservation,
-                          absl::Time deadline,
-                          CallWatcher::Scope& scope, bool* retry,
-                          v1::PrefillResponse* out);
+                          absl::Time deadline, CallWatcher::Scope& scope,
+                          bool* retry, v1::PrefillResponse* out);
+  // The stream of a Decode or Generate call on `node` relayed to the
+  // client (text deltas, stop strings, the finished message with usage and
+  // `base` timings) until it ends; `release` frees what the node may still
+  // hold for the request when the stream ends not OK and the node is
+  // neither gone nor stuck.
+  grpc::Status Relay(const v1::GenerateRequest& req,
+                     grpc::ServerWriter<v1::GenerateResponse>* writer,
+                     CallWatcher::Scope& scope, std::optional<TextStream>& text,
+                     size_t prompt_tokens, absl::Time start,
+                     const v1::Timings& base, const NodeRef& node,
+                     const char* role, grpc::ClientContext& dctx,
+                     grpc::ClientReader<v1::DecodeResponse>& reader,
+                     const std::function<void(v1::ReleaseReason)>& release,
+                     std::optional<v1::DecodeResponse> first = std::nullopt);
+  // Which path a request takes under options_.policy.
+  bool RunColocated(size_t prompt_tokens);
+  // The request on a colocated node (queued, like Reserve, while every
+  // colocated node is full).
+  grpc::Status GenerateColocated(
+      uint64_t id, const v1::GenerateRequest& req,
+      const std::vector<int32_t>& prompt, const v1::SamplingParams& sampling,
+      absl::Time start, absl::Time deadline, CallWatcher::Scope& scope,
+      std::optional<TextStream>& text,
+      grpc::ServerWriter<v1::GenerateResponse>* writer);
   // The least-loaded prefill node not in `tried`.
   std::optional<NodeRef> NextPrefill(const std::vector<uint64_t>& tried);
   void ReleaseDecode(uint64_t id, const Reservation& r,

@@ -130,36 +130,86 @@ void Scheduler::Preempt(Sequence& s) {
   waiting_.push_front(s.id);
 }
 
+absl::StatusOr<SchedulingPolicy> ParseSchedulingPolicy(absl::string_view name) {
+  if (name == "piggyback") return SchedulingPolicy::kPiggyback;
+  if (name == "prefill-first") return SchedulingPolicy::kPrefillFirst;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--scheduling must be piggyback or prefill-first, got '", name, "'"));
+}
+
+const char* SchedulingPolicyName(SchedulingPolicy policy) {
+  return policy == SchedulingPolicy::kPiggyback ? "piggyback" : "prefill-first";
+}
+
+bool Scheduler::PlanRunning(size_t i, bool may_preempt, int32_t& budget,
+                            StepPlan& plan) {
+  Sequence& s = *seqs_.at(running_[i]);
+  const int32_t remaining =
+      static_cast<int32_t>(s.tokens.size()) - s.num_computed;
+  if (remaining <= 0) return true;  // finished; the caller removes it
+  const int32_t len = std::min(remaining, budget);
+  const int32_t need = MissingBlocks(s, int64_t{s.num_computed} + len);
+  // Running prefills hold the blocks of all their known tokens from
+  // admission, so only decodes grow; a pass that may not preempt (some of
+  // the sequences behind this one are planned already) leaves one that
+  // would need to for the next step.
+  if (!may_preempt && need > pool_.num_free()) return true;
+  while (need > pool_.num_free()) {
+    // Victims come from the back, so none was planned yet this step.
+    Sequence& victim = *seqs_.at(running_.back());
+    Preempt(victim);
+    plan.preempted.push_back(victim.id);
+    if (&victim == &s) return false;
+  }
+  auto blocks = pool_.Allocate(need);
+  if (!blocks.ok()) std::abort();  // checked against num_free above
+  s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
+  plan.chunks.push_back({s.id, s.num_computed, len, len == remaining});
+  budget -= len;
+  return true;
+}
+
+bool Scheduler::IsDecode(size_t i) const {
+  const Sequence& s = *seqs_.at(running_[i]);
+  return static_cast<int32_t>(s.tokens.size()) - s.num_computed == 1;
+}
+
+bool Scheduler::PlanDecodes(int32_t& budget, StepPlan& plan) {
+  // Preemption may shrink running_ from the back while we walk it.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    if (!IsDecode(i)) continue;
+    if (!PlanRunning(i, /*may_preempt=*/true, budget, plan)) return false;
+  }
+  return true;
+}
+
+void Scheduler::PlanPrefills(int32_t& budget, StepPlan& plan) {
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    // Decodes planned this step still have one token to compute until
+    // Update: this skips them too.
+    if (IsDecode(i)) continue;
+    PlanRunning(i, /*may_preempt=*/false, budget, plan);
+  }
+}
+
 StepPlan Scheduler::Schedule() {
   StepPlan plan;
   int32_t budget = options_.max_num_batched_tokens;
-  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
-    Sequence& s = *seqs_.at(running_[i]);
-    const int32_t remaining =
-        static_cast<int32_t>(s.tokens.size()) - s.num_computed;
-    if (remaining <= 0) continue;  // finished; the caller removes it
-    const int32_t len = std::min(remaining, budget);
-    const int32_t need = MissingBlocks(s, int64_t{s.num_computed} + len);
-    bool self_preempted = false;
-    while (need > pool_.num_free()) {
-      // Victims come from the back, so none was planned yet this step.
-      Sequence& victim = *seqs_.at(running_.back());
-      Preempt(victim);
-      plan.preempted.push_back(victim.id);
-      if (&victim == &s) {
-        self_preempted = true;
-        break;
-      }
-    }
-    if (self_preempted) break;
-    auto blocks = pool_.Allocate(need);
-    if (!blocks.ok()) std::abort();  // checked against num_free above
-    s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
-    plan.chunks.push_back({s.id, s.num_computed, len, len == remaining});
-    budget -= len;
+  if (options_.policy == SchedulingPolicy::kPrefillFirst) {
+    PlanPrefills(budget, plan);
+    Admit(budget, plan);
+    if (plan.empty()) PlanDecodes(budget, plan);
+    return plan;
   }
+  if (!PlanDecodes(budget, plan)) return plan;
+  PlanPrefills(budget, plan);
   // Admission waits while preemption is freeing room for running work.
   if (!plan.preempted.empty()) return plan;
+  Admit(budget, plan);
+  return plan;
+}
+
+void Scheduler::Admit(int32_t& budget, StepPlan& plan) {
   bool blocked = false;
   for (auto it = waiting_.begin();
        it != waiting_.end() && budget > 0 &&
@@ -184,7 +234,6 @@ StepPlan Scheduler::Schedule() {
     plan.chunks.push_back({s.id, s.num_computed, len, len == remaining});
     budget -= len;
   }
-  return plan;
 }
 
 absl::Status Scheduler::Update(const StepPlan& plan,

@@ -31,12 +31,30 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/strong_id.h"
 #include "model/kv_cache.h"
 
 namespace duet::runtime {
 
+// What a step's token budget goes to first (--scheduling).
+enum class SchedulingPolicy {
+  // SARATHI / vLLM chunked prefill: one token for every running decode
+  // first, then prefill chunks (running ones, then admissions) fill the
+  // rest, so a long prompt never stalls the decodes beside it.
+  kPiggyback,
+  // vLLM v0's default order: while any prompt has tokens to prefill (or
+  // can be admitted), steps run prefill chunks only and the decodes wait;
+  // decode steps run when no prefill work is left. Better TTFT under
+  // bursts, worse TPOT: kept for comparison.
+  kPrefillFirst,
+};
+// "piggyback" / "prefill-first"; INVALID_ARGUMENT naming both otherwise.
+absl::StatusOr<SchedulingPolicy> ParseSchedulingPolicy(absl::string_view name);
+const char* SchedulingPolicyName(SchedulingPolicy policy);
+
 struct SchedulerOptions {
+  SchedulingPolicy policy = SchedulingPolicy::kPiggyback;
   int32_t block_size = 16;
   int32_t num_blocks = 0;
   // Tokens of all chunks of one step (--max-num-batched-tokens).
@@ -110,10 +128,13 @@ class Scheduler {
                    std::vector<BlockId> blocks = {},
                    int64_t max_total_tokens = 0);
 
-  // Plans the next step: every running sequence first (in admission order,
-  // growing or preempting as needed), then waiting ones, FCFS, while the
-  // token budget, max_num_seqs and free blocks allow. A waiting sequence
-  // that needs blocks that are not free stops admission of others that
+  // Plans the next step. Piggyback: one token of every running decode
+  // (growing or preempting as needed), then the running prefills' chunks,
+  // then waiting ones, FCFS, while the token budget, max_num_seqs and free
+  // blocks allow. Prefill-first: the running prefills and admissions only,
+  // and the decodes only in a step where those plan nothing. A chunk that
+  // does not reach a sequence's last known token is not sampled. A waiting
+  // sequence that needs blocks that are not free stops admission of others that
   // need blocks (nothing overtakes it for blocks); waiting sequences that
   // already hold all their blocks (reserved KV) may still join, since they
   // take nothing from it, and running is how they give their blocks back.
@@ -148,6 +169,18 @@ class Scheduler {
   explicit Scheduler(const SchedulerOptions& options);
   // Blocks `s` lacks to hold `num_tokens` tokens.
   int32_t MissingBlocks(const Sequence& s, int64_t num_tokens) const;
+  // Plans running sequence running_[i], preempting from the back for its
+  // blocks when `may_preempt`. False when planning must stop: the sequence
+  // preempted itself for want of blocks.
+  bool PlanRunning(size_t i, bool may_preempt, int32_t& budget, StepPlan& plan);
+  // One token of every running decode; false when planning must stop.
+  bool PlanDecodes(int32_t& budget, StepPlan& plan);
+  // The running prefills' chunks (they need no new blocks).
+  void PlanPrefills(int32_t& budget, StepPlan& plan);
+  // Admits waiting sequences FCFS into what is left.
+  void Admit(int32_t& budget, StepPlan& plan);
+  // The sequence running_[i] has exactly its last known token to compute.
+  bool IsDecode(size_t i) const;
   void Preempt(Sequence& s);
   void FreeBlocks(Sequence& s);
 

@@ -36,6 +36,11 @@ ABSL_FLAG(int32_t, max_num_batched_tokens, 2048,
 ABSL_FLAG(int32_t, max_num_seqs, 0,
           "requests per forward step; 0 = 256 (prefill) / 64 (decode)");
 ABSL_FLAG(int32_t, rank, 0, "rank shown in log lines");
+ABSL_FLAG(std::string, scheduling, "piggyback",
+          "what a step's token budget goes to first: piggyback (one token of "
+          "every running decode, then prefill chunks fill the rest: SARATHI / "
+          "vLLM chunked prefill) or prefill-first (prefill steps pause the "
+          "decodes until no prompt is left to prefill; vLLM v0's order)");
 ABSL_FLAG(std::string, kv_transport, "auto",
           "how KV moves from prefill to decode nodes: auto (CUDA IPC between "
           "GPU nodes on one host, UCX otherwise; the router picks per pair), "
@@ -79,6 +84,10 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
     return absl::InvalidArgumentError(absl::StrCat(
         "--tensor-parallel-size must be >= 1, got ", f.tensor_parallel_size));
   }
+  auto scheduling =
+      runtime::ParseSchedulingPolicy(absl::GetFlag(FLAGS_scheduling));
+  if (!scheduling.ok()) return scheduling.status();
+  f.scheduling = *scheduling;
   f.kv_transport = absl::GetFlag(FLAGS_kv_transport);
   if (f.kv_transport != "auto" && f.kv_transport != "ucx" &&
       f.kv_transport != "cuda-ipc" && f.kv_transport != "nccl") {

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/backend_factory.h"
 #include "runtime/model_runner.h"
+#include "runtime/scheduler.h"
 #include "serving/node_main.h"
 
 namespace duet::serving {
@@ -24,8 +25,11 @@ struct NodeFlags {
   int32_t rank = 0;
   // Ranks the model is split over (--tensor-parallel-size).
   int32_t tensor_parallel_size = 1;
-  // "auto", "ucx" or "cuda-ipc" (--kv-transport; see serving/kv_transports.h).
+  // "auto", "ucx", "cuda-ipc" or "nccl" (--kv-transport; see
+  // serving/kv_transports.h).
   std::string kv_transport = "auto";
+  // Order of a step's token budget (--scheduling).
+  runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
 };
 
 // Reads and checks the shared flags (after ParseFlags). A 0 for

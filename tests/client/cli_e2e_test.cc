@@ -234,7 +234,8 @@ TEST_F(CliTest, HealthExitCodeSaysWhetherTheRouterCanServe) {
   const ProcessResult ok = Execute(Cli(absl::StrCat("health", Router())));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_EQ(ok.output,
-            "serving=true prefill_nodes=1 decode_nodes=1 model=qwen3-tiny\n");
+            "serving=true prefill_nodes=1 decode_nodes=1 model=qwen3-tiny "
+            "colocated_nodes=0\n");
   auto idle = ScriptedDuetServer::Start(CliServerOptions(false));
   ASSERT_TRUE(idle.ok());
   const ProcessResult not_serving = Execute(

@@ -245,6 +245,16 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
       !s.ok()) {
     return s;
   }
+  std::vector<std::string> colocated = o.decode_args;
+  colocated.insert(colocated.end(), {"--role", "colocated"});
+  colocated.insert(colocated.end(), o.colocated_args.begin(),
+                   o.colocated_args.end());
+  if (absl::Status s =
+          start_nodes(o.num_colocated, DUET_DECODE_BIN, "duet-decode",
+                      "colocated", colocated, c->decode_);
+      !s.ok()) {
+    return s;
+  }
   c->client_ = v1::Duet::NewStub(grpc::CreateChannel(
       c->router_address_, o.insecure ? grpc::InsecureChannelCredentials()
                                      : TestCredentials(/*member=*/false)));
@@ -258,7 +268,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         c->client_->Health(&ctx, v1::HealthRequest(), &health);
     if (s.ok() &&
         static_cast<int>(health.num_prefill_nodes()) == o.num_prefill &&
-        static_cast<int>(health.num_decode_nodes()) == o.num_decode) {
+        static_cast<int>(health.num_decode_nodes()) == o.num_decode &&
+        static_cast<int>(health.num_colocated_nodes()) == o.num_colocated) {
       return c;
     }
     if (absl::Now() > deadline) {

@@ -46,6 +46,10 @@ struct ClusterOptions {
   std::string model_dir;
   int num_prefill = 1;
   int num_decode = 1;
+  // Colocated nodes (duet-decode --role colocated, decode_args then
+  // colocated_args); they follow the decode nodes: decode(num_decode + i).
+  int num_colocated = 0;
+  std::vector<std::string> colocated_args;
   std::vector<std::string> router_args;
   std::vector<std::string> prefill_args;
   std::vector<std::string> decode_args;

@@ -281,6 +281,7 @@ TEST(ProtoRoundTrip, ClientAndRegistryMessages) {
   health.set_serving(true);
   health.set_num_prefill_nodes(2);
   health.set_num_decode_nodes(3);
+  health.set_num_colocated_nodes(2);
   health.set_model_name("Qwen/Qwen3-4B");
   ExpectRoundTrip(health);
 

@@ -4,7 +4,9 @@
 
 #include <map>
 #include <numeric>
+#include <random>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -21,7 +23,8 @@ std::vector<int32_t> Tokens(int32_t n, int32_t base = 100) {
 }
 
 std::unique_ptr<Scheduler> Make(int32_t blocks, int32_t budget,
-                                int32_t max_seqs = 64, int32_t block_size = 16) {
+                                int32_t max_seqs = 64,
+                                int32_t block_size = 16) {
   SchedulerOptions o;
   o.block_size = block_size;
   o.num_blocks = blocks;
@@ -116,7 +119,8 @@ TEST(SchedulerTest, UpdateChecksTheSampledCount) {
   auto s = Make(8, 64);
   ASSERT_TRUE(s->Add(RequestId(1), Tokens(10), 10).ok());
   StepPlan p = s->Schedule();
-  EXPECT_EQ(s->Update(p, std::vector<int32_t>{}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Update(p, std::vector<int32_t>{}).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(s->Update(p, std::vector<int32_t>{5}).ok());
 }
 
@@ -126,9 +130,9 @@ TEST(SchedulerTest, AddValidates) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s->Add(RequestId(1), Tokens(65), 65).code(),
             absl::StatusCode::kInvalidArgument);  // 5 blocks > 4
-  EXPECT_EQ(s->Add(RequestId(1), Tokens(10), 10, 0, {}, /*max_total=*/65)
-                .code(),
-            absl::StatusCode::kInvalidArgument);  // could grow to 5 > 4
+  EXPECT_EQ(
+      s->Add(RequestId(1), Tokens(10), 10, 0, {}, /*max_total=*/65).code(),
+      absl::StatusCode::kInvalidArgument);  // could grow to 5 > 4
   EXPECT_EQ(s->Add(RequestId(1), Tokens(10), 10, 10).code(),
             absl::StatusCode::kInvalidArgument);  // nothing left to run
   EXPECT_EQ(s->Add(RequestId(1), Tokens(20), 20, 17).code(),
@@ -229,7 +233,8 @@ TEST(SchedulerTest, ReservationsAreNeverPreempted) {
   auto s = Make(/*blocks=*/4, /*budget=*/32, 8, /*bs=*/4);
   auto held = s->Reserve(2);
   ASSERT_TRUE(held.ok());
-  EXPECT_EQ(s->Reserve(3).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s->Reserve(3).status().code(),
+            absl::StatusCode::kResourceExhausted);
   ASSERT_TRUE(s->Add(RequestId(1), Tokens(4), 4).ok());
   // Request 1 needs a third block at position 8: with 2 reserved it is
   // preempted (it is the only running one), then waits for room.
@@ -363,8 +368,8 @@ TEST(SchedulerTest, CancellationAtEveryStepLeaksNothing) {
       for (int i = 1; i <= 3; ++i) {
         if (i == victim && at < total_steps) continue;
         EXPECT_TRUE(finished.contains(i) || i == victim)
-            << "request " << i << " did not finish (victim " << victim
-            << " at " << at << ")";
+            << "request " << i << " did not finish (victim " << victim << " at "
+            << at << ")";
       }
     }
   }
@@ -380,6 +385,167 @@ TEST(SchedulerTest, RemoveBetweenScheduleAndUpdateIsSkipped) {
   ASSERT_TRUE(s->Update(p, std::vector<int32_t>{1, 2}).ok());
   EXPECT_THAT(s->Find(RequestId(2))->tokens.back(), 2);
   EXPECT_EQ(s->Find(RequestId(1)), nullptr);
+}
+
+}  // namespace
+}  // namespace duet::runtime
+
+namespace duet::runtime {
+namespace {
+
+std::unique_ptr<Scheduler> MakeWith(SchedulingPolicy policy, int32_t blocks,
+                                    int32_t budget) {
+  SchedulerOptions o;
+  o.policy = policy;
+  o.block_size = 16;
+  o.num_blocks = blocks;
+  o.max_num_batched_tokens = budget;
+  auto s = Scheduler::Create(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+TEST(SchedulingPolicyTest, ParsesBothNamesAndRejectsOthers) {
+  EXPECT_EQ(*ParseSchedulingPolicy("piggyback"), SchedulingPolicy::kPiggyback);
+  EXPECT_EQ(*ParseSchedulingPolicy("prefill-first"),
+            SchedulingPolicy::kPrefillFirst);
+  const absl::Status bad = ParseSchedulingPolicy("fifo").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("piggyback or prefill-first"));
+}
+
+// Random mixes of prompt lengths and arrival steps under both policies:
+// every step stays within the budget, piggyback plans one token of every
+// decode that was running before the step (never starved) ahead of any
+// prefill chunk, only a chunk reaching a sequence's last token samples, and
+// every sequence ends with all its tokens.
+TEST(SchedulingPolicyTest, PiggybackNeverStarvesDecodesAndKeepsTheBudget) {
+  for (SchedulingPolicy policy :
+       {SchedulingPolicy::kPiggyback, SchedulingPolicy::kPrefillFirst}) {
+    for (uint32_t seed = 1; seed <= 20; ++seed) {
+      SCOPED_TRACE(absl::StrCat(SchedulingPolicyName(policy), " seed ", seed));
+      std::mt19937 rng(seed);
+      const int32_t budget = 32 + static_cast<int32_t>(rng() % 200);
+      auto s = MakeWith(policy, 4096, budget);
+      constexpr int32_t kGenerate = 6;
+      std::map<uint64_t, int32_t> prompt_len;
+      uint64_t next_id = 1;
+      int starved_steps = 0;
+      for (int step = 0; step < 400; ++step) {
+        if (next_id <= 24 && rng() % 3 == 0) {
+          const int32_t len = 1 + static_cast<int32_t>(rng() % 700);
+          prompt_len[next_id] = len;
+          ASSERT_TRUE(s->Add(RequestId(next_id), Tokens(len), len, 0, {},
+                             len + kGenerate)
+                          .ok());
+          ++next_id;
+        }
+        // Decodes running before this step: their last token is the only
+        // one left to compute.
+        std::vector<uint64_t> decodes;
+        for (const auto& [id, len] : prompt_len) {
+          const Sequence* q = s->Find(RequestId(id));
+          if (q != nullptr && q->running &&
+              static_cast<int32_t>(q->tokens.size()) - q->num_computed == 1) {
+            decodes.push_back(id);
+          }
+        }
+        StepPlan plan = s->Schedule();
+        if (plan.empty()) {
+          if (next_id > 24 && s->num_running() + s->num_waiting() == 0) break;
+          continue;
+        }
+        int32_t tokens = 0;
+        bool prefill_seen = false;
+        for (const ScheduledChunk& c : plan.chunks) {
+          tokens += c.len;
+          const Sequence* q = s->Find(c.id);
+          EXPECT_EQ(c.sample,
+                    c.start + c.len == static_cast<int32_t>(q->tokens.size()));
+          const bool decode =
+              c.len == 1 &&
+              c.start + 1 == static_cast<int32_t>(q->tokens.size()) &&
+              q->num_generated() > 0;
+          if (policy == SchedulingPolicy::kPiggyback) {
+            if (!decode) prefill_seen = true;
+            EXPECT_FALSE(decode && prefill_seen)
+                << "a decode planned after a prefill chunk";
+          }
+        }
+        EXPECT_LE(tokens, budget);
+        size_t planned_decodes = 0;
+        for (uint64_t id : decodes) {
+          planned_decodes += std::count_if(
+              plan.chunks.begin(), plan.chunks.end(),
+              [&](const ScheduledChunk& c) { return c.id.value() == id; });
+        }
+        if (planned_decodes < std::min<size_t>(decodes.size(), budget)) {
+          ++starved_steps;
+        }
+        ASSERT_TRUE(s->Update(plan, FakeSample(*s, plan)).ok());
+        for (const ScheduledChunk& c : plan.chunks) {
+          const Sequence* q = s->Find(c.id);
+          if (q != nullptr && q->num_generated() >= kGenerate) {
+            EXPECT_EQ(static_cast<int32_t>(q->tokens.size()),
+                      prompt_len[c.id.value()] + kGenerate);
+            s->Remove(c.id);
+          }
+        }
+      }
+      EXPECT_EQ(s->num_running() + s->num_waiting(), 0);
+      EXPECT_EQ(s->num_free_blocks(), 4096);
+      if (policy == SchedulingPolicy::kPiggyback) {
+        EXPECT_EQ(starved_steps, 0);
+      }
+    }
+  }
+}
+
+// The case that tells the two orders apart: a long prompt arrives while a
+// short one is decoding.
+TEST(SchedulingPolicyTest, PrefillFirstPausesDecodesPiggybackDoesNot) {
+  for (SchedulingPolicy policy :
+       {SchedulingPolicy::kPiggyback, SchedulingPolicy::kPrefillFirst}) {
+    SCOPED_TRACE(SchedulingPolicyName(policy));
+    auto s = MakeWith(policy, 256, 64);
+    ASSERT_TRUE(s->Add(RequestId(2), Tokens(8), 8).ok());
+    StepPlan first = s->Schedule();
+    ASSERT_TRUE(s->Update(first, FakeSample(*s, first)).ok());
+    ASSERT_EQ(s->Find(RequestId(2))->num_generated(), 1);
+    ASSERT_TRUE(s->Add(RequestId(1), Tokens(1000), 1000).ok());
+    int decode_steps = 0;
+    int steps = 0;
+    while (s->Find(RequestId(1))->num_generated() == 0) {
+      StepPlan plan = s->Schedule();
+      ASSERT_FALSE(plan.empty());
+      int32_t tokens = 0;
+      for (const ScheduledChunk& c : plan.chunks) {
+        tokens += c.len;
+        if (c.id.value() == 1) {
+          EXPECT_EQ(c.sample, c.start + c.len == 1000);
+        }
+      }
+      EXPECT_LE(tokens, 64);
+      decode_steps += std::any_of(
+          plan.chunks.begin(), plan.chunks.end(),
+          [](const ScheduledChunk& c) { return c.id.value() == 2; });
+      if (policy == SchedulingPolicy::kPiggyback) {
+        EXPECT_EQ(plan.chunks.front().id.value(), 2u);
+        EXPECT_EQ(plan.chunks.front().len, 1);
+      }
+      ASSERT_TRUE(s->Update(plan, FakeSample(*s, plan)).ok());
+      ++steps;
+    }
+    if (policy == SchedulingPolicy::kPiggyback) {
+      // A decode token every step beside 63-token chunks of the prompt.
+      EXPECT_EQ(decode_steps, steps);
+      EXPECT_EQ(steps, 16);  // ceil(1000 / 63)
+    } else {
+      // The prompt's 16 chunks of 64 ran alone.
+      EXPECT_EQ(decode_steps, 0);
+      EXPECT_EQ(steps, 16);
+    }
+  }
 }
 
 }  // namespace
