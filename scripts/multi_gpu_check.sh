@@ -13,8 +13,10 @@
 #    in another order: a divergence after a near-tie is possible, the first
 #    differing position is printed);
 # 3. a cluster with a prefill node of TP=2 (GPUs 0-1) and a decode node of
-#    TP=1 (GPU 2, or GPU 0 on a 2-GPU host), then P TP=1 -> D TP=2: greedy
-#    requests through duet-cli, compared with duet-run TP=1.
+#    TP=1 (GPU 2, or GPU 0 on a 2-GPU host), then P TP=1 -> D TP=2, then KV
+#    over NCCL (P on GPU 0, D on GPU 1; TP=2 each on 4 GPUs): greedy
+#    requests through duet-cli, compared with duet-run TP=1;
+# 4. with e2e_gpu_cluster_test in the bundle, its NCCL transport test.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
@@ -67,7 +69,8 @@ done | tee "$OUT/run_compare.txt"
 [[ -f "$OUT/certs/node.pem" ]] || "$ROOT/scripts/make_certs.sh" "$OUT/certs" node >/dev/null
 TLS=(--tls-cert "$OUT/certs/node.pem" --tls-key "$OUT/certs/node-key.pem" --tls-ca "$OUT/certs/ca.pem")
 CLIENT_TLS=(--tls-ca "$OUT/certs/ca.pem")
-cluster() {  # P_TP P_DEVICE D_TP D_DEVICE TAG
+cluster() {  # P_TP P_DEVICE D_TP D_DEVICE TAG [KV_TRANSPORT]
+  local kv=${6:-auto}
   local logs=$OUT/logs_$5 port=$((20000 + RANDOM % 20000))
   mkdir -p "$logs"
   local router=127.0.0.1:$port
@@ -76,10 +79,12 @@ cluster() {  # P_TP P_DEVICE D_TP D_DEVICE TAG
   sleep 1
   "$BIN/duet-prefill" --model "$MODEL" --router "$router" --backend cuda "${TLS[@]}" \
     --tensor-parallel-size "$1" --device "$2" --kv-cache-memory-fraction 0.3 \
+    --kv-transport "$kv" --kv-push request \
     >"$logs/prefill.out" 2>"$logs/prefill.log" &
   pids+=($!)
   "$BIN/duet-decode" --model "$MODEL" --router "$router" --backend cuda "${TLS[@]}" \
     --tensor-parallel-size "$3" --device "$4" --kv-cache-memory-fraction 0.3 \
+    --kv-transport "$kv" \
     >"$logs/decode.out" 2>"$logs/decode.log" &
   pids+=($!)
   for _ in $(seq 600); do
@@ -91,7 +96,7 @@ cluster() {  # P_TP P_DEVICE D_TP D_DEVICE TAG
   got=$("$BIN/duet-cli" generate "${CLIENT_TLS[@]}" --router "$router" \
     --prompt-ids "$PROMPT" --max-tokens 32 --ignore-eos --seed 0 2>&1 | tee "$logs/cli.txt" |
     head -n 1 | tr ' ' ',' || true)
-  echo "P TP=$1 -> D TP=$3: ${got:-<no output, see $logs>}"
+  echo "P TP=$1 -> D TP=$3 over $kv: ${got:-<no output, see $logs>}"
   [[ "$got" == "$REF" ]] && echo "  equals duet-run TP=1" || echo "  differs from duet-run TP=1: $REF"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
@@ -101,5 +106,17 @@ D_DEVICE=$((NGPU >= 3 ? 2 : 0))
 {
   cluster 2 0 1 "$D_DEVICE" p2_d1
   cluster 1 "$D_DEVICE" 2 0 p1_d2
+  # NCCL KV between GPUs (equal TP sizes: NCCL moves whole blocks).
+  cluster 1 0 1 1 nccl_p1_d1 nccl
+  ((NGPU >= 4)) && cluster 2 0 2 2 nccl_p2_d2 nccl
 } | tee "$OUT/clusters.txt"
+# The NCCL transport at prompt scale across two GPUs, against NCCL's own
+# send/recv of the same bytes (issue 17, run 2): the one-GPU cluster test
+# with the prefill node on GPU 0 and the decode node on GPU 1.
+if [[ -x "$BIN/e2e_gpu_cluster_test" ]]; then
+  echo "== NCCL transport cluster test (GPU 0 -> GPU 1)"
+  [[ -f /tmp/duet-m06/config.json ]] || "$BIN/duet-make-model" --preset qwen3-0.6b --out /tmp/duet-m06 >/dev/null
+  DUET_BIN_DIR=$BIN DUET_GPU_CLUSTER_MODEL=/tmp/duet-m06 DUET_GPU_NCCL=1 \
+    "$BIN/e2e_gpu_cluster_test" --gtest_filter='*Nccl*' 2>&1 | tee "$OUT/nccl_cluster_test.txt"
+fi
 echo "results in $OUT"
