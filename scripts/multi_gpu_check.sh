@@ -116,7 +116,7 @@ D_DEVICE=$((NGPU >= 3 ? 2 : 0))
 if [[ -x "$BIN/e2e_gpu_cluster_test" ]]; then
   echo "== NCCL transport cluster test (GPU 0 -> GPU 1)"
   [[ -f /tmp/duet-m06/config.json ]] || "$BIN/duet-make-model" --preset qwen3-0.6b --out /tmp/duet-m06 >/dev/null
-  DUET_BIN_DIR=$BIN DUET_GPU_CLUSTER_MODEL=/tmp/duet-m06 DUET_GPU_NCCL=1 \
+  DUET_BIN_DIR=$BIN DUET_GPU_CLUSTER_MODEL=/tmp/duet-m06 DUET_GPU_NCCL=1 DUET_NCCL_DECODE_DEVICE=1 \
     "$BIN/e2e_gpu_cluster_test" --gtest_filter='*Nccl*' 2>&1 | tee "$OUT/nccl_cluster_test.txt"
 fi
 echo "results in $OUT"

@@ -323,12 +323,17 @@ TEST(GpuClusterTest, NcclTransportBetweenTwoProcessesOnOneGpu) {
   const int32_t vocab = 151936;
   ClusterOptions o;
   o.model_dir = dir;
-  const std::vector<std::string> net = {"NCCL_SOCKET_IFNAME=lo",
-                                        "NCCL_IB_DISABLE=1"};
-  o.prefill_env = net;
-  o.prefill_env.push_back("NCCL_HOSTID=duet-prefill");
-  o.decode_env = net;
-  o.decode_env.push_back("NCCL_HOSTID=duet-decode");
+  // DUET_NCCL_DECODE_DEVICE=N (a host with several GPUs): the decode node
+  // on GPU N, NCCL's own transports between the GPUs (NVLink, P2P).
+  const char* decode_device = std::getenv("DUET_NCCL_DECODE_DEVICE");
+  if (decode_device == nullptr) {
+    const std::vector<std::string> net = {"NCCL_SOCKET_IFNAME=lo",
+                                          "NCCL_IB_DISABLE=1"};
+    o.prefill_env = net;
+    o.prefill_env.push_back("NCCL_HOSTID=duet-prefill");
+    o.decode_env = net;
+    o.decode_env.push_back("NCCL_HOSTID=duet-decode");
+  }
   for (const std::string push : {"request", "layer"}) {
     std::printf("== KV over NCCL, pushed per %s\n", push.c_str());
     o.prefill_args = {"--backend",
@@ -339,9 +344,11 @@ TEST(GpuClusterTest, NcclTransportBetweenTwoProcessesOnOneGpu) {
                       "nccl",
                       "--kv-push",
                       push};
-    o.decode_args = {
-        "--backend", "cuda",           "--kv-cache-memory-fraction",
-        "0.35",      "--kv-transport", "nccl"};
+    o.decode_args = {"--backend", "cuda", "--kv-cache-memory-fraction",
+                     "0.35", "--kv-transport", "nccl"};
+    if (decode_device != nullptr) {
+      o.decode_args.insert(o.decode_args.end(), {"--device", decode_device});
+    }
     auto cluster = LocalCluster::Start(o);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     std::printf("prefill: %s\ndecode: %s\n",
