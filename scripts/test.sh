@@ -14,6 +14,7 @@ DUET_BUILD_DIR=$BUILD_DIR scripts/build.sh -DDUET_BUILD_TESTS=ON
 # Tokenizer files the tests compare against (Llama-3's is fetched, not
 # committed, for licence reasons; see assets/README.md).
 scripts/fetch_tokenizer.sh
+scripts/fetch_npm_test_deps.sh  # the openai SDK for e2e_openai_http_test
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 900
 FUZZ_SECONDS=${DUET_FUZZ_SECONDS:-30}
 if ((FUZZ_SECONDS > 0)); then
