@@ -15,6 +15,7 @@ PKGS=(
   libpcre2-dev libutf8proc-dev
   libboost-dev  # http/: Boost.Beast + Boost.Asio (header-only)
   python3-matplotlib  # scripts/plot_bench_sweep.py (duet-bench --sweep-rates)
+  prometheus  # promtool: tests/e2e/metrics_test.cc checks every /metrics scrape
   # Fuzzing (scripts/fuzz.sh): clang, its sanitizer and libFuzzer runtimes
   # (libclang_rt.fuzzer*.a) and llvm-symbolizer for readable stacks.
   clang libclang-rt-dev llvm
