@@ -148,34 +148,81 @@ absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts) {
 }
 
 absl::Status CheckSampleArgs(const TensorView& logits, Device device,
-                             std::span<const SampleSpec> specs,
-                             std::span<const int32_t> tokens) {
+                             const SampleBatch& batch,
+                             std::span<const int32_t> tokens,
+                             std::span<const TokenLogprobs> logprobs) {
+  const std::span<const SampleSpec> specs = batch.specs;
   if (logits.device != device || logits.dtype != DType::kF32 ||
       logits.rank() != 2 || logits.data == nullptr || logits.dim(1) <= 0) {
     return absl::InvalidArgumentError(
         "sample: logits must be a non-empty [rows, vocab] fp32 tensor on this "
         "backend");
   }
-  if (logits.dim(1) > (int64_t{1} << 21)) {
+  const int64_t vocab = logits.dim(1);
+  if (vocab > (int64_t{1} << 21)) {
     // Keeps every integer mass sum below 2^63 (kernels/sampling.h).
     return absl::InvalidArgumentError(absl::StrCat(
-        "sample: vocabulary of ", logits.dim(1), " exceeds 2^21 tokens"));
+        "sample: vocabulary of ", vocab, " exceeds 2^21 tokens"));
   }
   if (static_cast<int64_t>(specs.size()) != logits.dim(0) ||
-      static_cast<int64_t>(tokens.size()) != logits.dim(0)) {
+      static_cast<int64_t>(tokens.size()) != logits.dim(0) ||
+      (!logprobs.empty() && logprobs.size() != specs.size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sample: ", logits.dim(0), " logits rows, ", specs.size(),
-        " specs and ", tokens.size(), " token slots must agree"));
+        " specs, ", tokens.size(), " token slots and ", logprobs.size(),
+        " logprob slots (0 or rows) must agree"));
   }
   for (size_t r = 0; r < specs.size(); ++r) {
     const SampleSpec& s = specs[r];
     if (!std::isfinite(s.temperature) || s.temperature < 0.0f ||
-        s.top_k < 0 || !(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+        s.top_k < 0 || !(s.top_p > 0.0f && s.top_p <= 1.0f) ||
+        !(s.min_p >= 0.0f && s.min_p <= 1.0f)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sample: row ", r, " has temperature ", s.temperature, ", top_k ",
-          s.top_k, ", top_p ", s.top_p,
-          " (need temperature >= 0, top_k >= 0, top_p in (0, 1])"));
+          s.top_k, ", top_p ", s.top_p, ", min_p ", s.min_p,
+          " (need temperature >= 0, top_k >= 0, top_p in (0, 1], min_p in "
+          "[0, 1])"));
     }
+    if (!std::isfinite(s.presence_penalty) ||
+        !std::isfinite(s.frequency_penalty) ||
+        !std::isfinite(s.repetition_penalty) || s.repetition_penalty <= 0.0f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample: row ", r, " has presence_penalty ", s.presence_penalty,
+          ", frequency_penalty ", s.frequency_penalty,
+          ", repetition_penalty ", s.repetition_penalty,
+          " (need finite penalties, repetition_penalty > 0)"));
+    }
+    if (s.num_logprobs < -1 || s.num_logprobs > kMaxTopLogprobs ||
+        (s.num_logprobs >= 0 && logprobs.empty())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample: row ", r, " asks for num_logprobs ", s.num_logprobs,
+          " (need -1..", kMaxTopLogprobs, ", and logprob slots when >= 0)"));
+    }
+  }
+  if (!batch.seen_offsets.empty()) {
+    if (batch.seen_offsets.size() != specs.size() + 1 ||
+        batch.seen_offsets.front() != 0 ||
+        batch.seen_offsets.back() != static_cast<int64_t>(batch.seen.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample: seen_offsets must have rows + 1 = ", specs.size() + 1,
+          " entries from 0 to ", batch.seen.size(), ", got ",
+          batch.seen_offsets.size()));
+    }
+    for (size_t r = 0; r < specs.size(); ++r) {
+      if (batch.seen_offsets[r + 1] < batch.seen_offsets[r]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sample: seen_offsets decrease at row ", r));
+      }
+    }
+    for (const SeenToken& t : batch.seen) {
+      if (t.id < 0 || t.id >= vocab || t.output_count < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sample: seen token ", t.id, " (output count ", t.output_count,
+            ") outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+  } else if (!batch.seen.empty()) {
+    return absl::InvalidArgumentError("sample: seen tokens without offsets");
   }
   return absl::OkStatus();
 }

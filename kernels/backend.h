@@ -220,11 +220,16 @@ absl::Status CheckAllocShape(const Shape& shape);
 absl::StatusOr<Shape> ConcatShape(const std::vector<TensorView>& parts);
 
 // InvalidArgument unless logits is a non-empty [rows, vocab] fp32 tensor on
-// `device`, specs and tokens both have `rows` entries, and every spec is in
-// range (temperature finite >= 0, top_k >= 0, top_p in (0, 1]).
+// `device`, specs and tokens both have `rows` entries, logprobs none or
+// `rows`, every spec is in range (temperature finite >= 0, top_k >= 0,
+// top_p in (0, 1], min_p in [0, 1], penalties finite with repetition > 0,
+// num_logprobs in [-1, kMaxTopLogprobs]; logprobs has rows entries when any
+// row asks for them), and seen_offsets (if any) has rows + 1 non-decreasing
+// entries from 0 to seen.size() with every seen id in [0, vocab).
 absl::Status CheckSampleArgs(const TensorView& logits, Device device,
-                             std::span<const SampleSpec> specs,
-                             std::span<const int32_t> tokens);
+                             const SampleBatch& batch,
+                             std::span<const int32_t> tokens,
+                             std::span<const TokenLogprobs> logprobs);
 
 // A step recorded by Backend::CaptureStep (a CUDA graph on the CUDA
 // backend): replaying it runs the same ops on new metadata of the same
@@ -336,11 +341,20 @@ class Backend {
                               const TensorView& lm_head,
                               const TensorView& logits) = 0;
   // tokens[r] = the token drawn from row r of logits [rows, vocab] (fp32)
-  // with specs[r], by the procedure of kernels/sampling.h (identical on every
-  // backend). May overwrite logits. Returns when tokens are written.
+  // with batch.specs[r] and row r's seen tokens, by the procedure of
+  // kernels/sampling.h (identical tokens on every backend); logprobs[r]
+  // for the rows whose spec asks (logprobs may be empty when none does).
+  // May overwrite logits. Returns when tokens and logprobs are written.
   virtual absl::Status Sample(const TensorView& logits,
-                              std::span<const SampleSpec> specs,
-                              std::span<int32_t> tokens) = 0;
+                              const SampleBatch& batch,
+                              std::span<int32_t> tokens,
+                              std::span<TokenLogprobs> logprobs) = 0;
+  // No penalties, no logprobs.
+  absl::Status Sample(const TensorView& logits,
+                      std::span<const SampleSpec> specs,
+                      std::span<int32_t> tokens) {
+    return Sample(logits, SampleBatch{specs, {}, {}}, tokens, {});
+  }
   // Records the ops that `record` issues for `step` (validated and made
   // current as by BeginStep) without running them. Memory the ops allocate
   // stays reserved for the graph, so tensors they leave alive stay valid

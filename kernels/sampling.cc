@@ -38,20 +38,23 @@ uint64_t KeyMass(uint64_t key) {
 // the libm call, ~6x faster over a 152k vocabulary).
 template <typename Out>
 inline void FillKeys(const float* logits, int32_t n, float max_logit,
-                     float temperature, Out* out) {
+                     float temperature, float min_p, Out* out) {
   for (int32_t i = 0; i < n; ++i) {
-    out[i] = Key(sampling::Weight(logits[i], max_logit, temperature), i);
+    out[i] = Key(sampling::MinPWeight(
+                     sampling::Weight(logits[i], max_logit, temperature),
+                     min_p),
+                 i);
   }
 }
 __attribute__((target("fma"))) void FillKeysFma(const float* logits,
                                                 int32_t n, float max_logit,
-                                                float temperature,
+                                                float temperature, float min_p,
                                                 uint64_t* out) {
-  FillKeys(logits, n, max_logit, temperature, out);
+  FillKeys(logits, n, max_logit, temperature, min_p, out);
 }
 void FillKeysPlain(const float* logits, int32_t n, float max_logit,
-                   float temperature, uint64_t* out) {
-  FillKeys(logits, n, max_logit, temperature, out);
+                   float temperature, float min_p, uint64_t* out) {
+  FillKeys(logits, n, max_logit, temperature, min_p, out);
 }
 
 }  // namespace
@@ -66,7 +69,7 @@ int32_t SampleRow(std::span<const float> logits, const SampleSpec& s) {
   std::vector<uint64_t> c(vocab);
   static const bool has_fma = __builtin_cpu_supports("fma");
   (has_fma ? FillKeysFma : FillKeysPlain)(logits.data(), vocab, max_logit,
-                                          s.temperature, c.data());
+                                          s.temperature, s.min_p, c.data());
   const bool limit_k = s.top_k > 0 && s.top_k < vocab;
   if (!limit_k && s.top_p >= 1.0f) {
     uint64_t total = 0;
@@ -123,6 +126,72 @@ int32_t SampleRow(std::span<const float> logits, const SampleSpec& s) {
     if (cumulative > target) return KeyId(c[i]);
   }
   return KeyId(c[0]);  // unreachable: target < kept_total
+}
+
+void ApplyPenalties(std::span<float> logits, const SampleSpec& s,
+                    std::span<const SeenToken> seen) {
+  if (!sampling::HasPenalties(s)) return;
+  for (const SeenToken& t : seen) {
+    float& l = logits[static_cast<size_t>(t.id)];
+    l = sampling::Penalize(l, s, t.output_count, t.in_prompt != 0);
+  }
+}
+
+void ComputeLogprobs(std::span<const float> logits, const SampleSpec& s,
+                     int32_t token, TokenLogprobs* out) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  const double t = sampling::LogprobTemperature(s);
+  float max_logit = -INFINITY;
+  for (float l : logits) {
+    if (l > max_logit) max_logit = l;  // NaN never wins
+  }
+  // x_i = (l_i - max) / T; a non-finite maximum has no softmax: its tokens
+  // get 0 and every other token -inf (the CUDA kernel does the same).
+  const bool finite = std::isfinite(max_logit);
+  auto x = [&](float l) -> double {
+    if (!finite) return l == max_logit ? 0.0 : -INFINITY;
+    return (static_cast<double>(l) - max_logit) / t;
+  };
+  double sum = 0.0;
+  for (float l : logits) {
+    if (!std::isnan(l)) sum += std::exp(x(l));
+  }
+  const double lse = std::log(sum);
+  auto logprob = [&](float l) -> float {
+    return std::isnan(l) ? NAN : static_cast<float>(x(l) - lse);
+  };
+  out->logprob = logprob(logits[static_cast<size_t>(token)]);
+  const int32_t k = std::min(s.num_logprobs, kMaxTopLogprobs);
+  // (logit desc, id asc) over the non-NaN logits; a bounded insertion list.
+  int32_t n = 0;
+  for (int32_t i = 0; i < vocab && k > 0; ++i) {
+    const float l = logits[static_cast<size_t>(i)];
+    if (std::isnan(l)) continue;
+    if (n == k && !(l > logits[static_cast<size_t>(out->top_ids[k - 1])])) {
+      continue;
+    }
+    int32_t j = n < k ? n++ : k - 1;
+    while (j > 0 && l > logits[static_cast<size_t>(out->top_ids[j - 1])]) {
+      out->top_ids[j] = out->top_ids[j - 1];
+      --j;
+    }
+    out->top_ids[j] = i;
+  }
+  out->num_top = n;
+  for (int32_t j = 0; j < n; ++j) {
+    out->top_logprobs[j] =
+        logprob(logits[static_cast<size_t>(out->top_ids[j])]);
+  }
+}
+
+int32_t SampleRow(std::span<float> logits, const SampleSpec& spec,
+                  std::span<const SeenToken> seen, TokenLogprobs* logprobs) {
+  ApplyPenalties(logits, spec, seen);
+  const int32_t token = SampleRow(std::span<const float>(logits), spec);
+  if (spec.num_logprobs >= 0 && logprobs != nullptr) {
+    ComputeLogprobs(logits, spec, token, logprobs);
+  }
+  return token;
 }
 
 }  // namespace duet::kernels

@@ -332,15 +332,23 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Sample(const TensorView& logits,
-                      std::span<const SampleSpec> specs,
-                      std::span<int32_t> tokens) override {
-    DUET_RETURN_IF_ERROR(CheckSampleArgs(logits, Device::kCpu, specs, tokens));
+  absl::Status Sample(const TensorView& logits, const SampleBatch& batch,
+                      std::span<int32_t> tokens,
+                      std::span<TokenLogprobs> logprobs) override {
+    DUET_RETURN_IF_ERROR(
+        CheckSampleArgs(logits, Device::kCpu, batch, tokens, logprobs));
     const int64_t vocab = logits.dim(1);
-    for (size_t r = 0; r < specs.size(); ++r) {
+    for (size_t r = 0; r < batch.specs.size(); ++r) {
+      std::span<const SeenToken> seen;
+      if (!batch.seen_offsets.empty()) {
+        seen = batch.seen.subspan(
+            static_cast<size_t>(batch.seen_offsets[r]),
+            static_cast<size_t>(batch.seen_offsets[r + 1] -
+                                batch.seen_offsets[r]));
+      }
       tokens[r] = SampleRow(
           {logits.as<float>() + r * vocab, static_cast<size_t>(vocab)},
-          specs[r]);
+          batch.specs[r], seen, logprobs.empty() ? nullptr : &logprobs[r]);
     }
     return absl::OkStatus();
   }

@@ -462,13 +462,14 @@ class CudaBackend final : public Backend {
     return Gemm(gathered.view(), lm_head, logits, CUDA_R_32F);
   }
 
-  absl::Status Sample(const TensorView& logits,
-                      std::span<const SampleSpec> specs,
-                      std::span<int32_t> tokens) override {
-    DUET_RETURN_IF_ERROR(CheckSampleArgs(logits, Device::kCuda, specs, tokens));
+  absl::Status Sample(const TensorView& logits, const SampleBatch& batch,
+                      std::span<int32_t> tokens,
+                      std::span<TokenLogprobs> logprobs) override {
+    DUET_RETURN_IF_ERROR(
+        CheckSampleArgs(logits, Device::kCuda, batch, tokens, logprobs));
     ScopedDevice guard(device_);
     DUET_CUDA_RETURN_IF_ERROR(guard.status());
-    return sampler_.Run(logits, specs, tokens, stream());
+    return sampler_.Run(logits, batch, tokens, logprobs, stream());
   }
 
   absl::StatusOr<HostBuffer> AllocateHostStaging(int64_t bytes) override {

@@ -1,7 +1,11 @@
 // Internal to kernels/cuda: CudaBackend::Sample's host side. Uploads the
-// per-row specs in one copy, runs the rows in waves (bounding the sort
-// scratch to kWaveRows rows of 64-bit keys), and returns only the token ids
-// (rows x 4 bytes) instead of rows x vocab fp32 logits.
+// per-row specs and the seen tokens of rows with penalties (per step: the
+// engine loop keeps each request's counts on the host, and a decode row's
+// list is its distinct prompt and output tokens, kilobytes) in one copy,
+// penalizes, runs the rows in waves (bounding the sort scratch to kWaveRows
+// rows of 64-bit keys), computes the logprobs of rows that ask, and returns
+// only the token ids (rows x 4 bytes) and those logprobs instead of
+// rows x vocab fp32 logits.
 #ifndef DUET_KERNELS_CUDA_SAMPLER_H_
 #define DUET_KERNELS_CUDA_SAMPLER_H_
 
@@ -28,8 +32,9 @@ class DeviceSampler {
       : allocator_(std::move(allocator)) {}
 
   // Arguments already checked (CheckSampleArgs). Waits for the result.
-  absl::Status Run(const TensorView& logits, std::span<const SampleSpec> specs,
-                   std::span<int32_t> tokens, cudaStream_t stream);
+  absl::Status Run(const TensorView& logits, const SampleBatch& batch,
+                   std::span<int32_t> tokens, std::span<TokenLogprobs> logprobs,
+                   cudaStream_t stream);
 
  private:
   std::shared_ptr<CachingAllocator> allocator_;

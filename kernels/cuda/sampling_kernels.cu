@@ -35,13 +35,21 @@ struct ArgMaxOp {
   }
 };
 
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return b > a ? b : a; }
+};
+
 using Reduce64 = cub::BlockReduce<unsigned long long, kThreads>;
 using ReduceArg = cub::BlockReduce<ArgMax, kThreads>;
+using ReduceF = cub::BlockReduce<float, kThreads>;
+using ReduceD = cub::BlockReduce<double, kThreads>;
 using Scan64 = cub::BlockScan<unsigned long long, kThreads>;
 
 union SharedScratch {
   typename Reduce64::TempStorage reduce64;
   typename ReduceArg::TempStorage reduce_arg;
+  typename ReduceF::TempStorage reduce_f;
+  typename ReduceD::TempStorage reduce_d;
   typename Scan64::TempStorage scan;
 };
 
@@ -158,24 +166,41 @@ __global__ void __launch_bounds__(kThreads)
   if (slot >= 0) {
     uint64_t* keys = p.keys + int64_t{slot} * vocab;
     for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-      keys[i] = TokenKey(sm::Weight(logits[i], b.value, spec.temperature), i);
+      keys[i] = TokenKey(
+          sm::MinPWeight(sm::Weight(logits[i], b.value, spec.temperature),
+                         spec.min_p),
+          i);
     }
     if (threadIdx.x == 0) p.done[row] = 0;
     return;
   }
-  // No cut: weights in place (each thread rewrites only what it read), then
-  // the CDF over ids.
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    logits[i] = sm::Weight(logits[i], b.value, spec.temperature);
+  // No cut: the CDF over ids. Weights go in place (each thread rewrites
+  // only what it read) unless the row's logprobs still need the logits;
+  // then both passes recompute them.
+  unsigned long long target = 0;
+  ScanResult r;
+  if (spec.num_logprobs < 0) {
+    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+      logits[i] = sm::MinPWeight(sm::Weight(logits[i], b.value,
+                                            spec.temperature),
+                                 spec.min_p);
+    }
+    __syncthreads();
+    auto mass_at = [&](int64_t i) -> unsigned long long {
+      return sm::Mass(logits[i]);
+    };
+    const unsigned long long total = SumMass(vocab, mass_at, tmp);
+    target = sm::Target(sm::Uniform(spec.seed, spec.step), total);
+    r = FindPrefixAbove(target, vocab, mass_at, tmp);
+  } else {
+    auto mass_at = [&](int64_t i) -> unsigned long long {
+      return sm::Mass(sm::MinPWeight(
+          sm::Weight(logits[i], b.value, spec.temperature), spec.min_p));
+    };
+    const unsigned long long total = SumMass(vocab, mass_at, tmp);
+    target = sm::Target(sm::Uniform(spec.seed, spec.step), total);
+    r = FindPrefixAbove(target, vocab, mass_at, tmp);
   }
-  __syncthreads();
-  auto mass_at = [&](int64_t i) -> unsigned long long {
-    return sm::Mass(logits[i]);
-  };
-  const unsigned long long total = SumMass(vocab, mass_at, tmp);
-  const unsigned long long target =
-      sm::Target(sm::Uniform(spec.seed, spec.step), total);
-  const ScanResult r = FindPrefixAbove(target, vocab, mass_at, tmp);
   if (threadIdx.x == 0) {
     p.tokens[row] = r.position >= 0 ? static_cast<int32_t>(r.position)
                                     : b.index;
@@ -213,7 +238,112 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+__global__ void ApplyPenaltiesKernel(PenaltyParams p) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= p.num_seen) return;
+  const int row = p.row_of_seen[e];
+  const SeenToken t = p.seen[e];
+  // Ids are unique within a row: no two threads write one logit.
+  float& l = p.logits[int64_t{row} * p.vocab + t.id];
+  l = sm::Penalize(l, p.specs[row], t.output_count, t.in_prompt != 0);
+}
+
+// One CTA per row that asks: max, log-sum-exp (double) and the top list
+// (each thread keeps its own k best in order, then k block-wide argmax
+// rounds pop the heads), as ComputeLogprobs in kernels/sampling.cc.
+__global__ void __launch_bounds__(kThreads) LogprobsKernel(LogprobParams p) {
+  __shared__ SharedScratch tmp;
+  __shared__ float max_s;
+  __shared__ double lse_s;
+  __shared__ ArgMax winner_s;
+  const int row = p.rows[blockIdx.x];
+  const SampleSpec spec = p.specs[row];
+  const float* logits = p.logits + int64_t{row} * p.vocab;
+  const int64_t vocab = p.vocab;
+  const double t = sm::LogprobTemperature(spec);
+
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    if (logits[i] > m) m = logits[i];
+  }
+  const float block_max = ReduceF(tmp.reduce_f).Reduce(m, MaxOp{});
+  if (threadIdx.x == 0) max_s = block_max;
+  __syncthreads();
+  const float max_logit = max_s;
+  const bool finite = isfinite(max_logit);
+  auto x = [&](float l) -> double {
+    if (!finite) return l == max_logit ? 0.0 : -INFINITY;
+    return (static_cast<double>(l) - max_logit) / t;
+  };
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    if (!isnan(logits[i])) sum += exp(x(logits[i]));
+  }
+  const double block_sum = ReduceD(tmp.reduce_d).Sum(sum);
+  if (threadIdx.x == 0) lse_s = log(block_sum);
+  __syncthreads();
+  const double lse = lse_s;
+  auto logprob = [&](float l) -> float {
+    return isnan(l) ? NAN : static_cast<float>(x(l) - lse);
+  };
+  TokenLogprobs* out = p.out + row;
+  if (threadIdx.x == 0) out->logprob = logprob(logits[p.tokens[row]]);
+
+  const int k = min(spec.num_logprobs, kMaxTopLogprobs);
+  float top_v[kMaxTopLogprobs];
+  int top_i[kMaxTopLogprobs];
+  int n = 0;
+  for (int64_t i = threadIdx.x; i < vocab && k > 0; i += kThreads) {
+    const float l = logits[i];
+    if (isnan(l) || (n == k && !(l > top_v[k - 1]))) continue;
+    int j = n < k ? n++ : k - 1;
+    while (j > 0 && l > top_v[j - 1]) {
+      top_v[j] = top_v[j - 1];
+      top_i[j] = top_i[j - 1];
+      --j;
+    }
+    top_v[j] = l;
+    top_i[j] = static_cast<int>(i);
+  }
+  int head = 0;
+  int found = 0;
+  for (int round = 0; round < k; ++round) {
+    const ArgMax mine = head < n ? ArgMax{top_v[head], top_i[head]}
+                                 : ArgMax{-INFINITY, INT_MAX};
+    const ArgMax best = ReduceArg(tmp.reduce_arg).Reduce(mine, ArgMaxOp{});
+    if (threadIdx.x == 0) winner_s = best;
+    __syncthreads();
+    const ArgMax w = winner_s;
+    __syncthreads();
+    if (w.index == INT_MAX) break;  // fewer than k non-NaN logits
+    if (head < n && top_i[head] == w.index) ++head;
+    if (threadIdx.x == 0) {
+      out->top_ids[round] = w.index;
+      out->top_logprobs[round] = logprob(w.value);
+    }
+    ++found;
+  }
+  if (threadIdx.x == 0) out->num_top = found;
+}
+
 }  // namespace
+
+absl::Status LaunchApplyPenalties(const PenaltyParams& p,
+                                  cudaStream_t stream) {
+  if (p.num_seen == 0) return absl::OkStatus();
+  constexpr int kPenaltyThreads = 256;
+  ApplyPenaltiesKernel<<<(p.num_seen + kPenaltyThreads - 1) / kPenaltyThreads,
+                         kPenaltyThreads, 0, stream>>>(p);
+  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return absl::OkStatus();
+}
+
+absl::Status LaunchLogprobs(const LogprobParams& p, cudaStream_t stream) {
+  if (p.num_rows == 0) return absl::OkStatus();
+  LogprobsKernel<<<p.num_rows, kThreads, 0, stream>>>(p);
+  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return absl::OkStatus();
+}
 
 absl::Status SampleSortTempBytes(int num_slots, int64_t vocab, size_t* bytes) {
   *bytes = 0;
