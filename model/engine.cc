@@ -53,9 +53,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
       new Engine(std::move(ranks), opts, std::move(caches)));
 }
 
-absl::StatusOr<std::vector<int32_t>> Engine::Step(
-    const kernels::StepInputs& step, const kernels::SampleSpec& spec) {
-  return ranks_.ForwardSample(step, caches_, options_.block_size, {&spec, 1});
+absl::StatusOr<int32_t> Engine::Step(const kernels::StepInputs& step,
+                                     const kernels::SampleSpec& spec,
+                                     std::span<const kernels::SeenToken> seen,
+                                     kernels::TokenLogprobs* logprobs) {
+  const int32_t offsets[2] = {0, static_cast<int32_t>(seen.size())};
+  int32_t token = 0;
+  DUET_RETURN_IF_ERROR(ranks_.ForwardSample(
+      step, caches_, options_.block_size,
+      kernels::SampleBatch{{&spec, 1}, seen, offsets}, {&token, 1},
+      spec.num_logprobs >= 0 ? std::span<kernels::TokenLogprobs>(logprobs, 1)
+                             : std::span<kernels::TokenLogprobs>()));
+  return token;
 }
 
 absl::Status ValidateRequest(std::span<const int32_t> prompt,
@@ -95,7 +104,9 @@ absl::StatusOr<GenerateResult> Engine::Generate(
 
   GenerateResult result;
   Stopwatch prefill_clock;
-  std::vector<int32_t> drawn;
+  SeenTokens seen(params, prompt, {});
+  int32_t drawn = 0;
+  kernels::TokenLogprobs logprobs;
   for (size_t start = 0; start < prompt.size();
        start += options_.prefill_chunk_tokens) {
     Stopwatch chunk_clock;
@@ -110,7 +121,10 @@ absl::StatusOr<GenerateResult> Engine::Generate(
     const bool last = start + len == prompt.size();
     const kernels::SampleSpec spec =
         last ? ToSampleSpec(params, 0) : kernels::SampleSpec{};
-    DUET_ASSIGN_OR_RETURN(drawn, Step(step, spec));
+    DUET_ASSIGN_OR_RETURN(
+        drawn, Step(step, spec,
+                    last ? seen.tokens() : std::span<const kernels::SeenToken>(),
+                    &logprobs));
     result.prefill_chunk_ms.push_back(chunk_clock.ElapsedMs());
   }
 
@@ -128,11 +142,13 @@ absl::StatusOr<GenerateResult> Engine::Generate(
           auto step, BuildStep(AttentionMode::kDecode, {&chunk, 1}, bs));
       const kernels::SampleSpec spec =
           ToSampleSpec(params, static_cast<uint64_t>(i));
-      DUET_ASSIGN_OR_RETURN(drawn, Step(step, spec));
+      DUET_ASSIGN_OR_RETURN(drawn, Step(step, spec, seen.tokens(), &logprobs));
       ++num_cached;
     }
-    const int32_t token = drawn[0];
+    const int32_t token = drawn;
     result.tokens.push_back(token);
+    seen.Add(token);
+    if (params.logprobs) result.logprobs.push_back(logprobs);
     if (i == 0) {
       result.prefill_ms = prefill_clock.ElapsedMs();
     } else {

@@ -28,6 +28,8 @@ enum class FinishReason { kStopToken, kMaxTokens };
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated tokens (a stop token included)
+  // One per token when params.logprobs, else empty.
+  std::vector<kernels::TokenLogprobs> logprobs;
   FinishReason finish_reason = FinishReason::kMaxTokens;
   double prefill_ms = 0.0;
   std::vector<double> prefill_chunk_ms;
@@ -67,9 +69,12 @@ class Engine {
   Engine(TpRanks ranks, const EngineOptions& options,
          std::vector<KvCacheStorage> caches);
 
-  // One step on every rank; rank 0's tokens.
-  absl::StatusOr<std::vector<int32_t>> Step(
-      const kernels::StepInputs& step, const kernels::SampleSpec& spec);
+  // One step on every rank, one logits row drawn with `spec` and `seen`;
+  // rank 0's token (and logprobs when spec asks).
+  absl::StatusOr<int32_t> Step(const kernels::StepInputs& step,
+                               const kernels::SampleSpec& spec,
+                               std::span<const kernels::SeenToken> seen,
+                               kernels::TokenLogprobs* logprobs);
 
   TpRanks ranks_;
   EngineOptions options_;

@@ -82,6 +82,34 @@ absl::StatusOr<std::vector<int32_t>> TpRanks::ForwardSample(
   return std::move(drawn[0]);
 }
 
+absl::Status TpRanks::ForwardSample(
+    const kernels::StepInputs& step, std::span<const KvCacheStorage> caches,
+    int32_t block_size, const kernels::SampleBatch& batch,
+    std::span<int32_t> tokens, std::span<kernels::TokenLogprobs> logprobs,
+    const Transformer::LayerHook& on_layer) {
+  if (models.size() == 1) {
+    return models[0]->ForwardSample(step, caches[0], block_size, batch, tokens,
+                                    logprobs, on_layer);
+  }
+  // Every rank samples the same all-reduced logits; ranks past 0 write
+  // into scratch.
+  std::vector<std::vector<int32_t>> other_tokens(models.size());
+  std::vector<std::vector<kernels::TokenLogprobs>> other_logprobs(
+      models.size());
+  return workers->RunAll([&](int r) -> absl::Status {
+    const size_t i = static_cast<size_t>(r);
+    if (r == 0) {
+      return models[0]->ForwardSample(step, caches[0], block_size, batch,
+                                      tokens, logprobs, on_layer);
+    }
+    other_tokens[i].resize(tokens.size());
+    other_logprobs[i].resize(logprobs.size());
+    return models[i]->ForwardSample(step, caches[i], block_size, batch,
+                                    other_tokens[i], other_logprobs[i],
+                                    nullptr);
+  });
+}
+
 absl::StatusOr<TpRanks> LoadTpRanks(
     const std::string& model_dir,
     std::vector<std::unique_ptr<kernels::Backend>> backends,

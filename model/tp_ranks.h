@@ -72,6 +72,15 @@ struct TpRanks {
       const kernels::StepInputs& step, std::span<const KvCacheStorage> caches,
       int32_t block_size, std::span<const kernels::SampleSpec> specs,
       const Transformer::LayerHook& on_layer = nullptr);
+  // With penalties and logprobs (Transformer::ForwardSample); rank 0's
+  // draws and logprobs land in `tokens` and `logprobs`.
+  absl::Status ForwardSample(const kernels::StepInputs& step,
+                             std::span<const KvCacheStorage> caches,
+                             int32_t block_size,
+                             const kernels::SampleBatch& batch,
+                             std::span<int32_t> tokens,
+                             std::span<kernels::TokenLogprobs> logprobs,
+                             const Transformer::LayerHook& on_layer = nullptr);
 };
 
 // Loads `model_dir` as backends.size() ranks, each on its own thread

@@ -260,11 +260,26 @@ absl::StatusOr<std::vector<int32_t>> Transformer::ForwardSample(
         absl::StrCat("ForwardSample: ", specs.size(), " sampling specs for ",
                      step.logits_rows.size(), " logits rows"));
   }
+  std::vector<int32_t> tokens(specs.size());
+  DUET_RETURN_IF_ERROR(ForwardSample(step, cache, block_size,
+                                     kernels::SampleBatch{specs, {}, {}},
+                                     tokens, {}, on_layer));
+  return tokens;
+}
+
+absl::Status Transformer::ForwardSample(
+    const StepInputs& step, const KvCacheStorage& cache, int32_t block_size,
+    const kernels::SampleBatch& batch, std::span<int32_t> tokens,
+    std::span<kernels::TokenLogprobs> logprobs, const LayerHook& on_layer) {
+  if (batch.specs.size() != step.logits_rows.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardSample: ", batch.specs.size(),
+                     " sampling specs for ", step.logits_rows.size(),
+                     " logits rows"));
+  }
   DUET_ASSIGN_OR_RETURN(const TensorView logits,
                         RunStep(step, cache, block_size, on_layer));
-  std::vector<int32_t> tokens(specs.size());
-  DUET_RETURN_IF_ERROR(backend_->Sample(logits, specs, tokens));
-  return tokens;
+  return backend_->Sample(logits, batch, tokens, logprobs);
 }
 
 absl::StatusOr<Tensor> Transformer::ForwardLogits(const StepInputs& step,

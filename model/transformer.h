@@ -90,6 +90,14 @@ class Transformer {
       const kernels::StepInputs& step, const KvCacheStorage& cache,
       int32_t block_size, std::span<const kernels::SampleSpec> specs,
       const LayerHook& on_layer = nullptr);
+  // The same with penalties (batch.seen) and logprobs: tokens and (when a
+  // row asks) logprobs have one entry per logits row.
+  absl::Status ForwardSample(const kernels::StepInputs& step,
+                             const KvCacheStorage& cache, int32_t block_size,
+                             const kernels::SampleBatch& batch,
+                             std::span<int32_t> tokens,
+                             std::span<kernels::TokenLogprobs> logprobs,
+                             const LayerHook& on_layer = nullptr);
 
   // Decode steps through recorded graphs (default on; ignored by backends
   // without graphs). Off: every step runs op by op.

@@ -218,30 +218,50 @@ std::string ModelRunner::PoolSummary() const {
 
 absl::StatusOr<std::vector<int32_t>> ModelRunner::Run(
     std::span<const RunChunk> chunks,
-    const model::Transformer::LayerHook& on_layer) {
+    const model::Transformer::LayerHook& on_layer,
+    std::vector<kernels::TokenLogprobs>* logprobs) {
+  if (logprobs != nullptr) logprobs->clear();
   if (chunks.empty()) return std::vector<int32_t>{};
   std::vector<model::SeqChunk> seqs;
   std::vector<kernels::SampleSpec> specs;
+  std::vector<kernels::SeenToken> seen;
+  std::vector<int32_t> seen_offsets = {0};
   seqs.reserve(chunks.size());
   specs.reserve(chunks.size());
   bool decode = true;
+  bool any_logprobs = false;
   for (const RunChunk& c : chunks) {
     seqs.push_back(model::SeqChunk{c.tokens, c.num_cached, c.blocks});
     // Chunks that end mid-prompt get a cheap greedy draw, discarded.
     specs.push_back(c.sample.value_or(kernels::SampleSpec{}));
+    if (c.sample.has_value()) {
+      seen.insert(seen.end(), c.seen.begin(), c.seen.end());
+      any_logprobs = any_logprobs || c.sample->num_logprobs >= 0;
+    }
+    seen_offsets.push_back(static_cast<int32_t>(seen.size()));
     decode = decode && c.tokens.size() == 1;
   }
   DUET_ASSIGN_OR_RETURN(kernels::StepInputs step,
                         model::BuildStep(decode ? AttentionMode::kDecode
                                                 : AttentionMode::kPrefill,
                                          seqs, options_.block_size));
-  DUET_ASSIGN_OR_RETURN(
-      std::vector<int32_t> drawn,
-      ranks_.ForwardSample(step, caches_, options_.block_size, specs,
-                           on_layer));
+  std::vector<int32_t> drawn(chunks.size());
+  std::vector<kernels::TokenLogprobs> drawn_logprobs(
+      any_logprobs ? chunks.size() : 0);
+  const kernels::SampleBatch batch{
+      specs, seen,
+      seen.empty() ? std::span<const int32_t>() : std::span(seen_offsets)};
+  DUET_RETURN_IF_ERROR(ranks_.ForwardSample(step, caches_, options_.block_size,
+                                            batch, drawn, drawn_logprobs,
+                                            on_layer));
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    if (chunks[i].sample.has_value()) tokens.push_back(drawn[i]);
+    if (!chunks[i].sample.has_value()) continue;
+    tokens.push_back(drawn[i]);
+    if (logprobs != nullptr) {
+      logprobs->push_back(any_logprobs ? drawn_logprobs[i]
+                                       : kernels::TokenLogprobs{});
+    }
   }
   return tokens;
 }

@@ -38,12 +38,14 @@ struct ModelRunnerOptions {
 };
 
 // One sequence's share of a step: `tokens` go after the `num_cached`
-// tokens already in `blocks`; `sample` draws the token after the last one.
+// tokens already in `blocks`; `sample` draws the token after the last one,
+// its penalties reading `seen` (model::SeenTokens).
 struct RunChunk {
   std::span<const int32_t> tokens;
   int32_t num_cached = 0;
   std::span<const BlockId> blocks;
   std::optional<kernels::SampleSpec> sample;
+  std::span<const kernels::SeenToken> seen;
 };
 
 class ModelRunner {
@@ -70,10 +72,12 @@ class ModelRunner {
   // sample spec, in order. A step whose chunks all have one token runs as a
   // decode step (CUDA graphs), any other as a prefill step. `on_layer` (may
   // be null) is called as each layer's KV writes are queued (see
-  // model::Transformer::LayerHook).
+  // model::Transformer::LayerHook). `logprobs` (may be null) gets one entry
+  // per token returned, set where the chunk's spec asks (num_logprobs >= 0).
   absl::StatusOr<std::vector<int32_t>> Run(
       std::span<const RunChunk> chunks,
-      const model::Transformer::LayerHook& on_layer = nullptr);
+      const model::Transformer::LayerHook& on_layer = nullptr,
+      std::vector<kernels::TokenLogprobs>* logprobs = nullptr);
 
   const model::ModelConfig& config() const {
     return ranks_.models[0]->config();
