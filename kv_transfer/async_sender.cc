@@ -8,8 +8,23 @@
 
 namespace duet::kv_transfer {
 
-AsyncKvSender::AsyncKvSender(std::unique_ptr<KvSender> transport)
-    : transport_(std::move(transport)) {
+namespace {
+
+// Bytes of `copies` x `layers` in the whole model (all TP ranks' heads).
+int64_t PieceBytes(const KvDescriptor& dest, size_t copies, LayerRange layers) {
+  KvLayout whole = dest.layout;
+  whole.tp_size = 1;
+  whole.tp_rank = 0;
+  const int32_t end = std::min(layers.end, whole.num_layers);
+  const int64_t num_layers = std::max(0, end - layers.begin);
+  return static_cast<int64_t>(copies) * num_layers * whole.block_bytes();
+}
+
+}  // namespace
+
+AsyncKvSender::AsyncKvSender(std::unique_ptr<KvSender> transport,
+                             Observer observer)
+    : transport_(std::move(transport)), observer_(std::move(observer)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -24,6 +39,7 @@ absl::Status AsyncKvSender::Open(uint64_t key, KvDescriptor dest,
   t.dest = std::make_shared<const KvDescriptor>(std::move(dest));
   t.deadline = deadline;
   t.piece_timeout = piece_timeout;
+  t.opened = absl::Now();
   if (!transfers_.emplace(key, std::move(t)).second) {
     return absl::AlreadyExistsError(
         absl::StrCat("a KV transfer for request ", key, " is already open"));
@@ -110,6 +126,7 @@ void AsyncKvSender::Run() {
     absl::Status status;
     absl::Time deadline;
     absl::Duration piece_timeout;
+    TransferReport report;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -130,6 +147,10 @@ void AsyncKvSender::Run() {
       }
       if (w.done) {
         status = t.status;
+        report.key = w.key;
+        report.bytes = t.bytes;
+        report.elapsed = absl::Now() - t.opened;
+        report.status = t.status;
         transfers_.erase(w.key);
       } else if (!t.status.ok()) {
         --pending_pieces_;  // skipped
@@ -140,6 +161,7 @@ void AsyncKvSender::Run() {
       }
     }
     if (w.done) {
+      if (observer_) observer_(report);
       w.done(std::move(status));
       continue;
     }
@@ -153,9 +175,11 @@ void AsyncKvSender::Run() {
                                      std::move(w.ready), left);
     absl::MutexLock lock(&mu_);
     --pending_pieces_;
+    Transfer& t = transfers_.at(w.key);
     if (!s.ok()) {
-      Transfer& t = transfers_.at(w.key);
       if (t.status.ok()) t.status = std::move(s);
+    } else {
+      t.bytes += PieceBytes(*w.dest, w.copies.size(), w.layers);
     }
   }
 }

@@ -40,8 +40,22 @@ class AsyncKvSender {
  public:
   using Done = std::function<void(absl::Status)>;
 
-  // Starts the sender thread over `transport`.
-  explicit AsyncKvSender(std::unique_ptr<KvSender> transport);
+  // One request's transfer as it ended (for metrics).
+  struct TransferReport {
+    uint64_t key = 0;
+    // KV bytes of the pieces that reached the receiver, counted as the
+    // whole model's (every tensor-parallel rank's head slice together).
+    int64_t bytes = 0;
+    absl::Duration elapsed;  // Open -> the end (Close's or Abort's callback)
+    absl::Status status;     // what that callback gets
+  };
+  using Observer = std::function<void(const TransferReport&)>;
+
+  // Starts the sender thread over `transport`. `observer` (may be empty)
+  // runs on the sender thread as each transfer ends, just before its
+  // callback.
+  explicit AsyncKvSender(std::unique_ptr<KvSender> transport,
+                         Observer observer = nullptr);
   // Shutdown().
   ~AsyncKvSender();
   AsyncKvSender(const AsyncKvSender&) = delete;
@@ -88,6 +102,8 @@ class AsyncKvSender {
     absl::Duration piece_timeout;
     absl::Status status;
     bool closed = false;
+    absl::Time opened;
+    int64_t bytes = 0;  // of pieces sent
   };
   struct Work {
     uint64_t key = 0;
@@ -104,6 +120,7 @@ class AsyncKvSender {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::unique_ptr<KvSender> transport_;
+  const Observer observer_;
   absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);

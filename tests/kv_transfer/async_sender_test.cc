@@ -338,5 +338,70 @@ TEST(AsyncKvSenderTest, RejectsABadLayerRangeOrAReopenedKey) {
       << res.status;
 }
 
+// The observer (metrics) sees each transfer once as it ends: the bytes of
+// the pieces that arrived (every layer, sent per layer or at once) and the
+// time since Open; an aborted one carries no bytes and its status.
+TEST(AsyncKvSenderTest, ReportsTheBytesAndTimeOfEachTransfer) {
+  Fixture f;
+  absl::Mutex mu;
+  std::vector<AsyncKvSender::TransferReport> reports;
+  AsyncKvSender sender(MakeInProcessSender(f.registry, f.src.view()),
+                       [&](const AsyncKvSender::TransferReport& r) {
+                         absl::MutexLock lock(&mu);
+                         reports.push_back(r);
+                       });
+  const CopyPlan plan = MakeCopyPlan(5, 24, 40);
+  ASSERT_TRUE(
+      sender.Open(1, f.Describe(1, plan), absl::Now() + absl::Seconds(10))
+          .ok());
+  ASSERT_TRUE(
+      sender.Open(2, f.Describe(2, plan), absl::Now() + absl::Seconds(10))
+          .ok());
+  for (int32_t l = 0; l < 4; ++l)
+    sender.Submit(1, plan.copies, {l, l + 1}, nullptr);
+  sender.Submit(2, plan.copies, {}, nullptr);
+  Result one, two;
+  ASSERT_TRUE(sender
+                  .Close(1,
+                         [&](absl::Status s) {
+                           one.status = s;
+                           one.done.Notify();
+                         })
+                  .ok());
+  ASSERT_TRUE(sender
+                  .Close(2,
+                         [&](absl::Status s) {
+                           two.status = s;
+                           two.done.Notify();
+                         })
+                  .ok());
+  ASSERT_TRUE(sender.Open(3, f.Describe(3, plan), absl::InfiniteFuture()).ok());
+  Result three;
+  ASSERT_TRUE(sender
+                  .Abort(3, absl::CancelledError("gone"),
+                         [&](absl::Status s) {
+                           three.status = s;
+                           three.done.Notify();
+                         })
+                  .ok());
+  ASSERT_TRUE(one.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(two.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(three.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(reports.size(), 3u);
+  const int64_t want =
+      static_cast<int64_t>(plan.copies.size()) * 4 * TestLayout().block_bytes();
+  for (const auto& r : reports) {
+    if (r.key == 3) {
+      EXPECT_EQ(r.bytes, 0);
+      EXPECT_EQ(r.status.code(), absl::StatusCode::kCancelled);
+    } else {
+      EXPECT_EQ(r.bytes, want) << "request " << r.key;
+      EXPECT_TRUE(r.status.ok()) << r.status;
+    }
+    EXPECT_GE(r.elapsed, absl::ZeroDuration());
+  }
+}
+
 }  // namespace
 }  // namespace duet::kv_transfer
