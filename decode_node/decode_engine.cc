@@ -58,6 +58,17 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
           s.code(), absl::StrCat("landing the KV of request ", r.id.value(),
                                  ": ", s.message()));
     }
+    if (engine_->options_.on_kv_received) {
+      // What the prefill node sent: every block the prompt touches, all
+      // layers, all tensor-parallel ranks' heads.
+      kv_transfer::KvLayout whole = engine_->layout();
+      whole.tp_size = 1;
+      whole.tp_rank = 0;
+      engine_->options_.on_kv_received(
+          int64_t{
+              model::BlocksForTokens(r.num_prompt_tokens, whole.block_size)} *
+          whole.num_layers * whole.block_bytes());
+    }
     return s;
   }
   void Housekeeping(runtime::Scheduler& scheduler) override {

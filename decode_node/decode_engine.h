@@ -59,6 +59,9 @@ struct DecodeEngineOptions {
   // accepted, at most this many at once beyond the running batch
   // (RESOURCE_EXHAUSTED past it, so the router queues them); 0 refuses them.
   int32_t max_colocated_waiting = 0;
+  // A request's KV landed in the pool: its bytes, whole model (metrics; on
+  // the loop thread).
+  std::function<void(int64_t bytes)> on_kv_received;
 };
 
 struct DecodeLoad {
@@ -159,6 +162,8 @@ class DecodeEngine {
   bool Release(uint64_t request_id);
 
   DecodeLoad Load();
+  // The engine loop's counters and queue lengths (metrics).
+  runtime::LoopLoad loop_load() { return loop_->Load(); }
 
  private:
   class Policy;

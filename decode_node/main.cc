@@ -19,6 +19,7 @@
 #include "serving/kv_transports.h"
 #include "serving/node_flags.h"
 #include "serving/node_main.h"
+#include "serving/node_metrics.h"
 #include "serving/server_util.h"
 
 ABSL_FLAG(int32_t, reservation_ttl_ms, 60000,
@@ -103,6 +104,26 @@ int main(int argc, char** argv) {
         "--kv-staging-blocks >= 0");
   }
 
+  // Metrics (--metrics-port): the loop is read at each scrape, so the
+  // engine is looked up through a pointer set once it exists (before the
+  // metrics server starts in ServeNode).
+  duet::metrics::Registry metrics;
+  duet::decode_node::DecodeEngine* engine_for_metrics = nullptr;
+  auto node_metrics = duet::serving::NodeMetrics::Create(
+      &metrics,
+      [&engine_for_metrics] {
+        return engine_for_metrics != nullptr ? engine_for_metrics->loop_load()
+                                             : duet::runtime::LoopLoad{};
+      },
+      /*sends_kv=*/false);
+  if (!node_metrics.ok()) {
+    DUET_LOG(ERROR) << "metrics: " << node_metrics.status();
+    return 1;
+  }
+  options.on_kv_received = [m = node_metrics->get()](int64_t bytes) {
+    m->RecordKvReceived(bytes);
+  };
+
   auto runner = duet::serving::MakeNodeRunner(*flags);
   if (!runner.ok()) {
     DUET_LOG(ERROR) << "loading " << flags->addresses.model << ": "
@@ -138,6 +159,7 @@ int main(int argc, char** argv) {
     DUET_LOG(ERROR) << "starting the decode engine: " << engine.status();
     return 1;
   }
+  engine_for_metrics = engine->get();
   const duet::runtime::ModelRunner& r = (*engine)->runner();
   duet::decode_node::DecodeService service(engine->get(), kv_channels);
   duet::v1::RegisterRequest reg;
@@ -159,5 +181,6 @@ int main(int argc, char** argv) {
           role == "colocated" ? "colocated (whole requests too), " : "",
           r.backend_description(), r.PoolSummary(), options.max_num_seqs,
           duet::runtime::SchedulingPolicyName(options.scheduling),
-          duet::serving::KvTransportsDescription(*transports, r, ucx)));
+          duet::serving::KvTransportsDescription(*transports, r, ucx)),
+      &metrics);
 }

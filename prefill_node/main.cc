@@ -21,6 +21,7 @@
 #include "serving/kv_transports.h"
 #include "serving/node_flags.h"
 #include "serving/node_main.h"
+#include "serving/node_metrics.h"
 #include "serving/server_util.h"
 
 ABSL_FLAG(int32_t, kv_transfer_timeout_ms, 10000,
@@ -74,6 +75,28 @@ int main(int argc, char** argv) {
     return Usage("--kv-fault: " + std::string(fault.status().message()));
   }
 
+  // Metrics (--metrics-port): the loop is read at each scrape, so the
+  // engine is looked up through a pointer set once it exists (before the
+  // metrics server starts in ServeNode).
+  duet::metrics::Registry metrics;
+  duet::prefill_node::PrefillEngine* engine_for_metrics = nullptr;
+  auto node_metrics = duet::serving::NodeMetrics::Create(
+      &metrics,
+      [&engine_for_metrics] {
+        return engine_for_metrics != nullptr ? engine_for_metrics->loop_load()
+                                             : duet::runtime::LoopLoad{};
+      },
+      /*sends_kv=*/true);
+  if (!node_metrics.ok()) {
+    DUET_LOG(ERROR) << "metrics: " << node_metrics.status();
+    return 1;
+  }
+  options.on_transfer =
+      [m = node_metrics->get()](
+          const duet::kv_transfer::AsyncKvSender::TransferReport& r) {
+        m->RecordKvSent(r.bytes, r.elapsed);
+      };
+
   auto runner = duet::serving::MakeNodeRunner(*flags);
   if (!runner.ok()) {
     DUET_LOG(ERROR) << "loading " << flags->addresses.model << ": "
@@ -106,6 +129,7 @@ int main(int argc, char** argv) {
     DUET_LOG(ERROR) << "starting the prefill engine: " << engine.status();
     return 1;
   }
+  engine_for_metrics = engine->get();
   const duet::runtime::ModelRunner& r = (*engine)->runner();
   duet::prefill_node::PrefillService service(
       engine->get(), duet::security::ChannelCredentials(flags->addresses.tls));
@@ -127,5 +151,6 @@ int main(int argc, char** argv) {
           r.backend_description(), options.max_num_batched_tokens,
           r.PoolSummary(), duet::prefill_node::KvPushName(options.push),
           duet::serving::KvTransportsDescription(*transports, r, ucx),
-          fault_spec.empty() ? "" : " (fault injection: " + fault_spec + ")"));
+          fault_spec.empty() ? "" : " (fault injection: " + fault_spec + ")"),
+      &metrics);
 }

@@ -221,7 +221,8 @@ absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
   e->runner_ = std::move(runner);
   DUET_ASSIGN_OR_RETURN(std::unique_ptr<kv_transfer::KvSender> s,
                         sender(*e->runner_));
-  e->sender_ = std::make_unique<kv_transfer::AsyncKvSender>(std::move(s));
+  e->sender_ = std::make_unique<kv_transfer::AsyncKvSender>(
+      std::move(s), options.on_transfer);
   e->policy_ =
       std::make_unique<PrefillPolicy>(e->sender_.get(), &e->runner_->backend(),
                                       options, e->runner_->block_size());

@@ -45,6 +45,8 @@ struct PrefillEngineOptions {
   absl::Duration transfer_timeout = absl::Seconds(10);
   KvPush push = KvPush::kLayer;
   runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
+  // Each request's KV handover as it ends (metrics; on the sender thread).
+  kv_transfer::AsyncKvSender::Observer on_transfer;
 };
 
 struct PrefillResult {
@@ -120,6 +122,8 @@ class PrefillEngine {
   int32_t free_blocks();
   int32_t total_blocks() const { return runner_->num_blocks(); }
   int32_t active_requests();
+  // The engine loop's counters and queue lengths (metrics).
+  runtime::LoopLoad loop_load() { return loop_->Load(); }
 
  private:
   PrefillEngine() = default;

@@ -16,8 +16,11 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "http/server.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_server.h"
 #include "router/node_registry.h"
 #include "router/openai_gateway.h"
+#include "router/router_metrics.h"
 #include "router/router_service.h"
 #include "security/api_keys.h"
 #include "security/tls.h"
@@ -66,6 +69,10 @@ ABSL_FLAG(int32_t, http_port, 0,
           "also serve the OpenAI-compatible HTTP API (/v1/completions, "
           "/v1/chat/completions, /v1/models, ...; docs/HTTP.md) on this port "
           "of --listen's host; needs --tokenizer; 0 = off");
+ABSL_FLAG(int32_t, metrics_port, 0,
+          "serve Prometheus metrics (GET /metrics) and GET /health over HTTP "
+          "on this port of --listen's host (for clusters without "
+          "--http-port, which serves /metrics too); 0 = off");
 ABSL_FLAG(std::string, tokenizer, "",
           "Hugging Face tokenizer.json (or a model directory holding one): "
           "enables text prompts, streamed text and stop strings");
@@ -128,6 +135,10 @@ int main(int argc, char** argv) {
   if (http_port < 0 || http_port > 65535) {
     return Usage("--http-port must be in [0, 65535]");
   }
+  const int32_t metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port < 0 || metrics_port > 65535) {
+    return Usage("--metrics-port must be in [0, 65535]");
+  }
   if (http_port > 0 && absl::GetFlag(FLAGS_tokenizer).empty()) {
     return Usage("--http-port needs --tokenizer (the API speaks text)");
   }
@@ -183,7 +194,23 @@ int main(int argc, char** argv) {
     }
     tokenizer = std::move(*loaded);
   }
+  // Metrics: the admission queue is read at each scrape, through a
+  // pointer set once the service exists (before any server starts).
+  duet::metrics::Registry metrics;
+  duet::router::RouterService* service_for_metrics = nullptr;
+  auto router_metrics =
+      duet::router::RouterMetrics::Create(&metrics, [&service_for_metrics] {
+        return service_for_metrics != nullptr
+                   ? service_for_metrics->queued_requests()
+                   : 0;
+      });
+  if (!router_metrics.ok()) {
+    DUET_LOG(ERROR) << "metrics: " << router_metrics.status();
+    return 1;
+  }
+  options.metrics = router_metrics->get();
   duet::router::RouterService service(&registry, options, tokenizer.get());
+  service_for_metrics = &service;
   if (tokenizer != nullptr) {
     // tokenizer_config.json's eos_token (a string or {"content": ...}).
     const std::string config_path =
@@ -272,8 +299,11 @@ int main(int argc, char** argv) {
     if (h.host == "localhost") h.host = "127.0.0.1";
     h.port = http_port;
     auto started = duet::http::Server::Start(
-        h, [gw = gateway.get()](duet::http::Request req,
-                                std::shared_ptr<duet::http::Responder> r) {
+        h,
+        [gw = gateway.get(), &metrics](
+            duet::http::Request req, std::shared_ptr<duet::http::Responder> r) {
+          // /metrics beside the API, as vLLM's server has it.
+          if (duet::metrics::HandleMetrics(metrics, req, *r)) return;
           gw->Handle(std::move(req), std::move(r));
         });
     if (!started.ok()) {
@@ -284,6 +314,18 @@ int main(int argc, char** argv) {
     http_note = "; OpenAI HTTP API on http://" +
                 listen.substr(0, listen.rfind(':')) + ":" +
                 std::to_string(http->port());
+  }
+  std::unique_ptr<duet::http::Server> metrics_http;
+  if (metrics_port > 0) {
+    auto started = duet::metrics::StartMetricsServer(
+        duet::metrics::HttpHostOf(listen), metrics_port, &metrics);
+    if (!started.ok()) {
+      DUET_LOG(ERROR) << "--metrics-port: " << started.status().message();
+      return 1;
+    }
+    metrics_http = std::move(*started);
+    http_note += "; metrics on http://" + duet::metrics::HttpHostOf(listen) +
+                 ":" + std::to_string(metrics_http->port()) + "/metrics";
   }
   const std::string text_mode =
       tokenizer == nullptr ? std::string("token ids only (no --tokenizer)")
@@ -302,5 +344,6 @@ int main(int argc, char** argv) {
   // calls to end.
   if (http != nullptr) http->Stop(absl::Seconds(1));
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  if (metrics_http != nullptr) metrics_http->Stop(absl::ZeroDuration());
   return 0;
 }

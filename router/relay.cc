@@ -34,7 +34,7 @@ absl::StatusOr<ServingPolicy> ParseServingPolicy(absl::string_view name) {
 }
 
 grpc::Status RouterService::Relay(
-    const v1::GenerateRequest& req,
+    RequestRecord* record, const v1::GenerateRequest& req,
     grpc::ServerWriter<v1::GenerateResponse>* writer, CallWatcher::Scope& scope,
     std::optional<TextStream>& text, size_t prompt_tokens, absl::Time start,
     const v1::Timings& base, const NodeRef& node, const char* role,
@@ -115,12 +115,16 @@ grpc::Status RouterService::Relay(
       out.mutable_chunk()->mutable_token_ids()->Add(ids.begin(),
                                                     ids.begin() + keep);
       completion_tokens += static_cast<int32_t>(keep);
+      if (options_.metrics != nullptr) {
+        options_.metrics->Tokens(*record, static_cast<int>(keep));
+      }
       if (!write(out)) {
         client_gone = true;
         break;
       }
     } else if (msg.has_finished()) {
       v1::GenerationFinished fin = std::move(*msg.mutable_finished());
+      record->finish = fin.finish_reason();
       const std::string tail = text.has_value() ? text->Finish() : "";
       if (!finish(std::move(fin), tail)) client_gone = true;
     }
@@ -168,6 +172,7 @@ grpc::Status RouterService::Relay(
     v1::GenerationFinished fin;
     fin.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
     fin.set_matched_stop(matched_stop);
+    record->finish = v1::FINISH_REASON_STOP_STRING;
     finish(std::move(fin), "");
     return grpc::Status::OK;
   }
@@ -200,7 +205,7 @@ bool RouterService::RunColocated(size_t prompt_tokens) {
 }
 
 grpc::Status RouterService::GenerateColocated(
-    uint64_t id, const v1::GenerateRequest& req,
+    RequestRecord* record, uint64_t id, const v1::GenerateRequest& req,
     const std::vector<int32_t>& prompt, const v1::SamplingParams& sampling,
     absl::Time start, absl::Time deadline, CallWatcher::Scope& scope,
     std::optional<TextStream>& text,
@@ -287,8 +292,9 @@ grpc::Status RouterService::GenerateColocated(
       // Taken: relay it, the first message included.
       // The node's queue and prefill are inside its time to first token.
       const v1::Timings base;
-      return Relay(req, writer, scope, text, prompt.size(), start, base, node,
-                   "colocated node", dctx, *reader, nullptr, std::move(first));
+      return Relay(record, req, writer, scope, text, prompt.size(), start, base,
+                   node, "colocated node", dctx, *reader, nullptr,
+                   std::move(first));
     }
     if (!any_full) {
       return Error(

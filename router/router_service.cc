@@ -404,7 +404,11 @@ void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
 grpc::Status RouterService::Generate(
     grpc::ServerContext* ctx, const v1::GenerateRequest* req,
     grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  const grpc::Status status = GenerateImpl(ctx, req, writer);
+  RequestRecord record;
+  const grpc::Status status = GenerateImpl(ctx, req, writer, &record);
+  if (options_.metrics != nullptr) {
+    options_.metrics->Ended(record, status.error_code());
+  }
   // Whatever this request held on a decode node is being freed: the head
   // of the admission queue may fit now.
   admission_.Notify();
@@ -419,9 +423,10 @@ grpc::Status RouterService::Generate(
 
 grpc::Status RouterService::GenerateImpl(
     grpc::ServerContext* ctx, const v1::GenerateRequest* req,
-    grpc::ServerWriter<v1::GenerateResponse>* writer) {
+    grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord* record) {
   if (grpc::Status s = CheckApiKey(*ctx); !s.ok()) return s;
   const absl::Time start = absl::Now();
+  record->start = start;
   std::vector<int32_t> prompt;
   if (grpc::Status s = Validate(*req, &prompt); !s.ok()) return s;
   std::optional<TextStream> text;
@@ -452,9 +457,13 @@ grpc::Status RouterService::GenerateImpl(
     sampling.set_seed(absl::Uniform<uint64_t>(absl::BitGen()));
   }
 
-  if (RunColocated(prompt.size())) {
-    return GenerateColocated(id, *req, prompt, sampling, start, deadline, scope,
-                             text, writer);
+  const bool colocated = RunColocated(prompt.size());
+  if (options_.metrics != nullptr) {
+    options_.metrics->Started(*record, colocated, prompt.size());
+  }
+  if (colocated) {
+    return GenerateColocated(record, id, *req, prompt, sampling, start,
+                             deadline, scope, text, writer);
   }
   // The prefill node first: it decides which decode nodes can receive its
   // KV, and over which transport.
@@ -519,7 +528,7 @@ grpc::Status RouterService::GenerateImpl(
   // deadline passed on the way, the connection broke): then the
   // reservation would wait out its TTL. Releasing is harmless when the node
   // did see the call (the request is over either way).
-  return Relay(*req, writer, scope, text, prompt.size(), start, base,
+  return Relay(record, *req, writer, scope, text, prompt.size(), start, base,
                reservation.node, "decode node", dctx, *reader,
                [&](v1::ReleaseReason reason) {
                  ReleaseDecode(id, reservation, reason);

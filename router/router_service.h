@@ -22,6 +22,7 @@
 #include "router/admission_queue.h"
 #include "router/call_watcher.h"
 #include "router/node_registry.h"
+#include "router/router_metrics.h"
 #include "router/text_stream.h"
 #include "security/api_keys.h"
 #include "tokenizer/tokenizer.h"
@@ -68,6 +69,8 @@ struct RouterOptions {
   // it (gRPC's flow-control window full) has its request cancelled and its
   // KV freed; 0: no limit.
   absl::Duration client_write_timeout = absl::Seconds(30);
+  // Where requests are recorded (null: nowhere).
+  RouterMetrics* metrics = nullptr;
 };
 
 class RouterService final : public v1::Duet::Service,
@@ -80,6 +83,8 @@ class RouterService final : public v1::Duet::Service,
   // EOS token from tokenizer_config.json: text requests stop on it too
   // (unless ignore_eos), on top of the model's own EOS ids.
   void set_tokenizer_eos(std::optional<int32_t> id) { tokenizer_eos_ = id; }
+  // Requests waiting in the admission queue (metrics).
+  int queued_requests() { return admission_.size(); }
 
   // duet.v1.Duet
   grpc::Status Generate(
@@ -110,7 +115,8 @@ class RouterService final : public v1::Duet::Service,
   };
   grpc::Status GenerateImpl(grpc::ServerContext* ctx,
                             const v1::GenerateRequest* req,
-                            grpc::ServerWriter<v1::GenerateResponse>* writer);
+                            grpc::ServerWriter<v1::GenerateResponse>* writer,
+                            RequestRecord* record);
   // Checks the request and resolves its prompt (tokenizing text prompts).
   grpc::Status Validate(const v1::GenerateRequest& req,
                         std::vector<int32_t>* prompt);
@@ -133,8 +139,8 @@ class RouterService final : public v1::Duet::Service,
   // client (text deltas, stop strings, the finished message with usage and
   // `base` timings) until it ends; `release` frees what the node may still
   // hold for the request when the stream ends not OK and the node is
-  // neither gone nor stuck.
-  grpc::Status Relay(const v1::GenerateRequest& req,
+  // neither gone nor stuck. Tokens and the finish go to `record`.
+  grpc::Status Relay(RequestRecord* record, const v1::GenerateRequest& req,
                      grpc::ServerWriter<v1::GenerateResponse>* writer,
                      CallWatcher::Scope& scope, std::optional<TextStream>& text,
                      size_t prompt_tokens, absl::Time start,
@@ -148,7 +154,7 @@ class RouterService final : public v1::Duet::Service,
   // The request on a colocated node (queued, like Reserve, while every
   // colocated node is full).
   grpc::Status GenerateColocated(
-      uint64_t id, const v1::GenerateRequest& req,
+      RequestRecord* record, uint64_t id, const v1::GenerateRequest& req,
       const std::vector<int32_t>& prompt, const v1::SamplingParams& sampling,
       absl::Time start, absl::Time deadline, CallWatcher::Scope& scope,
       std::optional<TextStream>& text,

@@ -76,6 +76,8 @@ LoopLoad EngineLoop::Load() {
         static_cast<int64_t>(r.tokens.size()) - r.num_computed;
   }
   l.preemptions = scheduler_->num_preemptions();
+  l.prompt_tokens = prompt_tokens_.load(std::memory_order_relaxed);
+  l.generation_tokens = generation_tokens_.load(std::memory_order_relaxed);
   return l;
 }
 
@@ -275,6 +277,15 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
     const Sequence& seq = *planned[i].seq;
     Active& a = *planned[i].active;
     const int32_t token = seq.tokens.back();
+    if (!a.prompt_counted) {
+      // The first token: the prompt is done (num_computed: KV that came
+      // with the request, computed elsewhere).
+      a.prompt_counted = true;
+      prompt_tokens_.fetch_add(
+          std::max(0, a.request.num_prompt_tokens - a.request.num_computed),
+          std::memory_order_relaxed);
+    }
+    generation_tokens_.fetch_add(1, std::memory_order_relaxed);
     a.request.sink->OnToken(token);
     if (std::find(a.stops.begin(), a.stops.end(), token) != a.stops.end()) {
       Finish(c.id, FinishReason::kStopToken, absl::OkStatus());

@@ -134,6 +134,11 @@ struct LoopLoad {
   int32_t waiting = 0;  // in the scheduler or submitted, not yet running
   int64_t uncomputed_tokens = 0;
   int64_t preemptions = 0;
+  // Since start (metrics): prompt tokens of requests whose prefill ran
+  // here, counted once when it ended (a cached prefix included, KV that
+  // arrived from a prefill node not); tokens sampled here.
+  int64_t prompt_tokens = 0;
+  int64_t generation_tokens = 0;
 };
 
 class EngineLoop {
@@ -173,6 +178,7 @@ class EngineLoop {
     NewRequest request;
     std::vector<int32_t> stops;
     bool scheduled = false;
+    bool prompt_counted = false;  // in prompt_tokens_
   };
 
   EngineLoop(ModelRunner* runner, RolePolicy* policy,
@@ -196,6 +202,8 @@ class EngineLoop {
   absl::node_hash_map<RequestId, Active> active_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> prompt_tokens_{0};
+  std::atomic<int64_t> generation_tokens_{0};
   std::thread thread_;
 };
 

@@ -13,6 +13,9 @@ ABSL_FLAG(std::string, advertise, "",
           "host:port other processes use to reach this node (default: the "
           "bound listen address)");
 ABSL_FLAG(std::string, router, "", "router host:port (required)");
+ABSL_FLAG(int32_t, metrics_port, 0,
+          "serve Prometheus metrics (GET /metrics) and GET /health over HTTP "
+          "on this port of --listen's host; 0 = off");
 ABSL_FLAG(std::string, backend, "auto",
           "cpu, cuda, or auto (cuda when a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, device, 0,
@@ -57,6 +60,7 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
   NodeFlags f;
   f.addresses = {absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_router),
                  absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_advertise)};
+  f.addresses.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   DUET_RETURN_IF_ERROR(ValidateNodeAddresses(f.addresses));
   DUET_ASSIGN_OR_RETURN(f.addresses.tls,
                         security::ReadTlsFlags(security::Party::kRole));

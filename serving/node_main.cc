@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "metrics/metrics_server.h"
 #include "serving/server_util.h"
 
 namespace duet::serving {
@@ -19,6 +20,9 @@ absl::Status ValidateNodeAddresses(const NodeAddresses& a) {
   if (absl::Status s = ValidateHostPort(a.listen, true); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--listen: ", s.message()));
   }
+  if (a.metrics_port < 0 || a.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics-port must be in [0, 65535]");
+  }
   if (!a.advertise.empty()) {
     if (absl::Status s = ValidateHostPort(a.advertise, false); !s.ok()) {
       return absl::InvalidArgumentError(
@@ -31,7 +35,21 @@ absl::Status ValidateNodeAddresses(const NodeAddresses& a) {
 int ServeNode(const NodeAddresses& a, grpc::Service* service,
               v1::RegisterRequest registration, RegistryClient::LoadFn load,
               const std::string& program, const std::string& summary,
-              const std::string& details) {
+              const std::string& details, const metrics::Registry* metrics) {
+  // Metrics first: a port in use fails before the node joins the cluster.
+  std::unique_ptr<http::Server> metrics_server;
+  std::string metrics_note;
+  if (metrics != nullptr && a.metrics_port > 0) {
+    const std::string host = metrics::HttpHostOf(a.listen);
+    auto started = metrics::StartMetricsServer(host, a.metrics_port, metrics);
+    if (!started.ok()) {
+      DUET_LOG(ERROR) << "--metrics-port: " << started.status();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    metrics_note = absl::StrCat(", metrics on http://", host, ":",
+                                metrics_server->port(), "/metrics");
+  }
   auto server = StartServer(
       a.listen, {service},
       security::ServerCredentials(a.tls, /*require_client_cert=*/true));
@@ -46,14 +64,15 @@ int ServeNode(const NodeAddresses& a, grpc::Service* service,
   RegistryClient registry(a.router, std::move(registration), std::move(load),
                           security::ChannelCredentials(a.tls));
   registry.Start();
-  std::printf("%s serving %s %s on %s: %s, router %s\n", program.c_str(),
+  std::printf("%s serving %s %s on %s: %s, router %s%s\n", program.c_str(),
               a.model.c_str(), summary.c_str(), address.c_str(),
-              details.c_str(), a.router.c_str());
+              details.c_str(), a.router.c_str(), metrics_note.c_str());
   std::fflush(stdout);
   const int sig = WaitForShutdownSignal();
   DUET_LOG(INFO) << "signal " << sig << ": shutting down";
   // In-flight streams see their contexts cancelled and end promptly.
   server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  if (metrics_server != nullptr) metrics_server->Stop(absl::ZeroDuration());
   return 0;
 }
 

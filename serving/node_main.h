@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "duet/v1/registry.pb.h"
+#include "metrics/metrics.h"
 #include "security/tls.h"
 #include "serving/registry_client.h"
 
@@ -23,21 +24,27 @@ struct NodeAddresses {
   // --tls-* / --insecure: the node's port takes only peers with a
   // certificate of the cluster's CA, and it registers with its own.
   security::TlsConfig tls;
+  // --metrics-port: /metrics and /health over HTTP on --listen's host; 0 =
+  // off.
+  int32_t metrics_port = 0;
 };
 
 // InvalidArgument naming the flag ("--router: ...") when one is missing or
 // malformed.
 absl::Status ValidateNodeAddresses(const NodeAddresses& a);
 
-// Serves `service` on a.listen, registers `registration` (its address set to
-// the advertised one) with the router, prints
+// Serves `service` on a.listen (and `metrics` on a.metrics_port when both
+// are set), registers `registration` (its address set to the advertised
+// one) with the router, prints
 //   "<program> serving <a.model> <summary> on <address>: <details>, router R"
-// and blocks until SIGINT/SIGTERM (BlockShutdownSignals() must have run
-// first). Returns the process exit code.
+// (then ", metrics on http://H:P/metrics" with a metrics port) and blocks
+// until SIGINT/SIGTERM (BlockShutdownSignals() must have run first).
+// Returns the process exit code.
 int ServeNode(const NodeAddresses& a, grpc::Service* service,
               v1::RegisterRequest registration, RegistryClient::LoadFn load,
               const std::string& program, const std::string& summary,
-              const std::string& details);
+              const std::string& details,
+              const metrics::Registry* metrics = nullptr);
 
 }  // namespace duet::serving
 

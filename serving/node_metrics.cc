@@ -1,0 +1,116 @@
+#include "serving/node_metrics.h"
+
+#include <utility>
+
+#include "common/status.h"
+
+namespace duet::serving {
+
+absl::StatusOr<std::unique_ptr<NodeMetrics>> NodeMetrics::Create(
+    metrics::Registry* registry, std::function<runtime::LoopLoad()> load,
+    bool sends_kv) {
+  using metrics::Type;
+  std::unique_ptr<NodeMetrics> m(new NodeMetrics());
+  // Shared by the callbacks below.
+  auto read =
+      std::make_shared<std::function<runtime::LoopLoad()>>(std::move(load));
+  struct Gauge {
+    const char* name;
+    const char* help;
+    Type type;
+    std::function<double(const runtime::LoopLoad&)> value;
+  };
+  const Gauge gauges[] = {
+      {"duet:num_requests_running",
+       "Requests in this node's running batch (scheduled each step).",
+       Type::kGauge,
+       [](const runtime::LoopLoad& l) { return double(l.running); }},
+      {"duet:num_requests_waiting",
+       "Requests admitted to this node and waiting for a place in the batch "
+       "(preempted ones included).",
+       Type::kGauge,
+       [](const runtime::LoopLoad& l) { return double(l.waiting); }},
+      {"duet:kv_cache_usage_perc",
+       "Share of this node's KV cache blocks in use (0 to 1; blocks reserved "
+       "for KV still on its way count as used).",
+       Type::kGauge,
+       [](const runtime::LoopLoad& l) {
+         return l.total_blocks <= 0
+                    ? 0.0
+                    : 1.0 - double(l.free_blocks) / double(l.total_blocks);
+       }},
+      {"duet:num_preemptions_total",
+       "Requests preempted (KV freed, recomputed later) since the node "
+       "started.",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) { return double(l.preemptions); }},
+      {"duet:prompt_tokens_total",
+       "Prompt tokens this node prefilled, counted once per request when its "
+       "prefill ends (KV that arrived from a prefill node is not counted).",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) { return double(l.prompt_tokens); }},
+      {"duet:generation_tokens_total",
+       "Tokens this node sampled (a prefill node samples each request's "
+       "first token; a decode node the rest).",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) { return double(l.generation_tokens); }},
+  };
+  for (const Gauge& g : gauges) {
+    DUET_RETURN_IF_ERROR(registry->AddCallback(
+        g.name, g.help, g.type,
+        [read, value = g.value] { return value((*read)()); }));
+  }
+  DUET_ASSIGN_OR_RETURN(
+      m->kv_bytes_,
+      registry->AddCounter(
+          "duet:kv_transfer_bytes_total",
+          "KV cache bytes moved between nodes (whole model, every "
+          "tensor-parallel rank): sent by a prefill node (pieces that reached "
+          "the decode node) or received by a decode node (KV landed in its "
+          "pool).",
+          {{"direction", sends_kv ? "sent" : "received"}}));
+  if (sends_kv) {
+    DUET_ASSIGN_OR_RETURN(
+        m->kv_seconds_,
+        registry->AddHistogram(
+            "duet:kv_transfer_seconds",
+            "Per request, from the opening of its KV transfer (its first "
+            "chunk admitted) until all of its KV is visible at the decode node "
+            "or the transfer failed; overlaps the prefill compute.",
+            metrics::ExponentialBuckets(0.0005, 2, 16)));
+  }
+  DUET_ASSIGN_OR_RETURN(
+      m->prefix_queries_,
+      registry->AddCounter(
+          "duet:prefix_cache_query_tokens_total",
+          "Prompt tokens looked up in the prefix cache. Prefix caching is not "
+          "built yet: 0 until the scheduler reports lookups "
+          "(serving::NodeMetrics::RecordPrefixCacheLookup)."));
+  DUET_ASSIGN_OR_RETURN(
+      m->prefix_hits_,
+      registry->AddCounter(
+          "duet:prefix_cache_hit_tokens_total",
+          "Prompt tokens found in the prefix cache (their KV reused). Prefix "
+          "caching is not built yet: 0 until the scheduler reports lookups "
+          "(serving::NodeMetrics::RecordPrefixCacheLookup)."));
+  return m;
+}
+
+void NodeMetrics::RecordKvSent(int64_t bytes, absl::Duration elapsed) {
+  kv_bytes_->Inc(static_cast<double>(bytes));
+  if (kv_seconds_ != nullptr) {
+    kv_seconds_->Observe(absl::ToDoubleSeconds(elapsed));
+  }
+}
+
+void NodeMetrics::RecordKvReceived(int64_t bytes) {
+  kv_bytes_->Inc(static_cast<double>(bytes));
+}
+
+void NodeMetrics::RecordPrefixCacheLookup(int64_t query_tokens,
+                                          int64_t hit_tokens) {
+  prefix_queries_->Inc(static_cast<double>(query_tokens));
+  prefix_hits_->Inc(static_cast<double>(hit_tokens));
+}
+
+}  // namespace duet::serving
