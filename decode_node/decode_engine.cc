@@ -18,6 +18,7 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   Update u;
   u.tokens.swap(pending_);
+  u.logprobs.swap(pending_logprobs_);
   // Report done only once every token has been handed out.
   if (done_ && u.tokens.empty()) {
     u.done = true;
@@ -31,6 +32,13 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
 void DecodeStream::OnToken(int32_t token) {
   absl::MutexLock lock(&mu_);
   pending_.push_back(token);
+}
+
+void DecodeStream::OnTokenWithLogprobs(int32_t token,
+                                       const kernels::TokenLogprobs& logprobs) {
+  absl::MutexLock lock(&mu_);
+  pending_.push_back(token);
+  pending_logprobs_.push_back(logprobs);
 }
 
 void DecodeStream::OnFinish(FinishReason reason, absl::Status status) {
@@ -196,9 +204,14 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
 
 absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
-    const model::SamplingParams& params) {
+    const model::SamplingParams& params,
+    std::optional<kernels::TokenLogprobs> first_logprobs) {
   DUET_RETURN_IF_ERROR(
       model::ValidateSamplingParams(params, config().vocab_size));
+  if (params.logprobs && !first_logprobs.has_value()) {
+    return absl::InvalidArgumentError(
+        "Decode: sampling.logprobs is set but first_token_logprobs is missing");
+  }
   if (first_token < 0 || first_token >= config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "first_token ", first_token, " is outside the vocabulary"));
@@ -210,7 +223,11 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     }
   }
   auto stream = std::make_shared<DecodeStream>();
-  stream->OnToken(first_token);
+  if (params.logprobs) {
+    stream->OnTokenWithLogprobs(first_token, *first_logprobs);
+  } else {
+    stream->OnToken(first_token);
+  }
   runtime::NewRequest req;
   bool finished_at_first = false;
   {

@@ -79,6 +79,8 @@ class DecodeStream : public runtime::RequestSink {
  public:
   struct Update {
     std::vector<int32_t> tokens;  // new tokens since the last call
+    // One per token when the request asked for logprobs, else empty.
+    std::vector<kernels::TokenLogprobs> logprobs;
     bool done = false;
     FinishReason finish_reason = FinishReason::kMaxTokens;
     absl::Status error;      // non-OK when the request failed
@@ -89,12 +91,15 @@ class DecodeStream : public runtime::RequestSink {
 
   // RequestSink (loop thread).
   void OnToken(int32_t token) override;
+  void OnTokenWithLogprobs(int32_t token,
+                           const kernels::TokenLogprobs& logprobs) override;
   void OnFinish(FinishReason reason, absl::Status status) override;
 
  private:
   friend class DecodeEngine;
   absl::Mutex mu_;
   std::vector<int32_t> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<kernels::TokenLogprobs> pending_logprobs_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   FinishReason finish_ ABSL_GUARDED_BY(mu_) = FinishReason::kMaxTokens;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
@@ -139,12 +144,14 @@ class DecodeEngine {
 
   // Admits a reserved request whose KV is complete, with its prompt (kept
   // to recompute the KV after a preemption) and its first token (sampled
-  // by the prefill node). FAILED_PRECONDITION when the reservation is
-  // unknown or expired, INVALID_ARGUMENT for a prompt of another length
-  // than reserved.
+  // by the prefill node) with its logprobs when params.logprobs (from the
+  // prefill node; INVALID_ARGUMENT when missing then). FAILED_PRECONDITION
+  // when the reservation is unknown or expired, INVALID_ARGUMENT for a
+  // prompt of another length than reserved.
   absl::StatusOr<std::shared_ptr<DecodeStream>> StartDecode(
       uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
-      const model::SamplingParams& params);
+      const model::SamplingParams& params,
+      std::optional<kernels::TokenLogprobs> first_logprobs = std::nullopt);
 
   // Colocated role: runs a whole request on this node (prefill chunks
   // piggybacked on the running decodes, then decode); the stream carries

@@ -139,11 +139,17 @@ grpc::Status DecodeService::Decode(
   }
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
+  std::optional<kernels::TokenLogprobs> first_logprobs;
+  if (req->has_first_token_logprobs()) {
+    auto l = serving::FromProto(req->first_token_logprobs());
+    if (!l.ok()) return serving::ToGrpc(l.status());
+    first_logprobs = *l;
+  }
   auto stream =
       engine_->StartDecode(req->request_id(),
                            std::vector<int32_t>(req->prompt_token_ids().begin(),
                                                 req->prompt_token_ids().end()),
-                           req->first_token(), *params);
+                           req->first_token(), *params, first_logprobs);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
   return StreamTokens(*ctx, req->request_id(), req->deadline_ms(), **stream,
                       writer);
@@ -190,6 +196,9 @@ grpc::Status DecodeService::StreamTokens(
       v1::DecodeResponse msg;
       msg.mutable_chunk()->mutable_token_ids()->Add(u.tokens.begin(),
                                                     u.tokens.end());
+      for (const kernels::TokenLogprobs& l : u.logprobs) {
+        *msg.mutable_chunk()->add_logprobs() = serving::ToProto(l);
+      }
       if (!writer->Write(msg)) {
         stream.Cancel();
         return grpc::Status(grpc::StatusCode::CANCELLED,

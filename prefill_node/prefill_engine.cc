@@ -46,6 +46,12 @@ void PrefillJob::OnToken(int32_t token) {
   partial_.prefill_ms = absl::ToDoubleMilliseconds(computed_ - started_);
 }
 
+void PrefillJob::OnTokenWithLogprobs(int32_t token,
+                                     const kernels::TokenLogprobs& logprobs) {
+  OnToken(token);
+  partial_.first_logprobs = logprobs;
+}
+
 void PrefillJob::OnFinish(runtime::FinishReason reason, absl::Status status) {
   compute_status_ = std::move(status);
   // Never reached the policy (refused before admission, or shutdown): no

@@ -51,6 +51,8 @@ struct PrefillEngineOptions {
 
 struct PrefillResult {
   int32_t first_token = 0;
+  // When the request asked for logprobs.
+  std::optional<kernels::TokenLogprobs> first_logprobs;
   double queue_ms = 0;    // submit -> first chunk scheduled
   double prefill_ms = 0;  // first chunk scheduled -> first token sampled
   // First token sampled -> all KV visible at the decode node: the transfer
@@ -68,6 +70,8 @@ class PrefillJob : public runtime::RequestSink {
   // job completes when the KV transfer does.
   void OnScheduled() override;
   void OnToken(int32_t token) override;
+  void OnTokenWithLogprobs(int32_t token,
+                           const kernels::TokenLogprobs& logprobs) override;
   void OnFinish(runtime::FinishReason reason, absl::Status status) override;
 
  private:

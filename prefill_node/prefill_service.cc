@@ -96,6 +96,10 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
     if (result.has_value()) {
       if (!result->ok()) return serving::ToGrpc(result->status());
       reply->set_first_token((*result)->first_token);
+      if ((*result)->first_logprobs.has_value()) {
+        *reply->mutable_first_token_logprobs() =
+            serving::ToProto(*(*result)->first_logprobs);
+      }
       v1::Timings* t = reply->mutable_timings();
       t->set_queue_ms((*result)->queue_ms);
       t->set_prefill_ms((*result)->prefill_ms);

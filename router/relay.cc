@@ -114,6 +114,12 @@ grpc::Status RouterService::Relay(
       }
       out.mutable_chunk()->mutable_token_ids()->Add(ids.begin(),
                                                     ids.begin() + keep);
+      // Logprobs (SamplingParams.logprobs) follow their tokens, cut where
+      // a stop string cut them.
+      const auto& lps = msg.chunk().logprobs();
+      out.mutable_chunk()->mutable_logprobs()->Add(
+          lps.begin(),
+          lps.begin() + std::min<size_t>(keep, static_cast<size_t>(lps.size())));
       completion_tokens += static_cast<int32_t>(keep);
       if (options_.metrics != nullptr) {
         options_.metrics->Tokens(*record, static_cast<int>(keep));

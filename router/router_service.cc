@@ -185,6 +185,37 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
     return invalid(
         absl::StrCat("sampling.top_k must be >= 0, got ", s.top_k()));
   }
+  // The ranges of model::ValidateSamplingParams (the nodes check again);
+  // NaN fails every comparison below.
+  if (!(s.presence_penalty() >= -2.0f && s.presence_penalty() <= 2.0f)) {
+    return invalid(absl::StrCat(
+        "sampling.presence_penalty must be in [-2, 2], got ",
+        s.presence_penalty()));
+  }
+  if (!(s.frequency_penalty() >= -2.0f && s.frequency_penalty() <= 2.0f)) {
+    return invalid(absl::StrCat(
+        "sampling.frequency_penalty must be in [-2, 2], got ",
+        s.frequency_penalty()));
+  }
+  // 0 is proto3's "unset" and means 1.0 (off).
+  if (!std::isfinite(s.repetition_penalty()) ||
+      s.repetition_penalty() < 0.0f) {
+    return invalid(absl::StrCat(
+        "sampling.repetition_penalty must be a finite number > 0 (1 = off), "
+        "got ",
+        s.repetition_penalty()));
+  }
+  if (!(s.min_p() >= 0.0f && s.min_p() <= 1.0f)) {
+    return invalid(
+        absl::StrCat("sampling.min_p must be in [0, 1], got ", s.min_p()));
+  }
+  if (s.top_logprobs() < 0 || s.top_logprobs() > 20) {
+    return invalid(absl::StrCat(
+        "sampling.top_logprobs must be in [0, 20], got ", s.top_logprobs()));
+  }
+  if (s.top_logprobs() > 0 && !s.logprobs()) {
+    return invalid("sampling.top_logprobs needs sampling.logprobs to be set");
+  }
   for (int32_t id : s.stop_token_ids()) {
     if (id < 0) return invalid("sampling.stop_token_ids must be >= 0");
   }
@@ -508,6 +539,9 @@ grpc::Status RouterService::GenerateImpl(
   d.set_request_id(id);
   d.set_reservation_token(reservation.token);
   d.set_first_token(prefill.first_token());
+  if (prefill.has_first_token_logprobs()) {
+    *d.mutable_first_token_logprobs() = prefill.first_token_logprobs();
+  }
   d.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   *d.mutable_sampling() = sampling;
   d.set_deadline_ms(MsUntil(deadline));

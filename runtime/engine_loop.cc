@@ -172,6 +172,13 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
         a.stops.insert(a.stops.end(), options_.eos_token_ids.begin(),
                        options_.eos_token_ids.end());
       }
+      // Known tokens past the prompt (the decode role's token 1) are
+      // output tokens to the penalties.
+      const std::span<const int32_t> known(r.tokens);
+      const size_t num_prompt = std::min(
+          known.size(), static_cast<size_t>(std::max(r.num_prompt_tokens, 0)));
+      a.seen = model::SeenTokens(r.params, known.first(num_prompt),
+                                 known.subspan(num_prompt));
       const RequestId id = r.id;
       a.request = std::move(r);
       active_.emplace(id, std::move(a));
@@ -225,6 +232,7 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
       if (c.sample) {
         rc.sample = model::ToSampleSpec(
             a->request.params, static_cast<uint64_t>(seq->num_generated()));
+        rc.seen = a->seen.tokens();
       }
       chunks.push_back(rc);
     }
@@ -238,12 +246,15 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
     views.push_back(RequestView{*p.seq, p.active->request});
   }
   policy_->BeforeStep(views, plan.chunks);
-  absl::StatusOr<std::vector<int32_t>> tokens = runner_->Run(
-      chunks, policy_->WantsLayerHook()
-                  ? model::Transformer::LayerHook([this](int32_t layer) {
-                      return policy_->OnLayerQueued(layer);
-                    })
-                  : nullptr);
+  std::vector<kernels::TokenLogprobs> logprobs;
+  absl::StatusOr<std::vector<int32_t>> tokens =
+      runner_->Run(chunks,
+                   policy_->WantsLayerHook()
+                       ? model::Transformer::LayerHook([this](int32_t layer) {
+                           return policy_->OnLayerQueued(layer);
+                         })
+                       : nullptr,
+                   &logprobs);
   std::vector<absl::Status> chunk_status(plan.chunks.size());
   if (tokens.ok()) {
     for (size_t i = 0; i < plan.chunks.size(); ++i) {
@@ -267,8 +278,10 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
     }
     return;
   }
+  size_t drawn = 0;  // index among the sampled chunks (logprobs)
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
+    const size_t sampled = c.sample ? drawn++ : 0;
     if (!chunk_status[i].ok()) {
       Finish(c.id, FinishReason::kCancelled, chunk_status[i]);
       continue;
@@ -286,7 +299,12 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
           std::memory_order_relaxed);
     }
     generation_tokens_.fetch_add(1, std::memory_order_relaxed);
-    a.request.sink->OnToken(token);
+    a.seen.Add(token);
+    if (a.request.params.logprobs && sampled < logprobs.size()) {
+      a.request.sink->OnTokenWithLogprobs(token, logprobs[sampled]);
+    } else {
+      a.request.sink->OnToken(token);
+    }
     if (std::find(a.stops.begin(), a.stops.end(), token) != a.stops.end()) {
       Finish(c.id, FinishReason::kStopToken, absl::OkStatus());
     } else if (seq.num_generated() >= policy_->MaxGenerated(a.request)) {

@@ -43,6 +43,14 @@ class RequestSink {
   // The first time a chunk of the request is planned.
   virtual void OnScheduled() {}
   virtual void OnToken(int32_t token) = 0;
+  // Instead of OnToken for requests that ask for logprobs
+  // (params.logprobs): the token's logprob and top logprobs
+  // (kernels/sampling.h step 5). Sinks that carry logprobs override it.
+  virtual void OnTokenWithLogprobs(int32_t token,
+                                   const kernels::TokenLogprobs& logprobs) {
+    (void)logprobs;
+    OnToken(token);
+  }
   // `status` is OK for kStopToken / kMaxTokens.
   virtual void OnFinish(FinishReason reason, absl::Status status) = 0;
 
@@ -179,6 +187,9 @@ class EngineLoop {
     std::vector<int32_t> stops;
     bool scheduled = false;
     bool prompt_counted = false;  // in prompt_tokens_
+    // The request's tokens as its penalties see them (empty without
+    // penalties), updated as each token is emitted.
+    model::SeenTokens seen;
   };
 
   EngineLoop(ModelRunner* runner, RolePolicy* policy,

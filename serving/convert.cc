@@ -1,5 +1,7 @@
 #include "serving/convert.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kv_transfer/cuda_ipc.h"
@@ -311,7 +313,50 @@ absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p) {
   s.max_tokens = p.max_tokens();
   s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   s.ignore_eos = p.ignore_eos();
+  s.presence_penalty = p.presence_penalty();
+  s.frequency_penalty = p.frequency_penalty();
+  s.repetition_penalty =
+      p.repetition_penalty() == 0.0f ? 1.0f : p.repetition_penalty();
+  s.min_p = p.min_p();
+  s.logprobs = p.logprobs();
+  s.top_logprobs = p.top_logprobs();
+  // The checks that need no vocabulary; same messages as the engine's.
+  model::SamplingParams ranges = s;
+  ranges.stop_token_ids.clear();
+  ranges.max_tokens = 1;
+  ranges.temperature = 0.0f;
+  ranges.top_k = 0;
+  ranges.top_p = 1.0f;
+  if (absl::Status st = model::ValidateSamplingParams(ranges, 0); !st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.", st.message()));
+  }
   return s;
+}
+
+v1::TokenLogprobs ToProto(const kernels::TokenLogprobs& l) {
+  v1::TokenLogprobs p;
+  p.set_logprob(l.logprob);
+  const int n = std::clamp(l.num_top, 0, kernels::kMaxTopLogprobs);
+  p.mutable_top_token_ids()->Add(l.top_ids, l.top_ids + n);
+  p.mutable_top_logprobs()->Add(l.top_logprobs, l.top_logprobs + n);
+  return p;
+}
+
+absl::StatusOr<kernels::TokenLogprobs> FromProto(const v1::TokenLogprobs& p) {
+  if (p.top_token_ids_size() != p.top_logprobs_size() ||
+      p.top_token_ids_size() > kernels::kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token logprobs: ", p.top_token_ids_size(), " top ids and ",
+        p.top_logprobs_size(), " top logprobs (equal, at most ",
+        kernels::kMaxTopLogprobs, ")"));
+  }
+  kernels::TokenLogprobs l;
+  l.logprob = p.logprob();
+  l.num_top = p.top_token_ids_size();
+  std::copy(p.top_token_ids().begin(), p.top_token_ids().end(), l.top_ids);
+  std::copy(p.top_logprobs().begin(), p.top_logprobs().end(), l.top_logprobs);
+  return l;
 }
 
 }  // namespace duet::serving

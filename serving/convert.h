@@ -36,10 +36,19 @@ v1::KvTransport ToProto(kv_transfer::Transport transport);
 absl::StatusOr<std::optional<kv_transfer::Transport>> FromProto(
     v1::KvTransport transport);
 
-// Proto sampling params -> engine params. top_p 0 (unset in proto3) means
-// 1.0; an unset seed must have been filled in by the router (InvalidArgument
-// otherwise, so prefill and decode can never disagree on it).
+// Proto sampling params -> engine params. top_p and repetition_penalty 0
+// (unset in proto3) mean 1.0; an unset seed must have been filled in by the
+// router (InvalidArgument otherwise, so prefill and decode can never
+// disagree on it). The penalties, min_p and logprobs fields are range
+// checked here (InvalidArgument naming the field and range), the rest by
+// the engine (model::ValidateSamplingParams, which knows the vocabulary).
 absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p);
+
+// A token's logprobs on the wire (only num_top of the top entries).
+v1::TokenLogprobs ToProto(const kernels::TokenLogprobs& logprobs);
+// InvalidArgument for more than kMaxTopLogprobs top entries or top lists of
+// different lengths.
+absl::StatusOr<kernels::TokenLogprobs> FromProto(const v1::TokenLogprobs& p);
 
 }  // namespace duet::serving
 

@@ -194,12 +194,98 @@ TEST(SamplerTest, ValidationNamesTheField) {
   p = {};
   p.stop_token_ids = {5, 100};
   cases.push_back({p, "stop token"});
+  p = {};
+  p.presence_penalty = 2.01f;
+  cases.push_back({p, "presence_penalty must be in [-2, 2]"});
+  p = {};
+  p.frequency_penalty = NAN;
+  cases.push_back({p, "frequency_penalty must be in [-2, 2]"});
+  p = {};
+  p.repetition_penalty = 0.0f;
+  cases.push_back({p, "repetition_penalty must be a finite number > 0"});
+  p = {};
+  p.repetition_penalty = INFINITY;
+  cases.push_back({p, "repetition_penalty"});
+  p = {};
+  p.min_p = -0.1f;
+  cases.push_back({p, "min_p must be in [0, 1]"});
+  p = {};
+  p.logprobs = true;
+  p.top_logprobs = 21;
+  cases.push_back({p, "top_logprobs must be in [0, 20]"});
+  p = {};
+  p.top_logprobs = 3;
+  cases.push_back({p, "top_logprobs needs logprobs"});
   for (const Case& c : cases) {
     const absl::Status s = ValidateSamplingParams(c.p, 100);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.phrase;
     EXPECT_THAT(s.message(), HasSubstr(c.phrase));
   }
   EXPECT_TRUE(ValidateSamplingParams(SamplingParams{}, 100).ok());
+  SamplingParams edges;
+  edges.presence_penalty = -2.0f;
+  edges.frequency_penalty = 2.0f;
+  edges.repetition_penalty = 1e-3f;
+  edges.min_p = 1.0f;
+  edges.logprobs = true;
+  edges.top_logprobs = 20;
+  EXPECT_TRUE(ValidateSamplingParams(edges, 100).ok());
+}
+
+TEST(SamplerTest, ToSampleSpecCarriesEveryField) {
+  SamplingParams p;
+  p.temperature = 0.5f;
+  p.top_k = 3;
+  p.top_p = 0.8f;
+  p.seed = 11;
+  p.min_p = 0.2f;
+  p.presence_penalty = 0.3f;
+  p.frequency_penalty = -0.4f;
+  p.repetition_penalty = 1.5f;
+  const kernels::SampleSpec s = ToSampleSpec(p, 7);
+  EXPECT_EQ(s.step, 7u);
+  EXPECT_EQ(s.min_p, 0.2f);
+  EXPECT_EQ(s.presence_penalty, 0.3f);
+  EXPECT_EQ(s.frequency_penalty, -0.4f);
+  EXPECT_EQ(s.repetition_penalty, 1.5f);
+  EXPECT_EQ(s.num_logprobs, -1);
+  p.logprobs = true;
+  EXPECT_EQ(ToSampleSpec(p, 0).num_logprobs, 0);
+  p.top_logprobs = 4;
+  EXPECT_EQ(ToSampleSpec(p, 0).num_logprobs, 4);
+}
+
+// SeenTokens against counts taken directly from the token lists.
+TEST(SamplerTest, SeenTokensCountsOutputsAndMarksThePrompt) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 50; ++trial) {
+    SamplingParams p;
+    p.frequency_penalty = 0.5f;
+    if (trial % 2 == 0) p.repetition_penalty = 1.2f;
+    std::vector<int32_t> prompt, generated, later;
+    for (int i = 0; i < 30; ++i) prompt.push_back(static_cast<int32_t>(rng() % 20));
+    for (int i = 0; i < 10; ++i) generated.push_back(static_cast<int32_t>(rng() % 25));
+    for (int i = 0; i < 10; ++i) later.push_back(static_cast<int32_t>(rng() % 25));
+    SeenTokens seen(p, prompt, generated);
+    for (int32_t t : later) seen.Add(t);
+    std::map<int32_t, std::pair<int32_t, int32_t>> want;  // count, in prompt
+    if (p.repetition_penalty != 1.0f) {
+      for (int32_t t : prompt) want[t].second = 1;
+    }
+    for (int32_t t : generated) ++want[t].first;
+    for (int32_t t : later) ++want[t].first;
+    std::map<int32_t, std::pair<int32_t, int32_t>> got;
+    for (const kernels::SeenToken& t : seen.tokens()) {
+      EXPECT_FALSE(got.contains(t.id)) << "id " << t.id << " twice";
+      got[t.id] = {t.output_count, t.in_prompt};
+    }
+    EXPECT_EQ(got, want) << "trial " << trial;
+  }
+  // No penalty: nothing kept.
+  SeenTokens none(SamplingParams{}, std::vector<int32_t>{1, 2},
+                  std::vector<int32_t>{3});
+  none.Add(4);
+  EXPECT_TRUE(none.tokens().empty());
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "kernels/sampling.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
+#include "tests/kernels/sampling_reference.h"
 
 namespace duet::kernels::testing {
 namespace {
@@ -96,6 +97,108 @@ TEST(CudaSampleTest, NonFiniteRowsAndBadArguments) {
             absl::StatusCode::kInvalidArgument);
   specs[1].temperature = -1.0f;
   EXPECT_EQ((*cuda)->Sample(dev.view(), specs, got).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Penalties (sparse, per seen token), min-p and logprobs: tokens and top
+// ids identical to the CPU reference SampleRow and to the straightforward
+// reference of sampling_reference.h; logprobs within 1e-5 (CUDA's exp/log
+// differ from libm's in the last place).
+TEST(CudaSampleTest, PenaltiesMinPAndLogprobsMatchCpuReference) {
+  DUET_SKIP_WITHOUT_CUDA();
+  auto cuda = MakeCudaBackend(0);
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  struct Shape {
+    int rows, vocab;
+    float sigma;
+  };
+  const Shape shapes[] = {{8, 300, 2.0f},     {24, 3000, 1.0f},
+                          {9, 151936, 2.5f},  {130, 2048, 3.0f},
+                          {16, 32000, 0.5f}};
+  std::mt19937 rng(31);
+  int checked = 0, with_logprobs = 0;
+  for (const Shape& c : shapes) {
+    std::normal_distribution<float> dist(0.5f, c.sigma);
+    std::vector<float> logits(static_cast<size_t>(c.rows) * c.vocab);
+    for (float& x : logits) x = dist(rng);
+    std::vector<SampleSpec> specs;
+    std::vector<RefHistory> histories;
+    std::vector<SeenToken> seen;
+    std::vector<int32_t> offsets = {0};
+    for (int r = 0; r < c.rows; ++r) {
+      specs.push_back(RandomFullSpec(rng, r, c.vocab));
+      histories.push_back(RandomHistory(rng, c.vocab));
+      const auto row_seen = RefSeen(histories.back(), specs.back(), rng);
+      seen.insert(seen.end(), row_seen.begin(), row_seen.end());
+      offsets.push_back(static_cast<int32_t>(seen.size()));
+    }
+    Tensor dev = MustUpload(**cuda, logits, {c.rows, c.vocab}, DType::kF32);
+    std::vector<int32_t> got(c.rows, -1);
+    std::vector<TokenLogprobs> got_lp(c.rows);
+    const absl::Status s =
+        (*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, got_lp);
+    ASSERT_TRUE(s.ok()) << s;
+    for (int r = 0; r < c.rows; ++r) {
+      std::vector<float> row(logits.begin() + static_cast<size_t>(r) * c.vocab,
+                             logits.begin() +
+                                 static_cast<size_t>(r + 1) * c.vocab);
+      const std::vector<float> penalized =
+          RefPenalize(row, specs[r], histories[r]);
+      TokenLogprobs want;
+      const int32_t token = SampleRow(
+          row, specs[r], std::span<const SeenToken>(seen).subspan(
+                             offsets[r], offsets[r + 1] - offsets[r]),
+          &want);
+      ASSERT_EQ(got[r], token) << "vocab " << c.vocab << " row " << r;
+      ASSERT_EQ(got[r], RefSample(penalized, specs[r])) << "row " << r;
+      ++checked;
+      if (specs[r].num_logprobs < 0) continue;
+      ++with_logprobs;
+      EXPECT_NEAR(got_lp[r].logprob, want.logprob, 1e-5) << "row " << r;
+      ASSERT_EQ(got_lp[r].num_top, want.num_top) << "row " << r;
+      for (int j = 0; j < want.num_top; ++j) {
+        EXPECT_EQ(got_lp[r].top_ids[j], want.top_ids[j]) << "row " << r;
+        EXPECT_NEAR(got_lp[r].top_logprobs[j], want.top_logprobs[j], 1e-5);
+      }
+    }
+  }
+  std::printf("[sample] %d rows with penalties/min-p identical, %d with "
+              "logprobs within 1e-5\n",
+              checked, with_logprobs);
+}
+
+TEST(CudaSampleTest, FullBatchIsDeterministicAndChecksSeenTokens) {
+  DUET_SKIP_WITHOUT_CUDA();
+  auto cuda = MakeCudaBackend(0);
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  std::mt19937 rng(4);
+  constexpr int kRows = 12, kVocab = 5000;
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  std::vector<float> logits(kRows * kVocab);
+  for (float& x : logits) x = dist(rng);
+  std::vector<SampleSpec> specs;
+  std::vector<SeenToken> seen;
+  std::vector<int32_t> offsets = {0};
+  for (int r = 0; r < kRows; ++r) {
+    specs.push_back(RandomFullSpec(rng, r, kVocab));
+    const auto row_seen = RefSeen(RandomHistory(rng, kVocab), specs.back(), rng);
+    seen.insert(seen.end(), row_seen.begin(), row_seen.end());
+    offsets.push_back(static_cast<int32_t>(seen.size()));
+  }
+  auto run = [&]() {
+    Tensor dev = MustUpload(**cuda, logits, {kRows, kVocab}, DType::kF32);
+    std::vector<int32_t> got(kRows, -1);
+    std::vector<TokenLogprobs> lp(kRows);
+    EXPECT_TRUE((*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, lp)
+                    .ok());
+    return got;
+  };
+  EXPECT_EQ(run(), run());
+  Tensor dev = MustUpload(**cuda, logits, {kRows, kVocab}, DType::kF32);
+  std::vector<int32_t> got(kRows);
+  std::vector<TokenLogprobs> lp(kRows);
+  seen[0].id = kVocab;
+  EXPECT_EQ((*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, lp).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
