@@ -161,21 +161,21 @@ absl::Status CheckSampleArgs(const TensorView& logits, Device device,
   const int64_t vocab = logits.dim(1);
   if (vocab > (int64_t{1} << 21)) {
     // Keeps every integer mass sum below 2^63 (kernels/sampling.h).
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sample: vocabulary of ", vocab, " exceeds 2^21 tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: vocabulary of ", vocab, " exceeds 2^21 tokens"));
   }
   if (static_cast<int64_t>(specs.size()) != logits.dim(0) ||
       static_cast<int64_t>(tokens.size()) != logits.dim(0) ||
       (!logprobs.empty() && logprobs.size() != specs.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sample: ", logits.dim(0), " logits rows, ", specs.size(),
-        " specs, ", tokens.size(), " token slots and ", logprobs.size(),
-        " logprob slots (0 or rows) must agree"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: ", logits.dim(0), " logits rows, ", specs.size(),
+                     " specs, ", tokens.size(), " token slots and ",
+                     logprobs.size(), " logprob slots (0 or rows) must agree"));
   }
   for (size_t r = 0; r < specs.size(); ++r) {
     const SampleSpec& s = specs[r];
-    if (!std::isfinite(s.temperature) || s.temperature < 0.0f ||
-        s.top_k < 0 || !(s.top_p > 0.0f && s.top_p <= 1.0f) ||
+    if (!std::isfinite(s.temperature) || s.temperature < 0.0f || s.top_k < 0 ||
+        !(s.top_p > 0.0f && s.top_p <= 1.0f) ||
         !(s.min_p >= 0.0f && s.min_p <= 1.0f)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sample: row ", r, " has temperature ", s.temperature, ", top_k ",
@@ -188,8 +188,8 @@ absl::Status CheckSampleArgs(const TensorView& logits, Device device,
         !std::isfinite(s.repetition_penalty) || s.repetition_penalty <= 0.0f) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sample: row ", r, " has presence_penalty ", s.presence_penalty,
-          ", frequency_penalty ", s.frequency_penalty,
-          ", repetition_penalty ", s.repetition_penalty,
+          ", frequency_penalty ", s.frequency_penalty, ", repetition_penalty ",
+          s.repetition_penalty,
           " (need finite penalties, repetition_penalty > 0)"));
     }
     if (s.num_logprobs < -1 || s.num_logprobs > kMaxTopLogprobs ||

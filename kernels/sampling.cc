@@ -40,14 +40,14 @@ template <typename Out>
 inline void FillKeys(const float* logits, int32_t n, float max_logit,
                      float temperature, float min_p, Out* out) {
   for (int32_t i = 0; i < n; ++i) {
-    out[i] = Key(sampling::MinPWeight(
-                     sampling::Weight(logits[i], max_logit, temperature),
-                     min_p),
-                 i);
+    out[i] =
+        Key(sampling::MinPWeight(
+                sampling::Weight(logits[i], max_logit, temperature), min_p),
+            i);
   }
 }
-__attribute__((target("fma"))) void FillKeysFma(const float* logits,
-                                                int32_t n, float max_logit,
+__attribute__((target("fma"))) void FillKeysFma(const float* logits, int32_t n,
+                                                float max_logit,
                                                 float temperature, float min_p,
                                                 uint64_t* out) {
   FillKeys(logits, n, max_logit, temperature, min_p, out);

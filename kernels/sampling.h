@@ -87,8 +87,8 @@ struct SeenToken {
 
 // What a row with num_logprobs >= 0 returns besides its token.
 struct TokenLogprobs {
-  float logprob = 0.0f;  // of the drawn token
-  int32_t num_top = 0;   // min(num_logprobs, non-NaN logits)
+  float logprob = 0.0f;                   // of the drawn token
+  int32_t num_top = 0;                    // min(num_logprobs, non-NaN logits)
   int32_t top_ids[kMaxTopLogprobs] = {};  // most likely first
   float top_logprobs[kMaxTopLogprobs] = {};
 };

@@ -122,9 +122,10 @@ absl::StatusOr<GenerateResult> Engine::Generate(
     const kernels::SampleSpec spec =
         last ? ToSampleSpec(params, 0) : kernels::SampleSpec{};
     DUET_ASSIGN_OR_RETURN(
-        drawn, Step(step, spec,
-                    last ? seen.tokens() : std::span<const kernels::SeenToken>(),
-                    &logprobs));
+        drawn,
+        Step(step, spec,
+             last ? seen.tokens() : std::span<const kernels::SeenToken>(),
+             &logprobs));
     result.prefill_chunk_ms.push_back(chunk_clock.ElapsedMs());
   }
 

@@ -37,10 +37,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p,
         "frequency_penalty must be in [-2, 2], got ", p.frequency_penalty));
   }
   if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0.0f) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("repetition_penalty must be a finite number > 0 (1 = off), "
-                     "got ",
-                     p.repetition_penalty));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "repetition_penalty must be a finite number > 0 (1 = off), "
+        "got ",
+        p.repetition_penalty));
   }
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) {
     return absl::InvalidArgumentError(
@@ -52,8 +52,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p,
                      "], got ", p.top_logprobs));
   }
   if (p.top_logprobs > 0 && !p.logprobs) {
-    return absl::InvalidArgumentError(
-        "top_logprobs needs logprobs to be set");
+    return absl::InvalidArgumentError("top_logprobs needs logprobs to be set");
   }
   for (int32_t id : p.stop_token_ids) {
     if (id < 0 || id >= vocab_size) {

@@ -82,11 +82,13 @@ absl::StatusOr<std::vector<int32_t>> TpRanks::ForwardSample(
   return std::move(drawn[0]);
 }
 
-absl::Status TpRanks::ForwardSample(
-    const kernels::StepInputs& step, std::span<const KvCacheStorage> caches,
-    int32_t block_size, const kernels::SampleBatch& batch,
-    std::span<int32_t> tokens, std::span<kernels::TokenLogprobs> logprobs,
-    const Transformer::LayerHook& on_layer) {
+absl::Status TpRanks::ForwardSample(const kernels::StepInputs& step,
+                                    std::span<const KvCacheStorage> caches,
+                                    int32_t block_size,
+                                    const kernels::SampleBatch& batch,
+                                    std::span<int32_t> tokens,
+                                    std::span<kernels::TokenLogprobs> logprobs,
+                                    const Transformer::LayerHook& on_layer) {
   if (models.size() == 1) {
     return models[0]->ForwardSample(step, caches[0], block_size, batch, tokens,
                                     logprobs, on_layer);

@@ -272,10 +272,9 @@ absl::Status Transformer::ForwardSample(
     const kernels::SampleBatch& batch, std::span<int32_t> tokens,
     std::span<kernels::TokenLogprobs> logprobs, const LayerHook& on_layer) {
   if (batch.specs.size() != step.logits_rows.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ForwardSample: ", batch.specs.size(),
-                     " sampling specs for ", step.logits_rows.size(),
-                     " logits rows"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardSample: ", batch.specs.size(), " sampling specs for ",
+        step.logits_rows.size(), " logits rows"));
   }
   DUET_ASSIGN_OR_RETURN(const TensorView logits,
                         RunStep(step, cache, block_size, on_layer));

@@ -118,8 +118,8 @@ grpc::Status RouterService::Relay(
       // a stop string cut them.
       const auto& lps = msg.chunk().logprobs();
       out.mutable_chunk()->mutable_logprobs()->Add(
-          lps.begin(),
-          lps.begin() + std::min<size_t>(keep, static_cast<size_t>(lps.size())));
+          lps.begin(), lps.begin() + std::min<size_t>(keep, static_cast<size_t>(
+                                                                lps.size())));
       completion_tokens += static_cast<int32_t>(keep);
       if (options_.metrics != nullptr) {
         options_.metrics->Tokens(*record, static_cast<int>(keep));

@@ -188,18 +188,17 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
   // The ranges of model::ValidateSamplingParams (the nodes check again);
   // NaN fails every comparison below.
   if (!(s.presence_penalty() >= -2.0f && s.presence_penalty() <= 2.0f)) {
-    return invalid(absl::StrCat(
-        "sampling.presence_penalty must be in [-2, 2], got ",
-        s.presence_penalty()));
+    return invalid(
+        absl::StrCat("sampling.presence_penalty must be in [-2, 2], got ",
+                     s.presence_penalty()));
   }
   if (!(s.frequency_penalty() >= -2.0f && s.frequency_penalty() <= 2.0f)) {
-    return invalid(absl::StrCat(
-        "sampling.frequency_penalty must be in [-2, 2], got ",
-        s.frequency_penalty()));
+    return invalid(
+        absl::StrCat("sampling.frequency_penalty must be in [-2, 2], got ",
+                     s.frequency_penalty()));
   }
   // 0 is proto3's "unset" and means 1.0 (off).
-  if (!std::isfinite(s.repetition_penalty()) ||
-      s.repetition_penalty() < 0.0f) {
+  if (!std::isfinite(s.repetition_penalty()) || s.repetition_penalty() < 0.0f) {
     return invalid(absl::StrCat(
         "sampling.repetition_penalty must be a finite number > 0 (1 = off), "
         "got ",

@@ -328,8 +328,7 @@ absl::StatusOr<model::SamplingParams> FromProto(const v1::SamplingParams& p) {
   ranges.top_k = 0;
   ranges.top_p = 1.0f;
   if (absl::Status st = model::ValidateSamplingParams(ranges, 0); !st.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.", st.message()));
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
   }
   return s;
 }

@@ -341,10 +341,10 @@ class CpuBackend final : public Backend {
     for (size_t r = 0; r < batch.specs.size(); ++r) {
       std::span<const SeenToken> seen;
       if (!batch.seen_offsets.empty()) {
-        seen = batch.seen.subspan(
-            static_cast<size_t>(batch.seen_offsets[r]),
-            static_cast<size_t>(batch.seen_offsets[r + 1] -
-                                batch.seen_offsets[r]));
+        seen =
+            batch.seen.subspan(static_cast<size_t>(batch.seen_offsets[r]),
+                               static_cast<size_t>(batch.seen_offsets[r + 1] -
+                                                   batch.seen_offsets[r]));
       }
       tokens[r] = SampleRow(
           {logits.as<float>() + r * vocab, static_cast<size_t>(vocab)},

@@ -30,8 +30,8 @@ Layout MakeLayout(int rows, int num_seen, int num_logprob_rows) {
   l.logprob_rows = packed.Take(num_logprob_rows * sizeof(int32_t));
   l.done = packed.Take(rows * sizeof(int32_t));
   l.tokens = packed.Take(rows * sizeof(int32_t));
-  l.logprobs = packed.Take(num_logprob_rows > 0 ? rows * sizeof(TokenLogprobs)
-                                                : 0);
+  l.logprobs =
+      packed.Take(num_logprob_rows > 0 ? rows * sizeof(TokenLogprobs) : 0);
   l.total = packed.size();
   return l;
 }

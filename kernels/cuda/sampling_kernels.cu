@@ -181,9 +181,8 @@ __global__ void __launch_bounds__(kThreads)
   ScanResult r;
   if (spec.num_logprobs < 0) {
     for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-      logits[i] = sm::MinPWeight(sm::Weight(logits[i], b.value,
-                                            spec.temperature),
-                                 spec.min_p);
+      logits[i] = sm::MinPWeight(
+          sm::Weight(logits[i], b.value, spec.temperature), spec.min_p);
     }
     __syncthreads();
     auto mass_at = [&](int64_t i) -> unsigned long long {
@@ -328,8 +327,7 @@ __global__ void __launch_bounds__(kThreads) LogprobsKernel(LogprobParams p) {
 
 }  // namespace
 
-absl::Status LaunchApplyPenalties(const PenaltyParams& p,
-                                  cudaStream_t stream) {
+absl::Status LaunchApplyPenalties(const PenaltyParams& p, cudaStream_t stream) {
   if (p.num_seen == 0) return absl::OkStatus();
   constexpr int kPenaltyThreads = 256;
   ApplyPenaltiesKernel<<<(p.num_seen + kPenaltyThreads - 1) / kPenaltyThreads,

@@ -49,8 +49,8 @@ struct SampleWaveParams {
 struct PenaltyParams {
   float* logits = nullptr;  // [rows][vocab]
   int64_t vocab = 0;
-  const SampleSpec* specs = nullptr;  // [rows]
-  const SeenToken* seen = nullptr;    // [num_seen], rows with penalties only
+  const SampleSpec* specs = nullptr;     // [rows]
+  const SeenToken* seen = nullptr;       // [num_seen], rows with penalties only
   const int32_t* row_of_seen = nullptr;  // [num_seen]
   int num_seen = 0;
 };

@@ -118,7 +118,8 @@ inline TokenLogprobs RefLogprobs(const std::vector<float>& logits,
   std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
     return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
   });
-  out.num_top = std::min<int32_t>(s.num_logprobs, static_cast<int32_t>(ids.size()));
+  out.num_top =
+      std::min<int32_t>(s.num_logprobs, static_cast<int32_t>(ids.size()));
   for (int32_t j = 0; j < out.num_top; ++j) {
     out.top_ids[j] = ids[static_cast<size_t>(j)];
     out.top_logprobs[j] = lp(logits[static_cast<size_t>(ids[j])]);

@@ -162,7 +162,8 @@ TEST(SamplingFullTest, MatchesTheReferenceOnRandomRows) {
   std::mt19937 rng(21);
   int logprob_rows = 0;
   for (int trial = 0; trial < 400; ++trial) {
-    const int vocab = trial % 5 == 0 ? 4000 : 50 + static_cast<int>(rng() % 700);
+    const int vocab =
+        trial % 5 == 0 ? 4000 : 50 + static_cast<int>(rng() % 700);
     const std::vector<float> logits =
         RandomLogits(rng, vocab, trial % 3 == 0 ? 0.4f : 3.0f);
     const SampleSpec s = RandomFullSpec(rng, trial, vocab);
@@ -247,8 +248,8 @@ TEST(SamplingFullTest, CpuBackendBatchMatchesRowsAndChecksArguments) {
   constexpr int kRows = 8;
   constexpr int kVocab = 513;
   std::vector<float> host = RandomLogits(rng, kRows * kVocab, 2.0f);
-  auto logits = be->Upload(host.data(), DType::kF32, DType::kF32,
-                           {kRows, kVocab});
+  auto logits =
+      be->Upload(host.data(), DType::kF32, DType::kF32, {kRows, kVocab});
   ASSERT_TRUE(logits.ok());
   std::vector<SampleSpec> specs;
   std::vector<SeenToken> seen;

@@ -263,9 +263,12 @@ TEST(SamplerTest, SeenTokensCountsOutputsAndMarksThePrompt) {
     p.frequency_penalty = 0.5f;
     if (trial % 2 == 0) p.repetition_penalty = 1.2f;
     std::vector<int32_t> prompt, generated, later;
-    for (int i = 0; i < 30; ++i) prompt.push_back(static_cast<int32_t>(rng() % 20));
-    for (int i = 0; i < 10; ++i) generated.push_back(static_cast<int32_t>(rng() % 25));
-    for (int i = 0; i < 10; ++i) later.push_back(static_cast<int32_t>(rng() % 25));
+    for (int i = 0; i < 30; ++i)
+      prompt.push_back(static_cast<int32_t>(rng() % 20));
+    for (int i = 0; i < 10; ++i)
+      generated.push_back(static_cast<int32_t>(rng() % 25));
+    for (int i = 0; i < 10; ++i)
+      later.push_back(static_cast<int32_t>(rng() % 25));
     SeenTokens seen(p, prompt, generated);
     for (int32_t t : later) seen.Add(t);
     std::map<int32_t, std::pair<int32_t, int32_t>> want;  // count, in prompt

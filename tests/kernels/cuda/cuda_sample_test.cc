@@ -112,8 +112,10 @@ TEST(CudaSampleTest, PenaltiesMinPAndLogprobsMatchCpuReference) {
     int rows, vocab;
     float sigma;
   };
-  const Shape shapes[] = {{8, 300, 2.0f},     {24, 3000, 1.0f},
-                          {9, 151936, 2.5f},  {130, 2048, 3.0f},
+  const Shape shapes[] = {{8, 300, 2.0f},
+                          {24, 3000, 1.0f},
+                          {9, 151936, 2.5f},
+                          {130, 2048, 3.0f},
                           {16, 32000, 0.5f}};
   std::mt19937 rng(31);
   int checked = 0, with_logprobs = 0;
@@ -139,16 +141,17 @@ TEST(CudaSampleTest, PenaltiesMinPAndLogprobsMatchCpuReference) {
         (*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, got_lp);
     ASSERT_TRUE(s.ok()) << s;
     for (int r = 0; r < c.rows; ++r) {
-      std::vector<float> row(logits.begin() + static_cast<size_t>(r) * c.vocab,
-                             logits.begin() +
-                                 static_cast<size_t>(r + 1) * c.vocab);
+      std::vector<float> row(
+          logits.begin() + static_cast<size_t>(r) * c.vocab,
+          logits.begin() + static_cast<size_t>(r + 1) * c.vocab);
       const std::vector<float> penalized =
           RefPenalize(row, specs[r], histories[r]);
       TokenLogprobs want;
-      const int32_t token = SampleRow(
-          row, specs[r], std::span<const SeenToken>(seen).subspan(
-                             offsets[r], offsets[r + 1] - offsets[r]),
-          &want);
+      const int32_t token =
+          SampleRow(row, specs[r],
+                    std::span<const SeenToken>(seen).subspan(
+                        offsets[r], offsets[r + 1] - offsets[r]),
+                    &want);
       ASSERT_EQ(got[r], token) << "vocab " << c.vocab << " row " << r;
       ASSERT_EQ(got[r], RefSample(penalized, specs[r])) << "row " << r;
       ++checked;
@@ -162,9 +165,10 @@ TEST(CudaSampleTest, PenaltiesMinPAndLogprobsMatchCpuReference) {
       }
     }
   }
-  std::printf("[sample] %d rows with penalties/min-p identical, %d with "
-              "logprobs within 1e-5\n",
-              checked, with_logprobs);
+  std::printf(
+      "[sample] %d rows with penalties/min-p identical, %d with "
+      "logprobs within 1e-5\n",
+      checked, with_logprobs);
 }
 
 TEST(CudaSampleTest, FullBatchIsDeterministicAndChecksSeenTokens) {
@@ -181,7 +185,8 @@ TEST(CudaSampleTest, FullBatchIsDeterministicAndChecksSeenTokens) {
   std::vector<int32_t> offsets = {0};
   for (int r = 0; r < kRows; ++r) {
     specs.push_back(RandomFullSpec(rng, r, kVocab));
-    const auto row_seen = RefSeen(RandomHistory(rng, kVocab), specs.back(), rng);
+    const auto row_seen =
+        RefSeen(RandomHistory(rng, kVocab), specs.back(), rng);
     seen.insert(seen.end(), row_seen.begin(), row_seen.end());
     offsets.push_back(static_cast<int32_t>(seen.size()));
   }
@@ -189,8 +194,8 @@ TEST(CudaSampleTest, FullBatchIsDeterministicAndChecksSeenTokens) {
     Tensor dev = MustUpload(**cuda, logits, {kRows, kVocab}, DType::kF32);
     std::vector<int32_t> got(kRows, -1);
     std::vector<TokenLogprobs> lp(kRows);
-    EXPECT_TRUE((*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, lp)
-                    .ok());
+    EXPECT_TRUE(
+        (*cuda)->Sample(dev.view(), {specs, seen, offsets}, got, lp).ok());
     return got;
   };
   EXPECT_EQ(run(), run());
