@@ -114,6 +114,7 @@ absl::StatusOr<std::unique_ptr<DecodeEngine>> DecodeEngine::Create(
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
   lo.scheduler.policy = options.scheduling;
+  lo.scheduler.enable_prefix_caching = options.enable_prefix_caching;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
                                       e->runner_.get(), e->policy_.get(), lo));

@@ -55,6 +55,7 @@ struct DecodeEngineOptions {
   // it above every prefill node's transfer timeout.
   absl::Duration release_quarantine = absl::Seconds(12);
   runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
+  bool enable_prefix_caching = false;
   // Colocated role (--role colocated): whole requests (StartColocated) are
   // accepted, at most this many at once beyond the running batch
   // (RESOURCE_EXHAUSTED past it, so the router queues them); 0 refuses them.

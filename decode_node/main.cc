@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   duet::decode_node::DecodeEngineOptions options;
   options.max_num_seqs = flags->max_num_seqs;
   options.scheduling = flags->scheduling;
+  options.enable_prefix_caching = flags->enable_prefix_caching;
   const std::string role = absl::GetFlag(FLAGS_role);
   if (role != "decode" && role != "colocated") {
     return Usage("--role must be decode or colocated, got '" + role + "'");

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   options.max_num_batched_tokens = flags->runner.max_num_batched_tokens;
   options.max_num_seqs = flags->max_num_seqs;
   options.scheduling = flags->scheduling;
+  options.enable_prefix_caching = flags->enable_prefix_caching;
   options.transfer_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_kv_transfer_timeout_ms));
   if (absl::GetFlag(FLAGS_kv_transfer_timeout_ms) <= 0) {

@@ -105,10 +105,18 @@ class PrefillPolicy final : public runtime::RolePolicy {
       const runtime::Sequence& seq = requests[i].seq;
       const bool last = c.start + c.len >= seq.num_prompt_tokens;
       Piece p{c.id.value(), {}};
+      // Blocks before the chunk that this request has not pushed yet: the
+      // prefix cache's (computed by an earlier request, never by a chunk of
+      // this one), sent with its first chunk.
+      int32_t& sent = sent_blocks_[c.id];
+      const int32_t from = std::min(c.start, sent * block_size_);
       if (push_ == KvPush::kRequest) {
         if (last) p.copies = Copies(seq, 0, c.start + c.len, true);
       } else {
-        p.copies = Copies(seq, c.start, c.start + c.len, last);
+        p.copies = Copies(seq, from, c.start + c.len, last);
+      }
+      for (const kv_transfer::BlockCopy& b : p.copies) {
+        sent = std::max(sent, b.logical_block + 1);
       }
       step_.push_back(std::move(p));
     }
@@ -146,6 +154,7 @@ class PrefillPolicy final : public runtime::RolePolicy {
 
   std::vector<BlockId> TakeBlocks(RequestId id,
                                   std::vector<BlockId> blocks) override {
+    sent_blocks_.erase(id);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return blocks;
     std::shared_ptr<PrefillJob> job = std::move(it->second);
@@ -168,6 +177,7 @@ class PrefillPolicy final : public runtime::RolePolicy {
   }
 
   void OnRemoved(RequestId id) override {
+    sent_blocks_.erase(id);
     // Admitted but never joined the scheduler: nothing was submitted.
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
@@ -208,6 +218,8 @@ class PrefillPolicy final : public runtime::RolePolicy {
   const KvPush push_;
   const absl::Duration transfer_timeout_;
   const int32_t block_size_;
+  // Per request: leading logical blocks already handed to the sender.
+  absl::flat_hash_map<RequestId, int32_t> sent_blocks_;
   runtime::EngineLoop* loop_ = nullptr;
   // Loop thread only.
   absl::flat_hash_map<RequestId, std::shared_ptr<PrefillJob>> jobs_;
@@ -236,6 +248,7 @@ absl::StatusOr<std::unique_ptr<PrefillEngine>> PrefillEngine::Create(
   lo.scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
   lo.scheduler.max_num_seqs = options.max_num_seqs;
   lo.scheduler.policy = options.scheduling;
+  lo.scheduler.enable_prefix_caching = options.enable_prefix_caching;
   lo.eos_token_ids = e->runner_->config().eos_token_ids;
   DUET_ASSIGN_OR_RETURN(e->loop_, runtime::EngineLoop::Create(
                                       e->runner_.get(), e->policy_.get(), lo));

@@ -45,6 +45,7 @@ struct PrefillEngineOptions {
   absl::Duration transfer_timeout = absl::Seconds(10);
   KvPush push = KvPush::kLayer;
   runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
+  bool enable_prefix_caching = false;
   // Each request's KV handover as it ends (metrics; on the sender thread).
   kv_transfer::AsyncKvSender::Observer on_transfer;
 };

@@ -163,6 +163,11 @@ v1::NodeLoad PrefillService::Load() {
   load.set_free_kv_blocks(engine_->free_blocks());
   load.set_total_kv_blocks(engine_->total_blocks());
   load.set_running_requests(engine_->active_requests());
+  const runtime::LoopLoad loop = engine_->loop_load();
+  load.set_prefix_cache_query_tokens(
+      static_cast<uint64_t>(loop.prefix_cache_queries));
+  load.set_prefix_cache_hit_tokens(
+      static_cast<uint64_t>(loop.prefix_cache_hits));
   return load;
 }
 

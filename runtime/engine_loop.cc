@@ -78,6 +78,10 @@ LoopLoad EngineLoop::Load() {
   l.preemptions = scheduler_->num_preemptions();
   l.prompt_tokens = prompt_tokens_.load(std::memory_order_relaxed);
   l.generation_tokens = generation_tokens_.load(std::memory_order_relaxed);
+  l.prefix_cache_queries = scheduler_->prefix_cache_queries();
+  l.prefix_cache_hits = scheduler_->prefix_cache_hits();
+  l.cached_blocks = scheduler_->num_cached_blocks();
+  l.cache_evictions = scheduler_->num_cache_evictions();
   return l;
 }
 

@@ -147,6 +147,12 @@ struct LoopLoad {
   // arrived from a prefill node not); tokens sampled here.
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
+  // Prefix caching (Scheduler): prompt tokens looked up and found at
+  // admission, blocks cached now (held or idle), blocks evicted.
+  int64_t prefix_cache_queries = 0;
+  int64_t prefix_cache_hits = 0;
+  int32_t cached_blocks = 0;
+  int64_t cache_evictions = 0;
 };
 
 class EngineLoop {

@@ -118,6 +118,38 @@ void Scheduler::FreeBlocks(Sequence& s) {
   const absl::Status freed = pool_.Free(s.blocks);
   if (!freed.ok()) std::abort();
   s.blocks.clear();
+  s.block_uids.clear();
+}
+
+void Scheduler::AcquirePrefix(Sequence& s) {
+  const int32_t bs = options_.block_size;
+  // The last known token always runs: its logits are the next draw.
+  const int32_t most = (static_cast<int32_t>(s.tokens.size()) - 1) / bs;
+  uint64_t parent = model::kNoParentBlock;
+  for (int32_t j = 0; j < most; ++j) {
+    std::optional<model::CachedBlock> hit = pool_.Acquire(
+        parent, std::span<const int32_t>(s.tokens).subspan(j * bs, bs));
+    if (!hit.has_value()) break;
+    s.blocks.push_back(hit->id);
+    s.block_uids.push_back(hit->uid);
+    parent = hit->uid;
+  }
+  s.num_computed = static_cast<int32_t>(s.blocks.size()) * bs;
+}
+
+void Scheduler::RegisterFullBlocks(Sequence& s) {
+  const int32_t bs = options_.block_size;
+  const size_t full = static_cast<size_t>(s.num_computed / bs);
+  while (s.block_uids.size() < full && s.block_uids.size() < s.blocks.size()) {
+    const size_t j = s.block_uids.size();
+    const uint64_t parent =
+        j == 0 ? model::kNoParentBlock : s.block_uids[j - 1];
+    absl::StatusOr<uint64_t> uid =
+        pool_.Register(s.blocks[j], parent,
+                       std::span<const int32_t>(s.tokens).subspan(j * bs, bs));
+    if (!uid.ok()) return;  // cannot happen: the block is ours, unregistered
+    s.block_uids.push_back(*uid);
+  }
 }
 
 void Scheduler::Preempt(Sequence& s) {
@@ -215,12 +247,25 @@ void Scheduler::Admit(int32_t& budget, StepPlan& plan) {
        it != waiting_.end() && budget > 0 &&
        static_cast<int32_t>(running_.size()) < options_.max_num_seqs;) {
     Sequence& s = *seqs_.at(*it);
+    const bool lookup = options_.enable_prefix_caching && s.num_computed == 0 &&
+                        s.blocks.empty();
+    if (lookup && !blocked) AcquirePrefix(s);
     const int32_t need =
         MissingBlocks(s, static_cast<int64_t>(s.tokens.size()));
     if (need > 0 && (blocked || need > pool_.num_free())) {
       blocked = true;  // FCFS for blocks: nothing overtakes it
+      if (lookup) {
+        // Give the cached blocks back until it can be admitted whole.
+        FreeBlocks(s);
+        s.num_computed = 0;
+      }
       ++it;
       continue;
+    }
+    if (lookup) {
+      s.num_cached_tokens = s.num_computed;
+      prefix_queries_ += static_cast<int64_t>(s.tokens.size());
+      prefix_hits_ += s.num_computed;
     }
     auto blocks = pool_.Allocate(need);
     if (!blocks.ok()) std::abort();
@@ -258,6 +303,7 @@ absl::Status Scheduler::Update(const StepPlan& plan,
     }
     s.num_computed += c.len;
     if (c.sample) s.tokens.push_back(token);
+    if (options_.enable_prefix_caching) RegisterFullBlocks(s);
   }
   return absl::OkStatus();
 }

@@ -61,6 +61,11 @@ struct SchedulerOptions {
   int32_t max_num_batched_tokens = 2048;
   // Sequences in one step (--max-num-seqs).
   int32_t max_num_seqs = 64;
+  // Prefix caching (--enable-prefix-caching): full blocks are registered
+  // in the pool by content once computed, and an admitted sequence takes
+  // the cached blocks of its longest cached prefix (never its last token,
+  // which must run to be sampled) and computes only the rest.
+  bool enable_prefix_caching = false;
 };
 
 // One sequence's share of a step: tokens [start, start + len) of it.
@@ -89,6 +94,11 @@ struct Sequence {
   std::vector<BlockId> blocks;
   bool running = false;
   int32_t num_preemptions = 0;
+  // Prefix caching: the cache uid of blocks[i] for the leading blocks that
+  // are registered (taken from the cache or registered once computed).
+  std::vector<uint64_t> block_uids;
+  // Tokens taken from the prefix cache at the last admission.
+  int32_t num_cached_tokens = 0;
   // The index of the next token to draw among the generated ones (its
   // sampler step): tokens.size() - num_prompt_tokens.
   int32_t num_generated() const {
@@ -162,6 +172,13 @@ class Scheduler {
   // Known tokens not yet computed, over all sequences (queued prefill work).
   int64_t num_uncomputed_tokens() const;
   int64_t num_preemptions() const { return num_preemptions_; }
+  // Prefix caching: prompt tokens looked up at admission and found cached
+  // (vLLM's prefix-cache queries and hits, in tokens), blocks cached now
+  // and evicted so far.
+  int64_t prefix_cache_queries() const { return prefix_queries_; }
+  int64_t prefix_cache_hits() const { return prefix_hits_; }
+  int32_t num_cached_blocks() const { return pool_.num_cached(); }
+  int64_t num_cache_evictions() const { return pool_.num_evictions(); }
   // Blocks the waiting sequences lack to hold their known tokens.
   int64_t num_blocks_owed() const;
 
@@ -190,6 +207,12 @@ class Scheduler {
   std::vector<RequestId> running_;  // admission order
   std::deque<RequestId> waiting_;
   int64_t num_preemptions_ = 0;
+  int64_t prefix_queries_ = 0;
+  int64_t prefix_hits_ = 0;
+  // Prefix caching: takes the cached blocks of `s`'s longest cached prefix
+  // (s holds no blocks); registers its newly full computed blocks.
+  void AcquirePrefix(Sequence& s);
+  void RegisterFullBlocks(Sequence& s);
 };
 
 }  // namespace duet::runtime

@@ -44,6 +44,12 @@ ABSL_FLAG(std::string, scheduling, "piggyback",
           "every running decode, then prefill chunks fill the rest: SARATHI / "
           "vLLM chunked prefill) or prefill-first (prefill steps pause the "
           "decodes until no prompt is left to prefill; vLLM v0's order)");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "keep computed KV blocks addressed by their tokens and reuse them "
+          "for prompts that share a prefix (only the uncached rest is "
+          "computed); idle cached blocks are evicted least recently used "
+          "first when the pool needs room. --noenable-prefix-caching turns "
+          "it off");
 ABSL_FLAG(std::string, kv_transport, "auto",
           "how KV moves from prefill to decode nodes: auto (CUDA IPC between "
           "GPU nodes on one host, UCX otherwise; the router picks per pair), "
@@ -92,6 +98,7 @@ absl::StatusOr<NodeFlags> ReadNodeFlags(int32_t default_max_num_seqs,
       runtime::ParseSchedulingPolicy(absl::GetFlag(FLAGS_scheduling));
   if (!scheduling.ok()) return scheduling.status();
   f.scheduling = *scheduling;
+  f.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   f.kv_transport = absl::GetFlag(FLAGS_kv_transport);
   if (f.kv_transport != "auto" && f.kv_transport != "ucx" &&
       f.kv_transport != "cuda-ipc" && f.kv_transport != "nccl") {

@@ -30,6 +30,8 @@ struct NodeFlags {
   std::string kv_transport = "auto";
   // Order of a step's token budget (--scheduling).
   runtime::SchedulingPolicy scheduling = runtime::SchedulingPolicy::kPiggyback;
+  // Reuse cached KV of shared prompt prefixes (--enable-prefix-caching).
+  bool enable_prefix_caching = true;
 };
 
 // Reads and checks the shared flags (after ParseFlags). A 0 for

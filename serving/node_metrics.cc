@@ -79,20 +79,35 @@ absl::StatusOr<std::unique_ptr<NodeMetrics>> NodeMetrics::Create(
             "or the transfer failed; overlaps the prefill compute.",
             metrics::ExponentialBuckets(0.0005, 2, 16)));
   }
-  DUET_ASSIGN_OR_RETURN(
-      m->prefix_queries_,
-      registry->AddCounter(
-          "duet:prefix_cache_query_tokens_total",
-          "Prompt tokens looked up in the prefix cache. Prefix caching is not "
-          "built yet: 0 until the scheduler reports lookups "
-          "(serving::NodeMetrics::RecordPrefixCacheLookup)."));
-  DUET_ASSIGN_OR_RETURN(
-      m->prefix_hits_,
-      registry->AddCounter(
-          "duet:prefix_cache_hit_tokens_total",
-          "Prompt tokens found in the prefix cache (their KV reused). Prefix "
-          "caching is not built yet: 0 until the scheduler reports lookups "
-          "(serving::NodeMetrics::RecordPrefixCacheLookup)."));
+  // Prefix caching, read from the scheduler at scrape time.
+  const Gauge cache[] = {
+      {"duet:prefix_cache_queries_total",
+       "Prompt tokens looked up in the prefix cache when requests were "
+       "admitted (vLLM's prefix_cache_queries, in tokens).",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) {
+         return double(l.prefix_cache_queries);
+       }},
+      {"duet:prefix_cache_hits_total",
+       "Prompt tokens whose KV came from the prefix cache instead of being "
+       "computed (vLLM's prefix_cache_hits, in tokens).",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) { return double(l.prefix_cache_hits); }},
+      {"duet:prefix_cache_blocks",
+       "KV blocks registered in the prefix cache, held by requests or idle.",
+       Type::kGauge,
+       [](const runtime::LoopLoad& l) { return double(l.cached_blocks); }},
+      {"duet:prefix_cache_evictions_total",
+       "Idle cached KV blocks evicted (least recently used first) to make "
+       "room.",
+       Type::kCounter,
+       [](const runtime::LoopLoad& l) { return double(l.cache_evictions); }},
+  };
+  for (const Gauge& g : cache) {
+    DUET_RETURN_IF_ERROR(registry->AddCallback(
+        g.name, g.help, g.type,
+        [read, value = g.value] { return value((*read)()); }));
+  }
   return m;
 }
 
@@ -105,12 +120,6 @@ void NodeMetrics::RecordKvSent(int64_t bytes, absl::Duration elapsed) {
 
 void NodeMetrics::RecordKvReceived(int64_t bytes) {
   kv_bytes_->Inc(static_cast<double>(bytes));
-}
-
-void NodeMetrics::RecordPrefixCacheLookup(int64_t query_tokens,
-                                          int64_t hit_tokens) {
-  prefix_queries_->Inc(static_cast<double>(query_tokens));
-  prefix_hits_->Inc(static_cast<double>(hit_tokens));
 }
 
 }  // namespace duet::serving

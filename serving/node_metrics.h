@@ -2,7 +2,7 @@
 // "Metrics" section lists them): the engine loop's queue lengths, KV pool
 // use, preemptions and token counts, read from the loop at each scrape;
 // KV transfer bytes and times, recorded as transfers end; and the prefix
-// cache's counters.
+// cache's counters, read from the scheduler.
 #ifndef DUET_SERVING_NODE_METRICS_H_
 #define DUET_SERVING_NODE_METRICS_H_
 
@@ -32,16 +32,11 @@ class NodeMetrics {
   void RecordKvSent(int64_t bytes, absl::Duration elapsed);
   // Decode side: KV of a request landed in this node's pool.
   void RecordKvReceived(int64_t bytes);
-  // For the prefix cache (not built yet): prompt tokens looked up in the
-  // cache and those found there, as each request's lookup is made.
-  void RecordPrefixCacheLookup(int64_t query_tokens, int64_t hit_tokens);
 
  private:
   NodeMetrics() = default;
   metrics::Counter* kv_bytes_ = nullptr;
   metrics::Histogram* kv_seconds_ = nullptr;  // prefill nodes only
-  metrics::Counter* prefix_queries_ = nullptr;
-  metrics::Counter* prefix_hits_ = nullptr;
 };
 
 }  // namespace duet::serving

@@ -283,8 +283,8 @@ TEST(MetricsClusterTest, ScrapedNumbersMatchWhatClientsSaw) {
     EXPECT_EQ(Get(*s, "duet:num_requests_waiting"), 0);
     EXPECT_EQ(Get(*s, "duet:kv_cache_usage_perc"), 0);
     EXPECT_EQ(Get(*s, "duet:num_preemptions_total"), 0);
-    EXPECT_LE(Get(*s, "duet:prefix_cache_hit_tokens_total"),
-              Get(*s, "duet:prefix_cache_query_tokens_total"));
+    EXPECT_LE(Get(*s, "duet:prefix_cache_hits_total"),
+              Get(*s, "duet:prefix_cache_queries_total"));
   }
   // A text request, then the same with a stop string taken from its text.
   v1::GenerateRequest text_req;

@@ -94,6 +94,83 @@ TEST(BlockPoolTest, RandomChurnNeverLeaks) {
   }
 }
 
+// Prefix caching in the pool: exact content keys, idle blocks counted as
+// free, LRU eviction, children unreachable once their parent is evicted.
+TEST(BlockPoolPrefixTest, RegisteredBlocksAreFoundByExactContentOnly) {
+  BlockPool pool(8);
+  auto got = pool.Allocate(2);
+  ASSERT_TRUE(got.ok());
+  const std::vector<int32_t> a = {1, 2, 3, 4}, b = {5, 6, 7, 8};
+  auto ua = pool.Register((*got)[0], kNoParentBlock, a);
+  ASSERT_TRUE(ua.ok());
+  auto ub = pool.Register((*got)[1], *ua, b);
+  ASSERT_TRUE(ub.ok());
+  EXPECT_NE(*ua, *ub);
+  EXPECT_EQ(pool.num_cached(), 2);
+  // Registering twice is refused; an identical block elsewhere is not
+  // registered but gets the canonical uid.
+  EXPECT_EQ(pool.Register((*got)[0], kNoParentBlock, a).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto dup = pool.Allocate(1);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_EQ(*pool.Register((*dup)[0], kNoParentBlock, a), *ua);
+  EXPECT_EQ(pool.num_cached(), 2);
+  // Lookups: same tokens after the same parent only.
+  auto hit = pool.Acquire(*ua, b);
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->id, (*got)[1]);
+  EXPECT_EQ(pool.RefCount((*got)[1]), 2);
+  EXPECT_FALSE(pool.Acquire(kNoParentBlock, b).has_value());
+  EXPECT_FALSE(pool.Acquire(*ua, std::vector<int32_t>{5, 6, 7, 9}).has_value());
+  EXPECT_FALSE(pool.Acquire(*ub, b).has_value());
+  ASSERT_TRUE(pool.Free(std::vector<BlockId>{(*got)[1]}).ok());
+}
+
+TEST(BlockPoolPrefixTest, IdleCachedBlocksAreFreeAndEvictedLeastRecentFirst) {
+  BlockPool pool(4);
+  auto blocks = pool.Allocate(4);
+  ASSERT_TRUE(blocks.ok());
+  std::vector<uint64_t> uids;
+  for (int i = 0; i < 4; ++i) {
+    auto u = pool.Register((*blocks)[i], kNoParentBlock,
+                           std::vector<int32_t>{i, i, i});
+    ASSERT_TRUE(u.ok());
+    uids.push_back(*u);
+  }
+  // Freed in order 2, 0, 3, 1: idle, still cached, all count as free.
+  for (int i : {2, 0, 3, 1}) {
+    ASSERT_TRUE(pool.Free(std::vector<BlockId>{(*blocks)[i]}).ok());
+  }
+  EXPECT_EQ(pool.num_free(), 4);
+  EXPECT_EQ(pool.num_idle_cached(), 4);
+  // Taking block 2 again moves it out of the eviction order.
+  auto again = pool.Acquire(kNoParentBlock, std::vector<int32_t>{2, 2, 2});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(pool.num_free(), 3);
+  // Two fresh blocks evict the two least recently idle: 0, then 3.
+  auto fresh = pool.Allocate(2);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(pool.num_evictions(), 2);
+  EXPECT_FALSE(pool.Acquire(kNoParentBlock, std::vector<int32_t>{0, 0, 0}));
+  EXPECT_FALSE(pool.Acquire(kNoParentBlock, std::vector<int32_t>{3, 3, 3}));
+  auto one = pool.Acquire(kNoParentBlock, std::vector<int32_t>{1, 1, 1});
+  ASSERT_TRUE(one.has_value());
+  // An evicted block's id is reused under a new uid: a child keyed by the
+  // old uid is never found under the new one.
+  auto reused = pool.Register((*fresh)[0], kNoParentBlock,
+                              std::vector<int32_t>{7, 7, 7});
+  ASSERT_TRUE(reused.ok());
+  EXPECT_NE(*reused, uids[0]);
+  EXPECT_NE(*reused, uids[3]);
+  EXPECT_EQ(pool.RefCount(again->id), 1);
+  // Everything given back: free or idle, nothing held.
+  std::vector<BlockId> all = *fresh;
+  all.push_back(again->id);
+  all.push_back(one->id);
+  ASSERT_TRUE(pool.Free(all).ok());
+  EXPECT_EQ(pool.num_free(), 4);
+}
+
 TEST(KvCacheStorageTest, AllocatesLayersWithTheDesignLayout) {
   auto backend = kernels::MakeCpuBackend();
   kernels::AttentionShape shape{8, 2, 16, 16, 10};

@@ -550,3 +550,113 @@ TEST(SchedulingPolicyTest, PrefillFirstPausesDecodesPiggybackDoesNot) {
 
 }  // namespace
 }  // namespace duet::runtime
+
+namespace duet::runtime {
+namespace {
+
+std::unique_ptr<Scheduler> MakeCaching(int32_t blocks, int32_t budget,
+                                       bool caching = true) {
+  SchedulerOptions o;
+  o.block_size = 16;
+  o.num_blocks = blocks;
+  o.max_num_batched_tokens = budget;
+  o.enable_prefix_caching = caching;
+  auto s = Scheduler::Create(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+// Runs until `id` has drawn `n` tokens; returns the tokens computed for it
+// (what the forward passes ran).
+int32_t RunUntilGenerated(Scheduler& s, uint64_t id, int32_t n) {
+  int32_t computed = 0;
+  while (s.Find(RequestId(id))->num_generated() < n) {
+    StepPlan plan = s.Schedule();
+    EXPECT_FALSE(plan.empty());
+    if (plan.empty()) break;
+    for (const ScheduledChunk& c : plan.chunks) {
+      if (c.id.value() == id) computed += c.len;
+    }
+    EXPECT_TRUE(s.Update(plan, FakeSample(s, plan)).ok());
+  }
+  return computed;
+}
+
+TEST(PrefixCachingTest, ASharedPrefixIsComputedOnce) {
+  auto s = MakeCaching(64, 512);
+  // 100 shared tokens (6 full blocks + 4), then distinct suffixes.
+  std::vector<int32_t> a = Tokens(100), b = Tokens(100);
+  for (int32_t i = 0; i < 20; ++i) {
+    a.push_back(900 + i);
+    b.push_back(950 + i);
+  }
+  ASSERT_TRUE(s->Add(RequestId(1), a, 120).ok());
+  EXPECT_EQ(RunUntilGenerated(*s, 1, 1), 120);
+  ASSERT_TRUE(s->Add(RequestId(2), b, 120).ok());
+  // The 6 full shared blocks come from the cache: 96 tokens not computed.
+  EXPECT_EQ(RunUntilGenerated(*s, 2, 1), 24);
+  EXPECT_EQ(s->Find(RequestId(2))->num_cached_tokens, 96);
+  EXPECT_EQ(s->prefix_cache_hits(), 96);
+  EXPECT_EQ(s->prefix_cache_queries(), 240);
+  // Shared blocks: both hold the same 6 ids.
+  for (int j = 0; j < 6; ++j) {
+    EXPECT_EQ(s->Find(RequestId(1))->blocks[j], s->Find(RequestId(2))->blocks[j]);
+  }
+  const int32_t free_both = s->num_free_blocks();
+  // Cancelling one sharer frees only its own references: the shared
+  // blocks stay held by the other.
+  ASSERT_TRUE(s->Remove(RequestId(1)));
+  // Its 8 blocks: the 6 shared ones stay held by request 2, its own 2
+  // (one cached, one partial) come back.
+  EXPECT_EQ(s->num_free_blocks(), free_both + 2);
+  ASSERT_TRUE(s->Remove(RequestId(2)));
+  // Every block is free or idle in the cache.
+  EXPECT_EQ(s->num_free_blocks(), 64);
+  EXPECT_GT(s->num_cached_blocks(), 0);
+}
+
+TEST(PrefixCachingTest, TheLastTokenAlwaysRunsAndOffMeansOff) {
+  for (bool caching : {true, false}) {
+    auto s = MakeCaching(64, 512, caching);
+    // 64 tokens: exactly 4 full blocks.
+    ASSERT_TRUE(s->Add(RequestId(1), Tokens(64), 64).ok());
+    RunUntilGenerated(*s, 1, 1);
+    ASSERT_TRUE(s->Remove(RequestId(1)));
+    ASSERT_TRUE(s->Add(RequestId(2), Tokens(64), 64).ok());
+    // 3 blocks from the cache; the 4th holds the last prompt token, which
+    // must run to be sampled.
+    EXPECT_EQ(RunUntilGenerated(*s, 2, 1), caching ? 16 : 64);
+    EXPECT_EQ(s->prefix_cache_hits(), caching ? 48 : 0);
+  }
+}
+
+// Many distinct and shared prompts on a pool too small to keep them all:
+// evictions happen, sequences still run to the end with the right amount
+// of work, and everything is free or cached afterwards.
+TEST(PrefixCachingTest, EvictionsUnderASmallPoolLeakNothing) {
+  auto s = MakeCaching(40, 128);
+  std::mt19937 rng(5);
+  uint64_t next = 1;
+  int64_t computed_total = 0;
+  for (int round = 0; round < 30; ++round) {
+    const int32_t prefix = static_cast<int32_t>(rng() % 4);
+    std::vector<int32_t> p = Tokens(64, 1000 * prefix);
+    const int32_t suffix = 1 + static_cast<int32_t>(rng() % 40);
+    for (int32_t i = 0; i < suffix; ++i) p.push_back(5000 + round * 50 + i);
+    const int32_t len = static_cast<int32_t>(p.size());
+    ASSERT_TRUE(s->Add(RequestId(next), p, len, 0, {}, len + 8).ok());
+    const int32_t work = RunUntilGenerated(*s, next, 8);
+    const int32_t cached = s->Find(RequestId(next))->num_cached_tokens;
+    EXPECT_EQ(work, len - cached + 7) << "round " << round;
+    EXPECT_EQ(cached % 16, 0);
+    computed_total += work;
+    ASSERT_TRUE(s->Remove(RequestId(next)));
+    EXPECT_EQ(s->num_free_blocks(), 40);
+    ++next;
+  }
+  EXPECT_GT(s->prefix_cache_hits(), 0);
+  EXPECT_GT(s->num_cache_evictions(), 0);
+}
+
+}  // namespace
+}  // namespace duet::runtime
