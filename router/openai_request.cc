@@ -102,23 +102,22 @@ ApiError NotSupportedYet(const std::string& field, const std::string& neutral) {
 // accepted only at its neutral value. When the sampler gains one, read it
 // here into `sampling` (and its proto field) instead of refusing it.
 std::optional<ApiError> ApplyPendingSamplingFields(const Fields& f, bool chat,
-                                                   v1::SamplingParams*) {
-  struct Neutral {
-    const char* name;
-    double value;
-    const char* text;
-  };
-  static constexpr Neutral kNumeric[] = {
-      {"presence_penalty", 0.0, "0"},
-      {"frequency_penalty", 0.0, "0"},
-      {"repetition_penalty", 1.0, "1.0"},
-      {"min_p", 0.0, "0"},
-  };
-  for (const Neutral& n : kNumeric) {
-    double v = n.value;
-    DUET_RETURN_IF_ERROR(f.Number(n.name, &v));
-    if (v != n.value) return NotSupportedYet(n.name, n.text);
-  }
+                                                   v1::SamplingParams* s) {
+  // Penalties and min_p go to the sampler as given; the router's Validate
+  // checks their ranges (INVALID_ARGUMENT naming the field: a 400 here).
+  double presence = 0, frequency = 0, repetition = 1.0, min_p = 0;
+  DUET_RETURN_IF_ERROR(f.Number("presence_penalty", &presence));
+  DUET_RETURN_IF_ERROR(f.Number("frequency_penalty", &frequency));
+  DUET_RETURN_IF_ERROR(f.Number("repetition_penalty", &repetition));
+  DUET_RETURN_IF_ERROR(f.Number("min_p", &min_p));
+  s->set_presence_penalty(static_cast<float>(presence));
+  s->set_frequency_penalty(static_cast<float>(frequency));
+  // 1.0 (OpenAI's and vLLM's neutral value) is off; so is the proto's 0.
+  s->set_repetition_penalty(repetition == 1.0 ? 0.0f
+                                              : static_cast<float>(repetition));
+  s->set_min_p(static_cast<float>(min_p));
+  // Logprobs reach gRPC clients (TokenChunk.logprobs); their OpenAI shape
+  // (per-token strings and bytes) is not built yet.
   // logprobs: a boolean in chat, an integer (how many) in completions;
   // null and false ask for nothing.
   if (const json* v = f.Get("logprobs")) {

@@ -335,6 +335,10 @@ TEST(ClusterTest, KilledDecodeNodeFailsItsRequestsOthersComplete) {
 // with the engine's output; the abandoned reservations come back.
 TEST(ClusterTest, DeadPrefillNodeIsRetriedElsewhereWithAFreshReservation) {
   ClusterOptions o = TinyCluster(2, 1);
+  // The dead node must still be in rotation when the requests go out (the
+  // point is the retry): on a loaded machine, building the reference
+  // engine could outlast the default 2 s before the router drops it.
+  o.router_args.insert(o.router_args.end(), {"--node-timeout-ms", "60000"});
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   (*cluster)->prefill(0).Kill(SIGKILL);

@@ -472,8 +472,9 @@ TEST_F(OpenAiHttpTest, BadRequestsGetOpenAiErrorsWithTheRightStatus) {
       {"/v1/completions", R"({"prompt": {"a": 1}})", 400,
        "'prompt' must be a string, an array"},
       {"/v1/completions", R"({"max_tokens": 4})", 400, "'prompt' is required"},
-      {"/v1/completions", R"({"prompt": "hi", "presence_penalty": 0.5})", 400,
-       "'presence_penalty' is not supported yet"},
+      // Penalties and min_p reach the sampler; the router checks ranges.
+      {"/v1/completions", R"({"prompt": "hi", "presence_penalty": 3})", 400,
+       "presence_penalty must be in [-2, 2]"},
       {"/v1/completions", R"({"prompt": "hi", "logprobs": 2})", 400,
        "'logprobs' is not supported yet"},
       {"/v1/chat/completions", R"({"messages": "hi"})", 400,
@@ -481,8 +482,8 @@ TEST_F(OpenAiHttpTest, BadRequestsGetOpenAiErrorsWithTheRightStatus) {
       {"/v1/chat/completions", R"({"messages": [{"content": "hi"}]})", 400,
        "'messages[0].role' must be a string"},
       {"/v1/chat/completions",
-       R"({"messages": [{"role": "user", "content": "hi"}], "min_p": 0.1})",
-       400, "'min_p' is not supported yet"},
+       R"({"messages": [{"role": "user", "content": "hi"}], "min_p": 1.5})",
+       400, "min_p must be in [0, 1]"},
       {"/v1/completions", R"({"prompt": "hi", "model": "gpt-4"})", 404,
        "The model 'gpt-4' does not exist"},
       {"/v1/nothing", "{}", 404, "no such endpoint"},
@@ -507,7 +508,15 @@ TEST_F(OpenAiHttpTest, BadRequestsGetOpenAiErrorsWithTheRightStatus) {
   EXPECT_EQ(Post("/v1/completions", R"({"prompt": "hi", "top_p": "1"})")
                 .Json()["error"]["param"],
             "top_p");
-  // Neutral values of the fields the sampler lacks are accepted.
+  // Penalties and min_p are taken (their effect is checked on the gRPC
+  // path against the engine: tests/e2e/sampling_test.cc).
+  const Http::Response penalized =
+      Post("/v1/completions",
+           R"({"prompt": "hi", "max_tokens": 4, "presence_penalty": 1.5,
+          "frequency_penalty": 0.5, "repetition_penalty": 1.3,
+          "min_p": 0.1, "seed": 3})");
+  EXPECT_EQ(penalized.status, 200) << penalized.body;
+  // Neutral values are accepted too.
   const Http::Response neutral =
       Post("/v1/completions",
            R"({"prompt": "hi", "max_tokens": 2, "presence_penalty": 0,

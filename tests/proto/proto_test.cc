@@ -102,6 +102,12 @@ SamplingParams MakeSamplingParams() {
   p.add_stop_token_ids(151645);
   p.set_ignore_eos(true);
   p.add_stop("\n\nUser:");
+  p.set_presence_penalty(0.5f);
+  p.set_frequency_penalty(-0.25f);
+  p.set_repetition_penalty(1.1f);
+  p.set_min_p(0.05f);
+  p.set_logprobs(true);
+  p.set_top_logprobs(5);
   return p;
 }
 
@@ -134,7 +140,19 @@ NodeLoad MakeNodeLoad() {
   load.set_free_kv_blocks(9000);
   load.set_total_kv_blocks(10'000);
   load.set_running_requests(17);
+  load.set_prefix_cache_query_tokens(4096);
+  load.set_prefix_cache_hit_tokens(2048);
   return load;
+}
+
+TokenLogprobs MakeLogprobs(float lp) {
+  TokenLogprobs t;
+  t.set_logprob(lp);
+  t.add_top_token_ids(7);
+  t.add_top_token_ids(9);
+  t.add_top_logprobs(-0.25f);
+  t.add_top_logprobs(-1.5f);
+  return t;
 }
 
 GenerationFinished MakeFinished() {
@@ -205,7 +223,10 @@ TEST(ProtoRoundTrip, PrefillRequest) { ExpectRoundTrip(MakePrefillRequest()); }
 TEST(ProtoRoundTrip, GenerateResponseBothEvents) {
   GenerateResponse chunk;
   chunk.set_request_id("client-req-42");
-  for (int32_t t : {11, 12, 13}) chunk.mutable_chunk()->add_token_ids(t);
+  for (int32_t t : {11, 12, 13}) {
+    chunk.mutable_chunk()->add_token_ids(t);
+    *chunk.mutable_chunk()->add_logprobs() = MakeLogprobs(-0.1f * t);
+  }
   chunk.mutable_chunk()->set_text(" wor");
   ExpectRoundTrip(chunk);
 
@@ -241,6 +262,7 @@ TEST(ProtoRoundTrip, NodeMessages) {
   PrefillResponse prefilled;
   prefilled.set_first_token(9707);
   *prefilled.mutable_timings() = MakeTimings();
+  *prefilled.mutable_first_token_logprobs() = MakeLogprobs(-0.5f);
   ExpectRoundTrip(prefilled);
 
   DecodeRequest decode;
@@ -251,10 +273,12 @@ TEST(ProtoRoundTrip, NodeMessages) {
   decode.set_reservation_token("token");
   decode.add_prompt_token_ids(9707);
   decode.add_prompt_token_ids(11);
+  *decode.mutable_first_token_logprobs() = MakeLogprobs(-0.5f);
   ExpectRoundTrip(decode);
 
   DecodeResponse decode_chunk;
   decode_chunk.mutable_chunk()->add_token_ids(5);
+  *decode_chunk.mutable_chunk()->add_logprobs() = MakeLogprobs(-2.0f);
   decode_chunk.mutable_chunk()->set_text("x");
   ExpectRoundTrip(decode_chunk);
   DecodeResponse decode_done;

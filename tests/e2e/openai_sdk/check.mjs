@@ -97,8 +97,8 @@ await check('unknown model is NotFoundError', async () => {
 
 await check('bad parameter is BadRequestError', async () => {
   await assert.rejects(
-    client.completions.create({ model, prompt: 'hi', max_tokens: 2, presence_penalty: 1.5 }),
-    (e) => e instanceof OpenAI.BadRequestError && e.param === 'presence_penalty');
+    client.completions.create({ model, prompt: 'hi', max_tokens: 2, n: 0 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'n');
 });
 
 if (!process.exitCode) console.log('openai sdk: all checks passed');

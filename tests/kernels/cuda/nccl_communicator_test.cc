@@ -80,7 +80,9 @@ TEST(NcclCommunicatorTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
   EXPECT_EQ(CreateNcclCommunicator(o).status().code(),
             absl::StatusCode::kInvalidArgument);
   o.unique_id = std::string(kNcclUniqueIdBytes, '\0');
-  o.stream = nullptr;
+  // A null stream is valid (the communicator makes its own: KV channels);
+  // a timeout that is not positive is not.
+  o.timeout = absl::ZeroDuration();
   EXPECT_EQ(CreateNcclCommunicator(o).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
