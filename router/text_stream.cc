@@ -22,7 +22,18 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(
     std::span<const int32_t> tokens) {
   Delta out;
   for (int32_t id : tokens) {
-    DUET_ASSIGN_OR_RETURN(std::string text, detok_.Add(id));
+    absl::StatusOr<std::string> piece = detok_.Add(id);
+    if (!piece.ok()) {
+      // A model's vocabulary is often padded past its tokenizer's (Qwen3:
+      // 151,936 rows, 151,669 tokens). An id with no token has no text, as
+      // in vLLM; the id itself still reaches the client. Anything else is
+      // a real failure.
+      if (piece.status().code() != absl::StatusCode::kInvalidArgument) {
+        return piece.status();
+      }
+      piece = std::string();
+    }
+    std::string text = std::move(*piece);
     ++out.tokens_consumed;
     tokenizer::StopStringMatcher::Result r = matcher_.Push(text);
     out.text += r.text;
