@@ -6,24 +6,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/router_service.h"
+#include "router/rpc_util.h"
 
 namespace duet::router {
-namespace {
-
-grpc::Status Error(grpc::StatusCode code, const std::string& msg) {
-  return grpc::Status(code, msg);
-}
-
-void SetDeadline(grpc::ClientContext& ctx, absl::Time deadline) {
-  ctx.set_deadline(absl::ToChronoTime(deadline));
-}
-
-uint32_t MsUntil(absl::Time deadline) {
-  const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-  return static_cast<uint32_t>(std::clamp<int64_t>(ms, 1, UINT32_MAX));
-}
-
-}  // namespace
+using internal::Error;
+using internal::MsUntil;
+using internal::SetDeadline;
 
 absl::StatusOr<ServingPolicy> ParseServingPolicy(absl::string_view name) {
   if (name == "disagg") return ServingPolicy::kDisagg;

@@ -9,6 +9,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "router/rpc_util.h"
 #include "router/text_stream.h"
 #include "security/tls.h"
 #include "tokenizer/utf8.h"
@@ -36,18 +37,9 @@ std::optional<size_t> FirstInvalidUtf8(absl::string_view s) {
   return std::nullopt;
 }
 
-grpc::Status Error(grpc::StatusCode code, const std::string& msg) {
-  return grpc::Status(code, msg);
-}
-
-void SetDeadline(grpc::ClientContext& ctx, absl::Time deadline) {
-  ctx.set_deadline(absl::ToChronoTime(deadline));
-}
-
-uint32_t MsUntil(absl::Time deadline) {
-  const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-  return static_cast<uint32_t>(std::clamp<int64_t>(ms, 1, UINT32_MAX));
-}
+using internal::Error;
+using internal::MsUntil;
+using internal::SetDeadline;
 
 // How long before its reservation expires a prefill must be over.
 constexpr absl::Duration kReservationMargin = absl::Seconds(2);
