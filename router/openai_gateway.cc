@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "router/node_registry.h"
+#include "router/openai_logprobs.h"
 
 namespace duet::router::openai {
 
@@ -44,8 +45,9 @@ ApiError Error(int status, std::string type, std::string message,
   return e;
 }
 
-// The router's status codes in HTTP terms.
-ApiError FromGrpc(const grpc::Status& s) {
+// The router's status codes in HTTP terms, each message ending with what
+// the client can do about it. `timeout` is the gateway's own deadline.
+ApiError FromGrpc(const grpc::Status& s, absl::Duration timeout) {
   const std::string& m = s.error_message();
   switch (s.error_code()) {
     case grpc::StatusCode::INVALID_ARGUMENT:
@@ -55,11 +57,27 @@ ApiError FromGrpc(const grpc::Status& s) {
     case grpc::StatusCode::PERMISSION_DENIED:
       return Error(403, "permission_error", m);
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return Error(429, "rate_limit_error", m, "rate_limit_exceeded");
+      // The router's admission queue says "retry later" itself.
+      return Error(
+          429, "rate_limit_error",
+          absl::StrContains(m, "retry") ? m : absl::StrCat(m, "; retry later"),
+          "rate_limit_exceeded");
     case grpc::StatusCode::UNAVAILABLE:
-      return Error(503, "service_unavailable", m);
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return Error(504, "timeout", m.empty() ? "deadline exceeded" : m);
+      return Error(503, "service_unavailable",
+                   absl::StrCat(m,
+                                "; retry later (GET /health answers 200 once "
+                                "a request can be scheduled)"));
+    case grpc::StatusCode::DEADLINE_EXCEEDED: {
+      // gRPC's own "Deadline Exceeded" says nothing the code does not.
+      const bool bare = m.empty() || m == "Deadline Exceeded";
+      return Error(504, "timeout",
+                   absl::StrCat("the request did not finish within ",
+                                absl::ToInt64Milliseconds(timeout),
+                                " ms (the router's --request-timeout-ms)",
+                                bare ? "" : ": ", bare ? "" : m,
+                                "; ask for fewer tokens (max_tokens) or "
+                                "split the work"));
+    }
     default:
       return Error(500, "internal_error",
                    absl::StrCat(grpc::StatusCode(s.error_code()), ": ", m));
@@ -116,6 +134,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
  private:
   struct Choice {
     std::string text;
+    // With logprobs: a whole response's tokens and their logprobs, or a
+    // stream's builder (text offsets run on across chunks).
+    v1::TokenChunk tokens;
+    std::optional<LogprobsBuilder> builder;
     const char* finish_reason = nullptr;
     uint32_t prompt_tokens = 0;
     uint32_t completion_tokens = 0;
@@ -124,6 +146,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   };
 
   json Chunk(int choice, json payload) const;
+  LogprobsBuilder NewBuilder() const {
+    return LogprobsBuilder(state_->options.tokenizer, plan_.chat,
+                           plan_.top_logprobs);
+  }
   void StartStreamLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   json Usage() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -187,6 +213,9 @@ void Exchange::Start() {
   {
     absl::MutexLock lock(&mu_);
     choices_.resize(total);
+    if (plan_.logprobs) {
+      for (Choice& c : choices_) c.builder.emplace(NewBuilder());
+    }
     remaining_ = total;
     self_ = shared_from_this();
   }
@@ -221,8 +250,8 @@ json Exchange::Chunk(int choice, json payload) const {
   c["model"] = plan_.model;
   json ch;
   ch["index"] = choice;
-  for (auto& [k, v] : payload.items()) ch[k] = v;
   ch["logprobs"] = nullptr;
+  for (auto& [k, v] : payload.items()) ch[k] = v;
   if (!ch.contains("finish_reason")) ch["finish_reason"] = nullptr;
   c["choices"] = json::array({ch});
   if (plan_.include_usage) c["usage"] = nullptr;
@@ -272,18 +301,30 @@ bool Exchange::OnMessage(int i, const v1::GenerateResponse& msg) {
     }
     return true;
   }
-  const std::string& delta = msg.chunk().text();
+  const v1::TokenChunk& chunk = msg.chunk();
+  const std::string& delta = chunk.text();
+  // The router cut both at a stop string; they match one to one.
+  const bool with_logprobs = plan_.logprobs && !chunk.token_ids().empty();
   if (!plan_.stream) {
     c.text += delta;
+    if (with_logprobs) {
+      c.tokens.mutable_token_ids()->MergeFrom(chunk.token_ids());
+      c.tokens.mutable_logprobs()->MergeFrom(chunk.logprobs());
+    }
     return true;
   }
   StartStreamLocked();
-  if (delta.empty()) return true;  // bytes of a character still held back
+  // Empty text: bytes of a character still held back. Its tokens' logprobs
+  // still go out now, with an empty delta.
+  if (delta.empty() && !with_logprobs) return true;
   json payload;
   if (plan_.chat) {
     payload["delta"]["content"] = delta;
   } else {
     payload["text"] = delta;
+  }
+  if (with_logprobs) {
+    payload["logprobs"] = c.builder->Build(chunk);
   }
   c.awaiting_write = true;
   std::weak_ptr<Exchange> weak = shared_from_this();
@@ -384,6 +425,9 @@ void Exchange::FinishLocked() {
       ch["text"] = choices_[i].text;
     }
     ch["logprobs"] = nullptr;
+    if (plan_.logprobs) {
+      ch["logprobs"] = NewBuilder().Build(choices_[i].tokens);
+    }
     ch["finish_reason"] = choices_[i].finish_reason;
     out["choices"].push_back(std::move(ch));
   }
@@ -400,7 +444,7 @@ void Exchange::OnDone(int i, const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
     choices_[i].done = true;
     if (!status.ok() && !cancelled_ && !error_.has_value()) {
-      error_ = FromGrpc(status);
+      error_ = FromGrpc(status, state_->options.request_timeout);
       cancel_others = remaining_ > 1;
     } else if (status.ok() && !cancelled_ && !error_.has_value() &&
                choices_[i].finish_reason == nullptr) {
@@ -497,7 +541,7 @@ void Gateway::Handle(http::Request req, std::shared_ptr<http::Responder> r) {
     call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     state_->stub->async()->Health(
         &call->ctx, &call->req, &call->resp, [call, r](grpc::Status s) {
-          if (!s.ok()) return SendError(*r, FromGrpc(s));
+          if (!s.ok()) return SendError(*r, FromGrpc(s, absl::Seconds(5)));
           json j;
           j["status"] = call->resp.serving() ? "ok" : "unavailable";
           j["model"] = ModelBaseName(call->resp.model_name());

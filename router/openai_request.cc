@@ -98,10 +98,12 @@ ApiError NotSupportedYet(const std::string& field, const std::string& neutral) {
                    neutral));
 }
 
-// THE place for sampling fields the engine does not implement yet: each is
-// accepted only at its neutral value. When the sampler gains one, read it
-// here into `sampling` (and its proto field) instead of refusing it.
+constexpr int kMaxTopLogprobs = 20;  // OpenAI's limit, the sampler's too
+
+// THE place for sampling fields beyond the basic ones: penalties, min_p and
+// logprobs (each read into `sampling` and its proto field).
 std::optional<ApiError> ApplyPendingSamplingFields(const Fields& f, bool chat,
+                                                   Plan* plan,
                                                    v1::SamplingParams* s) {
   // Penalties and min_p go to the sampler as given; the router's Validate
   // checks their ranges (INVALID_ARGUMENT naming the field: a 400 here).
@@ -116,24 +118,61 @@ std::optional<ApiError> ApplyPendingSamplingFields(const Fields& f, bool chat,
   s->set_repetition_penalty(repetition == 1.0 ? 0.0f
                                               : static_cast<float>(repetition));
   s->set_min_p(static_cast<float>(min_p));
-  // Logprobs reach gRPC clients (TokenChunk.logprobs); their OpenAI shape
-  // (per-token strings and bytes) is not built yet.
-  // logprobs: a boolean in chat, an integer (how many) in completions;
-  // null and false ask for nothing.
+  // logprobs: a boolean in chat (with `top_logprobs` alternatives), an
+  // integer in completions (how many alternatives; 0 still returns the
+  // sampled token's logprob). null and false ask for nothing.
+  const std::string range = absl::StrCat("[0, ", kMaxTopLogprobs, "]");
+  int64_t top = 0;
   if (const json* v = f.Get("logprobs")) {
-    if (chat && !v->is_boolean()) {
-      return WrongType("logprobs", *v, "a boolean or null");
-    }
-    if (!chat && !IsInt(*v)) {
-      return WrongType("logprobs", *v, "an integer or null");
-    }
-    if (chat ? v->get<bool>() : true) {
-      return NotSupportedYet("logprobs", chat ? "false or null" : "null");
+    if (chat) {
+      if (!v->is_boolean()) {
+        return WrongType("logprobs", *v, "a boolean or null");
+      }
+      plan->logprobs = v->get<bool>();
+    } else {
+      if (!IsInt(*v)) {
+        return WrongType("logprobs", *v,
+                         absl::StrCat("an integer in ", range, " or null"));
+      }
+      DUET_RETURN_IF_ERROR(f.Int("logprobs", &top));
+      if (top < 0 || top > kMaxTopLogprobs) {
+        return BadRequest("logprobs",
+                          absl::StrCat("'logprobs' must be in ", range,
+                                       " (alternatives per token), got ", top));
+      }
+      plan->logprobs = true;
     }
   }
-  int64_t top_logprobs = 0;
-  DUET_RETURN_IF_ERROR(f.Int("top_logprobs", &top_logprobs));
-  if (top_logprobs != 0) return NotSupportedYet("top_logprobs", "0 or null");
+  if (const json* v = f.Get("top_logprobs")) {
+    if (!chat) {
+      // Not a field of the legacy endpoint: its count is `logprobs`. Only
+      // the neutral value is taken, so a client never silently gets less
+      // than it asked for.
+      if (!IsInt(*v) || v->get<int64_t>() != 0) {
+        return BadRequest("top_logprobs",
+                          "'top_logprobs' is a chat field; on "
+                          "/v1/completions send 'logprobs': N instead");
+      }
+    } else {
+      if (!IsInt(*v)) {
+        return WrongType("top_logprobs", *v,
+                         absl::StrCat("an integer in ", range, " or null"));
+      }
+      DUET_RETURN_IF_ERROR(f.Int("top_logprobs", &top));
+      if (top < 0 || top > kMaxTopLogprobs) {
+        return BadRequest(
+            "top_logprobs",
+            absl::StrCat("'top_logprobs' must be in ", range, ", got ", top));
+      }
+      if (top > 0 && !plan->logprobs) {
+        return BadRequest("top_logprobs",
+                          "'top_logprobs' needs 'logprobs': true");
+      }
+    }
+  }
+  plan->top_logprobs = plan->logprobs ? static_cast<int>(top) : 0;
+  s->set_logprobs(plan->logprobs);
+  s->set_top_logprobs(plan->top_logprobs);
   return std::nullopt;
 }
 
@@ -247,7 +286,7 @@ std::optional<ApiError> ReadCommon(const Fields& f, bool chat,
     if (!v->is_object()) return WrongType("logit_bias", *v, "an object");
     if (!v->empty()) return NotSupportedYet("logit_bias", "null or {}");
   }
-  return ApplyPendingSamplingFields(f, chat, s);
+  return ApplyPendingSamplingFields(f, chat, plan, s);
 }
 
 std::optional<ApiError> CheckModel(const Fields& f, const ParseContext& ctx,
@@ -256,7 +295,11 @@ std::optional<ApiError> CheckModel(const Fields& f, const ParseContext& ctx,
     ApiError e;
     e.http_status = 503;
     e.type = "service_unavailable";
-    e.message = "no model is served yet: no node has registered";
+    e.message =
+        "no model is served yet: no node has registered with this router; "
+        "start prefill and decode nodes (or colocated ones) with --router "
+        "pointing here, then retry (GET /health answers 200 once a request "
+        "can be scheduled)";
     return e;
   }
   plan->model = ctx.model.name;

@@ -59,6 +59,11 @@ struct Plan {
   int n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // Per-token logprobs in the response (chat: `logprobs: true`,
+  // completions: `logprobs: N`), with this many alternatives per token
+  // (chat: `top_logprobs`, completions: N).
+  bool logprobs = false;
+  int top_logprobs = 0;
 };
 
 // Parses a JSON body. `chat` selects /v1/chat/completions (messages) over
