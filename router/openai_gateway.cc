@@ -1,5 +1,6 @@
 #include "router/openai_gateway.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <variant>
@@ -308,8 +309,12 @@ bool Exchange::OnMessage(int i, const v1::GenerateResponse& msg) {
   if (!plan_.stream) {
     c.text += delta;
     if (with_logprobs) {
-      c.tokens.mutable_token_ids()->MergeFrom(chunk.token_ids());
-      c.tokens.mutable_logprobs()->MergeFrom(chunk.logprobs());
+      // Pairs only, so one short chunk cannot shift the later ones.
+      const int n = std::min(chunk.token_ids_size(), chunk.logprobs_size());
+      for (int k = 0; k < n; ++k) {
+        c.tokens.add_token_ids(chunk.token_ids(k));
+        *c.tokens.add_logprobs() = chunk.logprobs(k);
+      }
     }
     return true;
   }

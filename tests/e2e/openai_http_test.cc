@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/local_cluster.h"
+#include "tests/e2e/openai_http_client.h"
 #include "tests/testing/test_model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,149 +32,22 @@ namespace duet::testing {
 namespace {
 
 using json = nlohmann::ordered_json;
+using openai_http::FreePort;
+using openai_http::Http;
+using openai_http::SseEvents;
 using ::testing::HasSubstr;
 
 const std::string kAssets = std::string(DUET_SOURCE_DIR) + "/assets/qwen3";
 const std::string kTokenizer = kAssets + "/tokenizer.json";
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-// A bare HTTP/1.1 client on a socket, as curl would speak it.
-class Http {
- public:
-  explicit Http(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok_ = connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  }
-  ~Http() { Close(); }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-  bool Send(const std::string& method, const std::string& path,
-            const std::string& body, const std::string& key = "") {
-    std::string req = absl::StrCat(method, " ", path,
-                                   " HTTP/1.1\r\nHost: localhost\r\n"
-                                   "Content-Type: application/json\r\n"
-                                   "Content-Length: ",
-                                   body.size(), "\r\n");
-    if (!key.empty())
-      absl::StrAppend(&req, "Authorization: Bearer ", key, "\r\n");
-    req += "\r\n" + body;
-    size_t off = 0;
-    while (ok_ && off < req.size()) {
-      const ssize_t n =
-          send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return ok_;
-  }
-  // Reads more bytes; false on EOF or timeout.
-  bool Fill(absl::Duration timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) <=
-        0) {
-      return false;
-    }
-    char buf[16384];
-    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n <= 0) return false;
-    in_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-  bool FillUntil(const std::string& marker, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (in_.find(marker) == std::string::npos) {
-      if (absl::Now() > deadline || !Fill(deadline - absl::Now())) return false;
-    }
-    return true;
-  }
-
-  struct Response {
-    int status = 0;
-    std::string head;
-    std::string body;  // de-chunked
-    json Json() const { return json::parse(body, nullptr, false); }
-  };
-  std::optional<Response> Read(absl::Duration timeout = absl::Seconds(60)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    if (!FillUntil("\r\n\r\n", timeout)) return std::nullopt;
-    Response r;
-    const size_t end = in_.find("\r\n\r\n") + 4;
-    r.head = in_.substr(0, end);
-    in_.erase(0, end);
-    if (!absl::SimpleAtoi(r.head.substr(9, 3), &r.status)) return std::nullopt;
-    if (r.head.find("Transfer-Encoding: chunked") != std::string::npos) {
-      while (true) {
-        if (!FillUntil("\r\n", deadline - absl::Now())) return std::nullopt;
-        const size_t eol = in_.find("\r\n");
-        size_t size = 0;
-        if (!absl::SimpleHexAtoi(in_.substr(0, eol), &size))
-          return std::nullopt;
-        while (in_.size() < eol + 2 + size + 2) {
-          if (!Fill(deadline - absl::Now())) return std::nullopt;
-        }
-        r.body += in_.substr(eol + 2, size);
-        in_.erase(0, eol + 2 + size + 2);
-        if (size == 0) return r;
-      }
-    }
-    const size_t cl = r.head.find("Content-Length: ");
-    size_t length = 0;
-    if (cl != std::string::npos) {
-      absl::SimpleAtoi(
-          r.head.substr(cl + 16, r.head.find("\r\n", cl) - cl - 16), &length);
-    }
-    while (in_.size() < length) {
-      if (!Fill(deadline - absl::Now())) return std::nullopt;
-    }
-    r.body = in_.substr(0, length);
-    in_.erase(0, length);
-    return r;
-  }
-
-  const std::string& buffered() const { return in_; }
-
- private:
-  int fd_ = -1;
-  bool ok_ = false;
-  std::string in_;
-};
-
-// The `data:` payloads of a server-sent-events body, in order; checks the
-// framing (every event is one "data: ..." line and a blank line).
-std::vector<std::string> SseEvents(const std::string& body) {
-  std::vector<std::string> out;
-  EXPECT_TRUE(absl::EndsWith(body, "\n\n")) << body;
-  for (absl::string_view event :
-       absl::StrSplit(body, "\n\n", absl::SkipEmpty())) {
-    EXPECT_TRUE(absl::StartsWith(event, "data: ")) << event;
-    EXPECT_EQ(event.find('\n'), absl::string_view::npos) << event;
-    out.emplace_back(event.substr(6));
-  }
-  return out;
-}
 
 struct Grpc {
   std::string text;
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
   v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  // With SamplingParams.logprobs.
+  std::vector<int32_t> ids;
+  std::vector<v1::TokenLogprobs> logprobs;
 };
 
 class OpenAiHttpTest : public ::testing::Test {
@@ -207,7 +81,13 @@ class OpenAiHttpTest : public ::testing::Test {
     Grpc out;
     v1::GenerateResponse msg;
     while (reader->Read(&msg)) {
-      if (msg.has_chunk()) out.text += msg.chunk().text();
+      if (msg.has_chunk()) {
+        out.text += msg.chunk().text();
+        out.ids.insert(out.ids.end(), msg.chunk().token_ids().begin(),
+                       msg.chunk().token_ids().end());
+        out.logprobs.insert(out.logprobs.end(), msg.chunk().logprobs().begin(),
+                            msg.chunk().logprobs().end());
+      }
       if (msg.has_finished()) {
         out.prompt_tokens = msg.finished().usage().prompt_tokens();
         out.completion_tokens = msg.finished().usage().completion_tokens();
@@ -449,6 +329,146 @@ TEST_F(OpenAiHttpTest, ChatUsesTheCheckpointTemplateWholeAndStreamed) {
             want.prompt_tokens + 9);
 }
 
+// A token's text as the gateway names it: its own decode, special tokens
+// kept, empty past the vocabulary (router/openai_logprobs.h).
+std::string TokenText(int32_t id, const tokenizer::Tokenizer& tok) {
+  const int32_t one[] = {id};
+  auto t = tok.Decode(one, /*skip_special_tokens=*/false);
+  return t.ok() ? *t : "";
+}
+
+// The per-chunk logprobs objects of a stream, joined field by field.
+json JoinStreamLogprobs(const std::vector<std::string>& events) {
+  json out;
+  for (const std::string& e : events) {
+    if (e == "[DONE]") continue;
+    const json c = json::parse(e);
+    if (c["choices"].empty()) continue;  // usage
+    const json& lp = c["choices"][0]["logprobs"];
+    if (lp.is_null()) continue;  // role and finish chunks
+    for (auto& [k, v] : lp.items()) {
+      if (!out.contains(k)) out[k] = json::array();
+      for (const json& x : v) out[k].push_back(x);
+    }
+  }
+  return out;
+}
+
+float F(const json& v) { return static_cast<float>(v.get<double>()); }
+
+TEST_F(OpenAiHttpTest, CompletionsLogprobsEqualTheGrpcPathsWholeAndStreamed) {
+  const std::string prompt = "The capital of France is";
+  constexpr int kTop = 4;
+  v1::GenerateRequest req = TextRequest(prompt, 10, 0);
+  req.mutable_sampling()->set_logprobs(true);
+  req.mutable_sampling()->set_top_logprobs(kTop);
+  const Grpc want = Generate(req);
+  ASSERT_EQ(want.ids.size(), 10u);
+  ASSERT_EQ(want.logprobs.size(), 10u);
+  const json body = {{"prompt", prompt},
+                     {"max_tokens", 10},
+                     {"temperature", 0},
+                     {"ignore_eos", true},
+                     {"logprobs", kTop}};
+  const Http::Response r = Post("/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json lp = r.Json()["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 10u) << lp.dump();
+  int64_t offset = 0;
+  for (size_t i = 0; i < 10; ++i) {
+    const v1::TokenLogprobs& g = want.logprobs[i];
+    const std::string token = TokenText(want.ids[i], *tokenizer_);
+    EXPECT_EQ(lp["tokens"][i], token) << i;
+    EXPECT_EQ(F(lp["token_logprobs"][i]), g.logprob()) << i;
+    // Greedy: the sampled token is the top-1 entry, with the same logprob.
+    ASSERT_EQ(g.top_token_ids_size(), kTop);
+    EXPECT_EQ(g.top_token_ids(0), want.ids[i]);
+    EXPECT_EQ(g.top_logprobs(0), g.logprob());
+    // The top ids' texts and logprobs, most likely first (a text two ids
+    // share keeps the likelier), then the sampled token if not among them.
+    json top = json::object();
+    for (int k = 0; k < kTop; ++k) {
+      const std::string t = TokenText(g.top_token_ids(k), *tokenizer_);
+      if (!top.contains(t)) top[t] = g.top_logprobs(k);
+    }
+    if (!top.contains(token)) top[token] = g.logprob();
+    const json& got = lp["top_logprobs"][i];
+    ASSERT_EQ(got.size(), top.size()) << got.dump();
+    auto w = top.begin();
+    for (auto it = got.begin(); it != got.end(); ++it, ++w) {
+      EXPECT_EQ(it.key(), w.key()) << i;
+      EXPECT_EQ(F(it.value()), F(w.value())) << i << " " << it.key();
+    }
+    EXPECT_EQ(lp["text_offset"][i], offset) << i;
+    for (unsigned char c : token) offset += (c & 0xC0) != 0x80;
+  }
+  json sb = body;
+  sb["stream"] = true;
+  const Http::Response s = Post("/v1/completions", sb.dump());
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_EQ(JoinStreamLogprobs(SseEvents(s.body)), lp);
+  // Without logprobs the field stays null.
+  json plain = body;
+  plain.erase("logprobs");
+  EXPECT_TRUE(Post("/v1/completions", plain.dump())
+                  .Json()["choices"][0]["logprobs"]
+                  .is_null());
+}
+
+TEST_F(OpenAiHttpTest, ChatLogprobsEqualTheGrpcPathsWholeAndStreamed) {
+  auto tmpl = chat::ChatTemplate::FromCheckpoint(kAssets);
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+  const json messages =
+      json::array({{{"role", "user"}, {"content", "Name a colour."}}});
+  auto rendered = tmpl->Render(messages, nullptr, true, nullptr);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  auto ids = tokenizer_->Encode(*rendered, /*add_special_tokens=*/false);
+  ASSERT_TRUE(ids.ok());
+  constexpr int kTop = 3;
+  v1::GenerateRequest req;
+  req.mutable_prompt_token_ids()->Add(ids->begin(), ids->end());
+  req.mutable_sampling()->set_max_tokens(8);
+  req.mutable_sampling()->set_ignore_eos(true);
+  req.mutable_sampling()->set_logprobs(true);
+  req.mutable_sampling()->set_top_logprobs(kTop);
+  const Grpc want = Generate(req);
+  ASSERT_EQ(want.logprobs.size(), 8u);
+  const json body = {{"messages", messages}, {"max_completion_tokens", 8},
+                     {"temperature", 0},     {"ignore_eos", true},
+                     {"logprobs", true},     {"top_logprobs", kTop}};
+  const Http::Response r = Post("/v1/chat/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json lp = r.Json()["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["content"].size(), 8u) << lp.dump();
+  for (size_t i = 0; i < 8; ++i) {
+    const v1::TokenLogprobs& g = want.logprobs[i];
+    const json& e = lp["content"][i];
+    EXPECT_EQ(e["token"], TokenText(want.ids[i], *tokenizer_)) << i;
+    EXPECT_EQ(F(e["logprob"]), g.logprob()) << i;
+    std::string bytes;
+    bool any = false;
+    ASSERT_TRUE(
+        tokenizer_->AppendTokenBytes(want.ids[i], false, &any, &bytes).ok() ||
+        e["bytes"].empty());
+    json want_bytes = json::array();
+    for (unsigned char c : bytes) want_bytes.push_back(c);
+    EXPECT_EQ(e["bytes"], want_bytes) << i;
+    ASSERT_EQ(e["top_logprobs"].size(), static_cast<size_t>(kTop));
+    EXPECT_EQ(g.top_token_ids(0), want.ids[i]);  // greedy
+    EXPECT_EQ(F(e["top_logprobs"][0]["logprob"]), F(e["logprob"]));
+    for (int k = 0; k < kTop; ++k) {
+      EXPECT_EQ(e["top_logprobs"][k]["token"],
+                TokenText(g.top_token_ids(k), *tokenizer_));
+      EXPECT_EQ(F(e["top_logprobs"][k]["logprob"]), g.top_logprobs(k));
+    }
+  }
+  json sb = body;
+  sb["stream"] = true;
+  const Http::Response s = Post("/v1/chat/completions", sb.dump());
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_EQ(JoinStreamLogprobs(SseEvents(s.body)), lp);
+}
+
 struct BadCase {
   std::string path;
   std::string body;
@@ -475,8 +495,16 @@ TEST_F(OpenAiHttpTest, BadRequestsGetOpenAiErrorsWithTheRightStatus) {
       // Penalties and min_p reach the sampler; the router checks ranges.
       {"/v1/completions", R"({"prompt": "hi", "presence_penalty": 3})", 400,
        "presence_penalty must be in [-2, 2]"},
-      {"/v1/completions", R"({"prompt": "hi", "logprobs": 2})", 400,
-       "'logprobs' is not supported yet"},
+      {"/v1/completions", R"({"prompt": "hi", "logprobs": 21})", 400,
+       "'logprobs' must be in [0, 20]"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true,
+           "top_logprobs": 25})",
+       400, "'top_logprobs' must be in [0, 20], got 25"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "hi"}],
+           "top_logprobs": 2})",
+       400, "'top_logprobs' needs 'logprobs': true"},
       {"/v1/chat/completions", R"({"messages": "hi"})", 400,
        "'messages' must be an array, got a string"},
       {"/v1/chat/completions", R"({"messages": [{"content": "hi"}]})", 400,
@@ -622,9 +650,18 @@ TEST_F(OpenAiHttpTest, OfficialOpenAiSdkGetsTheGrpcTexts) {
                                "scripts/fetch_npm_test_deps.sh";
   // What the script must reproduce, from the gRPC path.
   const std::string prompt = "The quick brown fox";
-  const Grpc greedy = Generate(TextRequest(prompt, 10, 0));
+  v1::GenerateRequest greedy_req = TextRequest(prompt, 10, 0);
+  greedy_req.mutable_sampling()->set_logprobs(true);
+  const Grpc greedy = Generate(greedy_req);
   json want;
   want["completion"] = greedy.text;
+  // [token text, logprob] per token.
+  want["completion_logprobs"] = json::array();
+  for (size_t i = 0; i < greedy.ids.size(); ++i) {
+    want["completion_logprobs"].push_back(
+        {TokenText(greedy.ids[i], *tokenizer_),
+         static_cast<double>(greedy.logprobs.at(i).logprob())});
+  }
   want["prompt_tokens"] = greedy.prompt_tokens;
   for (uint64_t k = 0; k < 2; ++k) {
     want["seeded"].push_back(
@@ -645,8 +682,20 @@ TEST_F(OpenAiHttpTest, OfficialOpenAiSdkGetsTheGrpcTexts) {
   req.mutable_prompt_token_ids()->Add(ids->begin(), ids->end());
   req.mutable_sampling()->set_max_tokens(8);
   req.mutable_sampling()->set_ignore_eos(true);
+  req.mutable_sampling()->set_logprobs(true);
+  req.mutable_sampling()->set_top_logprobs(2);
   const Grpc chat = Generate(req);
   want["chat"] = chat.text;
+  // [token text, logprob, [top-2 texts]] per token.
+  want["chat_logprobs"] = json::array();
+  for (size_t i = 0; i < chat.ids.size(); ++i) {
+    const v1::TokenLogprobs& lp = chat.logprobs.at(i);
+    json top = json::array();
+    for (int32_t id : lp.top_token_ids())
+      top.push_back(TokenText(id, *tokenizer_));
+    want["chat_logprobs"].push_back({TokenText(chat.ids[i], *tokenizer_),
+                                     static_cast<double>(lp.logprob()), top});
+  }
   want["chat_prompt_tokens"] = chat.prompt_tokens;
   want["messages"] = messages;
   want["prompt"] = prompt;

@@ -89,6 +89,33 @@ await check('chat stream include_usage', async () => {
   assert.equal(usage.completion_tokens, 8);
 });
 
+// Logprobs as the SDK types them: each token's text, logprob and its top
+// alternatives' texts, equal to the gRPC path's TokenChunk.logprobs.
+await check('chat logprobs', async () => {
+  const r = await client.chat.completions.create({
+    model, messages: want.messages, max_tokens: 8, ...greedy,
+    logprobs: true, top_logprobs: 2 });
+  const got = r.choices[0].logprobs.content.map(
+    (e) => [e.token, e.logprob, e.top_logprobs.map((t) => t.token)]);
+  assert.deepEqual(got, want.chat_logprobs);
+});
+
+await check('completions logprobs stream', async () => {
+  const stream = await client.completions.create({
+    model, prompt: want.prompt, max_tokens: 10, ...greedy, logprobs: 2, stream: true });
+  const tokens = [];
+  const logprobs = [];
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      if (!c.logprobs) continue;
+      tokens.push(...c.logprobs.tokens);
+      logprobs.push(...c.logprobs.token_logprobs);
+    }
+  }
+  assert.deepEqual(tokens, want.completion_logprobs.map((e) => e[0]));
+  assert.deepEqual(logprobs, want.completion_logprobs.map((e) => e[1]));
+});
+
 await check('unknown model is NotFoundError', async () => {
   await assert.rejects(
     client.completions.create({ model: 'no-such-model', prompt: 'hi', max_tokens: 2 }),
