@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/client/scripted_server.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::client {
 namespace {
@@ -51,7 +52,8 @@ std::string Fixture(const std::string& name) {
 }
 
 std::string TempPath(const std::string& name) {
-  return absl::StrCat(::testing::TempDir(), "/bench_", getpid(), "_", name);
+  return absl::StrCat(::duet::testing::ScratchDir(), "/bench_", getpid(), "_",
+                      name);
 }
 
 struct BenchRun {

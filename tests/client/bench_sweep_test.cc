@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::client {
 namespace {
@@ -75,7 +76,7 @@ TEST(SweepCsvTest, OneRowPerRateWithThroughputsAndPercentiles) {
 }
 
 TEST(PlotScriptTest, PlotsACsvStandaloneAndRejectsOtherFiles) {
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ::duet::testing::ScratchDir();
   const std::string csv = absl::StrCat(dir, "/sweep_", getpid(), ".csv");
   const std::string png = absl::StrCat(dir, "/sweep_", getpid(), ".png");
   std::ofstream(csv) << SweepCsv(TwoRates(true));

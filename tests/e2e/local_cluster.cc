@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::testing {
 
@@ -123,7 +124,7 @@ Process::~Process() {
 const std::string& CertDir() {
   static const std::string* dir = [] {
     auto* d = new std::string(
-        absl::StrCat(::testing::TempDir(), "/duet_certs_", getpid()));
+        absl::StrCat(::duet::testing::ScratchDir(), "/duet_certs_", getpid()));
     // The source tree's script; from a bundle on another machine, the
     // working directory's (tests run from the repository root there).
     std::string script =
@@ -175,8 +176,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   const std::vector<std::string> security =
       o.insecure ? std::vector<std::string>{"--insecure"} : TlsArgs();
   static int counter = 0;
-  c->log_dir_ = absl::StrCat(::testing::TempDir(), "/duet_cluster_", getpid(),
-                             "_", counter++);
+  c->log_dir_ = absl::StrCat(::duet::testing::ScratchDir(), "/duet_cluster_",
+                             getpid(), "_", counter++);
   mkdir(c->log_dir_.c_str(), 0755);
   // GPU nodes load multi-GB checkpoints and profile a step first.
   const absl::Duration kStart = absl::Seconds(120);

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/local_cluster.h"
 #include "tests/e2e/openai_http_client.h"
+#include "tests/testing/scratch.h"
 #include "tests/testing/test_model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -701,7 +702,7 @@ TEST_F(OpenAiHttpTest, OfficialOpenAiSdkGetsTheGrpcTexts) {
   want["prompt"] = prompt;
   want["model"] = *model_;
   const std::string want_path = absl::StrCat(
-      ::testing::TempDir(), "/openai_sdk_want_", getpid(), ".json");
+      ::duet::testing::ScratchDir(), "/openai_sdk_want_", getpid(), ".json");
   std::ofstream(want_path) << want.dump();
   const std::string cmd = absl::StrCat(
       "cd ", sdk_dir, " && timeout 60 node check.mjs http://127.0.0.1:", port_,
@@ -718,7 +719,7 @@ TEST_F(OpenAiHttpTest, OfficialOpenAiSdkGetsTheGrpcTexts) {
 
 TEST(OpenAiHttpAuthTest, MissingOrWrongKeysAre401) {
   const std::string key_file =
-      absl::StrCat(::testing::TempDir(), "/openai_keys_", getpid());
+      absl::StrCat(::duet::testing::ScratchDir(), "/openai_keys_", getpid());
   const std::string key = "sk-test-0123456789abcdef";
   std::ofstream(key_file) << key << "\n";
   const int port = FreePort();

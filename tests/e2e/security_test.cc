@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/local_cluster.h"
+#include "tests/testing/scratch.h"
 #include "tests/testing/test_model.h"
 
 namespace duet::testing {
@@ -35,7 +36,7 @@ std::shared_ptr<grpc::ChannelCredentials> NoCertificate() {
 std::shared_ptr<grpc::ChannelCredentials> ForeignCertificate() {
   static const std::string dir = [] {
     const std::string d =
-        absl::StrCat(::testing::TempDir(), "/duet_foreign_", getpid());
+        absl::StrCat(::duet::testing::ScratchDir(), "/duet_foreign_", getpid());
     std::string script =
         std::string(DUET_SOURCE_DIR) + "/scripts/make_certs.sh";
     EXPECT_EQ(
@@ -281,9 +282,9 @@ TEST(SecurityTest, PrefillWritesOnlyWhereTheReservationSays) {
   v1::DescribeResponse described;
   EXPECT_EQ(describe(kId, "guess", &described).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_EQ(describe(kId + 1, reserved.reservation_token(), &described)
-                .error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(
+      describe(kId + 1, reserved.reservation_token(), &described).error_code(),
+      grpc::StatusCode::FAILED_PRECONDITION);
   ASSERT_TRUE(describe(kId, reserved.reservation_token(), &described).ok());
   EXPECT_EQ(described.kv_transfer().block_ids_size(), 1);
 
@@ -342,7 +343,7 @@ TEST(SecurityTest, PrefillWritesOnlyWhereTheReservationSays) {
 
 TEST(SecurityTest, ApiKeysGateGenerateAndListNodes) {
   const std::string keys =
-      absl::StrCat(::testing::TempDir(), "/duet_keys_", getpid());
+      absl::StrCat(::duet::testing::ScratchDir(), "/duet_keys_", getpid());
   {
     std::ofstream out(keys);
     out << "# test keys\n\nkey-0123456789abcdef\nkey-fedcba9876543210\n";

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::model {
 namespace {
@@ -134,7 +135,7 @@ class SafetensorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = (fs::path(::testing::TempDir()) /
+    dir_ = (fs::path(::duet::testing::ScratchDir()) /
             absl::StrCat("duet_safetensors_", info->test_suite_name(), "_",
                          info->name(), "_", ::getpid()))
                .string();

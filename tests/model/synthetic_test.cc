@@ -8,14 +8,15 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/transformer.h"
+#include "tests/testing/scratch.h"
 #include "tests/testing/test_model.h"
 
 namespace duet::model {
 namespace {
 
 std::string TempDir(const std::string& name) {
-  return absl::StrCat(::testing::TempDir(), "/duet_synth_", name, "_",
-                      ::getpid());
+  return absl::StrCat(::duet::testing::ScratchModelsDir(), "/duet_synth_", name,
+                      "_", ::getpid());
 }
 
 TEST(SyntheticTest, SamePresetAndSeedGiveIdenticalBytes) {

@@ -9,9 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "model/transformer.h"
-#include "tests/testing/test_model.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "model/transformer.h"
+#include "tests/testing/scratch.h"
+#include "tests/testing/test_model.h"
 
 namespace duet::model {
 namespace {
@@ -20,16 +21,15 @@ using ::testing::HasSubstr;
 
 // Copies the tiny checkpoint into a new directory, letting `edit` change the
 // tensor list (drop, add, reshape) before writing.
-std::string RewriteTiny(const std::string& name,
-                        const std::function<void(std::vector<TensorSpec>&)>&
-                            edit) {
+std::string RewriteTiny(
+    const std::string& name,
+    const std::function<void(std::vector<TensorSpec>&)>& edit) {
   const std::string& src = testing::SyntheticModelDir("tiny");
   const std::string dir =
-      absl::StrCat(::testing::TempDir(), "/duet_weights_", name);
+      absl::StrCat(::duet::testing::ScratchModelsDir(), "/duet_weights_", name);
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(
-      src + "/config.json", dir + "/config.json",
-      std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(src + "/config.json", dir + "/config.json",
+                             std::filesystem::copy_options::overwrite_existing);
   auto ckpt = Checkpoint::Open(src);
   EXPECT_TRUE(ckpt.ok());
   std::vector<TensorSpec> specs;
@@ -88,8 +88,8 @@ TEST(WeightsTest, MissingTensorIsNamed) {
 
 TEST(WeightsTest, ExtraTensorIsNamed) {
   const std::string dir = RewriteTiny("extra", [](auto& specs) {
-    specs.push_back({"model.layers.0.self_attn.q_proj.bias", DType::kBF16,
-                     {64}});
+    specs.push_back(
+        {"model.layers.0.self_attn.q_proj.bias", DType::kBF16, {64}});
   });
   const absl::Status s = LoadStatus(dir);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

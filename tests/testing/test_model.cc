@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/synthetic.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::testing {
 
@@ -20,8 +21,8 @@ const std::string& SyntheticModelDir(const std::string& preset) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = dirs->find(preset);
   if (it != dirs->end()) return it->second;
-  const std::string dir = absl::StrCat(::testing::TempDir(), "/duet_model_",
-                                       preset, "_", ::getpid());
+  const std::string dir = absl::StrCat(::duet::testing::ScratchModelsDir(),
+                                       "/duet_model_", preset, "_", ::getpid());
   model::SyntheticOptions options;
   options.preset = preset;
   const absl::Status status = model::WriteSyntheticCheckpoint(dir, options);

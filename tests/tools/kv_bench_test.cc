@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch.h"
 
 namespace {
 
@@ -56,8 +57,8 @@ int CountRows(const std::string& output, const std::string& transport,
 }
 
 TEST(KvBenchTest, CpuModeMeasuresEveryTransportAndSize) {
-  const std::string json =
-      absl::StrCat(::testing::TempDir(), "/kv_bench_", getpid(), ".json");
+  const std::string json = absl::StrCat(::duet::testing::ScratchDir(),
+                                        "/kv_bench_", getpid(), ".json");
   ProcessResult run = Execute(absl::StrCat(
       DUET_KV_BENCH_BIN,
       " --backend=cpu --transports=ucx,ucx-staged,in-process"
