@@ -73,7 +73,12 @@ std::vector<BenchRequestSpec> MakePrefixRequests(const WorkloadOptions& o) {
     spec.output_len =
         static_cast<int>(rng.UniformInt(o.output_len_min, o.output_len_max));
     spec.sampling_seed = rng.Next();
-    spec.prompt_token_ids = prefixes[prefix];
+    // Drawn only below 1, so the default's requests stay as they were.
+    const bool own =
+        o.prefix_share < 1.0 &&
+        static_cast<double>(rng.UniformInt(0, 999999)) >= o.prefix_share * 1e6;
+    spec.prompt_token_ids =
+        own ? RandomIds(rng, o.prefix_len, o.vocab_limit) : prefixes[prefix];
     const std::vector<int32_t> suffix =
         RandomIds(rng, suffix_len, o.vocab_limit);
     spec.prompt_token_ids.insert(spec.prompt_token_ids.end(), suffix.begin(),

@@ -61,6 +61,10 @@ struct WorkloadOptions {
   // prefix-repetition: tokens of each shared prefix, and how many there are.
   int prefix_len = 256;
   int num_prefixes = 10;
+  // prefix-repetition: the share of requests that take one of the shared
+  // prefixes; the others get a random prefix of their own, of the same
+  // length (1: all share, as vLLM's dataset).
+  double prefix_share = 1.0;
   // sharegpt / jsonl: the file.
   std::string dataset_path;
   // sharegpt / jsonl: > 0 makes every request generate this many tokens

@@ -65,6 +65,9 @@ ABSL_FLAG(int32_t, output_len_max, 0,
           "if > 0, output lengths are uniform in [--output-len, this] "
           "(instead of --range-ratio)");
 ABSL_FLAG(int32_t, prefix_len, 256, "prefix-repetition: tokens per prefix");
+ABSL_FLAG(double, prefix_share, 1.0,
+          "prefix-repetition: share of requests that take a shared prefix; "
+          "the others get a random one of their own (same length)");
 ABSL_FLAG(int32_t, num_prefixes, 10,
           "prefix-repetition: distinct prefixes, each request picks one");
 ABSL_FLAG(int32_t, vocab_limit, 32000,
@@ -237,6 +240,10 @@ absl::StatusOr<BenchOptions> OptionsFromFlags() {
   }
   w.prefix_len = absl::GetFlag(FLAGS_prefix_len);
   w.num_prefixes = absl::GetFlag(FLAGS_num_prefixes);
+  w.prefix_share = absl::GetFlag(FLAGS_prefix_share);
+  if (!(w.prefix_share >= 0.0 && w.prefix_share <= 1.0)) {
+    return absl::InvalidArgumentError("--prefix-share must be in [0, 1]");
+  }
   w.vocab_limit = absl::GetFlag(FLAGS_vocab_limit);
   w.seed = absl::GetFlag(FLAGS_seed);
   options.request_rate = absl::GetFlag(FLAGS_request_rate);

@@ -230,13 +230,20 @@ int Health() {
   if (client == nullptr) return exit_code;
   auto health = client->Health(timeout);
   if (!health.ok()) return RpcError("health", health.status());
+  const v1::RoutingStats& r = health->routing();
   std::printf(
       "serving=%s prefill_nodes=%u decode_nodes=%u model=%s "
-      "colocated_nodes=%u\n",
+      "colocated_nodes=%u routing=%s prompt_tokens=%llu "
+      "predicted_cached_tokens=%llu prefill_cached_tokens=%llu "
+      "decode_cached_tokens=%llu\n",
       health->serving() ? "true" : "false", health->num_prefill_nodes(),
       health->num_decode_nodes(),
       health->model_name().empty() ? "-" : health->model_name().c_str(),
-      health->num_colocated_nodes());
+      health->num_colocated_nodes(), r.mode().empty() ? "-" : r.mode().c_str(),
+      static_cast<unsigned long long>(r.prompt_tokens()),
+      static_cast<unsigned long long>(r.predicted_cached_tokens()),
+      static_cast<unsigned long long>(r.prefill_cached_tokens()),
+      static_cast<unsigned long long>(r.decode_cached_tokens()));
   return health->serving() ? kExitOk : kExitNotServing;
 }
 

@@ -72,10 +72,12 @@ class DecodeEngine::Policy final : public runtime::RolePolicy {
       kv_transfer::KvLayout whole = engine_->layout();
       whole.tp_size = 1;
       whole.tp_rank = 0;
-      engine_->options_.on_kv_received(
-          int64_t{
-              model::BlocksForTokens(r.num_prompt_tokens, whole.block_size)} *
-          whole.num_layers * whole.block_bytes());
+      // Linked prefix-cache blocks were not sent.
+      const int64_t sent =
+          model::BlocksForTokens(r.num_prompt_tokens, whole.block_size) -
+          static_cast<int64_t>(r.cached_uids.size());
+      engine_->options_.on_kv_received(sent * whole.num_layers *
+                                       whole.block_bytes());
     }
     return s;
   }
@@ -130,7 +132,8 @@ DecodeEngine::~DecodeEngine() {
 absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
     uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
     const kv_transfer::KvLayout& expected, absl::Duration ttl,
-    std::optional<kv_transfer::Transport> transport) {
+    std::optional<kv_transfer::Transport> transport,
+    std::span<const int32_t> prompt) {
   // The prefill node may split the heads over another number of ranks
   // (heterogeneous TP); everything else must match.
   DUET_RETURN_IF_ERROR(
@@ -145,6 +148,19 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
   if (num_prompt_tokens <= 0 || max_new_tokens <= 0) {
     return absl::InvalidArgumentError(
         "Reserve: num_prompt_tokens and max_new_tokens must be > 0");
+  }
+  if (!prompt.empty()) {
+    if (static_cast<int64_t>(prompt.size()) != num_prompt_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Reserve: prompt_token_ids has ", prompt.size(),
+                       " tokens but num_prompt_tokens is ", num_prompt_tokens));
+    }
+    for (int32_t id : prompt) {
+      if (id < 0 || id >= config().vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Reserve: prompt token id ", id, " is outside the vocabulary"));
+      }
+    }
   }
   const int64_t total = int64_t{num_prompt_tokens} + max_new_tokens;
   if (total > max_model_len()) {
@@ -178,10 +194,16 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
       return absl::AlreadyExistsError(
           absl::StrCat("request ", request_id, " is already reserved"));
     }
-    DUET_ASSIGN_OR_RETURN(std::vector<BlockId> blocks,
-                          scheduler.Reserve(std::min(prompt_blocks + 1, most)));
+    // The block of the prompt's last token is always received, so every
+    // transfer carries at least one block.
+    DUET_ASSIGN_OR_RETURN(
+        runtime::Scheduler::PromptBlocks taken,
+        scheduler.ReservePrompt(prompt, std::min(prompt_blocks + 1, most),
+                                (num_prompt_tokens - 1) / bs));
+    std::vector<BlockId>& blocks = taken.blocks;
+    const auto cached = static_cast<int32_t>(taken.cached_uids.size());
     std::vector<int32_t> ids;
-    for (int32_t i = 0; i < prompt_blocks; ++i) {
+    for (int32_t i = cached; i < prompt_blocks; ++i) {
       ids.push_back(blocks[static_cast<size_t>(i)].value());
     }
     auto desc = transport.has_value()
@@ -191,7 +213,12 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
       (void)scheduler.Unreserve(blocks);
       return desc.status();
     }
+    desc->first_block = cached;
     Reservation r;
+    if (cached > 0) {
+      r.cached_uids = std::move(taken.cached_uids);
+      r.prompt.assign(prompt.begin(), prompt.end());
+    }
     r.blocks = std::move(blocks);
     r.prompt_len = num_prompt_tokens;
     r.max_new_tokens = max_new_tokens;
@@ -252,6 +279,13 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
           " (the decode node keeps the prompt to recompute its KV after a "
           "preemption)"));
     }
+    // Linked cache blocks hold the KV of the reserved prompt only.
+    if (!r.prompt.empty() && prompt != r.prompt) {
+      return absl::InvalidArgumentError(
+          "Decode: prompt_token_ids differ from the prompt given at Reserve "
+          "(part of the reservation's KV was linked from this node's prefix "
+          "cache for that prompt)");
+    }
     if (params.max_tokens > r.max_new_tokens) {
       return absl::InvalidArgumentError(
           absl::StrCat("max_tokens ", params.max_tokens,
@@ -271,6 +305,7 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     req.tokens = std::move(prompt);
     req.tokens.push_back(first_token);
     req.blocks = std::move(r.blocks);
+    req.cached_uids = std::move(r.cached_uids);
     req.params = params;
     req.sink = stream;
     reservations_.erase(it);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -133,10 +134,16 @@ class DecodeEngine {
   // the receiver's staging) is full.
   // `transport`: the KV transport the router chose for the pair (nullopt:
   // the receiver's default); INVALID_ARGUMENT when this node has none such.
+  // `prompt` (optional, num_prompt_tokens long): with prefix caching, the
+  // prompt's leading full blocks this node holds are linked into the
+  // reservation instead of received (the descriptor's first_block says how
+  // many; the block of the prompt's last token always comes from the
+  // prefill node), and StartDecode must then bring the same prompt.
   absl::StatusOr<kv_transfer::KvDescriptor> Reserve(
       uint64_t request_id, int32_t num_prompt_tokens, int32_t max_new_tokens,
       const kv_transfer::KvLayout& expected, absl::Duration ttl,
-      std::optional<kv_transfer::Transport> transport = std::nullopt);
+      std::optional<kv_transfer::Transport> transport = std::nullopt,
+      std::span<const int32_t> prompt = {});
 
   // How long a reservation asked for with `ttl` lasts (0: the default).
   absl::Duration ReservationTtl(absl::Duration ttl) const {
@@ -177,6 +184,10 @@ class DecodeEngine {
   class Policy;
   struct Reservation {
     std::vector<BlockId> blocks;
+    // Prefix-cache uids of the leading blocks that were linked, not
+    // received, and the prompt their KV belongs to (empty when none).
+    std::vector<uint64_t> cached_uids;
+    std::vector<int32_t> prompt;
     int32_t prompt_len = 0;
     int32_t max_new_tokens = 0;
     absl::Time expires;

@@ -36,9 +36,12 @@ grpc::Status DecodeService::Reserve(grpc::ServerContext* ctx,
   auto desc = engine_->Reserve(
       req->request_id(), static_cast<int32_t>(req->num_prompt_tokens()),
       static_cast<int32_t>(req->max_new_tokens()), *layout,
-      absl::Milliseconds(req->reservation_ttl_ms()), *transport);
+      absl::Milliseconds(req->reservation_ttl_ms()), *transport,
+      std::span<const int32_t>(req->prompt_token_ids().data(),
+                               req->prompt_token_ids().size()));
   if (!desc.ok()) return serving::ToGrpc(desc.status());
   reply->set_reserved_blocks(static_cast<uint32_t>(desc->block_ids.size()));
+  reply->set_cached_blocks(static_cast<uint32_t>(desc->first_block));
   absl::MutexLock lock(&mu_);
   std::string secret(16, '\0');
   for (size_t i = 0; i < secret.size(); i += 4) {

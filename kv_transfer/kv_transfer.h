@@ -67,7 +67,13 @@ const char* TransportName(Transport transport);
 struct KvDescriptor {
   Transport transport = Transport::kInProcess;
   KvLayout layout;
-  std::vector<int32_t> block_ids;  // destination block per logical block
+  // Destination block of logical block first_block + i. The blocks before
+  // first_block the receiver already holds (its prefix cache, shared with
+  // other requests): senders never write them, and callers index copies
+  // from first_block (BlockCopy::logical_block 0 is logical block
+  // first_block of the request).
+  std::vector<int32_t> block_ids;
+  int32_t first_block = 0;
   // How many destination blocks the descriptor addresses per layer: every
   // id in block_ids is below it (the receiver's pool size, or the staging
   // slots of this request on a staged receiver). Senders reject a
@@ -197,8 +203,7 @@ class KvSender {
   virtual absl::Status SendSlice(
       const KvDescriptor& dest, std::span<const BlockCopy> copies,
       LayerRange layers, const TransferSlice& slice,
-      std::shared_ptr<const kernels::StreamMark> ready,
-      absl::Duration timeout);
+      std::shared_ptr<const kernels::StreamMark> ready, absl::Duration timeout);
 };
 
 }  // namespace duet::kv_transfer

@@ -105,18 +105,27 @@ class PrefillPolicy final : public runtime::RolePolicy {
       const runtime::Sequence& seq = requests[i].seq;
       const bool last = c.start + c.len >= seq.num_prompt_tokens;
       Piece p{c.id.value(), {}};
+      // The decode node's leading blocks it holds already (its prefix
+      // cache): never sent.
+      auto job = jobs_.find(c.id);
+      const int32_t skip =
+          job == jobs_.end() ? 0 : job->second->dest_.first_block;
       // Blocks before the chunk that this request has not pushed yet: the
       // prefix cache's (computed by an earlier request, never by a chunk of
       // this one), sent with its first chunk.
+      if (job != jobs_.end()) {
+        job->second->partial_.cached_tokens = seq.num_cached_tokens;
+      }
       int32_t& sent = sent_blocks_[c.id];
+      sent = std::max(sent, skip);
       const int32_t from = std::min(c.start, sent * block_size_);
       if (push_ == KvPush::kRequest) {
-        if (last) p.copies = Copies(seq, 0, c.start + c.len, true);
+        if (last) p.copies = Copies(seq, 0, c.start + c.len, true, skip);
       } else {
-        p.copies = Copies(seq, from, c.start + c.len, last);
+        p.copies = Copies(seq, from, c.start + c.len, last, skip);
       }
       for (const kv_transfer::BlockCopy& b : p.copies) {
-        sent = std::max(sent, b.logical_block + 1);
+        sent = std::max(sent, skip + b.logical_block + 1);
       }
       step_.push_back(std::move(p));
     }
@@ -197,18 +206,19 @@ class PrefillPolicy final : public runtime::RolePolicy {
     std::vector<kv_transfer::BlockCopy> copies;
   };
 
-  // The blocks of tokens [start, end) that are complete after them: a
-  // partial last block is sent only with the prompt's last chunk, once
-  // whole, so every block leaves exactly once.
+  // The blocks of tokens [start, end) that are complete after them, from
+  // block `skip` on: a partial last block is sent only with the prompt's
+  // last chunk, once whole, so every block leaves exactly once. Copies
+  // index the descriptor's blocks, which start at logical block `skip`.
   std::vector<kv_transfer::BlockCopy> Copies(const runtime::Sequence& seq,
                                              int32_t start, int32_t end,
-                                             bool last) const {
-    const int32_t first = start / block_size_;
+                                             bool last, int32_t skip) const {
+    const int32_t first = std::max(start / block_size_, skip);
     const int32_t stop =
         last ? model::BlocksForTokens(end, block_size_) : end / block_size_;
     std::vector<kv_transfer::BlockCopy> copies;
     for (int32_t b = first; b < stop; ++b) {
-      copies.push_back({seq.blocks[static_cast<size_t>(b)].value(), b});
+      copies.push_back({seq.blocks[static_cast<size_t>(b)].value(), b - skip});
     }
     return copies;
   }
@@ -274,12 +284,17 @@ absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
       kv_transfer::MakeTransferPlan(layout(), dest.layout).status());
   const int32_t need = model::BlocksForTokens(
       static_cast<int64_t>(prompt.size()), runner_->block_size());
-  if (static_cast<int32_t>(dest.block_ids.size()) < need) {
-    return absl::InvalidArgumentError(absl::StrCat("KV destination has ",
-                                                   dest.block_ids.size(),
-                                                   " blocks; the prompt "
-                                                   "needs ",
-                                                   need));
+  // The decode node holds the first `first_block` (its prefix cache); the
+  // block of the last prompt token is always sent.
+  if (dest.first_block < 0 || dest.first_block >= need) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV destination starts at block ", dest.first_block,
+                     " of the ", need, " the prompt takes"));
+  }
+  if (static_cast<int32_t>(dest.block_ids.size()) < need - dest.first_block) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV destination has ", dest.block_ids.size(), " blocks after block ",
+        dest.first_block, "; the prompt needs ", need - dest.first_block));
   }
   if (need > runner_->num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -59,6 +59,8 @@ struct PrefillResult {
   // First token sampled -> all KV visible at the decode node: the transfer
   // time not hidden behind compute.
   double transfer_ms = 0;
+  // Prompt tokens taken from this node's prefix cache (not computed).
+  int32_t cached_tokens = 0;
 };
 
 // One request's handle. Thread-safe.

@@ -96,6 +96,8 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
     if (result.has_value()) {
       if (!result->ok()) return serving::ToGrpc(result->status());
       reply->set_first_token((*result)->first_token);
+      reply->set_cached_prompt_tokens(
+          static_cast<uint32_t>((*result)->cached_tokens));
       if ((*result)->first_logprobs.has_value()) {
         *reply->mutable_first_token_logprobs() =
             serving::ToProto(*(*result)->first_logprobs);

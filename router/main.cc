@@ -57,6 +57,10 @@ ABSL_FLAG(std::string, policy, "auto",
           "prompts of at most --auto-colocated-prompt-tokens, or when every "
           "prefill node has --auto-prefill-queue-tokens queued; disagg "
           "otherwise, and always when no colocated node is live)");
+ABSL_FLAG(std::string, routing, "prefix-aware",
+          "prefix-aware: weigh each node's load against the prompt prefix its "
+          "KV cache likely holds (by what the router sent where); "
+          "least-loaded: load only");
 ABSL_FLAG(int32_t, auto_colocated_prompt_tokens, 256,
           "--policy auto: prompts this short run colocated");
 ABSL_FLAG(int64_t, auto_prefill_queue_tokens, 16384,
@@ -172,6 +176,9 @@ int main(int argc, char** argv) {
   auto policy = duet::router::ParseServingPolicy(absl::GetFlag(FLAGS_policy));
   if (!policy.ok()) return Usage(std::string(policy.status().message()));
   options.policy = *policy;
+  auto routing = duet::router::ParseRoutingMode(absl::GetFlag(FLAGS_routing));
+  if (!routing.ok()) return Usage(std::string(routing.status().message()));
+  options.routing = *routing;
   options.auto_colocated_prompt_tokens =
       absl::GetFlag(FLAGS_auto_colocated_prompt_tokens);
   options.auto_prefill_queue_tokens =

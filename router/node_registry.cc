@@ -150,6 +150,10 @@ NodeRef NodeRegistry::MakeRef(uint64_t id, const Node& n) {
     r.kv_transports.push_back(static_cast<v1::KvTransport>(t));
   }
   r.host_id = n.info.host_id();
+  r.total_kv_blocks = n.info.total_kv_blocks();
+  r.free_kv_blocks = n.load.free_kv_blocks();
+  r.queued_prefill_tokens =
+      static_cast<int64_t>(n.load.queued_prefill_tokens());
   return r;
 }
 
@@ -202,7 +206,9 @@ std::vector<NodeRef> NodeRegistry::DecodeCandidates(bool colocated_only) {
     }
     const int64_t free =
         int64_t{n.load.free_kv_blocks()} - Recent(n.reserved_recently);
-    scored.push_back({free, MakeRef(id, n)});
+    NodeRef ref = MakeRef(id, n);
+    ref.free_kv_blocks = free;
+    scored.push_back({free, std::move(ref)});
   }
   std::stable_sort(scored.begin(), scored.end(),
                    [](const auto& a, const auto& b) {
@@ -223,7 +229,9 @@ std::vector<NodeRef> NodeRegistry::PrefillCandidates() {
     const int64_t queued =
         static_cast<int64_t>(n.load.queued_prefill_tokens()) +
         Recent(n.prefill_recently);
-    scored.push_back({queued, MakeRef(id, n)});
+    NodeRef ref = MakeRef(id, n);
+    ref.queued_prefill_tokens = queued;
+    scored.push_back({queued, std::move(ref)});
   }
   std::stable_sort(scored.begin(), scored.end(),
                    [](const auto& a, const auto& b) {

@@ -37,6 +37,15 @@ struct NodeRef {
   // As registered (empty: UCX only).
   std::vector<v1::KvTransport> kv_transports;
   std::string host_id;
+  // Load when the candidates were listed, with the router's own recent
+  // placements: prompt tokens queued for prefill (prefill nodes) and free
+  // KV blocks (decode and colocated nodes), of total_kv_blocks.
+  int64_t queued_prefill_tokens = 0;
+  int64_t free_kv_blocks = 0;
+  int64_t total_kv_blocks = 0;
+  // Prompt tokens of the request being placed that the router expects the
+  // node to hold in its prefix cache (set by prefix-aware placement).
+  int64_t expected_cached_tokens = 0;
 };
 
 // "/models/Qwen3-4B/" -> "Qwen3-4B": what nodes of one cluster must agree

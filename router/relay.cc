@@ -235,8 +235,22 @@ grpc::Status RouterService::GenerateColocated(
                                     last_error, ")"));
       }
     }
-    const std::vector<NodeRef> nodes =
+    std::vector<NodeRef> nodes =
         registry_->DecodeCandidates(/*colocated_only=*/true);
+    const std::vector<uint64_t> hashes =
+        nodes.empty()
+            ? std::vector<uint64_t>{}
+            : PrefixBlockHashes(
+                  prompt,
+                  std::max<int32_t>(1, static_cast<int32_t>(
+                                           nodes.front().layout.block_size())));
+    int32_t cached = 0;
+    if (options_.routing == RoutingMode::kPrefixAware && !nodes.empty()) {
+      cached = OrderDecodeByPrefix(
+          nodes, prefix_index_, hashes, static_cast<int64_t>(prompt.size()),
+          std::max<int32_t>(
+              1, static_cast<int32_t>(nodes.front().layout.block_size())));
+    }
     if (nodes.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
                    "no colocated node is available (start duet-decode with "
@@ -284,6 +298,11 @@ grpc::Status RouterService::GenerateColocated(
                             : last_error);
       }
       // Taken: relay it, the first message included.
+      routing_.prompt_tokens += static_cast<int64_t>(prompt.size());
+      if (&node == &nodes.front()) {
+        routing_.predicted_tokens += int64_t{cached} * bs;
+      }
+      prefix_index_.Record(node.id, hashes, node.total_kv_blocks);
       // The node's queue and prefill are inside its time to first token.
       const v1::Timings base;
       return Relay(record, req, writer, scope, text, prompt.size(), start, base,

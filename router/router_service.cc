@@ -221,9 +221,11 @@ grpc::Status RouterService::Validate(const v1::GenerateRequest& req,
 }
 
 grpc::Status RouterService::ReserveDecode(
-    uint64_t id, int32_t num_prompt_tokens, const v1::GenerateRequest& req,
+    uint64_t id, const std::vector<int32_t>& prompt,
+    std::span<const uint64_t> hashes, const v1::GenerateRequest& req,
     const NodeRef& prefill, absl::Time deadline, CallWatcher::Scope& scope,
     Reservation* out) {
+  const auto num_prompt_tokens = static_cast<int32_t>(prompt.size());
   std::string last_error = "no decode node is registered";
   std::optional<AdmissionQueue::Ticket> ticket;
   // First come, first served: behind the requests already waiting.
@@ -249,7 +251,13 @@ grpc::Status RouterService::ReserveDecode(
                                     last_error, ")"));
       }
     }
-    const std::vector<NodeRef> decode = registry_->DecodeCandidates();
+    std::vector<NodeRef> decode = registry_->DecodeCandidates();
+    if (options_.routing == RoutingMode::kPrefixAware && !decode.empty()) {
+      OrderDecodeByPrefix(
+          decode, prefix_index_, hashes, num_prompt_tokens,
+          std::max<int32_t>(
+              1, static_cast<int32_t>(decode.front().layout.block_size())));
+    }
     if (decode.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
                    "no decode node is available");
@@ -267,6 +275,8 @@ grpc::Status RouterService::ReserveDecode(
       v1::ReserveRequest r;
       r.set_request_id(id);
       r.set_num_prompt_tokens(num_prompt_tokens);
+      // Lets a decode node link the blocks its prefix cache holds.
+      r.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
       r.set_max_new_tokens(req.sampling().max_tokens());
       // The layout the prefill node will write with; the decode node checks
       // it against its own.
@@ -298,6 +308,9 @@ grpc::Status RouterService::ReserveDecode(
           s.ok() ? static_cast<int64_t>(reply.reserved_blocks()) - estimate
                  : -estimate);
       if (s.ok()) {
+        routing_.decode_cached_tokens +=
+            int64_t{reply.cached_blocks()} * block_size;
+        prefix_index_.Record(node.id, hashes, node.total_kv_blocks);
         out->node = node;
         out->token = std::move(*reply.mutable_reservation_token());
         out->expires = reserved_at + options_.reservation_ttl;
@@ -363,7 +376,10 @@ grpc::Status RouterService::RunPrefill(
   // (and the request may go to another one); a prefill has no messages to
   // time between, so no idle limit.
   scope.WatchNode(node.id, absl::ZeroDuration());
-  registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()));
+  // What the node will compute: its cached prefix is not queued work (or
+  // a burst of one conversation would look like load and scatter).
+  registry_->AddPrefillTokens(node.id, static_cast<int64_t>(prompt.size()) -
+                                           node.expected_cached_tokens);
   const grpc::Status s = node.stub->Prefill(&ctx, p, out);
   scope.SetCurrent(nullptr);
   const bool node_gone = scope.lost() == CallWatcher::Lost::kNodeGone;
@@ -396,13 +412,26 @@ grpc::Status RouterService::RunPrefill(
 }
 
 std::optional<NodeRef> RouterService::NextPrefill(
-    const std::vector<uint64_t>& tried) {
-  for (NodeRef& node : registry_->PrefillCandidates()) {
-    if (std::find(tried.begin(), tried.end(), node.id) == tried.end()) {
-      return std::move(node);
-    }
+    const std::vector<uint64_t>& tried, std::span<const uint64_t> hashes,
+    int64_t prompt_tokens, int64_t* predicted_tokens) {
+  std::vector<NodeRef> nodes = registry_->PrefillCandidates();
+  std::erase_if(nodes, [&](const NodeRef& n) {
+    return std::find(tried.begin(), tried.end(), n.id) != tried.end();
+  });
+  if (nodes.empty()) return std::nullopt;
+  const auto bs = std::max<int32_t>(
+      1, static_cast<int32_t>(nodes.front().layout.block_size()));
+  int32_t cached = 0;
+  if (options_.routing == RoutingMode::kPrefixAware) {
+    cached =
+        OrderPrefillByPrefix(nodes, prefix_index_, hashes, prompt_tokens, bs);
+  } else {
+    cached = UsableCachedBlocks(prefix_index_.Match(nodes.front().id, hashes),
+                                prompt_tokens, bs);
   }
-  return std::nullopt;
+  nodes.front().expected_cached_tokens = int64_t{cached} * bs;
+  if (predicted_tokens != nullptr) *predicted_tokens = int64_t{cached} * bs;
+  return std::move(nodes.front());
 }
 
 void RouterService::ReleaseDecode(uint64_t id, const Reservation& r,
@@ -488,16 +517,30 @@ grpc::Status RouterService::GenerateImpl(
                              deadline, scope, text, writer);
   }
   // The prefill node first: it decides which decode nodes can receive its
-  // KV, and over which transport.
+  // KV, and over which transport. Every node of a cluster has the same
+  // block size (the registry pins one layout).
   std::vector<uint64_t> tried;
-  std::optional<NodeRef> prefill_node = NextPrefill(tried);
+  int64_t predicted = 0;
+  std::vector<uint64_t> hashes;
+  std::optional<NodeRef> prefill_node;
+  {
+    const std::vector<NodeRef> any = registry_->PrefillCandidates();
+    if (!any.empty()) {
+      hashes = PrefixBlockHashes(
+          prompt, std::max<int32_t>(1, static_cast<int32_t>(
+                                           any.front().layout.block_size())));
+    }
+    prefill_node = NextPrefill(tried, hashes,
+                               static_cast<int64_t>(prompt.size()), &predicted);
+  }
   if (!prefill_node.has_value()) {
     return Error(grpc::StatusCode::UNAVAILABLE, "no prefill node is available");
   }
+  routing_.prompt_tokens += static_cast<int64_t>(prompt.size());
+  routing_.predicted_tokens += predicted;
   Reservation reservation;
-  if (grpc::Status s =
-          ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
-                        *prefill_node, deadline, scope, &reservation);
+  if (grpc::Status s = ReserveDecode(id, prompt, hashes, *req, *prefill_node,
+                                     deadline, scope, &reservation);
       !s.ok()) {
     return s;
   }
@@ -509,18 +552,24 @@ grpc::Status RouterService::GenerateImpl(
     const grpc::Status s =
         RunPrefill(id, prompt, sampling, *prefill_node, reservation, deadline,
                    scope, &retry, &prefill);
-    if (s.ok()) break;
+    if (s.ok()) {
+      routing_.prefill_cached_tokens += prefill.cached_prompt_tokens();
+      prefix_index_.Record(prefill_node->id, hashes,
+                           prefill_node->total_kv_blocks);
+      break;
+    }
     ReleaseDecode(id, reservation,
                   scope.cancelled() ? v1::RELEASE_REASON_CANCELLED
                                     : v1::RELEASE_REASON_FAILED);
-    prefill_node = retry ? NextPrefill(tried) : std::nullopt;
+    prefill_node =
+        retry ? NextPrefill(tried, hashes, static_cast<int64_t>(prompt.size()))
+              : std::nullopt;
     if (!prefill_node.has_value()) return s;
     DUET_LOG(WARNING) << "request " << id << ": " << s.error_message()
                       << "; trying another prefill node with a new "
                          "reservation";
-    if (grpc::Status r =
-            ReserveDecode(id, static_cast<int32_t>(prompt.size()), *req,
-                          *prefill_node, deadline, scope, &reservation);
+    if (grpc::Status r = ReserveDecode(id, prompt, hashes, *req, *prefill_node,
+                                       deadline, scope, &reservation);
         !r.ok()) {
       return r;
     }
@@ -595,6 +644,15 @@ grpc::Status RouterService::Health(grpc::ServerContext*,
                          : disagg || colocated);
   const auto nodes = registry_->List(v1::NODE_ROLE_UNSPECIFIED);
   if (!nodes.empty()) reply->set_model_name(nodes.front().model_name());
+  v1::RoutingStats* r = reply->mutable_routing();
+  r->set_mode(RoutingModeName(options_.routing));
+  r->set_prompt_tokens(static_cast<uint64_t>(routing_.prompt_tokens.load()));
+  r->set_predicted_cached_tokens(
+      static_cast<uint64_t>(routing_.predicted_tokens.load()));
+  r->set_prefill_cached_tokens(
+      static_cast<uint64_t>(routing_.prefill_cached_tokens.load()));
+  r->set_decode_cached_tokens(
+      static_cast<uint64_t>(routing_.decode_cached_tokens.load()));
   return grpc::Status::OK;
 }
 

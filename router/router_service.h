@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <random>
+#include <span>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -22,6 +23,7 @@
 #include "router/admission_queue.h"
 #include "router/call_watcher.h"
 #include "router/node_registry.h"
+#include "router/prefix_index.h"
 #include "router/router_metrics.h"
 #include "router/text_stream.h"
 #include "security/api_keys.h"
@@ -71,6 +73,16 @@ struct RouterOptions {
   absl::Duration client_write_timeout = absl::Seconds(30);
   // Where requests are recorded (null: nowhere).
   RouterMetrics* metrics = nullptr;
+  // How nodes are picked (--routing; prefix_index.h).
+  RoutingMode routing = RoutingMode::kPrefixAware;
+};
+
+// Prefix-aware routing since start (HealthResponse.routing).
+struct RoutingCounters {
+  std::atomic<int64_t> prompt_tokens{0};     // of requests placed
+  std::atomic<int64_t> predicted_tokens{0};  // cached, by the router's record
+  std::atomic<int64_t> prefill_cached_tokens{0};  // as the nodes reported
+  std::atomic<int64_t> decode_cached_tokens{0};
 };
 
 class RouterService final : public v1::Duet::Service,
@@ -122,7 +134,10 @@ class RouterService final : public v1::Duet::Service,
                         std::vector<int32_t>* prompt);
   // Reserves on a decode node that shares a KV transport with `prefill`
   // (the node that will write the KV), asking it for that transport.
-  grpc::Status ReserveDecode(uint64_t id, int32_t num_prompt_tokens,
+  // `hashes`: the prompt's PrefixBlockHashes at the decode nodes' block
+  // size (prefix-aware routing).
+  grpc::Status ReserveDecode(uint64_t id, const std::vector<int32_t>& prompt,
+                             std::span<const uint64_t> hashes,
                              const v1::GenerateRequest& req,
                              const NodeRef& prefill, absl::Time deadline,
                              CallWatcher::Scope& scope, Reservation* out);
@@ -159,13 +174,20 @@ class RouterService final : public v1::Duet::Service,
       absl::Time start, absl::Time deadline, CallWatcher::Scope& scope,
       std::optional<TextStream>& text,
       grpc::ServerWriter<v1::GenerateResponse>* writer);
-  // The least-loaded prefill node not in `tried`.
-  std::optional<NodeRef> NextPrefill(const std::vector<uint64_t>& tried);
+  // The best prefill node not in `tried` (--routing), and the prompt tokens
+  // it is expected to hold (prefix-aware routing).
+  std::optional<NodeRef> NextPrefill(const std::vector<uint64_t>& tried,
+                                     std::span<const uint64_t> hashes,
+                                     int64_t prompt_tokens,
+                                     int64_t* predicted_tokens = nullptr);
   void ReleaseDecode(uint64_t id, const Reservation& r,
                      v1::ReleaseReason reason);
 
   NodeRegistry* registry_;
   const RouterOptions options_;
+  // What each node's prefix cache likely holds, from what was sent where.
+  PrefixIndex prefix_index_;
+  RoutingCounters routing_;
   const tokenizer::Tokenizer* tokenizer_;
   std::optional<int32_t> tokenizer_eos_;
   // Before the watcher: its thread pokes the queue until it is joined.

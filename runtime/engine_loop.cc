@@ -162,7 +162,7 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
         const int64_t max_total =
             int64_t{r.num_prompt_tokens} + policy_->MaxGenerated(r) - 1;
         s = scheduler_->Add(r.id, r.tokens, r.num_prompt_tokens, r.num_computed,
-                            r.blocks, max_total);
+                            r.blocks, max_total, r.cached_uids);
       }
       if (!s.ok()) {
         (void)scheduler_->Unreserve(r.blocks);

@@ -69,6 +69,9 @@ struct NewRequest {
   // Tokens whose KV is already in `blocks` (taken with ReserveBlocks).
   int32_t num_computed = 0;
   std::vector<BlockId> blocks;
+  // Uids of the leading prefix-cache blocks among `blocks` (from
+  // Scheduler::ReservePrompt).
+  std::vector<uint64_t> cached_uids;
   model::SamplingParams params;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<RequestSink> sink;

@@ -34,6 +34,38 @@ absl::StatusOr<std::vector<BlockId>> Scheduler::Reserve(int32_t n) {
   return pool_.Allocate(n);
 }
 
+absl::StatusOr<Scheduler::PromptBlocks> Scheduler::ReservePrompt(
+    std::span<const int32_t> prompt, int32_t n, int32_t max_cached) {
+  PromptBlocks out;
+  if (options_.enable_prefix_caching && !prompt.empty()) {
+    const int32_t bs = options_.block_size;
+    const int32_t most =
+        std::min({max_cached, n, static_cast<int32_t>(prompt.size()) / bs});
+    uint64_t parent = model::kNoParentBlock;
+    for (int32_t j = 0; j < most; ++j) {
+      std::optional<model::CachedBlock> hit =
+          pool_.Acquire(parent, prompt.subspan(j * bs, bs));
+      if (!hit.has_value()) break;
+      out.blocks.push_back(hit->id);
+      out.cached_uids.push_back(hit->uid);
+      parent = hit->uid;
+    }
+  }
+  const auto cached = static_cast<int32_t>(out.blocks.size());
+  absl::StatusOr<std::vector<BlockId>> fresh = Reserve(n - cached);
+  if (!fresh.ok()) {
+    // Hits only count for reservations that happen.
+    if (!pool_.Free(out.blocks).ok()) std::abort();
+    return fresh.status();
+  }
+  if (options_.enable_prefix_caching && !prompt.empty()) {
+    prefix_queries_ += static_cast<int64_t>(prompt.size());
+    prefix_hits_ += int64_t{cached} * options_.block_size;
+  }
+  out.blocks.insert(out.blocks.end(), fresh->begin(), fresh->end());
+  return out;
+}
+
 int64_t Scheduler::num_blocks_owed() const {
   int64_t owed = 0;
   for (RequestId id : waiting_) {
@@ -56,7 +88,8 @@ int32_t Scheduler::MissingBlocks(const Sequence& s, int64_t num_tokens) const {
 absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
                             int32_t num_prompt_tokens, int32_t num_computed,
                             std::vector<BlockId> blocks,
-                            int64_t max_total_tokens) {
+                            int64_t max_total_tokens,
+                            std::vector<uint64_t> cached_uids) {
   if (tokens.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequence ", id.value(), " has no tokens"));
@@ -85,11 +118,19 @@ absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
         absl::StrCat("sequence ", id.value(), ": ", blocks.size(),
                      " blocks cannot hold ", num_computed, " computed tokens"));
   }
-  // The blocks must be ones Reserve handed out and nobody else holds: a
-  // bookkeeping slip here would otherwise surface much later, when freeing
-  // them fails.
+  if (cached_uids.size() > blocks.size() ||
+      (!cached_uids.empty() && !options_.enable_prefix_caching)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", id.value(), ": ", cached_uids.size(),
+                     " cached blocks without prefix caching or beyond its ",
+                     blocks.size(), " blocks"));
+  }
+  // The blocks must be ones Reserve handed out and nobody else holds (or,
+  // for the leading cached ones, ones ReservePrompt shared): a bookkeeping
+  // slip here would otherwise surface much later, when freeing them fails.
   for (size_t i = 0; i < blocks.size(); ++i) {
-    if (pool_.RefCount(blocks[i]) != 1 ||
+    const int32_t refs = pool_.RefCount(blocks[i]);
+    if ((i < cached_uids.size() ? refs < 1 : refs != 1) ||
         std::find(blocks.begin(), blocks.begin() + i, blocks[i]) !=
             blocks.begin() + i) {
       return absl::InvalidArgumentError(
@@ -107,6 +148,7 @@ absl::Status Scheduler::Add(RequestId id, std::vector<int32_t> tokens,
   s->num_prompt_tokens = num_prompt_tokens;
   s->num_computed = num_computed;
   s->blocks = std::move(blocks);
+  s->block_uids = std::move(cached_uids);
   seqs_.emplace(id, std::move(s));
   waiting_.push_back(id);
   return absl::OkStatus();

@@ -120,13 +120,30 @@ class Scheduler {
   // before new reservations get any, or a stream of reservations could
   // starve it forever.
   absl::StatusOr<std::vector<BlockId>> Reserve(int32_t n);
-  // Returns blocks taken by Reserve and never handed to Add.
+  // Reserve for a prompt whose KV arrives from elsewhere (a decode node's
+  // reservation), reusing the prefix cache: the leading full blocks of
+  // `prompt` that are cached, at most `max_cached` (a reference taken on
+  // each, counted as prefix-cache hits), then fresh blocks up to `n` in
+  // all. Without prefix caching, or for an empty prompt, just Reserve(n).
+  // On error nothing is taken.
+  struct PromptBlocks {
+    std::vector<BlockId> blocks;  // the cached ones first
+    // The cache uid of each leading cached block (blocks[i] for i below
+    // cached_uids.size()); hand them to Add with the blocks.
+    std::vector<uint64_t> cached_uids;
+  };
+  absl::StatusOr<PromptBlocks> ReservePrompt(std::span<const int32_t> prompt,
+                                             int32_t n, int32_t max_cached);
+  // Returns blocks taken by Reserve or ReservePrompt and never handed to Add
+  // (a cached block just loses the reference).
   absl::Status Unreserve(std::span<const BlockId> blocks);
 
   // Queues a sequence (FCFS, behind the waiting ones). `tokens` are its
   // known tokens, the first `num_prompt_tokens` of them the prompt; the
   // first `num_computed` already have their KV in `blocks` (from Reserve,
-  // owned by the sequence from now on). It will hold KV for at most
+  // owned by the sequence from now on). The first `cached_uids.size()` of
+  // them are prefix-cache blocks from ReservePrompt (shared with other
+  // sequences; cached_uids their uids). It will hold KV for at most
   // `max_total_tokens` tokens (0: just its known ones). InvalidArgument for
   // an empty sequence, num_computed outside [0, tokens.size()), too few
   // blocks for num_computed tokens, blocks that are not reserved ones held
@@ -136,7 +153,8 @@ class Scheduler {
   absl::Status Add(RequestId id, std::vector<int32_t> tokens,
                    int32_t num_prompt_tokens, int32_t num_computed = 0,
                    std::vector<BlockId> blocks = {},
-                   int64_t max_total_tokens = 0);
+                   int64_t max_total_tokens = 0,
+                   std::vector<uint64_t> cached_uids = {});
 
   // Plans the next step. Piggyback: one token of every running decode
   // (growing or preempting as needed), then the running prefills' chunks,

@@ -181,6 +181,7 @@ v1::KvTransferDescriptor ToProto(const kv_transfer::KvDescriptor& d) {
   v1::KvTransferDescriptor p;
   p.mutable_block_ids()->Add(d.block_ids.begin(), d.block_ids.end());
   p.set_num_blocks(d.num_blocks);
+  p.set_first_block(static_cast<uint32_t>(d.first_block));
   *p.mutable_layout() = ToProto(d.layout);
   p.set_transport(ToProto(d.transport));
   if (d.transport == kv_transfer::Transport::kInProcess) {
@@ -206,6 +207,13 @@ absl::StatusOr<kv_transfer::KvDescriptor> FromProto(
     return absl::InvalidArgumentError(absl::StrCat(
         "KV descriptor addresses ", d.num_blocks, " blocks (must be > 0)"));
   }
+  // A request's logical blocks fit the model context; this bound only keeps
+  // the sum first_block + index far from overflow.
+  if (p.first_block() > (1u << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV descriptor first_block ", p.first_block(), " is out of range"));
+  }
+  d.first_block = static_cast<int32_t>(p.first_block());
   for (int32_t id : d.block_ids) {
     if (id < 0 || id >= d.num_blocks) {
       return absl::InvalidArgumentError(

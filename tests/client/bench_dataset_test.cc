@@ -256,5 +256,32 @@ TEST(PrefixRepetitionTest, RequestsShareTheirPrefixesAndDifferAfter) {
   }
 }
 
+TEST(PrefixRepetitionTest, PrefixShareGivesTheRestPrefixesOfTheirOwn) {
+  WorkloadOptions w;
+  w.dataset = DatasetKind::kPrefixRepetition;
+  w.num_requests = 400;
+  w.prefix_len = 16;
+  w.num_prefixes = 1;
+  w.input_len_min = w.input_len_max = 4;
+  w.output_len_min = w.output_len_max = 2;
+  w.vocab_limit = 50000;
+  w.seed = 9;
+  w.prefix_share = 0.9;
+  auto requests = LoadBenchRequests(w);
+  ASSERT_TRUE(requests.ok());
+  std::map<std::vector<int32_t>, int> prefixes;
+  for (const BenchRequestSpec& r : *requests) {
+    ASSERT_EQ(r.prompt_token_ids.size(), 20u);
+    ++prefixes[{r.prompt_token_ids.begin(), r.prompt_token_ids.begin() + 16}];
+  }
+  int shared = 0;
+  for (const auto& [prefix, uses] : prefixes) shared = std::max(shared, uses);
+  // 90% of 400 share the one prefix (binomial: 360 +- 6 sd); every other
+  // request has a prefix no one else has.
+  EXPECT_GT(shared, 330);
+  EXPECT_LT(shared, 390);
+  EXPECT_EQ(prefixes.size(), static_cast<size_t>(400 - shared + 1));
+}
+
 }  // namespace
 }  // namespace duet::client

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/client/scripted_server.h"
+#include "tests/testing/scratch.h"
 
 namespace duet::client {
 namespace {
@@ -74,6 +75,11 @@ ScriptedDuetServer::Options CliServerOptions(bool serving) {
   options.health.set_num_prefill_nodes(serving ? 1 : 0);
   options.health.set_num_decode_nodes(1);
   options.health.set_model_name("qwen3-tiny");
+  options.health.mutable_routing()->set_mode("least-loaded");
+  options.health.mutable_routing()->set_prompt_tokens(1000);
+  options.health.mutable_routing()->set_predicted_cached_tokens(600);
+  options.health.mutable_routing()->set_prefill_cached_tokens(500);
+  options.health.mutable_routing()->set_decode_cached_tokens(400);
   v1::NodeInfo* p = options.nodes.add_nodes();
   p->set_node_id(1);
   p->set_role(v1::NODE_ROLE_PREFILL);
@@ -235,7 +241,9 @@ TEST_F(CliTest, HealthExitCodeSaysWhetherTheRouterCanServe) {
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_EQ(ok.output,
             "serving=true prefill_nodes=1 decode_nodes=1 model=qwen3-tiny "
-            "colocated_nodes=0\n");
+            "colocated_nodes=0 routing=least-loaded prompt_tokens=1000 "
+            "predicted_cached_tokens=600 prefill_cached_tokens=500 "
+            "decode_cached_tokens=400\n");
   auto idle = ScriptedDuetServer::Start(CliServerOptions(false));
   ASSERT_TRUE(idle.ok());
   const ProcessResult not_serving = Execute(
@@ -245,8 +253,8 @@ TEST_F(CliTest, HealthExitCodeSaysWhetherTheRouterCanServe) {
 }
 
 TEST_F(CliTest, BenchWritesJsonAndCountsFailures) {
-  const std::string json_path =
-      absl::StrCat(::testing::TempDir(), "/duet_bench_", getpid(), ".json");
+  const std::string json_path = absl::StrCat(::duet::testing::ScratchDir(),
+                                             "/duet_bench_", getpid(), ".json");
   // Prompt ids are < 600, so the 666/777 rules never fire.
   const ProcessResult run = Execute(absl::StrCat(
       DUET_BENCH_BIN, Router(),

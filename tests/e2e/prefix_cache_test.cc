@@ -145,6 +145,89 @@ TEST_P(PrefixCacheClusterTest, ColocatedSharedPrefixesEqualTheEngine) {
   ExpectCacheUse(**cluster, (*cluster)->decode(0), GetParam());
 }
 
+v1::RoutingStats Routing(LocalCluster& cluster) {
+  v1::HealthRequest req;
+  v1::HealthResponse reply;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  const grpc::Status s = cluster.client().Health(&ctx, req, &reply);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return reply.routing();
+}
+
+// Two prefill nodes, one decode node, --routing prefix-aware (the
+// default): two conversations (each a 400-token prefix and a new 20-token
+// turn per round) keep landing on the prefill node that holds their
+// prefix, so nearly every prefix token after the first round is a cache hit
+// there, exactly as many as the router predicted; the decode node links
+// the blocks it holds instead of receiving them; the tokens equal the
+// single-process engine's.
+TEST(PrefixRoutingClusterTest, ConversationsStayWhereTheirPrefixIs) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.num_prefill = 2;
+  o.prefill_args = {"--num-kv-blocks", "400"};
+  o.decode_args = {"--num-kv-blocks", "400"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto engine = model::Engine::Create(LoadCpuModel(SyntheticModelDir("tiny")),
+                                      model::EngineOptions{});
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::vector<int32_t>> convo(2);
+  for (int c = 0; c < 2; ++c) {
+    for (int k = 0; k < 400; ++k)
+      convo[c].push_back((k * 11 + c * 57) % 250 + 1);
+  }
+  constexpr int kRounds = 5;
+  for (int round = 0; round < kRounds; ++round) {
+    // The router counts what it just sent against a node for two heartbeat
+    // intervals (200 ms here); the next turn comes after that, as a user's
+    // would.
+    absl::SleepFor(absl::Milliseconds(300));
+    std::vector<std::vector<int32_t>> prompts(2), got(2);
+    std::vector<grpc::Status> status(2);
+    std::vector<std::thread> threads;
+    for (int c = 0; c < 2; ++c) {
+      for (int k = 0; k < 20; ++k) {
+        convo[c].push_back((round * 37 + k * 5 + c) % 250 + 1);
+      }
+      prompts[c] = convo[c];
+      threads.emplace_back([&, c] {
+        got[c] = Generate((*cluster)->client(), prompts[c], 8, &status[c]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int c = 0; c < 2; ++c) {
+      ASSERT_TRUE(status[c].ok()) << status[c].error_message();
+      model::SamplingParams params;
+      params.max_tokens = 8;
+      params.ignore_eos = true;
+      auto want = (*engine)->Generate(prompts[c], params);
+      ASSERT_TRUE(want.ok());
+      EXPECT_EQ(got[c], want->tokens) << "round " << round << " convo " << c;
+      // The next turn extends the conversation by its answer.
+      convo[c].insert(convo[c].end(), got[c].begin(), got[c].end());
+    }
+  }
+  const v1::RoutingStats r = Routing(**cluster);
+  std::printf(
+      "routing %s: %llu prompt tokens, %llu predicted cached, %llu "
+      "prefill cached, %llu decode cached\n",
+      r.mode().c_str(), static_cast<unsigned long long>(r.prompt_tokens()),
+      static_cast<unsigned long long>(r.predicted_cached_tokens()),
+      static_cast<unsigned long long>(r.prefill_cached_tokens()),
+      static_cast<unsigned long long>(r.decode_cached_tokens()));
+  EXPECT_EQ(r.mode(), "prefix-aware");
+  // Rounds 2..5 of both conversations: at least their 400-token prefix
+  // (25 blocks) each came from the prefill node's cache.
+  EXPECT_GE(r.prefill_cached_tokens(), 2u * (kRounds - 1) * 400u);
+  EXPECT_EQ(r.predicted_cached_tokens(), r.prefill_cached_tokens());
+  // The decode node held at least as much (prompt and answer blocks).
+  EXPECT_GE(r.decode_cached_tokens(), 2u * (kRounds - 1) * 400u);
+  const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(10));
+  EXPECT_TRUE(freed.ok()) << freed;
+}
+
 INSTANTIATE_TEST_SUITE_P(Caching, PrefixCacheClusterTest, ::testing::Bool(),
                          [](const auto& info) {
                            return info.param ? "On" : "Off";

@@ -3,6 +3,11 @@
 // services work over a real channel (no mocks).
 
 #include <arpa/inet.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,12 +16,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/message.h>
-#include <google/protobuf/util/message_differencer.h>
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 
 #include "duet/v1/client.grpc.pb.h"
 #include "duet/v1/client.pb.h"
@@ -188,6 +187,7 @@ KvTransferDescriptor MakeDescriptor() {
   }
   d.set_decode_node_address("10.0.0.2:50052");
   d.set_num_blocks(2048);
+  d.set_first_block(3);
   return d;
 }
 
@@ -244,11 +244,14 @@ TEST(ProtoRoundTrip, NodeMessages) {
   *reserve.mutable_expected_layout() = MakeKvLayout(1, 2);
   reserve.set_reservation_ttl_ms(5000);
   reserve.set_kv_transport(KV_TRANSPORT_CUDA_IPC);
+  reserve.add_prompt_token_ids(9707);
+  reserve.add_prompt_token_ids(11);
   ExpectRoundTrip(reserve);
 
   ReserveResponse reserved;
   reserved.set_reservation_token(std::string("\x01\xff token", 8));
   reserved.set_reserved_blocks(257);
+  reserved.set_cached_blocks(12);
   ExpectRoundTrip(reserved);
 
   DescribeRequest describe;
@@ -263,6 +266,7 @@ TEST(ProtoRoundTrip, NodeMessages) {
   prefilled.set_first_token(9707);
   *prefilled.mutable_timings() = MakeTimings();
   *prefilled.mutable_first_token_logprobs() = MakeLogprobs(-0.5f);
+  prefilled.set_cached_prompt_tokens(2000);
   ExpectRoundTrip(prefilled);
 
   DecodeRequest decode;
@@ -307,6 +311,11 @@ TEST(ProtoRoundTrip, ClientAndRegistryMessages) {
   health.set_num_decode_nodes(3);
   health.set_num_colocated_nodes(2);
   health.set_model_name("Qwen/Qwen3-4B");
+  health.mutable_routing()->set_mode("prefix-aware");
+  health.mutable_routing()->set_prompt_tokens(10000);
+  health.mutable_routing()->set_predicted_cached_tokens(6000);
+  health.mutable_routing()->set_prefill_cached_tokens(5900);
+  health.mutable_routing()->set_decode_cached_tokens(5000);
   ExpectRoundTrip(health);
 
   ListNodesRequest list;

@@ -600,7 +600,8 @@ TEST(PrefixCachingTest, ASharedPrefixIsComputedOnce) {
   EXPECT_EQ(s->prefix_cache_queries(), 240);
   // Shared blocks: both hold the same 6 ids.
   for (int j = 0; j < 6; ++j) {
-    EXPECT_EQ(s->Find(RequestId(1))->blocks[j], s->Find(RequestId(2))->blocks[j]);
+    EXPECT_EQ(s->Find(RequestId(1))->blocks[j],
+              s->Find(RequestId(2))->blocks[j]);
   }
   const int32_t free_both = s->num_free_blocks();
   // Cancelling one sharer frees only its own references: the shared
@@ -656,6 +657,79 @@ TEST(PrefixCachingTest, EvictionsUnderASmallPoolLeakNothing) {
   }
   EXPECT_GT(s->prefix_cache_hits(), 0);
   EXPECT_GT(s->num_cache_evictions(), 0);
+}
+
+// A decode node's reservation links the cached leading blocks of its
+// prompt, the sequence then holds them shared, registers the rest once
+// decoding computed them, and every block ends free or cached.
+TEST(PrefixCachingTest, ReservePromptLinksCachedBlocksAndLeaksNothing) {
+  auto s = MakeCaching(32, 512);
+  // A finished request leaves its 6 full prompt blocks cached.
+  const std::vector<int32_t> first = Tokens(100);
+  ASSERT_TRUE(s->Add(RequestId(1), first, 100).ok());
+  RunUntilGenerated(*s, 1, 1);
+  ASSERT_TRUE(s->Remove(RequestId(1)));
+  ASSERT_EQ(s->num_free_blocks(), 32);
+
+  // The same 100 tokens plus 20: blocks 0..5 are cached; at most 3 may be
+  // linked here, and 9 blocks are wanted in all.
+  std::vector<int32_t> prompt = first;
+  for (int32_t i = 0; i < 20; ++i) prompt.push_back(700 + i);
+  auto capped = s->ReservePrompt(prompt, 9, 3);
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_EQ(capped->cached_uids.size(), 3u);
+  EXPECT_EQ(capped->blocks.size(), 9u);
+  ASSERT_TRUE(s->Unreserve(capped->blocks).ok());
+  EXPECT_EQ(s->num_free_blocks(), 32);
+
+  const int64_t hits = s->prefix_cache_hits();
+  auto taken = s->ReservePrompt(prompt, 9, 7);
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->cached_uids.size(), 6u);
+  EXPECT_EQ(s->prefix_cache_hits(), hits + 96);
+  // Another request shares the cached blocks meanwhile.
+  ASSERT_TRUE(s->Add(RequestId(2), first, 100).ok());
+  RunUntilGenerated(*s, 2, 1);
+  EXPECT_EQ(s->Find(RequestId(2))->blocks[0], taken->blocks[0]);
+
+  // The reserved prompt's KV "arrives"; it joins with all 120 computed.
+  std::vector<int32_t> tokens = prompt;
+  tokens.push_back(5);
+  ASSERT_TRUE(s->Add(RequestId(3), tokens, 120, 120, taken->blocks, 130,
+                     taken->cached_uids)
+                  .ok());
+  RunUntilGenerated(*s, 3, 3);
+  // Its own full block 6 (tokens 96..111) was registered after decoding:
+  // a third prompt finds 7 blocks cached.
+  auto third = s->ReservePrompt(prompt, 9, 7);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->cached_uids.size(), 7u);
+  ASSERT_TRUE(s->Unreserve(third->blocks).ok());
+  ASSERT_TRUE(s->Remove(RequestId(2)));
+  ASSERT_TRUE(s->Remove(RequestId(3)));
+  EXPECT_EQ(s->num_free_blocks(), 32);
+}
+
+TEST(PrefixCachingTest, ReservePromptWithoutCachingOrRoomTakesNothing) {
+  auto off = MakeCaching(16, 512, /*caching=*/false);
+  auto plain = off->ReservePrompt(Tokens(64), 5, 3);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->cached_uids.empty());
+  // Cached uids are refused without prefix caching.
+  EXPECT_FALSE(
+      off->Add(RequestId(1), Tokens(65), 64, 64, plain->blocks, 0, {1, 2})
+          .ok());
+  ASSERT_TRUE(off->Unreserve(plain->blocks).ok());
+
+  auto on = MakeCaching(8, 512);
+  ASSERT_TRUE(on->Add(RequestId(1), Tokens(64), 64).ok());
+  RunUntilGenerated(*on, 1, 1);
+  ASSERT_TRUE(on->Remove(RequestId(1)));
+  // 3 cached blocks would be linked, but 10 are wanted of a pool of 8: the
+  // reservation fails and the cached blocks are not kept referenced.
+  EXPECT_EQ(on->ReservePrompt(Tokens(64), 10, 3).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(on->num_free_blocks(), 8);
 }
 
 }  // namespace

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Prefix caching on one GPU (issue 20's benchmark): duet-bench's
+# prefix-repetition workload (one 2,000-token system prompt shared by 90% of
+# requests, 100-token unique suffixes, Poisson arrivals) against a
+# disaggregated cluster (one prefill + one decode node sharing the GPU),
+# started fresh twice: caching off, then on (both nodes'
+# --enable-prefix-caching). Reports TTFT p50 / p99, prefill tokens computed
+# (prompt tokens placed less those the prefill node took from its cache,
+# from `duet-cli health`), and KV bytes sent (the prefill node's
+# duet:kv_transfer_bytes_total), and writes a summary table
+# (summary.txt) and duet-bench's JSON per set-up under OUT_DIR.
+#   scripts/prefix_cache_bench.sh [BUNDLE_DIR] [OUT_DIR]
+# BUNDLE_DIR: a scripts/bundle.sh bundle (default: build and bundle).
+# DUET_GPU_MODEL: checkpoint dir (default: a qwen3-4b-shape one made here);
+# DUET_RATE (default 4 requests/s), DUET_NUM_PROMPTS (default 200),
+# DUET_PREFIX_LEN / DUET_SUFFIX_LEN / DUET_PREFIX_SHARE (2000 / 100 / 0.9),
+# DUET_OSL (32), DUET_BACKEND / DUET_KV_TRANSPORT (cuda / cuda-ipc; cpu / ucx
+# runs it as a smoke test without a GPU, the numbers then mean nothing).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUNDLE=${1:-}
+OUT=${2:-/tmp/duet-prefix-cache}
+mkdir -p "$OUT"
+if [[ -z "$BUNDLE" ]]; then
+  (cd "$ROOT" && DUET_BUILD_TARGETS="duet-router duet-prefill duet-decode duet-cli duet-bench duet-make-model" \
+     scripts/build.sh)
+  BUNDLE=$OUT/bundle
+  scripts/bundle.sh "$BUNDLE"
+fi
+BIN=$BUNDLE/bin
+export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+MODEL=${DUET_GPU_MODEL:-/tmp/duet-qwen3-4b}
+[[ -f "$MODEL/config.json" ]] || "$BIN/duet-make-model" --preset qwen3-4b --out "$MODEL" >/dev/null
+RATE=${DUET_RATE:-4}
+N=${DUET_NUM_PROMPTS:-200}
+PREFIX=${DUET_PREFIX_LEN:-2000}
+SUFFIX=${DUET_SUFFIX_LEN:-100}
+SHARE=${DUET_PREFIX_SHARE:-0.9}
+OSL=${DUET_OSL:-32}
+BACKEND=${DUET_BACKEND:-cuda}
+KV=${DUET_KV_TRANSPORT:-cuda-ipc}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "no GPU")
+echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $SUFFIX, OSL $OSL, rate $RATE/s" |
+  tee "$OUT/summary.txt"
+printf '%-8s %10s %10s %12s %14s %14s %10s\n' caching ttft_p50 ttft_p99 prompt_tok \
+  prefill_tok kv_sent_MB decode_cached >>"$OUT/summary.txt"
+
+mem() { [[ $BACKEND == cuda ]] && echo "--kv-cache-memory-fraction $1" || true; }
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+trap stop_all EXIT
+
+# The value of a counter on a node's /metrics (0 when absent).
+metric() {
+  python3 - "$1" "$2" <<'EOF'
+import sys, urllib.request
+port, name = sys.argv[1], sys.argv[2]
+total = 0.0
+for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode().splitlines():
+    if line.startswith(name):
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))
+EOF
+}
+
+run_setup() {
+  local caching=$1
+  local name=caching-$caching
+  local logs=$OUT/$name
+  mkdir -p "$logs"
+  local port=$((20000 + RANDOM % 20000))
+  local router=127.0.0.1:$port pmetrics=$((port + 1))
+  local flag=--enable-prefix-caching
+  [[ $caching == off ]] && flag=--noenable-prefix-caching
+  "$BIN/duet-router" --listen "$router" --insecure --policy disagg \
+    >"$logs/router.out" 2>"$logs/router.log" &
+  PIDS+=($!)
+  sleep 1
+  "$BIN/duet-prefill" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
+    $(mem 0.3) --max-num-batched-tokens 8192 "$flag" --metrics-port "$pmetrics" \
+    --kv-transport "$KV" >"$logs/prefill.out" 2>"$logs/prefill.log" &
+  PIDS+=($!)
+  "$BIN/duet-decode" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
+    $(mem 0.35) --max-num-seqs 128 --max-num-batched-tokens 2048 "$flag" \
+    --kv-transport "$KV" >"$logs/decode.out" 2>"$logs/decode.log" &
+  PIDS+=($!)
+  local ready=0
+  for _ in $(seq 900); do
+    if "$BIN/duet-cli" health --insecure --router "$router" --timeout-ms 1000 2>/dev/null |
+        grep -q "serving=true prefill_nodes=1 decode_nodes=1 "; then ready=1; break; fi
+    sleep 0.2
+  done
+  ((ready)) || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
+  # Warm-up on other prompts (graph captures, allocator): not measured,
+  # and not the benchmark's prefix, so the cached run starts cold.
+  "$BIN/duet-bench" --router "$router" --insecure --num-prompts 4 --input-len "$((PREFIX + SUFFIX))" \
+    --output-len 8 --request-rate inf --seed 99 --noprogress >/dev/null 2>&1 || true
+  local before sent_before
+  before=$("$BIN/duet-cli" health --insecure --router "$router")
+  sent_before=$(metric "$pmetrics" duet:kv_transfer_bytes_total)
+  "$BIN/duet-bench" --router "$router" --insecure --dataset-name prefix-repetition \
+    --num-prefixes 1 --prefix-len "$PREFIX" --prefix-share "$SHARE" --input-len "$SUFFIX" \
+    --output-len "$OSL" --ignore-eos --num-prompts "$N" --request-rate "$RATE" --seed 1 \
+    --noprogress --result-filename "$OUT/$name.json" >"$logs/bench.txt" 2>&1 ||
+    echo "$name: duet-bench failed" | tee -a "$OUT/summary.txt"
+  local after sent
+  after=$("$BIN/duet-cli" health --insecure --router "$router")
+  sent=$(( $(metric "$pmetrics" duet:kv_transfer_bytes_total) - sent_before ))
+  python3 - "$OUT/$name.json" "$caching" "$before" "$after" "$sent" >>"$OUT/summary.txt" <<'EOF'
+import json, re, sys
+path, caching, before, after, sent = sys.argv[1:]
+r = json.load(open(path))
+def field(s, k):
+    return int(re.search(rf"\b{k}=(\d+)", s).group(1))
+d = {k: field(after, k) - field(before, k)
+     for k in ("prompt_tokens", "prefill_cached_tokens", "decode_cached_tokens")}
+print(f"{caching:<8} {r['median_ttft_ms']:10.1f} {r['p99_ttft_ms']:10.1f} {d['prompt_tokens']:12d} "
+      f"{d['prompt_tokens'] - d['prefill_cached_tokens']:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d}")
+EOF
+  stop_all
+  sleep 2
+}
+
+for c in off on; do
+  run_setup "$c"
+done
+cat "$OUT/summary.txt"
