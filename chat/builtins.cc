@@ -120,11 +120,11 @@ Value GetItem(const Value& obj, const Value& key) {
       if (NormalizeIndex(&i, cps.size())) return EncodeUtf8(cps, i, i + 1);
     }
     return Value::MakeUndefined(
-        absl::StrCat("'", obj.TypeName(), "' has no element ", key.Repr()));
+        absl::StrCat(obj.TypeName(), " has no element ", key.Repr()));
   }
   if (key.is_string()) return GetAttr(obj, key.as_string());
   return Value::MakeUndefined(
-      absl::StrCat("'", obj.TypeName(), "' has no element ", key.Repr()));
+      absl::StrCat(obj.TypeName(), " has no element ", key.Repr()));
 }
 
 absl::StatusOr<Value> SliceValue(const Value& obj, const Value* start,

@@ -112,7 +112,11 @@ TEST(JinjaErrors, RuntimeErrorsAreInvalidArgument) {
            Case{"{{ raise_exception('custom message') }}", "custom message"},
            Case{"{{ 1 + 'a' }}", "unsupported operand"},
            Case{"{{ x.y }}", "'x' is undefined"},
-           Case{"{{ {'a': 1}.b.c }}", "has no attribute 'b'"},
+           Case{"{{ {'a': 1}.b.c }}", "'dict object' has no attribute 'b'"},
+           // Jinja quotes the type for a missing attribute, not an element
+           // (Llama-3.1's template indexes messages[0] of an empty list).
+           Case{"{{ [][0]['role'] }}", ": list object has no element 0"},
+           Case{"{{ {'a': 1}[1].x }}", ": dict object has no element 1"},
            Case{"{{ 1 // 0 }}", "by zero"},
            Case{"{{ [1] | tojson }}{{ x | tojson }}", "undefined"},
            Case{"{{ 'a'.split('') }}", "empty separator"},
