@@ -24,9 +24,12 @@ Engines:
 Usage:
   python3 scripts/make_chat_goldens.py --engine jinja2
   python3 scripts/make_chat_goldens.py --engine transformers
-  # Llama-3.1 (template not committed, licence): goldens beside the template
-  python3 scripts/make_chat_goldens.py --engine transformers \\
-      --template llama3_1=assets/llama3/llama3_1 --out-dir assets/llama3/llama3_1
+  # Llama-3.1 (the template is not committed, licence; its goldens are):
+  # assets/llama3_1/chat_template.jinja holds only the template, so the
+  # tokenizer's special tokens are given here (Llama-3.1-8B-Instruct's).
+  python3 scripts/make_chat_goldens.py --engine jinja2 --exprs 0 --count 200 \\
+      --template llama3_1=assets/llama3_1 \\
+      --special-tokens '{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}'
 """
 
 import argparse
@@ -78,13 +81,14 @@ class Jinja2Engine:
 
     name = "jinja2"
 
-    def __init__(self, directory):
+    def __init__(self, directory, special_override=None):
         import jinja2
         import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         self.version = jinja2.__version__
         self.source, self.special = load_template(directory)
+        self.special.update(special_override or {})
 
         def raise_exception(message):
             raise jinja2.exceptions.TemplateError(message)
@@ -116,12 +120,15 @@ class Jinja2Engine:
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, directory):
+    def __init__(self, directory, special_override=None):
         import jinja2
         import transformers
 
         self.version = transformers.__version__
         self.source, self.special = load_template(directory)
+        if special_override:
+            # The tokenizer's own special tokens are what transformers passes.
+            sys.exit("--special-tokens is for --engine jinja2 only")
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
         self.error_type = jinja2.exceptions.TemplateError
 
@@ -265,45 +272,62 @@ def llama3_case(rng, i):
 
 
 def llama31_case(rng, i):
+    """Llama-3.1 Instruct: tools as JSON functions (in the system or the first
+    user message), builtin tools (ipython environment, <|python_tag|> calls,
+    <|eom_id|>), tool/ipython responses, date_string, and its raises."""
     msgs, kwargs = [], {}
-    kwargs["date_string"] = rng.choice(["26 Jul 2024", "01 Jan 2025", "29 Feb 2028"])
+    if rng.random() < 0.8:  # else the template's own default date
+        kwargs["date_string"] = rng.choice(["26 Jul 2024", "01 Jan 2025", "29 Feb 2028"])
     tools = rng.sample(TOOLS, rng.randint(1, 3)) if rng.random() < 0.5 else None
     if tools is not None and rng.random() < 0.1:
         tools = []
-    if rng.random() < 0.3:
+    if rng.random() < 0.4:
         kwargs["tools_in_user_message"] = rng.random() < 0.5
-    if rng.random() < 0.1 and tools:
+    if rng.random() < 0.15 and tools:
         kwargs["custom_tools"], tools = tools, None
-    builtin = rng.random() < 0.2
+    builtin = rng.random() < 0.25
     if builtin:
         kwargs["builtin_tools"] = rng.choice(
-            [["brave_search", "wolfram_alpha"], ["code_interpreter", "brave_search"]])
+            [["brave_search", "wolfram_alpha"], ["code_interpreter", "brave_search"],
+             ["wolfram_alpha"], ["code_interpreter"]])
     if rng.random() < 0.6:
         msgs.append({"role": "system", "content": rng.choice(TEXTS)})
     for turn in range(rng.randint(1, 3)):
         msgs.append({"role": "user", "content": rng.choice(TEXTS)})
         avail = tools or kwargs.get("custom_tools")
+        searchable = [t for t in kwargs.get("builtin_tools", []) if t != "code_interpreter"]
         if avail and rng.random() < 0.6:
             name = rng.choice([t["function"]["name"] for t in avail])
             n = 2 if rng.random() < 0.05 else 1  # the template raises on 2
-            msgs.append({"role": "assistant", "tool_calls": [tool_call(rng, name) for _ in range(n)]})
-            content = tool_result(rng, name)
+            # OpenAI clients send arguments as a JSON string: tojson quotes it.
+            calls = [tool_call(rng, name, rng.random() < 0.2) for _ in range(n)]
+            msg = {"role": "assistant", "tool_calls": calls}
             if rng.random() < 0.3:
-                content = {"result": content, "n": 1.5}
+                msg["content"] = rng.choice([None, ""])
+            msgs.append(msg)
+            content = tool_result(rng, name)
+            r = rng.random()
+            if r < 0.2:
+                content = {"result": content, "n": 1.5, "ok": None}
+            elif r < 0.3:
+                content = [content, 2, {"k": "v"}]
             msgs.append({"role": rng.choice(["tool", "ipython"]), "content": content})
-        elif builtin and rng.random() < 0.5:
-            name = kwargs["builtin_tools"][1 if kwargs["builtin_tools"][0] == "code_interpreter" else 0]
+        elif searchable and rng.random() < 0.6:
+            name = rng.choice(searchable)
+            args = rng.choice([{"query": "weather in Zürich"}, {"query": "2+2"},
+                               {"query": "café", "lang": "fr"}])
             msgs.append({"role": "assistant", "tool_calls": [{"type": "function", "function": {
-                "name": name, "arguments": {"query": rng.choice(["weather", "2+2", "café"])}}}]})
-            msgs.append({"role": "ipython", "content": "result text"})
+                "name": name, "arguments": args}}]})
+            msgs.append({"role": "ipython", "content": rng.choice(
+                ["result text", "{\"answer\": 4}", {"answer": 4}, ""])})
         if rng.random() < 0.7:
             msgs.append({"role": "assistant", "content": rng.choice(TEXTS)})
-    if rng.random() < 0.03:
-        msgs = msgs[:1] if msgs[0]["role"] == "system" else []  # raises with tools
-        if not msgs:
-            msgs = [{"role": "system", "content": "only a system prompt"}]
+        elif rng.random() < 0.05:
+            msgs.append({"role": "assistant", "content": None})  # trim(None): "None"
+    if rng.random() < 0.05:
+        # No user message to put the tools in: raises when they go there.
+        msgs = [m for m in msgs[:1] if m["role"] == "system"]
     return msgs, tools, rng.random() < 0.6, kwargs
-
 
 
 # ------------------------------------------------- random expression goldens
@@ -526,6 +550,9 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "tests/golden/chat"))
     ap.add_argument("--count", type=int, default=120)
     ap.add_argument("--seed", type=int, default=20250101)
+    ap.add_argument("--special-tokens", type=json.loads, default=None,
+                    help="JSON object of special tokens (bos_token, ...) to pass, "
+                    "for a DIR without tokenizer_config.json (jinja2 engine)")
     ap.add_argument("--exprs", type=int, default=600,
                     help="random expression goldens (jinja_exprs.json); 0: none")
     args = ap.parse_args()
@@ -535,7 +562,7 @@ def main():
         name, directory = spec.split("=", 1)
         full_dir = directory if os.path.isabs(directory) else os.path.join(ROOT, directory)
         engine_cls = TransformersEngine if args.engine == "transformers" else Jinja2Engine
-        engine = engine_cls(full_dir)
+        engine = engine_cls(full_dir, args.special_tokens)
         make_case = family(engine.source)
         rng = random.Random("%s/%d" % (name, args.seed))
         cases, errors = [], 0
