@@ -141,6 +141,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     std::optional<LogprobsBuilder> builder;
     const char* finish_reason = nullptr;
     uint32_t prompt_tokens = 0;
+    uint32_t cached_prompt_tokens = 0;
     uint32_t completion_tokens = 0;
     bool awaiting_write = false;
     bool done = false;
@@ -280,6 +281,7 @@ bool Exchange::OnMessage(int i, const v1::GenerateResponse& msg) {
   if (msg.has_finished()) {
     const v1::GenerationFinished& f = msg.finished();
     c.prompt_tokens = f.usage().prompt_tokens();
+    c.cached_prompt_tokens = f.usage().cached_prompt_tokens();
     c.completion_tokens = f.usage().completion_tokens();
     if (f.finish_reason() == v1::FINISH_REASON_ERROR ||
         f.finish_reason() == v1::FINISH_REASON_CANCELLED) {
@@ -373,16 +375,25 @@ void Exchange::Cancel() {
 
 json Exchange::Usage() const {
   uint32_t prompt = 0;
+  uint32_t cached = 0;
   uint32_t completion = 0;
   for (size_t i = 0; i < choices_.size(); ++i) {
-    // The prompt counts once however many choices it has.
-    if (i % plan_.n == 0) prompt += choices_[i].prompt_tokens;
+    // The prompt counts once however many choices it has (and so do its
+    // cached tokens: those of its first choice's request).
+    if (i % plan_.n == 0) {
+      prompt += choices_[i].prompt_tokens;
+      cached += choices_[i].cached_prompt_tokens;
+    }
     completion += choices_[i].completion_tokens;
   }
   json u;
   u["prompt_tokens"] = prompt;
   u["completion_tokens"] = completion;
   u["total_tokens"] = prompt + completion;
+  // vLLM's shape and rule: only when some prompt token came from a prefix
+  // cache, so a client never reads "0 cached" from a path that does not
+  // count them (the colocated one, for now).
+  if (cached > 0) u["prompt_tokens_details"]["cached_tokens"] = cached;
   return u;
 }
 

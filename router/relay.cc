@@ -25,8 +25,9 @@ grpc::Status RouterService::Relay(
     RequestRecord* record, const v1::GenerateRequest& req,
     grpc::ServerWriter<v1::GenerateResponse>* writer, CallWatcher::Scope& scope,
     std::optional<TextStream>& text, size_t prompt_tokens, absl::Time start,
-    const v1::Timings& base, const NodeRef& node, const char* role,
-    grpc::ClientContext& dctx, grpc::ClientReader<v1::DecodeResponse>& reader,
+    const v1::Timings& base, std::optional<uint32_t> cached_prompt_tokens,
+    const NodeRef& node, const char* role, grpc::ClientContext& dctx,
+    grpc::ClientReader<v1::DecodeResponse>& reader,
     const std::function<void(v1::ReleaseReason)>& release,
     std::optional<v1::DecodeResponse> first) {
   v1::DecodeResponse msg;
@@ -56,6 +57,12 @@ grpc::Status RouterService::Relay(
     fin.mutable_usage()->set_prompt_tokens(
         static_cast<uint32_t>(prompt_tokens));
     fin.mutable_usage()->set_completion_tokens(completion_tokens);
+    // On the disaggregated path only the prefill node knows what its cache
+    // saved (the decode node received KV either way); a colocated node
+    // reports its own.
+    if (cached_prompt_tokens.has_value()) {
+      fin.mutable_usage()->set_cached_prompt_tokens(*cached_prompt_tokens);
+    }
     v1::Timings* t = fin.mutable_timings();
     t->set_queue_ms(base.queue_ms());
     t->set_prefill_ms(base.prefill_ms());
@@ -306,7 +313,7 @@ grpc::Status RouterService::GenerateColocated(
       // The node's queue and prefill are inside its time to first token.
       const v1::Timings base;
       return Relay(record, req, writer, scope, text, prompt.size(), start, base,
-                   node, "colocated node", dctx, *reader, nullptr,
+                   std::nullopt, node, "colocated node", dctx, *reader, nullptr,
                    std::move(first));
     }
     if (!any_full) {

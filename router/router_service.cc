@@ -603,8 +603,8 @@ grpc::Status RouterService::GenerateImpl(
   // reservation would wait out its TTL. Releasing is harmless when the node
   // did see the call (the request is over either way).
   return Relay(record, *req, writer, scope, text, prompt.size(), start, base,
-               reservation.node, "decode node", dctx, *reader,
-               [&](v1::ReleaseReason reason) {
+               prefill.cached_prompt_tokens(), reservation.node, "decode node",
+               dctx, *reader, [&](v1::ReleaseReason reason) {
                  ReleaseDecode(id, reservation, reason);
                });
 }

@@ -155,12 +155,16 @@ class RouterService final : public v1::Duet::Service,
   // `base` timings) until it ends; `release` frees what the node may still
   // hold for the request when the stream ends not OK and the node is
   // neither gone nor stuck. Tokens and the finish go to `record`.
+  // `cached_prompt_tokens` (the prefill node's) goes into the usage; unset,
+  // the node's own finished message's count stands (colocated).
   grpc::Status Relay(RequestRecord* record, const v1::GenerateRequest& req,
                      grpc::ServerWriter<v1::GenerateResponse>* writer,
                      CallWatcher::Scope& scope, std::optional<TextStream>& text,
                      size_t prompt_tokens, absl::Time start,
-                     const v1::Timings& base, const NodeRef& node,
-                     const char* role, grpc::ClientContext& dctx,
+                     const v1::Timings& base,
+                     std::optional<uint32_t> cached_prompt_tokens,
+                     const NodeRef& node, const char* role,
+                     grpc::ClientContext& dctx,
                      grpc::ClientReader<v1::DecodeResponse>& reader,
                      const std::function<void(v1::ReleaseReason)>& release,
                      std::optional<v1::DecodeResponse> first = std::nullopt);

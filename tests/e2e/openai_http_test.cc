@@ -589,6 +589,30 @@ TEST_F(OpenAiHttpTest, ModelsHealthTokenizeDetokenize) {
   EXPECT_GT(chat["count"].get<int>(), 3) << chat.dump();
 }
 
+// usage.prompt_tokens_details.cached_tokens (vLLM's: only when non-zero)
+// carries the prefill node's prefix-cache hits, whole and streamed.
+TEST_F(OpenAiHttpTest, RepeatedPromptReportsCachedTokensInUsage) {
+  std::vector<int32_t> ids;  // 200 tokens no other test sends
+  for (int k = 0; k < 200; ++k) ids.push_back((k * 17 + 3) % 5000 + 1000);
+  json body = {{"prompt", ids}, {"max_tokens", 4}, {"ignore_eos", true}};
+  const json first = Post("/v1/completions", body.dump()).Json();
+  EXPECT_EQ(first["usage"]["prompt_tokens"], 200) << first.dump();
+  EXPECT_FALSE(first["usage"].contains("prompt_tokens_details"));
+  const json second = Post("/v1/completions", body.dump()).Json();
+  const json cached = second["usage"]["prompt_tokens_details"]["cached_tokens"];
+  ASSERT_TRUE(cached.is_number_integer()) << second.dump();
+  EXPECT_GT(cached.get<int>(), 0);
+  EXPECT_LT(cached.get<int>(), 200);
+  EXPECT_EQ(cached.get<int>() % 16, 0) << "whole KV blocks";
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  const std::vector<std::string> events =
+      SseEvents(Post("/v1/completions", body.dump()).body);
+  ASSERT_GE(events.size(), 2u);
+  const json usage = json::parse(events[events.size() - 2])["usage"];
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], cached);
+}
+
 TEST_F(OpenAiHttpTest, ClientLeavingMidStreamFreesItsBlocks) {
   // The tiny model's greedy run on this prompt is long, then ends by
   // itself (with a token the tokenizer lacks: the tiny model's vocabulary

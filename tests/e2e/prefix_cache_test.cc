@@ -233,5 +233,48 @@ INSTANTIATE_TEST_SUITE_P(Caching, PrefixCacheClusterTest, ::testing::Bool(),
                            return info.param ? "On" : "Off";
                          });
 
+// The client's usage carries the prefill node's cache hits
+// (Usage.cached_prompt_tokens): the same 200-token prompt twice on a
+// disaggregated cluster computes it all the first time, and the second
+// time takes its 12 full blocks (192 tokens; the last block, partly full,
+// and so the last token are always computed) from the cache.
+TEST(PrefixCacheUsageTest, SecondSamePromptReportsCachedPromptTokens) {
+  ClusterOptions o;
+  o.model_dir = SyntheticModelDir("tiny");
+  o.router_args = {"--policy", "disagg"};
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::vector<int32_t> prompt;
+  for (int k = 0; k < 200; ++k) prompt.push_back((k * 13 + 5) % 250 + 1);
+  auto usage = [&]() -> v1::Usage {
+    v1::GenerateRequest req;
+    req.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+    req.mutable_sampling()->set_max_tokens(4);
+    req.mutable_sampling()->set_ignore_eos(true);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    auto reader = (*cluster)->client().Generate(&ctx, req);
+    v1::GenerateResponse msg;
+    v1::Usage u;
+    while (reader->Read(&msg)) {
+      if (msg.has_finished()) u = msg.finished().usage();
+    }
+    const grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return u;
+  };
+  const v1::Usage first = usage();
+  EXPECT_EQ(first.prompt_tokens(), 200u);
+  EXPECT_EQ(first.completion_tokens(), 4u);
+  EXPECT_EQ(first.cached_prompt_tokens(), 0u);
+  const v1::Usage second = usage();
+  EXPECT_EQ(second.prompt_tokens(), 200u);
+  EXPECT_GT(second.cached_prompt_tokens(), 0u);
+  EXPECT_LT(second.cached_prompt_tokens(), 200u);
+  EXPECT_EQ(second.cached_prompt_tokens() % 16, 0u) << "whole blocks only";
+  const v1::RoutingStats r = Routing(**cluster);
+  EXPECT_EQ(r.prefill_cached_tokens(), second.cached_prompt_tokens());
+}
+
 }  // namespace
 }  // namespace duet::testing

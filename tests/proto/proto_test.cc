@@ -159,6 +159,7 @@ GenerationFinished MakeFinished() {
   f.set_finish_reason(FINISH_REASON_ERROR);
   f.mutable_usage()->set_prompt_tokens(3);
   f.mutable_usage()->set_completion_tokens(256);
+  f.mutable_usage()->set_cached_prompt_tokens(2);
   *f.mutable_timings() = MakeTimings();
   f.set_error_message("decode node lost");
   f.set_matched_stop("\n\nUser:");
