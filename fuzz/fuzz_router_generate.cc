@@ -95,9 +95,16 @@ void CheckTextStream(const v1::GenerateRequest& req) {
     }
   }
   if (!stopped) sent += stream->Finish();
-  auto full =
-      g->tokenizer->Decode(std::span<const int32_t>(ids).first(consumed), true);
-  Check(full.ok(), "Decode rejects ids the TextStream accepted");
+  // An id the tokenizer does not know (a model's padded vocabulary rows)
+  // has no text in a stream (text_stream.cc), so the oracle decodes the
+  // consumed ids without those.
+  std::vector<int32_t> known;
+  for (int32_t id : std::span<const int32_t>(ids).first(consumed)) {
+    const int32_t one[] = {id};
+    if (g->tokenizer->Decode(one, true).ok()) known.push_back(id);
+  }
+  auto full = g->tokenizer->Decode(known, true);
+  Check(full.ok(), "Decode rejects ids it accepted one by one");
   if (!stopped) {
     Check(sent == *full, "TextStream text != Decode",
           absl::StrCat("'", Printable(sent), "' vs '", Printable(*full), "'"));
