@@ -25,8 +25,14 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
     u.finish_reason = finish_;
     u.error = error_;
     u.decode_ms = decode_ms_;
+    u.cached_prompt_tokens = cached_prompt_tokens_;
   }
   return u;
+}
+
+void DecodeStream::OnScheduled(int32_t cached_prompt_tokens) {
+  absl::MutexLock lock(&mu_);
+  cached_prompt_tokens_ = cached_prompt_tokens;
 }
 
 void DecodeStream::OnToken(int32_t token) {

@@ -87,11 +87,15 @@ class DecodeStream : public runtime::RequestSink {
     FinishReason finish_reason = FinishReason::kMaxTokens;
     absl::Status error;      // non-OK when the request failed
     double decode_ms = 0.0;  // set when done: first to last token
+    // Set when done: prompt tokens the prefix cache supplied (colocated
+    // requests; 0 for received KV).
+    int32_t cached_prompt_tokens = 0;
   };
   // Returns new tokens, or done, or (after `timeout`) an empty update.
   Update Next(absl::Duration timeout);
 
   // RequestSink (loop thread).
+  void OnScheduled(int32_t cached_prompt_tokens) override;
   void OnToken(int32_t token) override;
   void OnTokenWithLogprobs(int32_t token,
                            const kernels::TokenLogprobs& logprobs) override;
@@ -106,6 +110,7 @@ class DecodeStream : public runtime::RequestSink {
   FinishReason finish_ ABSL_GUARDED_BY(mu_) = FinishReason::kMaxTokens;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   double decode_ms_ ABSL_GUARDED_BY(mu_) = 0.0;
+  int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time first_token_time_ = absl::Now();
 };
 

@@ -214,6 +214,8 @@ grpc::Status DecodeService::StreamTokens(
       v1::GenerationFinished* fin = msg.mutable_finished();
       fin->set_finish_reason(ToProto(u.finish_reason));
       fin->mutable_usage()->set_completion_tokens(completion_tokens);
+      fin->mutable_usage()->set_cached_prompt_tokens(
+          static_cast<uint32_t>(u.cached_prompt_tokens));
       fin->mutable_timings()->set_decode_ms(u.decode_ms);
       if (completion_tokens > 1) {
         fin->mutable_timings()->set_mean_itl_ms(u.decode_ms /

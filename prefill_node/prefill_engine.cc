@@ -37,7 +37,10 @@ std::optional<absl::StatusOr<PrefillResult>> PrefillJob::Wait(
   return result_;
 }
 
-void PrefillJob::OnScheduled() { started_ = absl::Now(); }
+void PrefillJob::OnScheduled(int32_t cached_prompt_tokens) {
+  started_ = absl::Now();
+  partial_.cached_tokens = cached_prompt_tokens;
+}
 
 void PrefillJob::OnToken(int32_t token) {
   computed_ = absl::Now();
@@ -113,9 +116,6 @@ class PrefillPolicy final : public runtime::RolePolicy {
       // Blocks before the chunk that this request has not pushed yet: the
       // prefix cache's (computed by an earlier request, never by a chunk of
       // this one), sent with its first chunk.
-      if (job != jobs_.end()) {
-        job->second->partial_.cached_tokens = seq.num_cached_tokens;
-      }
       int32_t& sent = sent_blocks_[c.id];
       sent = std::max(sent, skip);
       const int32_t from = std::min(c.start, sent * block_size_);

@@ -71,7 +71,7 @@ class PrefillJob : public runtime::RequestSink {
 
   // RequestSink (loop thread). OnFinish records how the compute ended; the
   // job completes when the KV transfer does.
-  void OnScheduled() override;
+  void OnScheduled(int32_t cached_prompt_tokens) override;
   void OnToken(int32_t token) override;
   void OnTokenWithLogprobs(int32_t token,
                            const kernels::TokenLogprobs& logprobs) override;

@@ -218,6 +218,12 @@ int main(int argc, char** argv) {
   options.metrics = router_metrics->get();
   duet::router::RouterService service(&registry, options, tokenizer.get());
   service_for_metrics = &service;
+  if (absl::Status s =
+          duet::router::RegisterRoutingMetrics(&metrics, &service.routing());
+      !s.ok()) {
+    DUET_LOG(ERROR) << "metrics: " << s;
+    return 1;
+  }
   if (tokenizer != nullptr) {
     // tokenizer_config.json's eos_token (a string or {"content": ...}).
     const std::string config_path =

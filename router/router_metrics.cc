@@ -7,6 +7,27 @@
 
 namespace duet::router {
 
+absl::Status RegisterRoutingMetrics(metrics::Registry* registry,
+                                    const RoutingCounters* counters) {
+  constexpr absl::string_view kHelp =
+      "Prompt tokens of placed requests whose KV a prefix cache held: "
+      "predicted (the router's record of the node it chose), prefill (as "
+      "the prefill nodes reported: not computed) or decode (as the decode "
+      "nodes reported: not transferred); see --routing.";
+  const std::pair<const char*, const std::atomic<int64_t>*> sources[] = {
+      {"predicted", &counters->predicted_tokens},
+      {"prefill", &counters->prefill_cached_tokens},
+      {"decode", &counters->decode_cached_tokens}};
+  for (const auto& [source, value] : sources) {
+    DUET_RETURN_IF_ERROR(registry->AddCallback(
+        "duet:router_prefix_cached_tokens_total", kHelp,
+        metrics::Type::kCounter,
+        [value] { return double(value->load(std::memory_order_relaxed)); },
+        {{"source", source}}));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(
     metrics::Registry* registry, std::function<int()> waiting) {
   std::unique_ptr<RouterMetrics> m(new RouterMetrics());

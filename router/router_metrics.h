@@ -32,6 +32,20 @@ struct RequestRecord {
   std::optional<v1::FinishReason> finish;
 };
 
+// Prefix-aware routing since start (HealthResponse.routing and
+// duet:router_prefix_cached_tokens_total).
+struct RoutingCounters {
+  std::atomic<int64_t> prompt_tokens{0};     // of requests placed
+  std::atomic<int64_t> predicted_tokens{0};  // cached, by the router's record
+  std::atomic<int64_t> prefill_cached_tokens{0};  // as the nodes reported
+  std::atomic<int64_t> decode_cached_tokens{0};
+};
+
+// duet:router_prefix_cached_tokens_total{source=predicted|prefill|decode},
+// read from `counters` (which must outlive `registry`'s renders).
+absl::Status RegisterRoutingMetrics(metrics::Registry* registry,
+                                    const RoutingCounters* counters);
+
 class RouterMetrics {
  public:
   // Registers the router's metrics in `registry` (which must outlive

@@ -77,14 +77,6 @@ struct RouterOptions {
   RoutingMode routing = RoutingMode::kPrefixAware;
 };
 
-// Prefix-aware routing since start (HealthResponse.routing).
-struct RoutingCounters {
-  std::atomic<int64_t> prompt_tokens{0};     // of requests placed
-  std::atomic<int64_t> predicted_tokens{0};  // cached, by the router's record
-  std::atomic<int64_t> prefill_cached_tokens{0};  // as the nodes reported
-  std::atomic<int64_t> decode_cached_tokens{0};
-};
-
 class RouterService final : public v1::Duet::Service,
                             public v1::Registry::Service {
  public:
@@ -97,6 +89,8 @@ class RouterService final : public v1::Duet::Service,
   void set_tokenizer_eos(std::optional<int32_t> id) { tokenizer_eos_ = id; }
   // Requests waiting in the admission queue (metrics).
   int queued_requests() { return admission_.size(); }
+  // Prefix-aware placement so far (metrics).
+  const RoutingCounters& routing() const { return routing_; }
 
   // duet.v1.Duet
   grpc::Status Generate(

@@ -224,7 +224,7 @@ void EngineLoop::Step(std::vector<NewRequest> incoming) {
       Active* a = &active_.at(c.id);
       if (!a->scheduled) {
         a->scheduled = true;
-        a->request.sink->OnScheduled();
+        a->request.sink->OnScheduled(seq->num_cached_tokens);
       }
       planned.push_back({seq, a});
       RunChunk rc;

@@ -40,8 +40,11 @@ enum class FinishReason { kStopToken, kMaxTokens, kCancelled };
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
-  // The first time a chunk of the request is planned.
-  virtual void OnScheduled() {}
+  // The first time a chunk of the request is planned, with the prompt
+  // tokens whose KV the prefix cache supplied at its admission.
+  virtual void OnScheduled(int32_t cached_prompt_tokens) {
+    (void)cached_prompt_tokens;
+  }
   virtual void OnToken(int32_t token) = 0;
   // Instead of OnToken for requests that ask for logprobs
   // (params.logprobs): the token's logprob and top logprobs

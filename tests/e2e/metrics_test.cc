@@ -344,6 +344,24 @@ TEST(MetricsClusterTest, ScrapedNumbersMatchWhatClientsSaw) {
             n_all - n_disagg);
   EXPECT_EQ(Get(r, "duet:num_requests_running"), 0);
   EXPECT_EQ(Get(r, "duet:num_requests_waiting"), 0);
+  {
+    // The prefix-routing counters say what Health says.
+    v1::HealthResponse health;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ASSERT_TRUE(c.client().Health(&ctx, v1::HealthRequest(), &health).ok());
+    const v1::RoutingStats& rs = health.routing();
+    EXPECT_EQ(
+        Get(r, "duet:router_prefix_cached_tokens_total{source=\"predicted\"}"),
+        static_cast<int64_t>(rs.predicted_cached_tokens()));
+    EXPECT_EQ(
+        Get(r, "duet:router_prefix_cached_tokens_total{source=\"prefill\"}"),
+        static_cast<int64_t>(rs.prefill_cached_tokens()));
+    EXPECT_EQ(
+        Get(r, "duet:router_prefix_cached_tokens_total{source=\"decode\"}"),
+        static_cast<int64_t>(rs.decode_cached_tokens()));
+    EXPECT_EQ(static_cast<int64_t>(rs.prompt_tokens()), prompt);
+  }
   const Samples via_http = Scrape(http_port, "router --http-port");
   EXPECT_EQ(Get(via_http, "duet:generation_tokens_total"), completion);
   EXPECT_EQ(Get(via_http, kE2eCount), n_all);

@@ -238,10 +238,19 @@ INSTANTIATE_TEST_SUITE_P(Caching, PrefixCacheClusterTest, ::testing::Bool(),
 // disaggregated cluster computes it all the first time, and the second
 // time takes its 12 full blocks (192 tokens; the last block, partly full,
 // and so the last token are always computed) from the cache.
-TEST(PrefixCacheUsageTest, SecondSamePromptReportsCachedPromptTokens) {
+class PrefixCacheUsageTest : public ::testing::TestWithParam<bool> {};
+
+// Disaggregated (the prefill node's count) and colocated (the node's own).
+TEST_P(PrefixCacheUsageTest, SecondSamePromptReportsCachedPromptTokens) {
+  const bool colocated = GetParam();
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
-  o.router_args = {"--policy", "disagg"};
+  o.router_args = {"--policy", colocated ? "colocated" : "disagg"};
+  if (colocated) {
+    o.num_prefill = 0;
+    o.num_decode = 0;
+    o.num_colocated = 1;
+  }
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   std::vector<int32_t> prompt;
@@ -273,8 +282,17 @@ TEST(PrefixCacheUsageTest, SecondSamePromptReportsCachedPromptTokens) {
   EXPECT_LT(second.cached_prompt_tokens(), 200u);
   EXPECT_EQ(second.cached_prompt_tokens() % 16, 0u) << "whole blocks only";
   const v1::RoutingStats r = Routing(**cluster);
-  EXPECT_EQ(r.prefill_cached_tokens(), second.cached_prompt_tokens());
+  if (!colocated) {
+    EXPECT_EQ(r.prefill_cached_tokens(), second.cached_prompt_tokens());
+  }
+  // The router expected the hit: it placed the first one there.
+  EXPECT_EQ(r.predicted_cached_tokens(), second.cached_prompt_tokens());
 }
+
+INSTANTIATE_TEST_SUITE_P(Path, PrefixCacheUsageTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "Colocated" : "Disaggregated";
+                         });
 
 }  // namespace
 }  // namespace duet::testing
