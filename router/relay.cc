@@ -229,17 +229,11 @@ grpc::Status RouterService::GenerateColocated(
       static_cast<int64_t>(prompt.size()) + req.sampling().max_tokens() - 1;
   while (true) {
     if (ticket.has_value()) {
-      switch (admission_.WaitTurn(*ticket, deadline,
-                                  [&] { return scope.cancelled(); })) {
-        case AdmissionQueue::Wake::kTurn:
-          break;
-        case AdmissionQueue::Wake::kCancelled:
-          return Error(grpc::StatusCode::CANCELLED, "client cancelled");
-        case AdmissionQueue::Wake::kDeadline:
-          return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       absl::StrCat("every colocated node is full and the "
-                                    "request's deadline passed while queued (",
-                                    last_error, ")"));
+      if (grpc::Status s =
+              WaitAdmission(*ticket, deadline, scope,
+                            "every colocated node is full", last_error);
+          !s.ok()) {
+        return s;
       }
     }
     std::vector<NodeRef> nodes =

@@ -237,18 +237,11 @@ grpc::Status RouterService::ReserveDecode(
   }
   while (true) {
     if (ticket.has_value()) {
-      switch (admission_.WaitTurn(*ticket, deadline,
-                                  [&] { return scope.cancelled(); })) {
-        case AdmissionQueue::Wake::kTurn:
-          break;
-        case AdmissionQueue::Wake::kCancelled:
-          return Error(grpc::StatusCode::CANCELLED, "client cancelled");
-        case AdmissionQueue::Wake::kDeadline:
-          return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       absl::StrCat("every decode node's KV cache is full and "
-                                    "the request's deadline passed while "
-                                    "queued (",
-                                    last_error, ")"));
+      if (grpc::Status s =
+              WaitAdmission(*ticket, deadline, scope,
+                            "every decode node's KV cache is full", last_error);
+          !s.ok()) {
+        return s;
       }
     }
     std::vector<NodeRef> decode = registry_->DecodeCandidates();
@@ -409,6 +402,29 @@ grpc::Status RouterService::RunPrefill(
   *retry = NodeUnreachable(s);
   return Error(s.error_code(), absl::StrCat("prefill node ", node.address, ": ",
                                             s.error_message()));
+}
+
+grpc::Status RouterService::WaitAdmission(AdmissionQueue::Ticket& ticket,
+                                          absl::Time deadline,
+                                          CallWatcher::Scope& scope,
+                                          absl::string_view full,
+                                          const std::string& last_error) {
+  switch (admission_.WaitTurn(ticket, deadline,
+                              [&] { return scope.cancelled(); })) {
+    case AdmissionQueue::Wake::kTurn:
+      return grpc::Status::OK;
+    case AdmissionQueue::Wake::kCancelled:
+      return Error(grpc::StatusCode::CANCELLED, "client cancelled");
+    case AdmissionQueue::Wake::kDeadline:
+      break;
+  }
+  // Overload, not a slow node: RESOURCE_EXHAUSTED tells the client to back
+  // off (HTTP 429).
+  return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+               absl::StrCat(full,
+                            " and the request's deadline passed while "
+                            "queued (",
+                            last_error, ")"));
 }
 
 std::optional<NodeRef> RouterService::NextPrefill(

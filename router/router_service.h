@@ -162,6 +162,13 @@ class RouterService final : public v1::Duet::Service,
                      grpc::ClientReader<v1::DecodeResponse>& reader,
                      const std::function<void(v1::ReleaseReason)>& release,
                      std::optional<v1::DecodeResponse> first = std::nullopt);
+  // Waits for `ticket`'s turn in the admission queue: OK at its turn,
+  // CANCELLED when the client left, RESOURCE_EXHAUSTED ("`full` and the
+  // request's deadline passed while queued (`last_error`)") at `deadline`.
+  grpc::Status WaitAdmission(AdmissionQueue::Ticket& ticket,
+                             absl::Time deadline, CallWatcher::Scope& scope,
+                             absl::string_view full,
+                             const std::string& last_error);
   // Which path a request takes under options_.policy.
   bool RunColocated(size_t prompt_tokens);
   // The request on a colocated node (queued, like Reserve, while every
