@@ -59,6 +59,17 @@ void PrefixIndex::Forget(uint64_t node) {
   nodes_.erase(node);
 }
 
+void PrefixIndex::Retain(const absl::flat_hash_set<uint64_t>& live) {
+  absl::MutexLock lock(&mu_);
+  absl::erase_if(nodes_,
+                 [&](const auto& n) { return !live.contains(n.first); });
+}
+
+int64_t PrefixIndex::num_nodes() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(nodes_.size());
+}
+
 int64_t PrefixIndex::size(uint64_t node) {
   absl::MutexLock lock(&mu_);
   auto it = nodes_.find(node);

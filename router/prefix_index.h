@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -38,6 +39,9 @@ class PrefixIndex {
               int64_t capacity);
   // Forgets a node (gone, or restarted with an empty cache).
   void Forget(uint64_t node);
+  // Forgets every node not in `live`.
+  void Retain(const absl::flat_hash_set<uint64_t>& live);
+  int64_t num_nodes();
   int64_t size(uint64_t node);
 
  private:

@@ -692,6 +692,9 @@ grpc::Status RouterService::Register(grpc::ServerContext* ctx,
                  std::string(id.status().message()));
   }
   reply->set_node_id(*id);
+  // Nodes come and go (a restarted node registers under a new id, with an
+  // empty cache): the record of the ones gone goes with them.
+  prefix_index_.Retain(registry_->LiveNodeIds());
   admission_.Notify();
   reply->set_heartbeat_interval_ms(static_cast<uint32_t>(
       absl::ToInt64Milliseconds(registry_->heartbeat_interval())));

@@ -51,6 +51,14 @@ TEST(PrefixIndexTest, MatchCountsLeadingBlocksAndLruForgets) {
   EXPECT_EQ(index.Match(1, a), 2);
   index.Forget(1);
   EXPECT_EQ(index.Match(1, b), 0);
+  // Only live nodes are kept.
+  index.Record(1, a, 6);
+  index.Record(2, a, 6);
+  index.Record(3, a, 6);
+  index.Retain({2});
+  EXPECT_EQ(index.num_nodes(), 1);
+  EXPECT_EQ(index.Match(2, a), 4);
+  EXPECT_EQ(index.Match(1, a), 0);
 }
 
 NodeRef Prefill(uint64_t id, int64_t queued) {
