@@ -18,12 +18,14 @@ absl::Status RegisterRoutingMetrics(metrics::Registry* registry,
       {"predicted", &counters->predicted_tokens},
       {"prefill", &counters->prefill_cached_tokens},
       {"decode", &counters->decode_cached_tokens}};
-  for (const auto& [source, value] : sources) {
+  // Not a structured binding: clang 14 (the fuzz build) cannot capture one.
+  for (const auto& source : sources) {
+    const std::atomic<int64_t>* value = source.second;
     DUET_RETURN_IF_ERROR(registry->AddCallback(
         "duet:router_prefix_cached_tokens_total", kHelp,
         metrics::Type::kCounter,
         [value] { return double(value->load(std::memory_order_relaxed)); },
-        {{"source", source}}));
+        {{"source", source.first}}));
   }
   return absl::OkStatus();
 }
