@@ -38,18 +38,11 @@ absl::StatusOr<Scheduler::PromptBlocks> Scheduler::ReservePrompt(
     std::span<const int32_t> prompt, int32_t n, int32_t max_cached) {
   PromptBlocks out;
   if (options_.enable_prefix_caching && !prompt.empty()) {
-    const int32_t bs = options_.block_size;
-    const int32_t most =
-        std::min({max_cached, n, static_cast<int32_t>(prompt.size()) / bs});
-    uint64_t parent = model::kNoParentBlock;
-    for (int32_t j = 0; j < most; ++j) {
-      std::optional<model::CachedBlock> hit =
-          pool_.Acquire(parent, prompt.subspan(j * bs, bs));
-      if (!hit.has_value()) break;
-      out.blocks.push_back(hit->id);
-      out.cached_uids.push_back(hit->uid);
-      parent = hit->uid;
-    }
+    AcquireLeading(
+        prompt,
+        std::min({max_cached, n,
+                  static_cast<int32_t>(prompt.size()) / options_.block_size}),
+        out.blocks, out.cached_uids);
   }
   const auto cached = static_cast<int32_t>(out.blocks.size());
   absl::StatusOr<std::vector<BlockId>> fresh = Reserve(n - cached);
@@ -163,19 +156,26 @@ void Scheduler::FreeBlocks(Sequence& s) {
   s.block_uids.clear();
 }
 
+void Scheduler::AcquireLeading(std::span<const int32_t> tokens, int32_t most,
+                               std::vector<BlockId>& blocks,
+                               std::vector<uint64_t>& uids) {
+  const int32_t bs = options_.block_size;
+  uint64_t parent = model::kNoParentBlock;
+  for (int32_t j = 0; j < most; ++j) {
+    std::optional<model::CachedBlock> hit =
+        pool_.Acquire(parent, tokens.subspan(j * bs, bs));
+    if (!hit.has_value()) break;
+    blocks.push_back(hit->id);
+    uids.push_back(hit->uid);
+    parent = hit->uid;
+  }
+}
+
 void Scheduler::AcquirePrefix(Sequence& s) {
   const int32_t bs = options_.block_size;
   // The last known token always runs: its logits are the next draw.
-  const int32_t most = (static_cast<int32_t>(s.tokens.size()) - 1) / bs;
-  uint64_t parent = model::kNoParentBlock;
-  for (int32_t j = 0; j < most; ++j) {
-    std::optional<model::CachedBlock> hit = pool_.Acquire(
-        parent, std::span<const int32_t>(s.tokens).subspan(j * bs, bs));
-    if (!hit.has_value()) break;
-    s.blocks.push_back(hit->id);
-    s.block_uids.push_back(hit->uid);
-    parent = hit->uid;
-  }
+  AcquireLeading(s.tokens, (static_cast<int32_t>(s.tokens.size()) - 1) / bs,
+                 s.blocks, s.block_uids);
   s.num_computed = static_cast<int32_t>(s.blocks.size()) * bs;
 }
 

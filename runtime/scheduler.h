@@ -229,6 +229,11 @@ class Scheduler {
   int64_t prefix_hits_ = 0;
   // Prefix caching: takes the cached blocks of `s`'s longest cached prefix
   // (s holds no blocks); registers its newly full computed blocks.
+  // Appends to `blocks` / `uids` the cached blocks holding the leading full
+  // blocks of `tokens`, at most `most` (a reference taken on each).
+  void AcquireLeading(std::span<const int32_t> tokens, int32_t most,
+                      std::vector<BlockId>& blocks,
+                      std::vector<uint64_t>& uids);
   void AcquirePrefix(Sequence& s);
   void RegisterFullBlocks(Sequence& s);
 };
