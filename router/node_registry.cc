@@ -145,7 +145,11 @@ absl::flat_hash_set<uint64_t> NodeRegistry::LiveNodeIds() {
 }
 
 NodeRef NodeRegistry::MakeRef(uint64_t id, const Node& n) {
-  NodeRef r{id, n.info.address(), n.info.kv_layout(), n.stub};
+  NodeRef r;
+  r.id = id;
+  r.address = n.info.address();
+  r.layout = n.info.kv_layout();
+  r.stub = n.stub;
   for (int t : n.info.kv_transports()) {
     r.kv_transports.push_back(static_cast<v1::KvTransport>(t));
   }
@@ -265,6 +269,14 @@ int64_t NodeRegistry::QueuedPrefillTokens(uint64_t id) {
   if (it == nodes_.end()) return 0;
   return static_cast<int64_t>(it->second.load.queued_prefill_tokens()) +
          Recent(it->second.prefill_recently);
+}
+
+int32_t NodeRegistry::BlockSize() {
+  absl::MutexLock lock(&mu_);
+  return pinned_layout_.has_value()
+             ? std::max<int32_t>(
+                   1, static_cast<int32_t>(pinned_layout_->block_size()))
+             : 1;
 }
 
 int32_t NodeRegistry::MaxModelLen() {

@@ -98,6 +98,9 @@ class NodeRegistry {
   // timeout first).
   absl::flat_hash_set<uint64_t> LiveNodeIds();
 
+  // The KV block size every node of the cluster has (the pinned layout's;
+  // 1 before any node registered, so prefix hashing always has a size).
+  int32_t BlockSize();
   // Smallest max_model_len over live nodes (0 when none).
   int32_t MaxModelLen();
   int32_t CountLive(v1::NodeRole role);

@@ -227,6 +227,8 @@ grpc::Status RouterService::GenerateColocated(
   *g.mutable_sampling() = sampling;
   const int64_t total =
       static_cast<int64_t>(prompt.size()) + req.sampling().max_tokens() - 1;
+  const int32_t bs = registry_->BlockSize();
+  const std::vector<uint64_t> hashes = PrefixBlockHashes(prompt, bs);
   while (true) {
     if (ticket.has_value()) {
       if (grpc::Status s =
@@ -238,19 +240,10 @@ grpc::Status RouterService::GenerateColocated(
     }
     std::vector<NodeRef> nodes =
         registry_->DecodeCandidates(/*colocated_only=*/true);
-    const std::vector<uint64_t> hashes =
-        nodes.empty()
-            ? std::vector<uint64_t>{}
-            : PrefixBlockHashes(
-                  prompt,
-                  std::max<int32_t>(1, static_cast<int32_t>(
-                                           nodes.front().layout.block_size())));
     int32_t cached = 0;
     if (options_.routing == RoutingMode::kPrefixAware && !nodes.empty()) {
-      cached = OrderDecodeByPrefix(
-          nodes, prefix_index_, hashes, static_cast<int64_t>(prompt.size()),
-          std::max<int32_t>(
-              1, static_cast<int32_t>(nodes.front().layout.block_size())));
+      cached = OrderDecodeByPrefix(nodes, prefix_index_, hashes,
+                                   static_cast<int64_t>(prompt.size()), bs);
     }
     if (nodes.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
@@ -262,7 +255,6 @@ grpc::Status RouterService::GenerateColocated(
       if (scope.cancelled()) {
         return Error(grpc::StatusCode::CANCELLED, "client cancelled");
       }
-      const int64_t bs = std::max<int64_t>(1, node.layout.block_size());
       const int64_t blocks = (total + bs - 1) / bs;
       // Counted against the node until its next heartbeat, so concurrent
       // requests spread over the nodes.

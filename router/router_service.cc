@@ -246,10 +246,8 @@ grpc::Status RouterService::ReserveDecode(
     }
     std::vector<NodeRef> decode = registry_->DecodeCandidates();
     if (options_.routing == RoutingMode::kPrefixAware && !decode.empty()) {
-      OrderDecodeByPrefix(
-          decode, prefix_index_, hashes, num_prompt_tokens,
-          std::max<int32_t>(
-              1, static_cast<int32_t>(decode.front().layout.block_size())));
+      OrderDecodeByPrefix(decode, prefix_index_, hashes, num_prompt_tokens,
+                          registry_->BlockSize());
     }
     if (decode.empty()) {
       return Error(grpc::StatusCode::UNAVAILABLE,
@@ -435,8 +433,7 @@ std::optional<NodeRef> RouterService::NextPrefill(
     return std::find(tried.begin(), tried.end(), n.id) != tried.end();
   });
   if (nodes.empty()) return std::nullopt;
-  const auto bs = std::max<int32_t>(
-      1, static_cast<int32_t>(nodes.front().layout.block_size()));
+  const int32_t bs = registry_->BlockSize();
   int32_t cached = 0;
   if (options_.routing == RoutingMode::kPrefixAware) {
     cached =
@@ -537,18 +534,10 @@ grpc::Status RouterService::GenerateImpl(
   // block size (the registry pins one layout).
   std::vector<uint64_t> tried;
   int64_t predicted = 0;
-  std::vector<uint64_t> hashes;
-  std::optional<NodeRef> prefill_node;
-  {
-    const std::vector<NodeRef> any = registry_->PrefillCandidates();
-    if (!any.empty()) {
-      hashes = PrefixBlockHashes(
-          prompt, std::max<int32_t>(1, static_cast<int32_t>(
-                                           any.front().layout.block_size())));
-    }
-    prefill_node = NextPrefill(tried, hashes,
-                               static_cast<int64_t>(prompt.size()), &predicted);
-  }
+  const std::vector<uint64_t> hashes =
+      PrefixBlockHashes(prompt, registry_->BlockSize());
+  std::optional<NodeRef> prefill_node = NextPrefill(
+      tried, hashes, static_cast<int64_t>(prompt.size()), &predicted);
   if (!prefill_node.has_value()) {
     return Error(grpc::StatusCode::UNAVAILABLE, "no prefill node is available");
   }
