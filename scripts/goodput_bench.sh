@@ -20,16 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
 OUT=${2:-/tmp/duet-goodput}
 mkdir -p "$OUT"
-if [[ -z "$BUNDLE" ]]; then
-  (cd "$ROOT" && DUET_BUILD_TARGETS="duet-router duet-prefill duet-decode duet-cli duet-bench duet-make-model" \
-     scripts/build.sh)
-  BUNDLE=$OUT/bundle
-  scripts/bundle.sh "$BUNDLE"
-fi
-BIN=$BUNDLE/bin
-export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-MODEL=${DUET_GPU_MODEL:-/tmp/duet-qwen3-4b}
-[[ -f "$MODEL/config.json" ]] || "$BIN/duet-make-model" --preset qwen3-4b --out "$MODEL" >/dev/null
+BACKEND=${DUET_BACKEND:-cuda}
+source "$ROOT/scripts/bench_lib.sh"
+bench_setup
 RATES=${DUET_RATES:-1,2,4,8}
 N=${DUET_NUM_PROMPTS:-48}
 ISL=${DUET_ISL:-2048}
@@ -37,20 +30,10 @@ OSL=${DUET_OSL:-256}
 SLO=${DUET_SLO:-ttft:1000 tpot:50}
 # DUET_BACKEND=cpu DUET_KV_TRANSPORT=ucx run it without a GPU (a smoke
 # test on a small model; the numbers mean nothing then).
-BACKEND=${DUET_BACKEND:-cuda}
 KV=${DUET_KV_TRANSPORT:-cuda-ipc}
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "no GPU")
 echo "GPU: $GPU; ISL $ISL, OSL $OSL, $N prompts per rate, rates $RATES, SLO $SLO" | tee "$OUT/summary.txt"
 
-# The KV pool's share of the GPU (the CPU backend sizes its pool itself).
-mem() { [[ $BACKEND == cuda ]] && echo "--kv-cache-memory-fraction $1" || true; }
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap stop_all EXIT
 
 run_setup() {
   local name=$1
@@ -81,13 +64,7 @@ run_setup() {
         --kv-transport "$KV" >"$logs/decode.out" 2>"$logs/decode.log" &
       PIDS+=($!) ;;
   esac
-  local ready=0
-  for _ in $(seq 900); do
-    if "$BIN/duet-cli" health --insecure --router "$router" --timeout-ms 1000 2>/dev/null |
-        grep -q "serving=true $want"; then ready=1; break; fi
-    sleep 0.2
-  done
-  ((ready)) || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
+  wait_serving "$router" "$want" || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
   # Warm-up (first CUDA graph captures, allocator): not measured.
   "$BIN/duet-bench" --router "$router" --insecure --num-prompts 4 --input-len "$ISL" \
     --output-len 16 --request-rate inf --noprogress >/dev/null 2>&1 || true

@@ -21,23 +21,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
 OUT=${2:-/tmp/duet-prefix-cache}
 mkdir -p "$OUT"
-if [[ -z "$BUNDLE" ]]; then
-  (cd "$ROOT" && DUET_BUILD_TARGETS="duet-router duet-prefill duet-decode duet-cli duet-bench duet-make-model" \
-     scripts/build.sh)
-  BUNDLE=$OUT/bundle
-  scripts/bundle.sh "$BUNDLE"
-fi
-BIN=$BUNDLE/bin
-export LD_LIBRARY_PATH=$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-MODEL=${DUET_GPU_MODEL:-/tmp/duet-qwen3-4b}
-[[ -f "$MODEL/config.json" ]] || "$BIN/duet-make-model" --preset qwen3-4b --out "$MODEL" >/dev/null
+BACKEND=${DUET_BACKEND:-cuda}
+source "$ROOT/scripts/bench_lib.sh"
+bench_setup
 RATE=${DUET_RATE:-4}
 N=${DUET_NUM_PROMPTS:-200}
 PREFIX=${DUET_PREFIX_LEN:-2000}
 SUFFIX=${DUET_SUFFIX_LEN:-100}
 SHARE=${DUET_PREFIX_SHARE:-0.9}
 OSL=${DUET_OSL:-32}
-BACKEND=${DUET_BACKEND:-cuda}
 KV=${DUET_KV_TRANSPORT:-cuda-ipc}
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "no GPU")
 echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $SUFFIX, OSL $OSL, rate $RATE/s" |
@@ -45,14 +37,6 @@ echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $
 printf '%-8s %10s %10s %12s %14s %14s %10s\n' caching ttft_p50 ttft_p99 prompt_tok \
   prefill_tok kv_sent_MB decode_cached >>"$OUT/summary.txt"
 
-mem() { [[ $BACKEND == cuda ]] && echo "--kv-cache-memory-fraction $1" || true; }
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap stop_all EXIT
 
 # The value of a counter on a node's /metrics (0 when absent).
 metric() {
@@ -88,13 +72,7 @@ run_setup() {
     $(mem 0.35) --max-num-seqs 128 --max-num-batched-tokens 2048 "$flag" \
     --kv-transport "$KV" >"$logs/decode.out" 2>"$logs/decode.log" &
   PIDS+=($!)
-  local ready=0
-  for _ in $(seq 900); do
-    if "$BIN/duet-cli" health --insecure --router "$router" --timeout-ms 1000 2>/dev/null |
-        grep -q "serving=true prefill_nodes=1 decode_nodes=1 "; then ready=1; break; fi
-    sleep 0.2
-  done
-  ((ready)) || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
+  wait_serving "$router" "prefill_nodes=1 decode_nodes=1 " || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
   # Warm-up on other prompts (graph captures, allocator): not measured,
   # and not the benchmark's prefix, so the cached run starts cold.
   "$BIN/duet-bench" --router "$router" --insecure --num-prompts 4 --input-len "$((PREFIX + SUFFIX))" \
