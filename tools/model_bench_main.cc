@@ -46,6 +46,15 @@ ABSL_FLAG(int32_t, small_gemm_max_tokens,
           duet::kernels::CudaBackendOptions{}.small_gemm_max_tokens,
           "GEMMs of at most this many tokens on the hand-written kernel "
           "(0: cuBLASLt everywhere, at most 8)");
+ABSL_FLAG(int32_t, skinny_gemm_max_tokens,
+          duet::kernels::CudaBackendOptions{}.skinny_gemm_max_tokens,
+          "GEMMs of more tokens than --small_gemm_max_tokens and at most "
+          "this many on the tensor-core weight-streaming kernel (0: none, at "
+          "most 32)");
+ABSL_FLAG(int32_t, skinny_gemm_shape,
+          duet::kernels::CudaBackendOptions{}.skinny_gemm_shape,
+          "skinny GEMM launch shape (-1: by weight size; 0..7 force one, "
+          "kernels/cuda/skinny_gemm.cu)");
 ABSL_FLAG(int32_t, prefill_warp_rows,
           duet::kernels::CudaBackendOptions{}.prefill_warp_rows,
           "query rows per warp of the tensor-core prefill attention (16 or "
@@ -164,6 +173,8 @@ int main(int argc, char** argv) {
   options.prefill_warp_rows = absl::GetFlag(FLAGS_prefill_warp_rows);
   options.programmatic_launch = absl::GetFlag(FLAGS_pdl);
   options.small_gemm_shape = absl::GetFlag(FLAGS_small_gemm_shape);
+  options.skinny_gemm_max_tokens = absl::GetFlag(FLAGS_skinny_gemm_max_tokens);
+  options.skinny_gemm_shape = absl::GetFlag(FLAGS_skinny_gemm_shape);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

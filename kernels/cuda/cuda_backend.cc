@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,7 @@
 #include "kernels/cuda/norm_kernels.h"
 #include "kernels/cuda/rope_kernels.h"
 #include "kernels/cuda/sampler.h"
+#include "kernels/cuda/skinny_gemm.h"
 #include "kernels/cuda/small_gemm.h"
 #include "kernels/cuda/step_metadata.h"
 
@@ -301,13 +303,13 @@ class CudaBackend final : public Backend {
                                      "linear_silu_mul out"));
     DUET_RETURN_IF_ERROR(CheckMatrix(scratch, kBF16, x.dim(0), weight.dim(0),
                                      "linear_silu_mul scratch"));
-    if (x.dim(1) > 0 && x.dim(0) <= options_.small_gemm_max_tokens &&
-        cuda::SmallGemmApplies(x.dim(0), weight.dim(0), x.dim(1))) {
+    {
       ScopedDevice guard(device_);
       DUET_CUDA_RETURN_IF_ERROR(guard.status());
-      cuda::SmallGemmParams p = SmallGemm(x, weight, out);
-      p.silu_mul = true;
-      return cuda::LaunchSmallGemm(p, stream(), options_.programmatic_launch);
+      if (std::optional<absl::Status> st =
+              StreamingGemm(x, weight, out, /*silu_mul=*/true)) {
+        return *st;
+      }
     }
     return Backend::LinearSiluMul(x, weight, scratch, out);
   }
@@ -597,18 +599,34 @@ class CudaBackend final : public Backend {
 
   const cuda::StepMetadata& meta() const { return *current_; }
 
-  // The small GEMM's parameters for y = x * w^T (sizes checked by caller).
-  cuda::SmallGemmParams SmallGemm(const TensorView& x, const TensorView& w,
-                                  const TensorView& y) const {
+  // y = x * w^T (silu_mul: the fused gate/up GEMM) on the hand-written
+  // weight-streaming kernels for decode's few tokens: small_gemm.h up to
+  // small_gemm_max_tokens, skinny_gemm.h up to skinny_gemm_max_tokens.
+  // nullopt when neither takes these sizes (sizes checked by the caller).
+  std::optional<absl::Status> StreamingGemm(const TensorView& x,
+                                            const TensorView& w,
+                                            const TensorView& y,
+                                            bool silu_mul) {
+    const int64_t t = x.dim(0), n = w.dim(0), k = x.dim(1);
     cuda::SmallGemmParams p;
     p.x = Ptr<const __nv_bfloat16>(x);
     p.w = Ptr<const __nv_bfloat16>(w);
     p.y = Ptr<__nv_bfloat16>(y);
-    p.tokens = x.dim(0);
-    p.n = w.dim(0);
-    p.k = x.dim(1);
-    p.shape = options_.small_gemm_shape;
-    return p;
+    p.tokens = t;
+    p.n = n;
+    p.k = k;
+    p.silu_mul = silu_mul;
+    if (k > 0 && t <= options_.small_gemm_max_tokens &&
+        cuda::SmallGemmApplies(t, n, k)) {
+      p.shape = options_.small_gemm_shape;
+      return cuda::LaunchSmallGemm(p, stream(), options_.programmatic_launch);
+    }
+    if (k > 0 && t <= options_.skinny_gemm_max_tokens &&
+        cuda::SkinnyGemmApplies(t, n, k)) {
+      p.shape = options_.skinny_gemm_shape;
+      return cuda::LaunchSkinnyGemm(p, stream(), options_.programmatic_launch);
+    }
+    return std::nullopt;
   }
 
   absl::Status Gemm(const TensorView& x, const TensorView& w,
@@ -619,10 +637,11 @@ class CudaBackend final : public Backend {
           cudaMemsetAsync(y.data, 0, y.nbytes(), stream()));
       return absl::OkStatus();
     }
-    if (out_type == CUDA_R_16BF && x.dim(0) <= options_.small_gemm_max_tokens &&
-        cuda::SmallGemmApplies(x.dim(0), w.dim(0), x.dim(1))) {
-      return cuda::LaunchSmallGemm(SmallGemm(x, w, y), stream(),
-                                   options_.programmatic_launch);
+    if (out_type == CUDA_R_16BF) {
+      if (std::optional<absl::Status> st =
+              StreamingGemm(x, w, y, /*silu_mul=*/false)) {
+        return *st;
+      }
     }
     cuda::GemmParams p;
     p.x = x.data;
@@ -781,6 +800,21 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "small_gemm_shape is ", options.small_gemm_shape,
         "; it must be -1 (by weight size) or 0..", cuda::kSmallGemmShapes - 1));
+  }
+  if (options.skinny_gemm_shape < -1 ||
+      options.skinny_gemm_shape >= cuda::kSkinnyGemmShapes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("skinny_gemm_shape is ", options.skinny_gemm_shape,
+                     "; it must be -1 (by weight size) or 0..",
+                     cuda::kSkinnyGemmShapes - 1));
+  }
+  if (options.small_gemm_max_tokens > cuda::kSmallGemmMaxTokens ||
+      options.skinny_gemm_max_tokens > cuda::kSkinnyGemmMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "small_gemm_max_tokens is ", options.small_gemm_max_tokens,
+        " and skinny_gemm_max_tokens ", options.skinny_gemm_max_tokens,
+        "; they can be at most ", cuda::kSmallGemmMaxTokens, " and ",
+        cuda::kSkinnyGemmMaxTokens));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

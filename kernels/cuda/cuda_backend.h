@@ -28,6 +28,10 @@ struct CudaBackendOptions {
   // (4.22 vs 4.63 ms, 4.46 vs 4.66 ms), slower from 3 (4.84 vs 4.72 ms),
   // much slower at 8, where every weight load costs 8 loads of x.
   int small_gemm_max_tokens = 2;
+  // bf16 GEMMs of more tokens than that and at most this many run on the
+  // tensor-core weight-streaming kernel (skinny_gemm.h); 0 = none, at most
+  // 32. The rest take cuBLASLt.
+  int skinny_gemm_max_tokens = 32;
   // Query rows each warp of the tensor-core prefill attention kernel owns:
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
   // from shared memory, half the shared-memory traffic per FLOP). 32 is
@@ -44,6 +48,9 @@ struct CudaBackendOptions {
   // Launch shape of the small GEMM at 1-2 tokens (small_gemm.cu): -1
   // picks by the weight's size; 0..10 force one (benchmarks and tests).
   int small_gemm_shape = -1;
+  // Launch shape of the skinny GEMM (skinny_gemm.cu): -1 by the weight's
+  // size; 0..7 force one (benchmarks and tests).
+  int skinny_gemm_shape = -1;
 };
 
 // A backend on CUDA device `device`. FAILED_PRECONDITION when there is no

@@ -4,35 +4,12 @@
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/pdl.h"
 #include "kernels/cuda/small_gemm.h"
+#include "kernels/cuda/streaming_load.cuh"
 
 namespace duet::kernels::cuda {
 namespace {
 
 constexpr int kStep = 32 * 8;  // K elements a warp covers per load
-
-// An L2 cache policy that makes the lines a load brings in the first to be
-// evicted: weights are read once, the activations and KV cache are reused.
-__device__ __forceinline__ uint64_t EvictFirstPolicy() {
-  uint64_t policy = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;"
-               : "=l"(policy));
-#endif
-  return policy;
-}
-
-// Weights are read exactly once: do not let them evict x from L1 or
-// anything reused from L2.
-__device__ __forceinline__ uint4 LoadStreaming(const __nv_bfloat16* p,
-                                               uint64_t policy) {
-  uint4 v;
-  asm volatile(
-      "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, "
-      "[%4], %5;"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "l"(policy));
-  return v;
-}
 
 // kSplit warps per output row, each dotting one contiguous 1/kSplit of K
 // (in 16-byte vectors: lane l of a segment takes vectors l, l + 32, ...),

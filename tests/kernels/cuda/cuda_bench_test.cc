@@ -239,10 +239,15 @@ TEST_F(CudaBench, LinearAndElementwise) {
 }
 
 
-// The weight GEMMs of one batch-1 decode step of the Qwen3-4B shape (36
-// layers, each with its own weights so nothing is served from L2), alone
-// and with the residual add + RMSNorm kernels between them: how far the
-// GEMMs are from the copy floor and what the norms add.
+// The weight GEMMs of one decode step of the Qwen3-4B shape (36 layers,
+// each with its own weights so nothing is served from L2), alone and with
+// the residual add + RMSNorm kernels between them: how far the GEMMs are
+// from the copy floor and what the norms add. DUET_BENCH_TOKENS=1,8,32
+// sets the batches (default 1). Each batch runs the default kernels, then
+// cuBLASLt alone ("cublas"); DUET_BENCH_ALL_SHAPES=1 adds every forced
+// launch shape of the kernel that batch takes (small GEMM at 1-2 tokens,
+// skinny GEMM at 3-32: the sweeps their AutoShape was chosen from), and
+// DUET_BENCH_SHAPES=8,-1 times just those shapes.
 TEST_F(CudaBench, DecodeGemmChain) {
   // The floor the chains are printed against, as duet-model-bench does.
   const absl::StatusOr<double> measured = cuda::MeasureCopyBandwidth(0);
@@ -268,102 +273,124 @@ TEST_F(CudaBench, DecodeGemmChain) {
   }
   auto lm = be_->Allocate(DType::kBF16, {vocab, h});
   ASSERT_TRUE(lm.ok());
-  Tensor x = MustUpload(*be_, RandomBf16(rng, inter), {1, inter});
-  Tensor hid = MustUpload(*be_, RandomBf16(rng, h), {1, h});
-  Tensor res = MustUpload(*be_, RandomBf16(rng, h), {1, h});
-  Tensor delta = MustUpload(*be_, RandomBf16(rng, h), {1, h});
-  auto qkv = be_->Allocate(DType::kBF16, {1, qkv_n});
-  auto proj = be_->Allocate(DType::kBF16, {1, h});
-  auto gu = be_->Allocate(DType::kBF16, {1, 2 * inter});
-  auto act = be_->Allocate(DType::kBF16, {1, inter});
-  auto logits = be_->Allocate(DType::kBF16, {1, vocab});
-  ASSERT_TRUE(qkv.ok() && proj.ok() && gu.ok() && act.ok() && logits.ok());
-  const TensorView xq{x.view().data, DType::kBF16, {1, q}, Device::kCuda};
   const double wbytes =
       2.0 * (qkv_n * h + h * q + 2 * inter * h + h * inter) * kLayers;
 
-  // By K and N (the default), then every forced shape with
-  // DUET_BENCH_ALL_SHAPES=1 (the sweep AutoShape was chosen from).
-  // DUET_BENCH_SHAPES=8,-1 times just those.
-  std::vector<int> shapes = {-1};
-  if (const char* all = std::getenv("DUET_BENCH_ALL_SHAPES");
-      all != nullptr && std::string(all) == "1") {
-    for (int shape = 0; shape < 11; ++shape) shapes.push_back(shape);
-  }
-  if (const char* some = std::getenv("DUET_BENCH_SHAPES"); some != nullptr) {
-    shapes.clear();
-    for (absl::string_view s : absl::StrSplit(some, ',')) {
-      int shape = 0;
-      ASSERT_TRUE(absl::SimpleAtoi(s, &shape)) << s;
-      shapes.push_back(shape);
+  std::vector<int> batches = {1};
+  if (const char* env = std::getenv("DUET_BENCH_TOKENS"); env != nullptr) {
+    batches.clear();
+    for (absl::string_view s : absl::StrSplit(env, ',')) {
+      int t = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(s, &t) && t >= 1) << s;
+      batches.push_back(t);
     }
   }
-  for (const int shape : shapes) {
-    CudaBackendOptions options;
-    options.small_gemm_shape = shape;
-    auto made = MakeCudaBackend(0, options);
-    ASSERT_TRUE(made.ok()) << made.status();
-    Backend& be = **made;
-    std::printf(
-        "\n[bench] batch-1 decode GEMM chain, 36 layers of Qwen3-4B, small "
-        "GEMM shape %d (copy bandwidth %.0f GB/s)\n",
-        shape, bw / 1e9);
-    std::printf("[bench] %-28s %10s %10s %8s %8s\n", "chain", "us",
-                "floor us", "ratio", "GB/s");
-    auto row = [&](const char* name, double bytes, double ms) {
-      std::printf("[bench] %-28s %10.1f %10.1f %8.2f %8.0f\n", name, ms * 1e3,
-                  bytes / bw * 1e6, ms * 1e-3 / (bytes / bw),
-                  bytes / (ms * 1e-3) / 1e9);
-    };
-    auto chain = [&](const std::function<absl::Status(const Layer&)>& op) {
-      return TimeMs(
-          [&]() -> absl::Status {
-            for (const Layer& y : layers) {
-              if (absl::Status s = op(y); !s.ok()) return s;
-            }
-            return absl::OkStatus();
-          },
-          5, &be);
-    };
-    auto qkv_op = [&](const Layer& y) {
-      return be.Linear(hid.view(), y.qkv.view(), qkv->view());
-    };
-    auto o_op = [&](const Layer& y) {
-      return be.Linear(xq, y.o.view(), proj->view());
-    };
-    auto gate_up_op = [&](const Layer& y) {
-      return be.LinearSiluMul(hid.view(), y.gate_up.view(), gu->view(),
-                              act->view());
-    };
-    auto down_op = [&](const Layer& y) {
-      return be.Linear(x.view(), y.down.view(), proj->view());
-    };
-    auto norm_op = [&](const Layer& y) {
-      return be.AddRmsNorm(delta.view(), res.view(), y.norm.view(), 1e-6f,
-                           hid.view());
-    };
-    row("qkv x36", 2.0 * qkv_n * h * kLayers, chain(qkv_op));
-    row("o_proj x36", 2.0 * h * q * kLayers, chain(o_op));
-    row("gate_up+silu x36", 2.0 * 2 * inter * h * kLayers, chain(gate_up_op));
-    row("down x36", 2.0 * h * inter * kLayers, chain(down_op));
-    row("lm_head", 2.0 * vocab * h,
-        TimeMs([&] { return be.Linear(hid.view(), lm->view(), logits->view()); },
-               20, &be));
-    row("4 GEMMs x36", wbytes, chain([&](const Layer& y) -> absl::Status {
-          DUET_RETURN_IF_ERROR(qkv_op(y));
-          DUET_RETURN_IF_ERROR(o_op(y));
-          DUET_RETURN_IF_ERROR(gate_up_op(y));
-          return down_op(y);
-        }));
-    row("4 GEMMs + 2 norms x36", wbytes,
-        chain([&](const Layer& y) -> absl::Status {
-          DUET_RETURN_IF_ERROR(norm_op(y));
-          DUET_RETURN_IF_ERROR(qkv_op(y));
-          DUET_RETURN_IF_ERROR(o_op(y));
-          DUET_RETURN_IF_ERROR(norm_op(y));
-          DUET_RETURN_IF_ERROR(gate_up_op(y));
-          return down_op(y);
-        }));
+  for (const int t : batches) {
+    Tensor x = MustUpload(*be_, RandomBf16(rng, t * inter), {t, inter});
+    Tensor hid = MustUpload(*be_, RandomBf16(rng, t * h), {t, h});
+    Tensor res = MustUpload(*be_, RandomBf16(rng, t * h), {t, h});
+    Tensor delta = MustUpload(*be_, RandomBf16(rng, t * h), {t, h});
+    auto qkv = be_->Allocate(DType::kBF16, {t, qkv_n});
+    auto proj = be_->Allocate(DType::kBF16, {t, h});
+    auto gu = be_->Allocate(DType::kBF16, {t, 2 * inter});
+    auto act = be_->Allocate(DType::kBF16, {t, inter});
+    auto logits = be_->Allocate(DType::kBF16, {t, vocab});
+    ASSERT_TRUE(qkv.ok() && proj.ok() && gu.ok() && act.ok() && logits.ok());
+    const TensorView xq{x.view().data, DType::kBF16, {t, q}, Device::kCuda};
+
+    const CudaBackendOptions defaults;
+    const bool small = t <= defaults.small_gemm_max_tokens;
+    const int num_shapes = small ? 11 : 8;
+    // -1: the default (shape by weight size); -2: cuBLASLt only.
+    std::vector<int> shapes = {-1, -2};
+    if (const char* all = std::getenv("DUET_BENCH_ALL_SHAPES");
+        all != nullptr && std::string(all) == "1") {
+      for (int shape = 0; shape < num_shapes; ++shape) shapes.push_back(shape);
+    }
+    if (const char* some = std::getenv("DUET_BENCH_SHAPES"); some != nullptr) {
+      shapes.clear();
+      for (absl::string_view s : absl::StrSplit(some, ',')) {
+        int shape = 0;
+        ASSERT_TRUE(absl::SimpleAtoi(s, &shape)) << s;
+        shapes.push_back(shape);
+      }
+    }
+    for (const int shape : shapes) {
+      CudaBackendOptions options;
+      if (shape == -2) {
+        options.small_gemm_max_tokens = 0;
+        options.skinny_gemm_max_tokens = 0;
+      } else if (small) {
+        options.small_gemm_shape = shape;
+      } else {
+        options.skinny_gemm_shape = shape;
+      }
+      auto made = MakeCudaBackend(0, options);
+      ASSERT_TRUE(made.ok()) << made.status();
+      Backend& be = **made;
+      std::printf(
+          "\n[bench] batch-%d decode GEMM chain, 36 layers of Qwen3-4B, %s "
+          "shape %d (copy bandwidth %.0f GB/s)\n",
+          t, shape == -2 ? "cublas" : (small ? "small GEMM" : "skinny GEMM"),
+          shape, bw / 1e9);
+      std::printf("[bench] %-28s %10s %10s %8s %8s\n", "chain", "us",
+                  "floor us", "ratio", "GB/s");
+      auto row = [&](const char* name, double bytes, double ms) {
+        std::printf("[bench] %-28s %10.1f %10.1f %8.2f %8.0f\n", name,
+                    ms * 1e3, bytes / bw * 1e6, ms * 1e-3 / (bytes / bw),
+                    bytes / (ms * 1e-3) / 1e9);
+      };
+      auto chain = [&](const std::function<absl::Status(const Layer&)>& op) {
+        return TimeMs(
+            [&]() -> absl::Status {
+              for (const Layer& y : layers) {
+                if (absl::Status s = op(y); !s.ok()) return s;
+              }
+              return absl::OkStatus();
+            },
+            5, &be);
+      };
+      auto qkv_op = [&](const Layer& y) {
+        return be.Linear(hid.view(), y.qkv.view(), qkv->view());
+      };
+      auto o_op = [&](const Layer& y) {
+        return be.Linear(xq, y.o.view(), proj->view());
+      };
+      auto gate_up_op = [&](const Layer& y) {
+        return be.LinearSiluMul(hid.view(), y.gate_up.view(), gu->view(),
+                                act->view());
+      };
+      auto down_op = [&](const Layer& y) {
+        return be.Linear(x.view(), y.down.view(), proj->view());
+      };
+      auto norm_op = [&](const Layer& y) {
+        return be.AddRmsNorm(delta.view(), res.view(), y.norm.view(), 1e-6f,
+                             hid.view());
+      };
+      row("qkv x36", 2.0 * qkv_n * h * kLayers, chain(qkv_op));
+      row("o_proj x36", 2.0 * h * q * kLayers, chain(o_op));
+      row("gate_up+silu x36", 2.0 * 2 * inter * h * kLayers,
+          chain(gate_up_op));
+      row("down x36", 2.0 * h * inter * kLayers, chain(down_op));
+      row("lm_head", 2.0 * vocab * h, TimeMs([&] {
+            return be.Linear(hid.view(), lm->view(), logits->view());
+          }, 20, &be));
+      row("4 GEMMs x36", wbytes, chain([&](const Layer& y) -> absl::Status {
+            DUET_RETURN_IF_ERROR(qkv_op(y));
+            DUET_RETURN_IF_ERROR(o_op(y));
+            DUET_RETURN_IF_ERROR(gate_up_op(y));
+            return down_op(y);
+          }));
+      row("4 GEMMs + 2 norms x36", wbytes,
+          chain([&](const Layer& y) -> absl::Status {
+            DUET_RETURN_IF_ERROR(norm_op(y));
+            DUET_RETURN_IF_ERROR(qkv_op(y));
+            DUET_RETURN_IF_ERROR(o_op(y));
+            DUET_RETURN_IF_ERROR(norm_op(y));
+            DUET_RETURN_IF_ERROR(gate_up_op(y));
+            return down_op(y);
+          }));
+    }
   }
 }
 

@@ -221,28 +221,35 @@ TEST_F(CudaVsCpuTest, SiluMul) {
 
 TEST_F(CudaVsCpuTest, Linear) {
   std::mt19937 rng(8);
-  // Also a backend with the hand-written small-token GEMM up to its limit.
+  // Also a backend with the CUDA-core small GEMM up to its limit (then the
+  // skinny GEMM to 32 tokens), and one with cuBLASLt for every GEMM.
   CudaBackendOptions options;
   options.small_gemm_max_tokens = 8;
   auto wide = MakeCudaBackend(0, options);
   ASSERT_TRUE(wide.ok()) << wide.status();
+  options.small_gemm_max_tokens = 0;
+  options.skinny_gemm_max_tokens = 0;
+  auto cublas = MakeCudaBackend(0, options);
+  ASSERT_TRUE(cublas.ok()) << cublas.status();
   struct Case {
     int64_t t, n, k;
   };
   // Tiny model, odd sizes, and Qwen3-4B's projections (qkv, o, gate_up,
-  // down) at decode and prefill batch sizes. 1..8 tokens with K a multiple
-  // of 8 take the hand-written small-GEMM kernel, the rest cuBLASLt.
+  // down) at decode and prefill batch sizes. Up to 32 tokens with K a
+  // multiple of 8 take the hand-written kernels, the rest cuBLASLt.
   for (const Case c :
        {Case{1, 64, 64}, Case{7, 384, 64}, Case{13, 100, 72},
         Case{1, 6144, 2560}, Case{17, 2560, 4096}, Case{64, 19456, 2560},
         Case{256, 2560, 9728}, Case{2, 2560, 4096}, Case{3, 33, 8},
         Case{4, 19456, 2560}, Case{5, 1001, 2568}, Case{6, 7, 9728},
-        Case{8, 2560, 9728}, Case{9, 2560, 9728}, Case{3, 50, 36}}) {
+        Case{8, 2560, 9728}, Case{9, 2560, 9728}, Case{3, 50, 36},
+        Case{32, 6144, 2560}, Case{31, 2560, 9728}, Case{33, 300, 64}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
-    std::vector<float> out[3];
-    Backend* backends[3] = {cpu_.get(), cuda_.get(), wide->get()};
-    for (int i = 0; i < 3; ++i) {
+    std::vector<float> out[4];
+    Backend* backends[4] = {cpu_.get(), cuda_.get(), wide->get(),
+                            cublas->get()};
+    for (int i = 0; i < 4; ++i) {
       Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
       Tensor tw = MustUpload(*backends[i], w, {c.n, c.k});
       Tensor o = Poisoned(*backends[i], {c.t, c.n});
@@ -257,6 +264,9 @@ TEST_F(CudaVsCpuTest, Linear) {
     EXPECT_TRUE(AllClose(out[2], out[0], kBf16Tol,
                          absl::StrCat("linear (small gemm to 8 tokens) ", c.t,
                                       "x", c.n, "x", c.k)));
+    EXPECT_TRUE(AllClose(out[3], out[0], kBf16Tol,
+                         absl::StrCat("linear (cuBLASLt only) ", c.t, "x", c.n,
+                                      "x", c.k)));
   }
 }
 
@@ -342,6 +352,70 @@ TEST_F(CudaVsCpuTest, SmallGemmShapes) {
   }
 }
 
+// Every launch shape of the skinny GEMM (3..32 tokens: partial 8-token
+// tiles, rows past a 16-row tile, K not a multiple of its 32-element chunk,
+// K split unevenly over 1-8 warps) against the CPU reference, and its fused
+// SiLU * mul against its own Linear then SiluMul bit for bit.
+TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
+  std::mt19937 rng(17);
+  struct Case {
+    int64_t t, n, k;
+  };
+  const std::vector<Case> cases = {
+      {8, 3072, 2560}, {32, 1280, 9728}, {3, 37, 4096}, {16, 10, 8},
+      {9, 9, 200},     {24, 64, 1032},   {31, 100, 264}, {5, 2048, 4096}};
+  std::vector<std::unique_ptr<Backend>> shaped;
+  for (int shape = -1; shape < 8; ++shape) {
+    CudaBackendOptions options;
+    options.skinny_gemm_shape = shape;
+    auto made = MakeCudaBackend(0, options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    shaped.push_back(std::move(*made));
+  }
+  for (const Case c : cases) {
+    const std::vector<float> x = RandomBf16(rng, c.t * c.k);
+    const std::vector<float> w = RandomBf16(rng, 2 * c.n * c.k);
+    Tensor cx = MustUpload(*cpu_, x, {c.t, c.k});
+    Tensor cw = MustUpload(*cpu_, w, {2 * c.n, c.k});
+    Tensor co = Poisoned(*cpu_, {c.t, 2 * c.n});
+    ASSERT_TRUE(cpu_->Linear(cx.view(), cw.view(), co.view()).ok());
+    const std::vector<float> want = Download(*cpu_, co);
+    for (size_t s = 0; s < shaped.size(); ++s) {
+      Backend& be = *shaped[s];
+      const std::string tag =
+          absl::StrCat("skinny gemm shape ", static_cast<int>(s) - 1, " ",
+                       c.t, "x", c.n, "x", c.k);
+      Tensor tx = MustUpload(be, x, {c.t, c.k});
+      Tensor tw = MustUpload(be, w, {2 * c.n, c.k});
+      Tensor o = Poisoned(be, {c.t, 2 * c.n});
+      ASSERT_TRUE(be.Linear(tx.view(), tw.view(), o.view()).ok()) << tag;
+      EXPECT_TRUE(AllClose(Download(be, o), want, kBf16Tol, tag));
+      Tensor act = Poisoned(be, {c.t, c.n});
+      ASSERT_TRUE(be.SiluMul(o.view(), act.view()).ok());
+      Tensor act2 = Poisoned(be, {c.t, c.n});
+      ASSERT_TRUE(
+          be.LinearSiluMul(tx.view(), tw.view(), o.view(), act2.view()).ok());
+      EXPECT_EQ(Download(be, act2), Download(be, act)) << tag;
+    }
+  }
+}
+
+TEST_F(CudaVsCpuTest, SkinnyGemmOptionsMustFit) {
+  for (const auto& [field, value] :
+       {std::pair<int, int>{0, -2}, {0, 8}, {1, 33}, {2, 9}}) {
+    CudaBackendOptions options;
+    if (field == 0) options.skinny_gemm_shape = value;
+    if (field == 1) options.skinny_gemm_max_tokens = value;
+    if (field == 2) options.small_gemm_max_tokens = value;
+    const absl::Status st = MakeCudaBackend(0, options).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find(field == 0 ? "skinny_gemm_shape"
+                                           : "max_tokens"),
+              std::string::npos)
+        << st;
+  }
+}
+
 TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
   for (const int shape : {-2, 11}) {
     CudaBackendOptions options;
@@ -353,9 +427,10 @@ TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
 }
 
 // LinearSiluMul: the fused small-GEMM path (1-2 tokens by default; up to 8
-// on a second backend) must equal Linear then SiluMul on the same backend
-// bit for bit, and the CPU reference within bf16 tolerance; larger batches
-// take the unfused path through the scratch tensor.
+// on a second backend) and skinny-GEMM path (to 32 tokens) must equal
+// Linear then SiluMul on the same backend bit for bit, and the CPU
+// reference within bf16 tolerance; larger batches take the unfused path
+// through the scratch tensor.
 TEST_F(CudaVsCpuTest, LinearSiluMul) {
   std::mt19937 rng(14);
   CudaBackendOptions options;
@@ -367,7 +442,8 @@ TEST_F(CudaVsCpuTest, LinearSiluMul) {
   };
   for (const Case c : {Case{1, 9728, 2560}, Case{2, 9728, 2560},
                        Case{1, 100, 72}, Case{5, 333, 64}, Case{8, 96, 8},
-                       Case{17, 384, 128}}) {
+                       Case{17, 384, 128}, Case{32, 9728, 2560},
+                       Case{24, 1000, 264}, Case{40, 200, 64}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k, 0.05f, 2.0f);
     const std::vector<float> w = RandomBf16(rng, 2 * c.inter * c.k);
     std::vector<float> fused[3], unfused[3];
