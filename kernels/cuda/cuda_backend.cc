@@ -779,6 +779,7 @@ absl::StatusOr<std::unique_ptr<StepGraph>> CudaBackend::CaptureStep(
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     int device, const CudaBackendOptions& options) {
+  DUET_RETURN_IF_ERROR(CheckCudaBackendOptions(options));
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
@@ -789,32 +790,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
   if (device < 0 || device >= count) {
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device ", device, " (", count, " visible)"));
-  }
-  if (options.prefill_warp_rows != 16 && options.prefill_warp_rows != 32) {
-    return absl::InvalidArgumentError(absl::StrCat("prefill_warp_rows is ",
-                                                   options.prefill_warp_rows,
-                                                   "; it must be 16 or 32"));
-  }
-  if (options.small_gemm_shape < -1 ||
-      options.small_gemm_shape >= cuda::kSmallGemmShapes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "small_gemm_shape is ", options.small_gemm_shape,
-        "; it must be -1 (by weight size) or 0..", cuda::kSmallGemmShapes - 1));
-  }
-  if (options.skinny_gemm_shape < -1 ||
-      options.skinny_gemm_shape >= cuda::kSkinnyGemmShapes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("skinny_gemm_shape is ", options.skinny_gemm_shape,
-                     "; it must be -1 (by weight size) or 0..",
-                     cuda::kSkinnyGemmShapes - 1));
-  }
-  if (options.small_gemm_max_tokens > cuda::kSmallGemmMaxTokens ||
-      options.skinny_gemm_max_tokens > cuda::kSkinnyGemmMaxTokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "small_gemm_max_tokens is ", options.small_gemm_max_tokens,
-        " and skinny_gemm_max_tokens ", options.skinny_gemm_max_tokens,
-        "; they can be at most ", cuda::kSmallGemmMaxTokens, " and ",
-        cuda::kSkinnyGemmMaxTokens));
   }
   cudaDeviceProp prop{};
   DUET_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));

@@ -53,9 +53,14 @@ struct CudaBackendOptions {
   int skinny_gemm_shape = -1;
 };
 
-// A backend on CUDA device `device`. FAILED_PRECONDITION when there is no
-// such device (no GPU, no driver) or it is older than sm_80 (bf16 tensor
-// cores and cp.async are required).
+// InvalidArgument, naming the option, when `options` holds a value the
+// backend does not support. Needs no GPU.
+absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options);
+
+// A backend on CUDA device `device`: INVALID_ARGUMENT for bad options
+// (above), FAILED_PRECONDITION when there is no such device (no GPU, no
+// driver) or it is older than sm_80 (bf16 tensor cores and cp.async are
+// required).
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     int device, const CudaBackendOptions& options = {});
 

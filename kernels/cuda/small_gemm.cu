@@ -9,8 +9,6 @@
 namespace duet::kernels::cuda {
 namespace {
 
-constexpr int kStep = 32 * 8;  // K elements a warp covers per load
-
 // kSplit warps per output row, each dotting one contiguous 1/kSplit of K
 // (in 16-byte vectors: lane l of a segment takes vectors l, l + 32, ...),
 // so a CTA of kWarps covers kWarps / kSplit rows. kR = 1: y[m][row] = x[m]

@@ -400,19 +400,26 @@ TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
   }
 }
 
-TEST_F(CudaVsCpuTest, SkinnyGemmOptionsMustFit) {
-  for (const auto& [field, value] :
-       {std::pair<int, int>{0, -2}, {0, 8}, {1, 33}, {2, 9}}) {
+// Checked before any GPU is touched, so this runs everywhere.
+TEST(CudaBackendOptionsTest, GemmOptionsMustFit) {
+  EXPECT_TRUE(CheckCudaBackendOptions({}).ok());
+  for (const auto& [field, value] : {std::pair<int, int>{0, -2},
+                                     {0, 8},
+                                     {1, 33},
+                                     {1, -1},
+                                     {2, 9},
+                                     {3, 11}}) {
     CudaBackendOptions options;
     if (field == 0) options.skinny_gemm_shape = value;
     if (field == 1) options.skinny_gemm_max_tokens = value;
     if (field == 2) options.small_gemm_max_tokens = value;
-    const absl::Status st = MakeCudaBackend(0, options).status();
+    if (field == 3) options.small_gemm_shape = value;
+    const absl::Status st = CheckCudaBackendOptions(options);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-    EXPECT_NE(st.message().find(field == 0 ? "skinny_gemm_shape"
-                                           : "max_tokens"),
-              std::string::npos)
-        << st;
+    const char* name = field == 0   ? "skinny_gemm_shape"
+                       : field == 3 ? "small_gemm_shape"
+                                    : "max_tokens";
+    EXPECT_NE(st.message().find(name), std::string::npos) << st;
   }
 }
 
