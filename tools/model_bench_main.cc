@@ -53,7 +53,7 @@ ABSL_FLAG(int32_t, skinny_gemm_max_tokens,
           "most 32)");
 ABSL_FLAG(int32_t, skinny_gemm_shape,
           duet::kernels::CudaBackendOptions{}.skinny_gemm_shape,
-          "skinny GEMM launch shape (-1: by weight size; 0..7 force one, "
+          "skinny GEMM launch shape (-1: by weight size; 0..10 force one, "
           "kernels/cuda/skinny_gemm.cu)");
 ABSL_FLAG(int32_t, prefill_warp_rows,
           duet::kernels::CudaBackendOptions{}.prefill_warp_rows,

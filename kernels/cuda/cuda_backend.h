@@ -49,7 +49,7 @@ struct CudaBackendOptions {
   // picks by the weight's size; 0..10 force one (benchmarks and tests).
   int small_gemm_shape = -1;
   // Launch shape of the skinny GEMM (skinny_gemm.cu): -1 by the weight's
-  // size; 0..7 force one (benchmarks and tests).
+  // size; 0..10 force one (benchmarks and tests).
   int skinny_gemm_shape = -1;
 };
 

@@ -17,59 +17,71 @@ namespace {
 // B agree on that map, so each MMA sums 16 distinct products of the chunk.
 constexpr int kChunk = 32;
 
-// kNT tiles of 8 tokens; kR = 1: y = x w^T over n rows; kR = 2 (fused
-// SiLU * mul, n = 2I): the warp's tile covers gate rows [row0, row0 + 16)
-// and the up rows I + row0 + ..., and y[t][row] = silu(g) * u of the two
-// bf16-rounded sums. kSplit warps share a tile, each summing one contiguous
-// 1/kSplit of the chunks; the segments are added in segment order by the
-// tile's first warp. Every element's sum therefore depends only on (n, k,
-// kSplit), not on kR or kNT, which keeps the fused and unfused paths equal.
+// kNT tiles of 8 tokens; kMT tiles of 16 weight rows per warp (more rows
+// per x load: x is re-read once per warp, from L1 or L2); kR = 1: y = x w^T
+// over n rows; kR = 2 (fused SiLU * mul, n = 2I): each gate row's warp also
+// streams up row I + row, and y[t][row] = silu(g) * u of the two
+// bf16-rounded sums. kSplit warps share their rows, each summing one
+// contiguous 1/kSplit of the chunks; the segments are added in segment
+// order by the first of them. Every element's sum therefore depends only on
+// (n, k, kSplit), not on kR, kMT or kNT, which keeps the fused and unfused
+// paths equal.
 //
-// kLoads 16-byte weight loads per lane are in flight (kLoads / (2 kR)
+// kLoads 16-byte weight loads per lane are in flight (kLoads / (2 kR kMT)
 // chunks). Held to 128 registers (16 warps per SM) so that enough weight
 // loads are in flight per SM.
-template <int kNT, int kR, int kWarps, int kSplit, int kLoads>
+template <int kNT, int kMT, int kR, int kWarps, int kSplit, int kLoads>
 __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     SkinnyGemmKernel(SmallGemmParams p) {
-  constexpr int kUnroll = kLoads / (2 * kR);
-  constexpr int kTiles = kWarps / kSplit;
-  static_assert(kTiles * kSplit == kWarps && kUnroll >= 1);
+  constexpr int kUnroll = kLoads / (2 * kR * kMT);
+  constexpr int kGroups = kWarps / kSplit;  // row groups per CTA
+  static_assert(kGroups * kSplit == kWarps && kUnroll >= 1);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int q = lane % 4;
   const int seg = warp % kSplit;
   const int64_t out_n = p.n / kR;
-  const int64_t row0 = (int64_t{blockIdx.x} * kTiles + warp / kSplit) * 16;
+  const int64_t row0 =
+      (int64_t{blockIdx.x} * kGroups + warp / kSplit) * 16 * kMT;
   const int64_t chunks = (p.k + kChunk - 1) / kChunk;
   const int64_t seg_len = (chunks + kSplit - 1) / kSplit;
   const int64_t c_begin = min(chunks, seg * seg_len);
   const int64_t c_end = min(chunks, c_begin + seg_len);
 
-  bool row_ok[2];
-  const __nv_bfloat16* w[kR][2];
+  // Lane rows: row0 + 16 m + g + 8 h (h = 0, 1 for the fragment's halves).
+  bool row_ok[kMT][2];
+  const __nv_bfloat16* w[kMT][kR][2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = row0 + g + 8 * h;
-    row_ok[h] = row < out_n;
+  for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      w[r][h] = p.w + ((row_ok[h] ? row : 0) + r * out_n) * p.k + 8 * q;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = row0 + 16 * m + g + 8 * h;
+      row_ok[m][h] = row < out_n;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        w[m][r][h] =
+            p.w + ((row_ok[m][h] ? row : 0) + r * out_n) * p.k + 8 * q;
+      }
     }
   }
   const uint64_t policy = EvictFirstPolicy();
   // wv[u] holds chunk c with c % kUnroll == u: a rolling window, refilled
   // right after its MMAs, so kUnroll chunks stay in flight with one buffer.
-  uint4 wv[kUnroll][kR][2];
+  uint4 wv[kUnroll][kMT][kR][2];
   auto load = [&](int u, int64_t c) {
     const int64_t kk = c * kChunk;
     const bool in = c < c_end && kk + 8 * q < p.k;
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
+    for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        wv[u][r][h] = in && row_ok[h] ? LoadStreaming(w[r][h] + kk, policy)
-                                      : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < kR; ++r) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wv[u][m][r][h] = in && row_ok[m][h]
+                               ? LoadStreaming(w[m][r][h] + kk, policy)
+                               : make_uint4(0, 0, 0, 0);
+        }
       }
     }
   };
@@ -88,13 +100,16 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     tok_ok[nt] = token < p.tokens;
     xrow[nt] = p.x + (tok_ok[nt] ? token : 0) * p.k + 8 * q;
   }
-  float acc[kR][kNT][4];
+  float acc[kMT][kR][kNT][4];
 #pragma unroll
-  for (int r = 0; r < kR; ++r) {
+  for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+    for (int r = 0; r < kR; ++r) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[r][nt][i] = 0.0f;
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[m][r][nt][i] = 0.0f;
+      }
     }
   }
   for (int64_t c0 = c_begin; c0 < c_end; c0 += kUnroll) {
@@ -111,13 +126,16 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
                 ? __ldg(reinterpret_cast<const uint4*>(xrow[nt] + kk))
                 : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          const uint4& lo = wv[u][r][0];
-          const uint4& hi = wv[u][r][1];
-          const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
-          MmaBf16(acc[r][nt], a0, xv.x, xv.y);
-          const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
-          MmaBf16(acc[r][nt], a1, xv.z, xv.w);
+        for (int m = 0; m < kMT; ++m) {
+#pragma unroll
+          for (int r = 0; r < kR; ++r) {
+            const uint4& lo = wv[u][m][r][0];
+            const uint4& hi = wv[u][m][r][1];
+            const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+            MmaBf16(acc[m][r][nt], a0, xv.x, xv.y);
+            const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+            MmaBf16(acc[m][r][nt], a1, xv.z, xv.w);
+          }
         }
       }
       load(u, c + kUnroll);
@@ -125,68 +143,60 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
   }
 
   if constexpr (kSplit > 1) {
-    constexpr int kVals = kR * kNT * 4;
+    constexpr int kVals = kMT * kR * kNT * 4;
     // [warp][value][lane]: conflict-free stores and loads.
     __shared__ float partial[kWarps][kVals][32];
+    float* mine = &acc[0][0][0][0];
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          partial[warp][(r * kNT + nt) * 4 + i][lane] = acc[r][nt][i];
-        }
-      }
-    }
+    for (int v = 0; v < kVals; ++v) partial[warp][v][lane] = mine[v];
     __syncthreads();
     if (seg != 0) return;
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int v = (r * kNT + nt) * 4 + i;
-          float sum = partial[warp][v][lane];
-          for (int s = 1; s < kSplit; ++s) sum += partial[warp + s][v][lane];
-          acc[r][nt][i] = sum;
-        }
-      }
+    for (int v = 0; v < kVals; ++v) {
+      float sum = partial[warp][v][lane];
+      for (int s = 1; s < kSplit; ++s) sum += partial[warp + s][v][lane];
+      mine[v] = sum;
     }
   }
 
-  // Accumulator i of tile nt: row g + 8 * (i / 2), token nt * 8 + 2q + i % 2.
+  // Accumulator i of tile (m, nt): row 16 m + g + 8 (i / 2), token
+  // nt * 8 + 2q + i % 2.
 #pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) {
+  for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t row = row0 + g + 8 * (i / 2);
-      const int64_t token = nt * 8 + 2 * q + i % 2;
-      if (row >= out_n || token >= p.tokens) continue;
-      float y = acc[0][nt][i];
-      if constexpr (kR == 2) {
-        const float gate = __bfloat162float(__float2bfloat16_rn(y));
-        const float up = __bfloat162float(__float2bfloat16_rn(acc[1][nt][i]));
-        y = Silu(gate) * up;
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t row = row0 + 16 * m + g + 8 * (i / 2);
+        const int64_t token = nt * 8 + 2 * q + i % 2;
+        if (row >= out_n || token >= p.tokens) continue;
+        float y = acc[m][0][nt][i];
+        if constexpr (kR == 2) {
+          const float gate = __bfloat162float(__float2bfloat16_rn(y));
+          const float up =
+              __bfloat162float(__float2bfloat16_rn(acc[m][1][nt][i]));
+          y = Silu(gate) * up;
+        }
+        p.y[token * out_n + row] = __float2bfloat16_rn(y);
       }
-      p.y[token * out_n + row] = __float2bfloat16_rn(y);
     }
   }
 }
 
-template <int kNT, int kR, int kWarps, int kSplit, int kLoads = 4>
+template <int kNT, int kR, int kWarps, int kSplit, int kMT = 1,
+          int kLoads = 4>
 absl::Status LaunchShape(const SmallGemmParams& p, cudaStream_t stream,
                          bool pdl) {
-  const int64_t tiles = CeilDiv(p.n / kR, int64_t{16});
-  const dim3 grid(static_cast<unsigned>(CeilDiv(tiles, kWarps / kSplit)));
-  DUET_CUDA_RETURN_IF_ERROR(
-      LaunchKernel(&SkinnyGemmKernel<kNT, kR, kWarps, kSplit, kLoads>, grid,
-                   dim3(kWarps * 32), 0, stream, pdl, p));
+  const int64_t groups = CeilDiv(p.n / kR, int64_t{16 * kMT});
+  const dim3 grid(static_cast<unsigned>(CeilDiv(groups, kWarps / kSplit)));
+  DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
+      &SkinnyGemmKernel<kNT, kMT, kR, kWarps, kSplit, kLoads>, grid,
+      dim3(kWarps * 32), 0, stream, pdl, p));
   return absl::OkStatus();
 }
 
-// The launch shapes (warps per CTA, warps per 16-row tile[, weight loads
-// in flight per lane, 4 by default]).
+// The launch shapes (warps per CTA, warps sharing rows[, 16-row tiles per
+// warp, weight loads in flight per lane]).
 template <int kNT, int kR>
 absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
                               cudaStream_t stream, bool pdl) {
@@ -205,8 +215,14 @@ absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
       return LaunchShape<kNT, kR, 8, 4>(p, stream, pdl);
     case 6:
       return LaunchShape<kNT, kR, 8, 8>(p, stream, pdl);
+    case 7:
+      return LaunchShape<kNT, kR, 8, 4, 1, 8>(p, stream, pdl);
+    case 8:
+      return LaunchShape<kNT, kR, 4, 2, 2, 8>(p, stream, pdl);
+    case 9:
+      return LaunchShape<kNT, kR, 4, 4, 2, 8>(p, stream, pdl);
     default:
-      return LaunchShape<kNT, kR, 8, 4, 8>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 4, 1, 2, 8>(p, stream, pdl);
   }
 }
 

@@ -27,7 +27,7 @@
 namespace duet::kernels::cuda {
 
 inline constexpr int64_t kSkinnyGemmMaxTokens = 32;
-inline constexpr int kSkinnyGemmShapes = 8;
+inline constexpr int kSkinnyGemmShapes = 11;
 
 // True when LaunchSkinnyGemm takes these sizes (k a multiple of 8: 16-byte
 // weight rows).

@@ -365,7 +365,7 @@ TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
       {8, 3072, 2560}, {32, 1280, 9728}, {3, 37, 4096}, {16, 10, 8},
       {9, 9, 200},     {24, 64, 1032},   {31, 100, 264}, {5, 2048, 4096}};
   std::vector<std::unique_ptr<Backend>> shaped;
-  for (int shape = -1; shape < 8; ++shape) {
+  for (int shape = -1; shape < 11; ++shape) {
     CudaBackendOptions options;
     options.skinny_gemm_shape = shape;
     auto made = MakeCudaBackend(0, options);
@@ -404,7 +404,7 @@ TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
 TEST(CudaBackendOptionsTest, GemmOptionsMustFit) {
   EXPECT_TRUE(CheckCudaBackendOptions({}).ok());
   for (const auto& [field, value] : {std::pair<int, int>{0, -2},
-                                     {0, 8},
+                                     {0, 11},
                                      {1, 33},
                                      {1, -1},
                                      {2, 9},
