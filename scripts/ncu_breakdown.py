@@ -37,6 +37,7 @@ def load(path):
         except ValueError:
             continue
         scale = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
+                 "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
                  "byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9,
                  "KB": 1e3, "MB": 1e6, "GB": 1e9}.get(unit, 1.0)
         k["m"][r["Metric Name"]] = v * scale
