@@ -50,7 +50,7 @@ ABSL_FLAG(int32_t, skinny_gemm_max_tokens,
           duet::kernels::CudaBackendOptions{}.skinny_gemm_max_tokens,
           "GEMMs of more tokens than --small_gemm_max_tokens and at most "
           "this many on the tensor-core weight-streaming kernel (0: none, at "
-          "most 32)");
+          "most 32; off by default, see kernels/cuda/cuda_backend.h)");
 ABSL_FLAG(int32_t, skinny_gemm_shape,
           duet::kernels::CudaBackendOptions{}.skinny_gemm_shape,
           "skinny GEMM launch shape (-1: by weight size; 0..10 force one, "

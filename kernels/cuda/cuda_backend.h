@@ -30,8 +30,10 @@ struct CudaBackendOptions {
   int small_gemm_max_tokens = 2;
   // bf16 GEMMs of more tokens than that and at most this many run on the
   // tensor-core weight-streaming kernel (skinny_gemm.h); 0 = none, at most
-  // 32. The rest take cuBLASLt.
-  int skinny_gemm_max_tokens = 32;
+  // 32. The rest take cuBLASLt. Off by default: on an H100 its first
+  // version streamed a step's four GEMMs at 1.62x / 1.77x of the copy floor
+  // at 8 / 32 tokens, cuBLASLt at 1.45x / 1.53x (docs/PERF.md).
+  int skinny_gemm_max_tokens = 0;
   // Query rows each warp of the tensor-core prefill attention kernel owns:
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
   // from shared memory, half the shared-memory traffic per FLOP). 32 is

@@ -323,6 +323,7 @@ TEST_F(CudaBench, DecodeGemmChain) {
       } else if (small) {
         options.small_gemm_shape = shape;
       } else {
+        options.skinny_gemm_max_tokens = 32;
         options.skinny_gemm_shape = shape;
       }
       auto made = MakeCudaBackend(0, options);

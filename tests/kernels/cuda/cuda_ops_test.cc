@@ -221,12 +221,17 @@ TEST_F(CudaVsCpuTest, SiluMul) {
 
 TEST_F(CudaVsCpuTest, Linear) {
   std::mt19937 rng(8);
-  // Also a backend with the CUDA-core small GEMM up to its limit (then the
-  // skinny GEMM to 32 tokens), and one with cuBLASLt for every GEMM.
+  // Also backends with the CUDA-core small GEMM up to its limit (then the
+  // skinny GEMM to 32 tokens), with the skinny GEMM from 3 tokens, and with
+  // cuBLASLt for every GEMM.
   CudaBackendOptions options;
   options.small_gemm_max_tokens = 8;
+  options.skinny_gemm_max_tokens = 32;
   auto wide = MakeCudaBackend(0, options);
   ASSERT_TRUE(wide.ok()) << wide.status();
+  options.small_gemm_max_tokens = 2;
+  auto skinny = MakeCudaBackend(0, options);
+  ASSERT_TRUE(skinny.ok()) << skinny.status();
   options.small_gemm_max_tokens = 0;
   options.skinny_gemm_max_tokens = 0;
   auto cublas = MakeCudaBackend(0, options);
@@ -246,10 +251,10 @@ TEST_F(CudaVsCpuTest, Linear) {
         Case{32, 6144, 2560}, Case{31, 2560, 9728}, Case{33, 300, 64}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
-    std::vector<float> out[4];
-    Backend* backends[4] = {cpu_.get(), cuda_.get(), wide->get(),
-                            cublas->get()};
-    for (int i = 0; i < 4; ++i) {
+    std::vector<float> out[5];
+    Backend* backends[5] = {cpu_.get(), cuda_.get(), wide->get(),
+                            cublas->get(), skinny->get()};
+    for (int i = 0; i < 5; ++i) {
       Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
       Tensor tw = MustUpload(*backends[i], w, {c.n, c.k});
       Tensor o = Poisoned(*backends[i], {c.t, c.n});
@@ -267,6 +272,9 @@ TEST_F(CudaVsCpuTest, Linear) {
     EXPECT_TRUE(AllClose(out[3], out[0], kBf16Tol,
                          absl::StrCat("linear (cuBLASLt only) ", c.t, "x", c.n,
                                       "x", c.k)));
+    EXPECT_TRUE(AllClose(out[4], out[0], kBf16Tol,
+                         absl::StrCat("linear (skinny from 3 tokens) ", c.t,
+                                      "x", c.n, "x", c.k)));
   }
 }
 
@@ -367,6 +375,7 @@ TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
   std::vector<std::unique_ptr<Backend>> shaped;
   for (int shape = -1; shape < 11; ++shape) {
     CudaBackendOptions options;
+    options.skinny_gemm_max_tokens = 32;
     options.skinny_gemm_shape = shape;
     auto made = MakeCudaBackend(0, options);
     ASSERT_TRUE(made.ok()) << made.status();
@@ -433,17 +442,21 @@ TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
   }
 }
 
-// LinearSiluMul: the fused small-GEMM path (1-2 tokens by default; up to 8
-// on a second backend) and skinny-GEMM path (to 32 tokens) must equal
-// Linear then SiluMul on the same backend bit for bit, and the CPU
-// reference within bf16 tolerance; larger batches take the unfused path
-// through the scratch tensor.
+// LinearSiluMul: the fused small-GEMM path (1-2 tokens by default, up to 8
+// on a second backend) and the fused skinny-GEMM path (3-32 tokens on a
+// third) must equal Linear then SiluMul on the same backend bit for bit,
+// and the CPU reference within bf16 tolerance; larger batches take the
+// unfused path through the scratch tensor.
 TEST_F(CudaVsCpuTest, LinearSiluMul) {
   std::mt19937 rng(14);
   CudaBackendOptions options;
   options.small_gemm_max_tokens = 8;
   auto wide = MakeCudaBackend(0, options);
   ASSERT_TRUE(wide.ok()) << wide.status();
+  options.small_gemm_max_tokens = 2;
+  options.skinny_gemm_max_tokens = 32;
+  auto skinny = MakeCudaBackend(0, options);
+  ASSERT_TRUE(skinny.ok()) << skinny.status();
   struct Case {
     int64_t t, inter, k;
   };
@@ -453,9 +466,10 @@ TEST_F(CudaVsCpuTest, LinearSiluMul) {
                        Case{24, 1000, 264}, Case{40, 200, 64}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k, 0.05f, 2.0f);
     const std::vector<float> w = RandomBf16(rng, 2 * c.inter * c.k);
-    std::vector<float> fused[3], unfused[3];
-    Backend* backends[3] = {cpu_.get(), cuda_.get(), wide->get()};
-    for (int i = 0; i < 3; ++i) {
+    std::vector<float> fused[4], unfused[4];
+    Backend* backends[4] = {cpu_.get(), cuda_.get(), wide->get(),
+                            skinny->get()};
+    for (int i = 0; i < 4; ++i) {
       Backend& be = *backends[i];
       Tensor tx = MustUpload(be, x, {c.t, c.k});
       Tensor tw = MustUpload(be, w, {2 * c.inter, c.k});
@@ -476,6 +490,8 @@ TEST_F(CudaVsCpuTest, LinearSiluMul) {
     EXPECT_EQ(fused[2], unfused[2]) << tag << " (small gemm to 8)";
     EXPECT_TRUE(AllClose(fused[1], fused[0], kBf16Tol, tag));
     EXPECT_TRUE(AllClose(fused[2], fused[0], kBf16Tol, tag + " wide"));
+    EXPECT_EQ(fused[3], unfused[3]) << tag << " (skinny gemm to 32)";
+    EXPECT_TRUE(AllClose(fused[3], fused[0], kBf16Tol, tag + " skinny"));
   }
 }
 
