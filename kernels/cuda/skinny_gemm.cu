@@ -31,7 +31,7 @@ constexpr int kChunk = 32;
 // chunks). Held to 128 registers (16 warps per SM) so that enough weight
 // loads are in flight per SM.
 template <int kNT, int kMT, int kR, int kWarps, int kSplit, int kLoads>
-__global__ void __launch_bounds__(kWarps * 32, kWarps >= 16 ? 1 : 16 / kWarps)
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     SkinnyGemmKernel(SmallGemmParams p) {
   constexpr int kUnroll = kLoads / (2 * kR * kMT);
   constexpr int kGroups = kWarps / kSplit;  // row groups per CTA
@@ -112,32 +112,19 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps >= 16 ? 1 : 16 / kWarps)
       }
     }
   }
-  // x of the next chunk is loaded one chunk ahead (from L1, or L2 on an
-  // SM's first touch), so its latency does not hold up the MMAs and, behind
-  // them, the refill of the weight window.
-  auto load_x = [&](uint4 (&xv)[kNT], int64_t c) {
-    const int64_t kk = c * kChunk;
-    const bool in = c < c_end && kk + 8 * q < p.k;
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      xv[nt] = in && tok_ok[nt]
-                   ? __ldg(reinterpret_cast<const uint4*>(xrow[nt] + kk))
-                   : make_uint4(0, 0, 0, 0);
-    }
-  };
-  uint4 x_next[kNT];
-  load_x(x_next, c_begin);
   for (int64_t c0 = c_begin; c0 < c_end; c0 += kUnroll) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t c = c0 + u;
       if (c >= c_end) break;  // warp-uniform
-      uint4 xv[kNT];
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) xv[nt] = x_next[nt];
-      load_x(x_next, c + 1);
+      const int64_t kk = c * kChunk;
+      const bool in = kk + 8 * q < p.k;
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
+        const uint4 xv =
+            in && tok_ok[nt]
+                ? __ldg(reinterpret_cast<const uint4*>(xrow[nt] + kk))
+                : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int m = 0; m < kMT; ++m) {
 #pragma unroll
@@ -145,9 +132,9 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps >= 16 ? 1 : 16 / kWarps)
             const uint4& lo = wv[u][m][r][0];
             const uint4& hi = wv[u][m][r][1];
             const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
-            MmaBf16(acc[m][r][nt], a0, xv[nt].x, xv[nt].y);
+            MmaBf16(acc[m][r][nt], a0, xv.x, xv.y);
             const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
-            MmaBf16(acc[m][r][nt], a1, xv[nt].z, xv[nt].w);
+            MmaBf16(acc[m][r][nt], a1, xv.z, xv.w);
           }
         }
       }
@@ -156,26 +143,20 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps >= 16 ? 1 : 16 / kWarps)
   }
 
   if constexpr (kSplit > 1) {
-    // One MMA tile's 4 values per lane at a time ([warp][value][lane]:
-    // conflict-free), so 32-warp CTAs need 16 KiB of shared memory.
-    __shared__ float partial[kWarps][4][32];
+    constexpr int kVals = kMT * kR * kNT * 4;
+    // [warp][value][lane]: conflict-free stores and loads.
+    __shared__ float partial[kWarps][kVals][32];
     float* mine = &acc[0][0][0][0];
 #pragma unroll
-    for (int v0 = 0; v0 < kMT * kR * kNT * 4; v0 += 4) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) partial[warp][i][lane] = mine[v0 + i];
-      __syncthreads();
-      if (seg == 0) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float sum = partial[warp][i][lane];
-          for (int s = 1; s < kSplit; ++s) sum += partial[warp + s][i][lane];
-          mine[v0 + i] = sum;
-        }
-      }
-      __syncthreads();
-    }
+    for (int v = 0; v < kVals; ++v) partial[warp][v][lane] = mine[v];
+    __syncthreads();
     if (seg != 0) return;
+#pragma unroll
+    for (int v = 0; v < kVals; ++v) {
+      float sum = partial[warp][v][lane];
+      for (int s = 1; s < kSplit; ++s) sum += partial[warp + s][v][lane];
+      mine[v] = sum;
+    }
   }
 
   // Accumulator i of tile (m, nt): row 16 m + g + 8 (i / 2), token
@@ -223,64 +204,54 @@ absl::Status LaunchShapeIndex(int shape, const SmallGemmParams& p,
     case 0:
       return LaunchShape<kNT, kR, 4, 1>(p, stream, pdl);
     case 1:
-      return LaunchShape<kNT, kR, 8, 2>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 4, 2>(p, stream, pdl);
     case 2:
-      return LaunchShape<kNT, kR, 8, 4>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 4, 4>(p, stream, pdl);
     case 3:
-      return LaunchShape<kNT, kR, 8, 8>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 8, 1>(p, stream, pdl);
     case 4:
-      return LaunchShape<kNT, kR, 8, 8, 1, 8>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 8, 2>(p, stream, pdl);
     case 5:
-      return LaunchShape<kNT, kR, 16, 16>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 8, 4>(p, stream, pdl);
     case 6:
-      return LaunchShape<kNT, kR, 16, 16, 1, 8>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 8, 8>(p, stream, pdl);
     case 7:
-      return LaunchShape<kNT, kR, 32, 32>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 8, 4, 1, 8>(p, stream, pdl);
     case 8:
-      return LaunchShape<kNT, kR, 32, 32, 1, 8>(p, stream, pdl);
-    case 9:
       return LaunchShape<kNT, kR, 4, 2, 2, 8>(p, stream, pdl);
+    case 9:
+      return LaunchShape<kNT, kR, 4, 4, 2, 8>(p, stream, pdl);
     default:
-      return LaunchShape<kNT, kR, 16, 8, 1, 8>(p, stream, pdl);
+      return LaunchShape<kNT, kR, 4, 1, 2, 8>(p, stream, pdl);
   }
 }
 
 // By the weight's rows n (the 2I rows for the fused SiLU GEMM too, so it
-// sums each row as the plain GEMM over those rows does) and k. From an H100
-// sweep (docs/PERF.md, CudaBench.DecodeGemmChain at 8 and 32 tokens): the
-// more warps stream at once the better, so K is split until there are
-// about 6K warps, but never below 4 chunks (128 elements) per warp. The
-// 32-warp CTAs (64 registers a thread) only at 1-8 tokens, where they do
-// not spill. The choice depends on (n, k, tokens) alone, so the fused and
-// the plain GEMM of the same rows sum them alike.
-int AutoShape(int64_t n, int64_t k, int64_t tokens) {
+// sums each row as the plain GEMM over those rows does) and k: split K
+// until there are about 16 warps per SM of a 132-SM GPU to keep loads in
+// flight, but never below 8 chunks (256 elements) per warp.
+int AutoShape(int64_t n, int64_t k) {
   const int64_t tiles = CeilDiv(n, int64_t{16});
   const int64_t chunks = CeilDiv(k, int64_t{kChunk});
-  const int max_split = tokens <= 8 ? 32 : 16;
   int split = 1;
-  while (split < max_split && tiles * split < 6144 &&
-         chunks / (split * 2) >= 4) {
+  while (split < 8 && tiles * split < 2048 && chunks / (split * 2) >= 8) {
     split *= 2;
   }
   switch (split) {
     case 1:
-      return 0;  // 4 warps, 1 per tile
+      return 3;  // 8 warps, 1 per tile
     case 2:
-      return 1;  // 8 warps, 2 per tile
+      return 4;
     case 4:
-      return 2;
-    case 8:
-      return 3;
-    case 16:
-      return 5;  // 16 warps, 16 per tile
+      return 5;
     default:
-      return 7;  // 32 warps, 32 per tile
+      return 6;  // 8 warps, 8 per tile
   }
 }
 
 template <int kNT>
 absl::Status Launch(const SmallGemmParams& p, cudaStream_t stream, bool pdl) {
-  const int shape = p.shape >= 0 ? p.shape : AutoShape(p.n, p.k, p.tokens);
+  const int shape = p.shape >= 0 ? p.shape : AutoShape(p.n, p.k);
   return p.silu_mul ? LaunchShapeIndex<kNT, 2>(shape, p, stream, pdl)
                     : LaunchShapeIndex<kNT, 1>(shape, p, stream, pdl);
 }
