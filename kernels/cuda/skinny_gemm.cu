@@ -60,8 +60,7 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
       row_ok[m][h] = row < out_n;
 #pragma unroll
       for (int r = 0; r < kR; ++r) {
-        w[m][r][h] =
-            p.w + ((row_ok[m][h] ? row : 0) + r * out_n) * p.k + 8 * q;
+        w[m][r][h] = p.w + ((row_ok[m][h] ? row : 0) + r * out_n) * p.k + 8 * q;
       }
     }
   }
@@ -183,15 +182,14 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
   }
 }
 
-template <int kNT, int kR, int kWarps, int kSplit, int kMT = 1,
-          int kLoads = 4>
+template <int kNT, int kR, int kWarps, int kSplit, int kMT = 1, int kLoads = 4>
 absl::Status LaunchShape(const SmallGemmParams& p, cudaStream_t stream,
                          bool pdl) {
   const int64_t groups = CeilDiv(p.n / kR, int64_t{16 * kMT});
   const dim3 grid(static_cast<unsigned>(CeilDiv(groups, kWarps / kSplit)));
-  DUET_CUDA_RETURN_IF_ERROR(LaunchKernel(
-      &SkinnyGemmKernel<kNT, kMT, kR, kWarps, kSplit, kLoads>, grid,
-      dim3(kWarps * 32), 0, stream, pdl, p));
+  DUET_CUDA_RETURN_IF_ERROR(
+      LaunchKernel(&SkinnyGemmKernel<kNT, kMT, kR, kWarps, kSplit, kLoads>,
+                   grid, dim3(kWarps * 32), 0, stream, pdl, p));
   return absl::OkStatus();
 }
 
@@ -265,8 +263,7 @@ bool SkinnyGemmApplies(int64_t tokens, int64_t n, int64_t k) {
 
 absl::Status LaunchSkinnyGemm(const SmallGemmParams& p, cudaStream_t stream,
                               bool pdl) {
-  if (!SkinnyGemmApplies(p.tokens, p.n, p.k) ||
-      (p.silu_mul && p.n % 2 != 0)) {
+  if (!SkinnyGemmApplies(p.tokens, p.n, p.k) || (p.silu_mul && p.n % 2 != 0)) {
     return absl::InvalidArgumentError("skinny gemm: unsupported sizes");
   }
   if (p.shape >= kSkinnyGemmShapes) {

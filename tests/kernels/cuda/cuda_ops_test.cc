@@ -219,23 +219,26 @@ TEST_F(CudaVsCpuTest, SiluMul) {
 // GEMMs
 // ---------------------------------------------------------------------------
 
+// A CUDA backend whose GEMMs of up to `small` tokens run on the small GEMM,
+// of up to `skinny` on the skinny GEMM, and the rest on cuBLASLt.
+std::unique_ptr<Backend> GemmBackend(int small, int skinny) {
+  CudaBackendOptions options;
+  options.small_gemm_max_tokens = small;
+  options.skinny_gemm_max_tokens = skinny;
+  auto made = MakeCudaBackend(0, options);
+  EXPECT_TRUE(made.ok()) << made.status();
+  return made.ok() ? std::move(*made) : nullptr;
+}
+
 TEST_F(CudaVsCpuTest, Linear) {
   std::mt19937 rng(8);
   // Also backends with the CUDA-core small GEMM up to its limit (then the
   // skinny GEMM to 32 tokens), with the skinny GEMM from 3 tokens, and with
   // cuBLASLt for every GEMM.
-  CudaBackendOptions options;
-  options.small_gemm_max_tokens = 8;
-  options.skinny_gemm_max_tokens = 32;
-  auto wide = MakeCudaBackend(0, options);
-  ASSERT_TRUE(wide.ok()) << wide.status();
-  options.small_gemm_max_tokens = 2;
-  auto skinny = MakeCudaBackend(0, options);
-  ASSERT_TRUE(skinny.ok()) << skinny.status();
-  options.small_gemm_max_tokens = 0;
-  options.skinny_gemm_max_tokens = 0;
-  auto cublas = MakeCudaBackend(0, options);
-  ASSERT_TRUE(cublas.ok()) << cublas.status();
+  const std::unique_ptr<Backend> wide = GemmBackend(8, 32);
+  const std::unique_ptr<Backend> skinny = GemmBackend(2, 32);
+  const std::unique_ptr<Backend> cublas = GemmBackend(0, 0);
+  ASSERT_TRUE(wide && skinny && cublas);
   struct Case {
     int64_t t, n, k;
   };
@@ -252,8 +255,8 @@ TEST_F(CudaVsCpuTest, Linear) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
     std::vector<float> out[5];
-    Backend* backends[5] = {cpu_.get(), cuda_.get(), wide->get(),
-                            cublas->get(), skinny->get()};
+    Backend* backends[5] = {cpu_.get(), cuda_.get(), wide.get(), cublas.get(),
+                            skinny.get()};
     for (int i = 0; i < 5; ++i) {
       Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
       Tensor tw = MustUpload(*backends[i], w, {c.n, c.k});
@@ -449,14 +452,9 @@ TEST_F(CudaVsCpuTest, SmallGemmShapeMustExist) {
 // unfused path through the scratch tensor.
 TEST_F(CudaVsCpuTest, LinearSiluMul) {
   std::mt19937 rng(14);
-  CudaBackendOptions options;
-  options.small_gemm_max_tokens = 8;
-  auto wide = MakeCudaBackend(0, options);
-  ASSERT_TRUE(wide.ok()) << wide.status();
-  options.small_gemm_max_tokens = 2;
-  options.skinny_gemm_max_tokens = 32;
-  auto skinny = MakeCudaBackend(0, options);
-  ASSERT_TRUE(skinny.ok()) << skinny.status();
+  const std::unique_ptr<Backend> wide = GemmBackend(8, 0);
+  const std::unique_ptr<Backend> skinny = GemmBackend(2, 32);
+  ASSERT_TRUE(wide && skinny);
   struct Case {
     int64_t t, inter, k;
   };
@@ -467,8 +465,8 @@ TEST_F(CudaVsCpuTest, LinearSiluMul) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k, 0.05f, 2.0f);
     const std::vector<float> w = RandomBf16(rng, 2 * c.inter * c.k);
     std::vector<float> fused[4], unfused[4];
-    Backend* backends[4] = {cpu_.get(), cuda_.get(), wide->get(),
-                            skinny->get()};
+    Backend* backends[4] = {cpu_.get(), cuda_.get(), wide.get(),
+                            skinny.get()};
     for (int i = 0; i < 4; ++i) {
       Backend& be = *backends[i];
       Tensor tx = MustUpload(be, x, {c.t, c.k});
