@@ -8,7 +8,8 @@
 # (prompt tokens placed less those the prefill node took from its cache,
 # from `duet-cli health`), and KV bytes sent (the prefill node's
 # duet:kv_transfer_bytes_total), and writes a summary table
-# (summary.txt) and duet-bench's JSON per set-up under OUT_DIR.
+# (summary.txt) and duet-bench's JSON per set-up under OUT_DIR; on a GPU it
+# also times the suffix prefill alone (duet-model-bench --prefill_cached).
 #   scripts/prefix_cache_bench.sh [BUNDLE_DIR] [OUT_DIR]
 # BUNDLE_DIR: a scripts/bundle.sh bundle (default: build and bundle).
 # DUET_GPU_MODEL: checkpoint dir (default: a qwen3-4b-shape one made here);
@@ -106,4 +107,13 @@ EOF
 for c in off on; do
   run_setup "$c"
 done
+# The same prefill alone in one process, GPU otherwise idle: the suffix
+# after a cached prefix (what a hit computes) and the whole prompt, each
+# next to its floor; the gap to the served TTFT is the serving path's.
+if [[ "$BACKEND" == cuda && -x "$BIN/duet-model-bench" ]]; then
+  echo "single process (duet-model-bench, --prefill_cached):" >>"$OUT/summary.txt"
+  "$BIN/duet-model-bench" --model "$MODEL" --iters 8 --batches 0 \
+    --prefill "$SUFFIX,$((PREFIX + SUFFIX))" --prefill_cached "0,$PREFIX" \
+    2>&1 | sed -n '/^prompt/,$p' >>"$OUT/summary.txt" || true
+fi
 cat "$OUT/summary.txt"

@@ -81,11 +81,13 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
-std::vector<int32_t> ParseList(const std::string& s) {
+// The values >= `min` of a comma-separated list (others are skipped, so
+// "--batches 0" runs no decode points).
+std::vector<int32_t> ParseList(const std::string& s, int32_t min = 1) {
   std::vector<int32_t> out;
   for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
     int32_t v;
-    if (absl::SimpleAtoi(p, &v) && v > 0) out.push_back(v);
+    if (absl::SimpleAtoi(p, &v) && v >= min) out.push_back(v);
   }
   return out;
 }
@@ -287,7 +289,8 @@ int main(int argc, char** argv) {
   std::printf("\n%-8s %-8s %12s %10s %12s %12s %8s %8s\n", "prompt",
               "cached", "time_ms", "TFLOP/s", "flop_floor", "byte_floor",
               "of peak", "x floor");
-  for (int32_t cached : ParseList(absl::GetFlag(FLAGS_prefill_cached))) {
+  for (int32_t cached :
+       ParseList(absl::GetFlag(FLAGS_prefill_cached), /*min=*/0)) {
     for (int32_t t : ParseList(absl::GetFlag(FLAGS_prefill))) {
       const int32_t total = cached + t;
       const int32_t blocks = duet::model::BlocksForTokens(total, kBlock);
