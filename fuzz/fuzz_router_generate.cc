@@ -94,7 +94,14 @@ void CheckTextStream(const v1::GenerateRequest& req) {
       matched = delta->matched_stop;
     }
   }
-  if (!stopped) sent += stream->Finish();
+  if (!stopped) {
+    const duet::router::TextStream::Delta tail = stream->Finish();
+    sent += tail.text;
+    if (tail.stopped) {
+      stopped = true;
+      matched = tail.matched_stop;
+    }
+  }
   // An id the tokenizer does not know (a model's padded vocabulary rows)
   // has no text in a stream (text_stream.cc), so the oracle decodes the
   // consumed ids without those.

@@ -125,9 +125,15 @@ grpc::Status RouterService::Relay(
       }
     } else if (msg.has_finished()) {
       v1::GenerationFinished fin = std::move(*msg.mutable_finished());
+      TextStream::Delta tail;
+      if (text.has_value()) tail = text->Finish();
+      if (tail.stopped) {
+        // The last held-back bytes completed a stop string.
+        fin.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
+        fin.set_matched_stop(tail.matched_stop);
+      }
       record->finish = fin.finish_reason();
-      const std::string tail = text.has_value() ? text->Finish() : "";
-      if (!finish(std::move(fin), tail)) client_gone = true;
+      if (!finish(std::move(fin), tail.text)) client_gone = true;
     }
   }
   if (stopped_by_string || client_gone) dctx.TryCancel();

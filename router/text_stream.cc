@@ -46,11 +46,17 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(
   return out;
 }
 
-std::string TextStream::Finish() {
+TextStream::Delta TextStream::Finish() {
   tokenizer::StopStringMatcher::Result r = matcher_.Push(detok_.Flush());
-  std::string text = std::move(r.text);
-  if (!r.stopped) text += matcher_.Flush();
-  return text;
+  Delta out;
+  out.text = std::move(r.text);
+  if (r.stopped) {
+    out.stopped = true;
+    if (r.stop_index.has_value()) out.matched_stop = stops_[*r.stop_index];
+  } else {
+    out.text += matcher_.Flush();
+  }
+  return out;
 }
 
 }  // namespace duet::router

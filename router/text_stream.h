@@ -31,8 +31,11 @@ class TextStream {
   };
   // Feeds tokens; stops consuming at the token that completes a stop string.
   absl::StatusOr<Delta> Add(std::span<const int32_t> tokens);
-  // End of stream (not stopped): whatever was held back.
-  std::string Finish();
+  // End of stream (not stopped): whatever was held back. The held-back
+  // bytes of an unfinished UTF-8 character come out as U+FFFD, as in the
+  // one-shot decode, and that text can still complete a stop string: then
+  // `stopped` is set and the stop string is not in `text`.
+  Delta Finish();
 
  private:
   TextStream(const tokenizer::Tokenizer* tok,
