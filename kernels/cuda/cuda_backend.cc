@@ -616,12 +616,12 @@ class CudaBackend final : public Backend {
     p.n = n;
     p.k = k;
     p.silu_mul = silu_mul;
-    if (k > 0 && t <= options_.small_gemm_max_tokens &&
+    if (t <= options_.small_gemm_max_tokens &&
         cuda::SmallGemmApplies(t, n, k)) {
       p.shape = options_.small_gemm_shape;
       return cuda::LaunchSmallGemm(p, stream(), options_.programmatic_launch);
     }
-    if (k > 0 && t <= options_.skinny_gemm_max_tokens &&
+    if (t <= options_.skinny_gemm_max_tokens &&
         cuda::SkinnyGemmApplies(t, n, k)) {
       p.shape = options_.skinny_gemm_shape;
       return cuda::LaunchSkinnyGemm(p, stream(), options_.programmatic_launch);

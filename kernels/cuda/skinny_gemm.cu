@@ -257,8 +257,8 @@ absl::Status Launch(const SmallGemmParams& p, cudaStream_t stream, bool pdl) {
 }  // namespace
 
 bool SkinnyGemmApplies(int64_t tokens, int64_t n, int64_t k) {
-  return tokens >= 1 && tokens <= kSkinnyGemmMaxTokens && n >= 1 && k >= 8 &&
-         k % 8 == 0 && n < (int64_t{1} << 31);
+  return tokens >= 1 && tokens <= kSkinnyGemmMaxTokens &&
+         StreamingGemmWeightFits(n, k);
 }
 
 absl::Status LaunchSkinnyGemm(const SmallGemmParams& p, cudaStream_t stream,

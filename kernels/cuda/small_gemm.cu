@@ -239,8 +239,8 @@ absl::Status Launch(const SmallGemmParams& p, cudaStream_t stream, bool pdl) {
 }  // namespace
 
 bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k) {
-  return tokens >= 1 && tokens <= kSmallGemmMaxTokens && n >= 1 && k >= 8 &&
-         k % 8 == 0 && n < (int64_t{1} << 31);
+  return tokens >= 1 && tokens <= kSmallGemmMaxTokens &&
+         StreamingGemmWeightFits(n, k);
 }
 
 absl::Status LaunchSmallGemm(const SmallGemmParams& p, cudaStream_t stream,

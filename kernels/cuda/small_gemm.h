@@ -38,6 +38,13 @@ struct SmallGemmParams {
   int shape = -1;
 };
 
+// The weight shapes both weight-streaming GEMMs (this one and
+// skinny_gemm.h) take: rows of 16-byte vectors (k a multiple of 8) and row
+// indices that fit an int.
+inline bool StreamingGemmWeightFits(int64_t n, int64_t k) {
+  return n >= 1 && k >= 8 && k % 8 == 0 && n < (int64_t{1} << 31);
+}
+
 // True when LaunchSmallGemm takes these sizes.
 bool SmallGemmApplies(int64_t tokens, int64_t n, int64_t k);
 
