@@ -16,7 +16,10 @@
 # DUET_RATE (default 4 requests/s), DUET_NUM_PROMPTS (default 200),
 # DUET_PREFIX_LEN / DUET_SUFFIX_LEN / DUET_PREFIX_SHARE (2000 / 100 / 0.9),
 # DUET_OSL (32), DUET_BACKEND / DUET_KV_TRANSPORT (cuda / cuda-ipc; cpu / ucx
-# runs it as a smoke test without a GPU, the numbers then mean nothing).
+# runs it as a smoke test without a GPU, the numbers then mean nothing),
+# DUET_TOPOLOGIES ("disagg"; "disagg colocated" also runs one colocated node,
+# which on one GPU keeps prefill and decode in one CUDA context instead of
+# two processes the GPU time-slices between).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
@@ -35,7 +38,8 @@ KV=${DUET_KV_TRANSPORT:-cuda-ipc}
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "no GPU")
 echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $SUFFIX, OSL $OSL, rate $RATE/s" |
   tee "$OUT/summary.txt"
-printf '%-8s %10s %10s %12s %14s %14s %10s\n' caching ttft_p50 ttft_p99 prompt_tok \
+TOPOLOGIES=${DUET_TOPOLOGIES:-disagg}
+printf '%-10s %-8s %10s %10s %12s %14s %14s %10s\n' topology caching ttft_p50 ttft_p99 prompt_tok \
   prefill_tok kv_sent_MB decode_cached >>"$OUT/summary.txt"
 
 
@@ -53,59 +57,76 @@ EOF
 }
 
 run_setup() {
-  local caching=$1
-  local name=caching-$caching
+  local topo=$1 caching=$2
+  local name=$topo-caching-$caching
   local logs=$OUT/$name
   mkdir -p "$logs"
   local port=$((20000 + RANDOM % 20000))
   local router=127.0.0.1:$port pmetrics=$((port + 1))
   local flag=--enable-prefix-caching
   [[ $caching == off ]] && flag=--noenable-prefix-caching
-  "$BIN/duet-router" --listen "$router" --insecure --policy disagg \
+  local want="prefill_nodes=1 decode_nodes=1 "
+  "$BIN/duet-router" --listen "$router" --insecure --policy "$topo" \
     >"$logs/router.out" 2>"$logs/router.log" &
   PIDS+=($!)
   sleep 1
-  "$BIN/duet-prefill" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
-    $(mem 0.3) --max-num-batched-tokens 8192 "$flag" --metrics-port "$pmetrics" \
-    --kv-transport "$KV" >"$logs/prefill.out" 2>"$logs/prefill.log" &
-  PIDS+=($!)
-  "$BIN/duet-decode" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
-    $(mem 0.35) --max-num-seqs 128 --max-num-batched-tokens 2048 "$flag" \
-    --kv-transport "$KV" >"$logs/decode.out" 2>"$logs/decode.log" &
-  PIDS+=($!)
-  wait_serving "$router" "prefill_nodes=1 decode_nodes=1 " || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
+  if [[ $topo == colocated ]]; then
+    want="prefill_nodes=0 decode_nodes=0 .* colocated_nodes=1"
+    "$BIN/duet-decode" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
+      --role colocated $(mem 0.6) --max-num-seqs 128 --max-num-batched-tokens 2048 "$flag" \
+      --metrics-port "$pmetrics" >"$logs/node.out" 2>"$logs/node.log" &
+    PIDS+=($!)
+  else
+    "$BIN/duet-prefill" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
+      $(mem 0.3) --max-num-batched-tokens 8192 "$flag" --metrics-port "$pmetrics" \
+      --kv-transport "$KV" >"$logs/prefill.out" 2>"$logs/prefill.log" &
+    PIDS+=($!)
+    "$BIN/duet-decode" --model "$MODEL" --router "$router" --insecure --backend "$BACKEND" \
+      $(mem 0.35) --max-num-seqs 128 --max-num-batched-tokens 2048 "$flag" \
+      --kv-transport "$KV" >"$logs/decode.out" 2>"$logs/decode.log" &
+    PIDS+=($!)
+  fi
+  wait_serving "$router" "$want" || { echo "$name: cluster did not start (logs in $logs)" | tee -a "$OUT/summary.txt"; stop_all; return; }
   # Warm-up on other prompts (graph captures, allocator): not measured,
   # and not the benchmark's prefix, so the cached run starts cold.
   "$BIN/duet-bench" --router "$router" --insecure --num-prompts 4 --input-len "$((PREFIX + SUFFIX))" \
     --output-len 8 --request-rate inf --seed 99 --noprogress >/dev/null 2>&1 || true
-  local before sent_before
+  local before sent_before h_before
   before=$("$BIN/duet-cli" health --insecure --router "$router")
   sent_before=$(metric "$pmetrics" duet:kv_transfer_bytes_total)
+  h_before=$(metric "$pmetrics" duet:prefix_cache_hits_total)
   "$BIN/duet-bench" --router "$router" --insecure --dataset-name prefix-repetition \
     --num-prefixes 1 --prefix-len "$PREFIX" --prefix-share "$SHARE" --input-len "$SUFFIX" \
     --output-len "$OSL" --ignore-eos --num-prompts "$N" --request-rate "$RATE" --seed 1 \
     --noprogress --result-filename "$OUT/$name.json" >"$logs/bench.txt" 2>&1 ||
     echo "$name: duet-bench failed" | tee -a "$OUT/summary.txt"
-  local after sent
+  local after sent hit
   after=$("$BIN/duet-cli" health --insecure --router "$router")
   sent=$(( $(metric "$pmetrics" duet:kv_transfer_bytes_total) - sent_before ))
-  python3 - "$OUT/$name.json" "$caching" "$before" "$after" "$sent" >>"$OUT/summary.txt" <<'EOF'
+  hit=$(( $(metric "$pmetrics" duet:prefix_cache_hits_total) - h_before ))
+  python3 - "$OUT/$name.json" "$topo" "$caching" "$before" "$after" "$sent" "$hit" \
+    >>"$OUT/summary.txt" <<'EOF'
 import json, re, sys
-path, caching, before, after, sent = sys.argv[1:]
+path, topo, caching, before, after, sent, hit = sys.argv[1:]
 r = json.load(open(path))
 def field(s, k):
     return int(re.search(rf"\b{k}=(\d+)", s).group(1))
 d = {k: field(after, k) - field(before, k)
      for k in ("prompt_tokens", "prefill_cached_tokens", "decode_cached_tokens")}
-print(f"{caching:<8} {r['median_ttft_ms']:10.1f} {r['p99_ttft_ms']:10.1f} {d['prompt_tokens']:12d} "
-      f"{d['prompt_tokens'] - d['prefill_cached_tokens']:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d}")
+# Prompt tokens placed less those the computing node (prefill or
+# colocated) took from its prefix cache.
+computed = d['prompt_tokens'] - int(hit)
+print(f"{topo:<10} {caching:<8} {r['median_ttft_ms']:10.1f} {r['p99_ttft_ms']:10.1f} {d['prompt_tokens']:12d} "
+      f"{computed:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d}")
 EOF
   stop_all
   sleep 2
 }
 
-for c in off on; do
-  run_setup "$c"
+for t in $TOPOLOGIES; do
+  for c in off on; do
+    run_setup "$t" "$c"
+  done
 done
 # The same prefill alone in one process, GPU otherwise idle: the suffix
 # after a cached prefix (what a hit computes) and the whole prompt, each
