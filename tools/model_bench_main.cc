@@ -58,6 +58,10 @@ ABSL_FLAG(int32_t, skinny_gemm_shape,
           duet::kernels::CudaBackendOptions{}.skinny_gemm_shape,
           "skinny GEMM launch shape (-1: by weight size; 0..10 force one, "
           "kernels/cuda/skinny_gemm.cu)");
+ABSL_FLAG(bool, prefill_split_kv,
+          duet::kernels::CudaBackendOptions{}.prefill_split_kv,
+          "prefill attention splits the keys of few query tiles over CTAs "
+          "(a short suffix after a long cached prefix)");
 ABSL_FLAG(int32_t, prefill_warp_rows,
           duet::kernels::CudaBackendOptions{}.prefill_warp_rows,
           "query rows per warp of the tensor-core prefill attention (16 or "
@@ -176,6 +180,7 @@ int main(int argc, char** argv) {
   duet::kernels::CudaBackendOptions options;
   options.small_gemm_max_tokens = absl::GetFlag(FLAGS_small_gemm_max_tokens);
   options.prefill_warp_rows = absl::GetFlag(FLAGS_prefill_warp_rows);
+  options.prefill_split_kv = absl::GetFlag(FLAGS_prefill_split_kv);
   options.programmatic_launch = absl::GetFlag(FLAGS_pdl);
   options.small_gemm_shape = absl::GetFlag(FLAGS_small_gemm_shape);
   options.skinny_gemm_max_tokens = absl::GetFlag(FLAGS_skinny_gemm_max_tokens);

@@ -7,7 +7,8 @@
 //   (mma.sync m16n8k16), online softmax, causal, varlen. A CTA owns a tile
 //   of 128 (token, head) rows (64 with prefill_warp_rows = 16) of one
 //   sequence and one KV head, so the query heads of a GQA group share every
-//   K/V tile they load.
+//   K/V tile they load; when those tiles are too few to fill the GPU, each
+//   also owns one split of the keys and a merge kernel combines the splits.
 // - decode (decode_attention.cu): flash-decoding on tensor cores. A CTA owns
 //   one query token and one KV head with all query heads of its group as
 //   the rows of one MMA tile (each K/V row is read once for the group) over
@@ -54,6 +55,14 @@ struct PagedAttentionParams {
   int num_sms = 132;  // to size the decode split
   // Prefill only: query rows per warp, 16 or 32 (CudaBackendOptions).
   int prefill_warp_rows = 32;
+  // Prefill only: split the keys of a (query tile, KV head) over several
+  // CTAs when the tiles alone leave most SMs idle (a short chunk after a
+  // long cached prefix); needs PrefillAttentionWorkspaceBytes of
+  // `workspace`. Set by LaunchPrefillAttention from the plan: splits and
+  // keys per split (a multiple of the key tile).
+  bool prefill_split_kv = true;
+  int prefill_splits = 1;
+  int prefill_split_keys = 0;
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
   // that is 0.
   void* workspace = nullptr;
@@ -65,9 +74,13 @@ struct PagedAttentionParams {
 };
 
 // Chunked prefill: each sequence's new tokens attend to its cached prefix
-// and causally to each other.
+// and causally to each other. With p.prefill_split_kv and a workspace of
+// PrefillAttentionWorkspaceBytes(p), few query tiles over long contexts
+// split their keys over several CTAs and a second kernel merges them.
 absl::Status LaunchPrefillAttention(const PagedAttentionParams& p,
                                     cudaStream_t stream);
+// Scratch LaunchPrefillAttention needs for `p` (0 when it does not split).
+size_t PrefillAttentionWorkspaceBytes(const PagedAttentionParams& p);
 
 // One query per token t over its first positions[t] + 1 cache entries of
 // sequence token_seq[t]. Used for decode steps (token_seq null), and as the

@@ -397,20 +397,24 @@ class CudaBackend final : public Backend {
     p.out_stride = int64_t{s.num_heads} * s.head_dim;
     p.num_sms = num_sms_;
     p.prefill_warp_rows = options_.prefill_warp_rows;
-    if (step.mode == AttentionMode::kPrefill && options_.tensor_core_prefill) {
-      return cuda::LaunchPrefillAttention(p, stream());
-    }
+    p.prefill_split_kv = options_.prefill_split_kv;
+    const bool tiled = step.mode == AttentionMode::kPrefill &&
+                       options_.tensor_core_prefill;
     // Decode, or prefill through the per-query path: token t reads its own
     // sequence's first positions[t] + 1 keys.
-    p.token_seq = step.mode == AttentionMode::kDecode ? nullptr : d.token_seq;
+    if (!tiled) {
+      p.token_seq = step.mode == AttentionMode::kDecode ? nullptr : d.token_seq;
+    }
     DeviceBuffer workspace;
-    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(p);
+    const size_t ws = tiled ? cuda::PrefillAttentionWorkspaceBytes(p)
+                            : cuda::DecodeAttentionWorkspaceBytes(p);
     if (ws > 0) {
       // Returned to the cache when this call ends; the kernels that use it
       // are ordered before any later user on the same stream.
       DUET_ASSIGN_OR_RETURN(workspace, DeviceBuffer::Make(allocator_, ws));
       p.workspace = workspace.data();
     }
+    if (tiled) return cuda::LaunchPrefillAttention(p, stream());
     p.split_counters = split_counters_.as<unsigned int>();
     p.split_counter_capacity = kSplitCounters;
     return cuda::LaunchDecodeAttention(p, stream(),

@@ -27,6 +27,15 @@
 //   warp sees skip the causal mask; tiles none of them sees are skipped by
 //   that warp.
 //
+// Split keys: a short chunk after a long cached prefix (a prefix-cache hit:
+// 100 new tokens over 2,000 cached ones) has only a few query tiles per KV
+// head, so a CTA per tile would leave most SMs idle while each walks the
+// whole context. When the tiles are fewer than the SMs, each tile's keys
+// are cut into whole 64-key-tile splits, one CTA each; a CTA writes its
+// rows' unnormalized O, running max and sum (fp32) to the workspace, and a
+// merge kernel weighs the splits by their maxima (log-sum-exp), as
+// flash-decoding does across a context.
+//
 // Causality: row r may see keys 0 .. prefix + token(r). The CTA stops at the
 // last key its last token sees; keys beyond a row's limit are masked to -inf
 // in the scores and keys past that end are zero in shared memory. Rows past
@@ -35,6 +44,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -213,26 +223,101 @@ __device__ __forceinline__ void StoreRows(const float (&o)[kOTiles][4],
   }
 }
 
-// 16 rows per warp (prefill_warp_rows = 16): Q fragments in registers.
 // What a CTA of either kernel covers: query tokens [tok0, tok0 + kTokens)
 // of sequence seq (tile order reversed: with causal masking the highest
 // tiles have the most keys, and starting them early shortens the tail of
-// the launch), which see keys [0, kv_end). tok0 >= q_len: nothing to do.
+// the launch), which see keys [0, kv_end), of which it takes [key_begin,
+// key_end): all of them, or its split's (blockIdx.x = tile * splits +
+// split). tok0 >= q_len: nothing to do.
 struct CtaSpan {
-  __device__ CtaSpan(const PagedAttentionParams& p, int seq, int tokens)
-      : q_begin(p.query_start[seq]),
+  __device__ CtaSpan(const PagedAttentionParams& p, int seq, int tokens,
+                     int splits)
+      : split(static_cast<int>(blockIdx.x) % splits),
+        q_begin(p.query_start[seq]),
         q_len(p.query_start[seq + 1] - q_begin),
-        tok0((gridDim.x - 1 - blockIdx.x) * tokens),
+        tok0((static_cast<int>(gridDim.x) / splits - 1 -
+              static_cast<int>(blockIdx.x) / splits) *
+             tokens),
         prefix(p.seq_lens[seq] - q_len),
-        kv_end(prefix + min(tok0 + tokens, q_len)) {}
+        kv_end(prefix + min(tok0 + tokens, q_len)),
+        key_begin(splits > 1 ? split * p.prefill_split_keys : 0),
+        key_end(splits > 1 ? min(kv_end, key_begin + p.prefill_split_keys)
+                           : kv_end) {}
+  int split;
   int q_begin;
   int q_len;
   int tok0;
   int prefix;
   int kv_end;
+  int key_begin;
+  int key_end;
 };
 
-template <int kHeadDim, int kGroup>
+// The workspace of a split launch: O [splits][tokens * heads][head_dim],
+// then the row maxima (log2 domain) and sums [splits][tokens * heads].
+struct SplitWorkspace {
+  __device__ explicit SplitWorkspace(const PagedAttentionParams& p)
+      : rows(p.num_tokens * p.num_heads),
+        o(static_cast<float*>(p.workspace)),
+        max(o + p.prefill_splits * rows * p.head_dim),
+        sum(max + p.prefill_splits * rows) {}
+  int64_t rows;
+  float* o;
+  float* max;
+  float* sum;
+};
+
+// A split with no key of this CTA's tile (the tile's causal end comes
+// before it): its rows' maxima are -inf, which the merge skips.
+template <int kRows, int kGroup>
+__device__ void StoreEmptySplit(const PagedAttentionParams& p,
+                                const CtaSpan& span, int kvh) {
+  const SplitWorkspace ws(p);
+  for (int r = threadIdx.x; r < kRows; r += kThreads) {
+    const int tok = span.tok0 + r / kGroup;
+    if (tok >= span.q_len) continue;
+    ws.max[span.split * ws.rows +
+           (int64_t{span.q_begin} + tok) * p.num_heads + kvh * kGroup +
+           r % kGroup] = -INFINITY;
+  }
+}
+
+// A split's 16-row tile: unnormalized O, the rows' maxima and sums
+// (completed across the 4 lanes of each row group), for rows that exist
+// (row >= 0: token * num_heads + head).
+template <int kOTiles>
+__device__ __forceinline__ void StorePartialRows(
+    const PagedAttentionParams& p, const float (&o)[kOTiles][4],
+    const float (&row_max)[2], float (&row_sum)[2], const int64_t (&row)[2],
+    int qd) {
+  constexpr int kHeadDim = kOTiles * 8;
+  const SplitWorkspace ws(p);
+  const int split = static_cast<int>(blockIdx.x) % p.prefill_splits;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (row[i] < 0) continue;
+    const int64_t r = split * ws.rows + row[i];
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      *reinterpret_cast<float2*>(ws.o + r * kHeadDim + n * 8 + qd * 2) =
+          make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    if (qd == 0) {
+      ws.max[r] = row_max[i];
+      ws.sum[r] = row_sum[i];
+    }
+  }
+}
+
+// 16 rows per warp (prefill_warp_rows = 16): Q fragments in registers.
+// kSplit: the launch splits keys (the partial store); a separate
+// instantiation so that the unsplit kernel keeps its registers unspilled.
+template <int kHeadDim, int kGroup, bool kSplit>
 __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     PrefillAttentionKernel(PagedAttentionParams p) {
   constexpr int kKeys = kKeys16;
@@ -250,14 +335,19 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
 
   const int seq = blockIdx.y;
   const int kvh = blockIdx.z;
-  const CtaSpan span(p, seq, kTokens);
+  const CtaSpan span(p, seq, kTokens, kSplit ? p.prefill_splits : 1);
   if (span.tok0 >= span.q_len) return;  // uniform over the CTA
   const int q_begin = span.q_begin;
   const int q_len = span.q_len;
   const int tok0 = span.tok0;
   const int prefix = span.prefix;
-  const int kv_end = span.kv_end;
-  const int num_tiles = (kv_end + kKeys - 1) / kKeys;
+  // Key tiles [it_begin, it_end): the whole context or this split's.
+  const int it_begin = span.key_begin / kKeys;
+  const int it_end = (span.key_end + kKeys - 1) / kKeys;
+  if (kSplit && it_begin >= it_end) {
+    StoreEmptySplit<kRows, kGroup>(p, span, kvh);
+    return;
+  }
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -268,6 +358,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   int row_pos[2];
   const __nv_bfloat16* q_row[2];
   __nv_bfloat16* out_row[2];
+  int64_t row[2];  // token * num_heads + head; -1 past the end
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = warp * 16 + g + 8 * i;
@@ -281,6 +372,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     out_row[i] = valid ? p.out + token * p.out_stride +
                              int64_t{head} * kHeadDim
                        : nullptr;
+    row[i] = valid ? token * p.num_heads + head : -1;
   }
 
   // Q fragments for all k-steps, loaded once (rows past the end are zero).
@@ -300,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     }
   }
 
-  const KvGather<kHeadDim> gather(p, seq, kvh, kv_end);
+  const KvGather<kHeadDim> gather(p, seq, kvh, span.key_end);
   float o[kOTiles][4];
 #pragma unroll
   for (int n = 0; n < kOTiles; ++n) {
@@ -311,10 +403,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   float row_sum[2] = {0.0f, 0.0f};  // this thread's columns only
   const float scale_log2 = p.scale * kLog2e;
 
-  gather.template Load<kKeys>(0, smem);
+  gather.template Load<kKeys>(
+      it_begin * kKeys, smem + (it_begin % kStages) * 2 * kKeys * kStride);
   CpAsyncCommit();
-  for (int it = 0; it < num_tiles; ++it) {
-    if (it + 1 < num_tiles) {
+  // Tile `it` lives in stage it % kStages (a split starts mid-ring).
+  for (int it = it_begin; it < it_end; ++it) {
+    if (it + 1 < it_end) {
       gather.template Load<kKeys>(
           (it + 1) * kKeys, smem + ((it + 1) % kStages) * 2 * kKeys * kStride);
       CpAsyncCommit();
@@ -370,13 +464,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     __syncthreads();  // this stage is refilled two iterations from now
   }
 
-  StoreRows(o, row_sum, out_row, qd);
+  if constexpr (kSplit) {
+    StorePartialRows(p, o, row_max, row_sum, row, qd);
+  } else {
+    StoreRows(o, row_sum, out_row, qd);
+  }
 }
 
 // 32 rows per warp (prefill_warp_rows = 32): two 16-row MMA tiles per warp
 // (rows warp * 32 + 16 * t + 0..15 for t = 0, 1) share every K and V
 // fragment; the Q tile is in shared memory ahead of the K/V ring.
-template <int kHeadDim, int kGroup, int kKeys>
+template <int kHeadDim, int kGroup, int kKeys, bool kSplit>
 __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
     PrefillAttentionKernel2Tiles(PagedAttentionParams p) {
   constexpr int kWarpRows = 32;
@@ -396,14 +494,19 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
 
   const int seq = blockIdx.y;
   const int kvh = blockIdx.z;
-  const CtaSpan span(p, seq, kTokens);
+  const CtaSpan span(p, seq, kTokens, kSplit ? p.prefill_splits : 1);
   if (span.tok0 >= span.q_len) return;  // uniform over the CTA
   const int q_begin = span.q_begin;
   const int q_len = span.q_len;
   const int tok0 = span.tok0;
   const int prefix = span.prefix;
-  const int kv_end = span.kv_end;
-  const int num_tiles = (kv_end + kKeys - 1) / kKeys;
+  // Key tiles [it_begin, it_end): the whole context or this split's.
+  const int it_begin = span.key_begin / kKeys;
+  const int it_end = (span.key_end + kKeys - 1) / kKeys;
+  if (kSplit && it_begin >= it_end) {
+    StoreEmptySplit<kRows, kGroup>(p, span, kvh);
+    return;
+  }
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -425,8 +528,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
       *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
   }
-  const KvGather<kHeadDim> gather(p, seq, kvh, kv_end);
-  gather.template Load<kKeys>(0, ring);
+  const KvGather<kHeadDim> gather(p, seq, kvh, span.key_end);
+  gather.template Load<kKeys>(
+      it_begin * kKeys, ring + (it_begin % kStages) * 2 * kKeys * kStride);
   CpAsyncCommit();
 
   // Positions of this thread's rows: tile t, row g + 8 * i (-1 past the
@@ -466,8 +570,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   float row_sum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // own columns only
   const float scale_log2 = p.scale * kLog2e;
 
-  for (int it = 0; it < num_tiles; ++it) {
-    if (it + 1 < num_tiles) {
+  // Tile `it` lives in stage it % kStages (a split starts mid-ring).
+  for (int it = it_begin; it < it_end; ++it) {
+    if (it + 1 < it_end) {
       gather.template Load<kKeys>(
           (it + 1) * kKeys, ring + ((it + 1) % kStages) * 2 * kKeys * kStride);
       CpAsyncCommit();
@@ -557,17 +662,114 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
 #pragma unroll
   for (int t = 0; t < 2; ++t) {
     __nv_bfloat16* out_row[2];
+    int64_t row[2];  // token * num_heads + head; -1 past the end
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = warp_row0 + 16 * t + g + 8 * i;
       const int tok = tok0 + r / kGroup;
+      const int head = kvh * kGroup + r % kGroup;
       out_row[i] = tok < q_len
                        ? p.out + (int64_t{q_begin} + tok) * p.out_stride +
-                             int64_t{kvh * kGroup + r % kGroup} * kHeadDim
+                             int64_t{head} * kHeadDim
                        : nullptr;
+      row[i] = tok < q_len ? (int64_t{q_begin} + tok) * p.num_heads + head
+                           : -1;
     }
-    StoreRows(o[t], row_sum[t], out_row, qd);
+    if constexpr (kSplit) {
+      StorePartialRows(p, o[t], row_max[t], row_sum[t], row, qd);
+    } else {
+      StoreRows(o[t], row_sum[t], out_row, qd);
+    }
   }
+}
+
+// Merges a split launch's partials: one warp per (token, head) row weighs
+// each split's O and sum by 2^(max_s - max) and stores O / sum in bf16.
+// Split 0 holds key 0, which every row sees, so max is finite.
+template <int kHeadDim>
+__global__ void __launch_bounds__(kThreads)
+    MergePrefillSplitsKernel(PagedAttentionParams p) {
+  const SplitWorkspace ws(p);
+  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  if (row >= ws.rows) return;
+  const int lane = threadIdx.x % 32;
+  constexpr int kPerLane = (kHeadDim + 63) / 64;  // float2 pieces per lane
+  float max = -INFINITY;
+  for (int s = 0; s < p.prefill_splits; ++s) {
+    max = fmaxf(max, ws.max[s * ws.rows + row]);
+  }
+  float2 acc[kPerLane];
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) acc[j] = make_float2(0.0f, 0.0f);
+  float sum = 0.0f;
+  for (int s = 0; s < p.prefill_splits; ++s) {
+    const int64_t r = s * ws.rows + row;
+    const float m = ws.max[r];
+    if (m == -INFINITY) continue;  // no key of this split seen by the row
+    const float w = exp2f(m - max);
+    sum += w * ws.sum[r];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = 2 * lane + 64 * j;
+      if (e >= kHeadDim) break;
+      const float2 v = *reinterpret_cast<const float2*>(ws.o + r * kHeadDim + e);
+      acc[j].x += w * v.x;
+      acc[j].y += w * v.y;
+    }
+  }
+  const float inv = 1.0f / sum;
+  const int64_t token = row / p.num_heads;
+  const int head = static_cast<int>(row % p.num_heads);
+  __nv_bfloat16* out =
+      p.out + token * p.out_stride + int64_t{head} * kHeadDim;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = 2 * lane + 64 * j;
+    if (e >= kHeadDim) break;
+    *reinterpret_cast<uint32_t*>(out + e) =
+        PackBf16x2(acc[j].x * inv, acc[j].y * inv);
+  }
+}
+
+// Both variants read keys in 64-key tiles; splits are whole tiles.
+constexpr int kSplitTileKeys = 64;
+static_assert(kKeys16 == kSplitTileKeys && kKeys32 == kSplitTileKeys);
+// A split takes at least this many keys: below it the merge's round trip
+// through the workspace costs more than the keys.
+constexpr int kMinSplitKeys = 256;
+constexpr int kMaxSplits = 32;
+
+struct PrefillSplitPlan {
+  int splits = 1;
+  int split_keys = 0;
+};
+
+// Splits only when the (query tile, sequence, KV head) CTAs are fewer than
+// the SMs: then enough splits for about two CTAs per SM, of whole key
+// tiles and at least kMinSplitKeys keys each. max_seq_len is the step's
+// real longest context (prefill grids are not recorded in graphs).
+PrefillSplitPlan PlanPrefillSplit(const PagedAttentionParams& p) {
+  PrefillSplitPlan plan;
+  if (!p.prefill_split_kv || p.num_tokens == 0 || p.num_kv_heads <= 0 ||
+      p.num_heads % p.num_kv_heads != 0) {
+    return plan;
+  }
+  const int rows = kWarps * (p.prefill_warp_rows == 16 ? 16 : 32);
+  const int64_t tokens = std::max(1, rows / (p.num_heads / p.num_kv_heads));
+  const int64_t ctas = CeilDiv(p.max_query_len, tokens) *
+                       int64_t{p.num_seqs} * p.num_kv_heads;
+  const int64_t sms = std::max(1, p.num_sms);
+  if (ctas >= sms) return plan;
+  int64_t splits = std::min<int64_t>(
+      {CeilDiv(2 * sms, ctas), p.max_seq_len / kMinSplitKeys, kMaxSplits});
+  if (splits < 2) return plan;
+  const int64_t keys =
+      CeilDiv(CeilDiv(p.max_seq_len, splits), kSplitTileKeys) * kSplitTileKeys;
+  splits = CeilDiv(p.max_seq_len, keys);
+  if (splits < 2) return plan;
+  plan.splits = static_cast<int>(splits);
+  plan.split_keys = static_cast<int>(keys);
+  return plan;
 }
 
 // Launches `kernel` over CTAs of kRows rows (kRows / kGroup tokens).
@@ -586,9 +788,10 @@ absl::Status LaunchVariant(void (*kernel)(PagedAttentionParams),
   DUET_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
       kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
       cudaSharedmemCarveoutMaxShared));
-  const dim3 grid(static_cast<unsigned>(CeilDiv(p.max_query_len, kTokens)),
-                  static_cast<unsigned>(p.num_seqs),
-                  static_cast<unsigned>(p.num_kv_heads));
+  const dim3 grid(
+      static_cast<unsigned>(CeilDiv(p.max_query_len, kTokens) *
+                            p.prefill_splits),
+      static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads));
   kernel<<<grid, kThreads, kSmem, stream>>>(p);
   DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
   return absl::OkStatus();
@@ -596,8 +799,26 @@ absl::Status LaunchVariant(void (*kernel)(PagedAttentionParams),
 
 }  // namespace
 
-absl::Status LaunchPrefillAttention(const PagedAttentionParams& p,
+size_t PrefillAttentionWorkspaceBytes(const PagedAttentionParams& p) {
+  const PrefillSplitPlan plan = PlanPrefillSplit(p);
+  if (plan.splits < 2) return 0;
+  return size_t{static_cast<size_t>(plan.splits)} *
+         static_cast<size_t>(p.num_tokens) *
+         static_cast<size_t>(p.num_heads) *
+         (static_cast<size_t>(p.head_dim) + 2) * sizeof(float);
+}
+
+absl::Status LaunchPrefillAttention(const PagedAttentionParams& params,
                                     cudaStream_t stream) {
+  PagedAttentionParams p = params;
+  const PrefillSplitPlan plan = PlanPrefillSplit(p);
+  p.prefill_splits = plan.splits;
+  p.prefill_split_keys = plan.split_keys;
+  if (plan.splits > 1 && p.workspace == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefill attention: splitting the keys ", plan.splits,
+        " ways needs PrefillAttentionWorkspaceBytes of workspace"));
+  }
   if (p.prefill_warp_rows != 16 && p.prefill_warp_rows != 32) {
     return absl::InvalidArgumentError(
         absl::StrCat("prefill attention: ", p.prefill_warp_rows,
@@ -610,18 +831,30 @@ absl::Status LaunchPrefillAttention(const PagedAttentionParams& p,
   }
   return DispatchHeadDim(p.head_dim, "prefill attention", [&](auto hd) {
     constexpr int kHd = decltype(hd)::value;
-    return DispatchGroupSize(
+    absl::Status launched = DispatchGroupSize(
         p.num_heads, p.num_kv_heads, "prefill attention", [&](auto group) {
           constexpr int kGroup = decltype(group)::value;
+          const bool split = p.prefill_splits > 1;
           if (p.prefill_warp_rows == 16) {
             return LaunchVariant<kWarps * 16, kGroup,
                                  kSmemBytes<kHd, 0, kKeys16>>(
-                &PrefillAttentionKernel<kHd, kGroup>, p, stream);
+                split ? &PrefillAttentionKernel<kHd, kGroup, true>
+                      : &PrefillAttentionKernel<kHd, kGroup, false>,
+                p, stream);
           }
           return LaunchVariant<kWarps * 32, kGroup,
                                kSmemBytes<kHd, kWarps * 32, kKeys32>>(
-              &PrefillAttentionKernel2Tiles<kHd, kGroup, kKeys32>, p, stream);
+              split ? &PrefillAttentionKernel2Tiles<kHd, kGroup, kKeys32, true>
+                    : &PrefillAttentionKernel2Tiles<kHd, kGroup, kKeys32, false>,
+              p, stream);
         });
+    if (!launched.ok() || p.prefill_splits < 2) return launched;
+    const int64_t rows = p.num_tokens * p.num_heads;
+    MergePrefillSplitsKernel<kHd>
+        <<<static_cast<unsigned>(CeilDiv(rows, kWarps)), kThreads, 0,
+           stream>>>(p);
+    DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+    return absl::OkStatus();
   });
 }
 

@@ -1,5 +1,6 @@
 // Paged attention on the CUDA backend against the CPU reference: prefill
-// (tensor-core kernel with 16 and with 32 query rows per warp, and the
+// (tensor-core kernel with 16 and with 32 query rows per warp, with keys
+// split over CTAs where a step has few query tiles and without, and the
 // per-query path as a second implementation) and decode (flash-decoding
 // with and without context splits), over head_dim 16/64/128, GQA group
 // sizes 1/2/4/8, block sizes 16/32, contexts from 1 to 8192 and decode
@@ -21,6 +22,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "kernels/backend.h"
+#include "kernels/cuda/attention.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
 #pragma GCC diagnostic pop
 
@@ -56,6 +58,11 @@ class AttentionTest : public CudaVsCpuTest {
     be = MakeCudaBackend(0, narrow);
     ASSERT_TRUE(be.ok()) << be.status();
     cuda_narrow_ = std::move(*be);
+    CudaBackendOptions unsplit;
+    unsplit.prefill_split_kv = false;
+    be = MakeCudaBackend(0, unsplit);
+    ASSERT_TRUE(be.ok()) << be.status();
+    cuda_unsplit_ = std::move(*be);
   }
 
   // One attention call on `be` with fresh uploads and a poisoned output.
@@ -110,6 +117,8 @@ class AttentionTest : public CudaVsCpuTest {
     if (prefill) {
       EXPECT_TRUE(AllClose(Run(*cuda_narrow_, step, s, qkv, cache), want, tol,
                            Tag("prefill 16 rows/warp", g)));
+      EXPECT_TRUE(AllClose(Run(*cuda_unsplit_, step, s, qkv, cache), want,
+                           tol, Tag("prefill 32 rows/warp, keys unsplit", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_per_query_, step, s, qkv, cache), want,
                            tol, Tag("prefill per-query", g)));
     }
@@ -119,6 +128,9 @@ class AttentionTest : public CudaVsCpuTest {
   // Tensor-core prefill with 16 query rows per warp (cuda_ has the
   // default, 32), so both variants are checked on every shape.
   std::unique_ptr<Backend> cuda_narrow_;
+  // Tensor-core prefill that never splits keys (cuda_ and cuda_narrow_
+  // split them when a step has few query tiles, as most tests here do).
+  std::unique_ptr<Backend> cuda_unsplit_;
 };
 
 // Sequences of one step: a fresh prompt, a chunk after a cached prefix, a
@@ -164,6 +176,38 @@ TEST_F(AttentionTest, PrefillTileBoundaries) {
         ++seed);
   Check({16, 4, 2, 16}, AttentionMode::kPrefill, {{0, 97}, {63, 200}},
         ++seed);
+}
+
+// A prefix-cache hit's step: a short suffix after a long cached prefix, few
+// query tiles, so the keys are split (the plan is checked to split, so the
+// comparison is not of the unsplit kernel twice), plus splits whose keys a
+// tile never reaches (early tiles of a long suffix) and sharp scores,
+// where the merge's max weights matter most.
+TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
+  cuda::PagedAttentionParams p;
+  p.num_heads = 32;
+  p.num_kv_heads = 8;
+  p.head_dim = 128;
+  p.num_tokens = 100;
+  p.num_seqs = 1;
+  p.max_query_len = 100;
+  p.max_seq_len = 2100;
+  p.num_sms = 132;
+  EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  p.prefill_warp_rows = 16;
+  EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  p.prefill_split_kv = false;
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  p.prefill_split_kv = true;
+  p.num_tokens = p.max_query_len = p.max_seq_len = 8192;  // fills the GPU
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+
+  Check({128, 4, 8, 16}, AttentionMode::kPrefill, {{2000, 100}}, 401);
+  Check({128, 4, 2, 16}, AttentionMode::kPrefill, {{1000, 300}, {3000, 7}},
+        402);
+  Check({64, 2, 2, 32}, AttentionMode::kPrefill, {{5000, 1}, {777, 64}}, 403,
+        8.0f);
+  Check({16, 8, 1, 16}, AttentionMode::kPrefill, {{600, 130}}, 404);
 }
 
 TEST_F(AttentionTest, PrefillSharpScores) {
