@@ -60,7 +60,7 @@ struct PagedAttentionParams {
   // long cached prefix); needs PrefillAttentionWorkspaceBytes of
   // `workspace`. Set by LaunchPrefillAttention from the plan: splits and
   // keys per split (a multiple of the key tile).
-  bool prefill_split_kv = true;
+  bool prefill_split_kv = false;
   int prefill_splits = 1;
   int prefill_split_keys = 0;
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when

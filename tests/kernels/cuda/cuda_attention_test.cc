@@ -55,14 +55,17 @@ class AttentionTest : public CudaVsCpuTest {
     cuda_per_query_ = std::move(*be);
     CudaBackendOptions narrow;
     narrow.prefill_warp_rows = 16;
+    narrow.prefill_split_kv = true;
     be = MakeCudaBackend(0, narrow);
     ASSERT_TRUE(be.ok()) << be.status();
     cuda_narrow_ = std::move(*be);
-    CudaBackendOptions unsplit;
-    unsplit.prefill_split_kv = false;
-    be = MakeCudaBackend(0, unsplit);
-    ASSERT_TRUE(be.ok()) << be.status();
-    cuda_unsplit_ = std::move(*be);
+    for (const bool split : {false, true}) {
+      CudaBackendOptions o;
+      o.prefill_split_kv = split;
+      be = MakeCudaBackend(0, o);
+      ASSERT_TRUE(be.ok()) << be.status();
+      (split ? cuda_split_ : cuda_unsplit_) = std::move(*be);
+    }
   }
 
   // One attention call on `be` with fresh uploads and a poisoned output.
@@ -119,6 +122,8 @@ class AttentionTest : public CudaVsCpuTest {
                            Tag("prefill 16 rows/warp", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_unsplit_, step, s, qkv, cache), want,
                            tol, Tag("prefill 32 rows/warp, keys unsplit", g)));
+      EXPECT_TRUE(AllClose(Run(*cuda_split_, step, s, qkv, cache), want, tol,
+                           Tag("prefill 32 rows/warp, keys split", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_per_query_, step, s, qkv, cache), want,
                            tol, Tag("prefill per-query", g)));
     }
@@ -128,9 +133,11 @@ class AttentionTest : public CudaVsCpuTest {
   // Tensor-core prefill with 16 query rows per warp (cuda_ has the
   // default, 32), so both variants are checked on every shape.
   std::unique_ptr<Backend> cuda_narrow_;
-  // Tensor-core prefill that never splits keys (cuda_ and cuda_narrow_
-  // split them when a step has few query tiles, as most tests here do).
+  // Tensor-core prefill that never splits keys, and one that splits them
+  // when a step has few query tiles (as most tests here have), whatever
+  // the default.
   std::unique_ptr<Backend> cuda_unsplit_;
+  std::unique_ptr<Backend> cuda_split_;
 };
 
 // Sequences of one step: a fresh prompt, a chunk after a cached prefix, a
@@ -193,6 +200,7 @@ TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
   p.max_query_len = 100;
   p.max_seq_len = 2100;
   p.num_sms = 132;
+  p.prefill_split_kv = true;
   EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
   p.prefill_warp_rows = 16;
   EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
