@@ -398,8 +398,8 @@ class CudaBackend final : public Backend {
     p.num_sms = num_sms_;
     p.prefill_warp_rows = options_.prefill_warp_rows;
     p.prefill_split_kv = options_.prefill_split_kv;
-    const bool tiled = step.mode == AttentionMode::kPrefill &&
-                       options_.tensor_core_prefill;
+    const bool tiled =
+        step.mode == AttentionMode::kPrefill && options_.tensor_core_prefill;
     // Decode, or prefill through the per-query path: token t reads its own
     // sequence's first positions[t] + 1 keys.
     if (!tiled) {

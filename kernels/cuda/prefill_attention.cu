@@ -53,6 +53,7 @@
 #include "kernels/cuda/attention_utils.cuh"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/prefill_split.cuh"
 
 namespace duet::kernels::cuda {
 namespace {
@@ -66,6 +67,8 @@ constexpr int kKeys16 = 64;  // keys per K/V tile, 16-row variant
 // spills. 32 keys (236-239 registers) still allow only 2 CTAs per SM, and
 // read each Q fragment twice as often per key with twice the barriers.
 constexpr int kKeys32 = 64;
+static_assert(kKeys16 == prefill_split::kSplitTileKeys &&
+              kKeys32 == prefill_split::kSplitTileKeys);
 
 // Minimum CTAs per SM for __launch_bounds__: without a hint, ptxas trades a
 // few spilled bytes for occupancy on the small head_dim 16 kernels. 0 gives
@@ -253,67 +256,6 @@ struct CtaSpan {
   int key_end;
 };
 
-// The workspace of a split launch: O [splits][tokens * heads][head_dim],
-// then the row maxima (log2 domain) and sums [splits][tokens * heads].
-struct SplitWorkspace {
-  __device__ explicit SplitWorkspace(const PagedAttentionParams& p)
-      : rows(p.num_tokens * p.num_heads),
-        o(static_cast<float*>(p.workspace)),
-        max(o + p.prefill_splits * rows * p.head_dim),
-        sum(max + p.prefill_splits * rows) {}
-  int64_t rows;
-  float* o;
-  float* max;
-  float* sum;
-};
-
-// A split with no key of this CTA's tile (the tile's causal end comes
-// before it): its rows' maxima are -inf, which the merge skips.
-template <int kRows, int kGroup>
-__device__ void StoreEmptySplit(const PagedAttentionParams& p,
-                                const CtaSpan& span, int kvh) {
-  const SplitWorkspace ws(p);
-  for (int r = threadIdx.x; r < kRows; r += kThreads) {
-    const int tok = span.tok0 + r / kGroup;
-    if (tok >= span.q_len) continue;
-    ws.max[span.split * ws.rows +
-           (int64_t{span.q_begin} + tok) * p.num_heads + kvh * kGroup +
-           r % kGroup] = -INFINITY;
-  }
-}
-
-// A split's 16-row tile: unnormalized O, the rows' maxima and sums
-// (completed across the 4 lanes of each row group), for rows that exist
-// (row >= 0: token * num_heads + head).
-template <int kOTiles>
-__device__ __forceinline__ void StorePartialRows(
-    const PagedAttentionParams& p, const float (&o)[kOTiles][4],
-    const float (&row_max)[2], float (&row_sum)[2], const int64_t (&row)[2],
-    int qd) {
-  constexpr int kHeadDim = kOTiles * 8;
-  const SplitWorkspace ws(p);
-  const int split = static_cast<int>(blockIdx.x) % p.prefill_splits;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    if (row[i] < 0) continue;
-    const int64_t r = split * ws.rows + row[i];
-#pragma unroll
-    for (int n = 0; n < kOTiles; ++n) {
-      *reinterpret_cast<float2*>(ws.o + r * kHeadDim + n * 8 + qd * 2) =
-          make_float2(o[n][2 * i], o[n][2 * i + 1]);
-    }
-    if (qd == 0) {
-      ws.max[r] = row_max[i];
-      ws.sum[r] = row_sum[i];
-    }
-  }
-}
-
 // 16 rows per warp (prefill_warp_rows = 16): Q fragments in registers.
 // kSplit: the launch splits keys (the partial store); a separate
 // instantiation so that the unsplit kernel keeps its registers unspilled.
@@ -345,7 +287,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   const int it_begin = span.key_begin / kKeys;
   const int it_end = (span.key_end + kKeys - 1) / kKeys;
   if (kSplit && it_begin >= it_end) {
-    StoreEmptySplit<kRows, kGroup>(p, span, kvh);
+    prefill_split::StoreEmptySplit<kRows, kGroup, kThreads>(
+        p, span.split, span.q_begin, span.q_len, span.tok0, kvh);
     return;
   }
 
@@ -465,7 +408,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   }
 
   if constexpr (kSplit) {
-    StorePartialRows(p, o, row_max, row_sum, row, qd);
+    prefill_split::StorePartialRows(p, o, row_max, row_sum, row, qd);
   } else {
     StoreRows(o, row_sum, out_row, qd);
   }
@@ -504,7 +447,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   const int it_begin = span.key_begin / kKeys;
   const int it_end = (span.key_end + kKeys - 1) / kKeys;
   if (kSplit && it_begin >= it_end) {
-    StoreEmptySplit<kRows, kGroup>(p, span, kvh);
+    prefill_split::StoreEmptySplit<kRows, kGroup, kThreads>(
+        p, span.split, span.q_begin, span.q_len, span.tok0, kvh);
     return;
   }
 
@@ -676,100 +620,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
                            : -1;
     }
     if constexpr (kSplit) {
-      StorePartialRows(p, o[t], row_max[t], row_sum[t], row, qd);
+      prefill_split::StorePartialRows(p, o[t], row_max[t], row_sum[t], row,
+                                      qd);
     } else {
       StoreRows(o[t], row_sum[t], out_row, qd);
     }
   }
-}
-
-// Merges a split launch's partials: one warp per (token, head) row weighs
-// each split's O and sum by 2^(max_s - max) and stores O / sum in bf16.
-// Split 0 holds key 0, which every row sees, so max is finite.
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
-    MergePrefillSplitsKernel(PagedAttentionParams p) {
-  const SplitWorkspace ws(p);
-  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-  if (row >= ws.rows) return;
-  const int lane = threadIdx.x % 32;
-  constexpr int kPerLane = (kHeadDim + 63) / 64;  // float2 pieces per lane
-  float max = -INFINITY;
-  for (int s = 0; s < p.prefill_splits; ++s) {
-    max = fmaxf(max, ws.max[s * ws.rows + row]);
-  }
-  float2 acc[kPerLane];
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) acc[j] = make_float2(0.0f, 0.0f);
-  float sum = 0.0f;
-  for (int s = 0; s < p.prefill_splits; ++s) {
-    const int64_t r = s * ws.rows + row;
-    const float m = ws.max[r];
-    if (m == -INFINITY) continue;  // no key of this split seen by the row
-    const float w = exp2f(m - max);
-    sum += w * ws.sum[r];
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = 2 * lane + 64 * j;
-      if (e >= kHeadDim) break;
-      const float2 v = *reinterpret_cast<const float2*>(ws.o + r * kHeadDim + e);
-      acc[j].x += w * v.x;
-      acc[j].y += w * v.y;
-    }
-  }
-  const float inv = 1.0f / sum;
-  const int64_t token = row / p.num_heads;
-  const int head = static_cast<int>(row % p.num_heads);
-  __nv_bfloat16* out =
-      p.out + token * p.out_stride + int64_t{head} * kHeadDim;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int e = 2 * lane + 64 * j;
-    if (e >= kHeadDim) break;
-    *reinterpret_cast<uint32_t*>(out + e) =
-        PackBf16x2(acc[j].x * inv, acc[j].y * inv);
-  }
-}
-
-// Both variants read keys in 64-key tiles; splits are whole tiles.
-constexpr int kSplitTileKeys = 64;
-static_assert(kKeys16 == kSplitTileKeys && kKeys32 == kSplitTileKeys);
-// A split takes at least this many keys: below it the merge's round trip
-// through the workspace costs more than the keys.
-constexpr int kMinSplitKeys = 256;
-constexpr int kMaxSplits = 32;
-
-struct PrefillSplitPlan {
-  int splits = 1;
-  int split_keys = 0;
-};
-
-// Splits only when the (query tile, sequence, KV head) CTAs are fewer than
-// the SMs: then enough splits for about two CTAs per SM, of whole key
-// tiles and at least kMinSplitKeys keys each. max_seq_len is the step's
-// real longest context (prefill grids are not recorded in graphs).
-PrefillSplitPlan PlanPrefillSplit(const PagedAttentionParams& p) {
-  PrefillSplitPlan plan;
-  if (!p.prefill_split_kv || p.num_tokens == 0 || p.num_kv_heads <= 0 ||
-      p.num_heads % p.num_kv_heads != 0) {
-    return plan;
-  }
-  const int rows = kWarps * (p.prefill_warp_rows == 16 ? 16 : 32);
-  const int64_t tokens = std::max(1, rows / (p.num_heads / p.num_kv_heads));
-  const int64_t ctas = CeilDiv(p.max_query_len, tokens) *
-                       int64_t{p.num_seqs} * p.num_kv_heads;
-  const int64_t sms = std::max(1, p.num_sms);
-  if (ctas >= sms) return plan;
-  int64_t splits = std::min<int64_t>(
-      {CeilDiv(2 * sms, ctas), p.max_seq_len / kMinSplitKeys, kMaxSplits});
-  if (splits < 2) return plan;
-  const int64_t keys =
-      CeilDiv(CeilDiv(p.max_seq_len, splits), kSplitTileKeys) * kSplitTileKeys;
-  splits = CeilDiv(p.max_seq_len, keys);
-  if (splits < 2) return plan;
-  plan.splits = static_cast<int>(splits);
-  plan.split_keys = static_cast<int>(keys);
-  return plan;
 }
 
 // Launches `kernel` over CTAs of kRows rows (kRows / kGroup tokens).
@@ -800,7 +656,8 @@ absl::Status LaunchVariant(void (*kernel)(PagedAttentionParams),
 }  // namespace
 
 size_t PrefillAttentionWorkspaceBytes(const PagedAttentionParams& p) {
-  const PrefillSplitPlan plan = PlanPrefillSplit(p);
+  const prefill_split::PrefillSplitPlan plan = prefill_split::PlanPrefillSplit(
+      p, kWarps * (p.prefill_warp_rows == 16 ? 16 : 32));
   if (plan.splits < 2) return 0;
   return size_t{static_cast<size_t>(plan.splits)} *
          static_cast<size_t>(p.num_tokens) *
@@ -811,7 +668,8 @@ size_t PrefillAttentionWorkspaceBytes(const PagedAttentionParams& p) {
 absl::Status LaunchPrefillAttention(const PagedAttentionParams& params,
                                     cudaStream_t stream) {
   PagedAttentionParams p = params;
-  const PrefillSplitPlan plan = PlanPrefillSplit(p);
+  const prefill_split::PrefillSplitPlan plan = prefill_split::PlanPrefillSplit(
+      p, kWarps * (p.prefill_warp_rows == 16 ? 16 : 32));
   p.prefill_splits = plan.splits;
   p.prefill_split_keys = plan.split_keys;
   if (plan.splits > 1 && p.workspace == nullptr) {
@@ -850,7 +708,7 @@ absl::Status LaunchPrefillAttention(const PagedAttentionParams& params,
         });
     if (!launched.ok() || p.prefill_splits < 2) return launched;
     const int64_t rows = p.num_tokens * p.num_heads;
-    MergePrefillSplitsKernel<kHd>
+    prefill_split::MergePrefillSplitsKernel<kHd, kWarps>
         <<<static_cast<unsigned>(CeilDiv(rows, kWarps)), kThreads, 0,
            stream>>>(p);
     DUET_CUDA_RETURN_IF_LAUNCH_ERROR();

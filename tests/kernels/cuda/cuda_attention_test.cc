@@ -120,8 +120,8 @@ class AttentionTest : public CudaVsCpuTest {
     if (prefill) {
       EXPECT_TRUE(AllClose(Run(*cuda_narrow_, step, s, qkv, cache), want, tol,
                            Tag("prefill 16 rows/warp", g)));
-      EXPECT_TRUE(AllClose(Run(*cuda_unsplit_, step, s, qkv, cache), want,
-                           tol, Tag("prefill 32 rows/warp, keys unsplit", g)));
+      EXPECT_TRUE(AllClose(Run(*cuda_unsplit_, step, s, qkv, cache), want, tol,
+                           Tag("prefill 32 rows/warp, keys unsplit", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_split_, step, s, qkv, cache), want, tol,
                            Tag("prefill 32 rows/warp, keys split", g)));
       EXPECT_TRUE(AllClose(Run(*cuda_per_query_, step, s, qkv, cache), want,
@@ -185,12 +185,12 @@ TEST_F(AttentionTest, PrefillTileBoundaries) {
         ++seed);
 }
 
-// A prefix-cache hit's step: a short suffix after a long cached prefix, few
-// query tiles, so the keys are split (the plan is checked to split, so the
-// comparison is not of the unsplit kernel twice), plus splits whose keys a
-// tile never reaches (early tiles of a long suffix) and sharp scores,
-// where the merge's max weights matter most.
-TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
+// The split plan is host code: checked without a GPU (CI runs it). It
+// splits a prefix-cache hit's step (100 new tokens over 2,000 cached, the
+// Qwen3-4B head shape: 4 query tiles x 8 KV heads on 132 SMs) into whole
+// 64-key tiles, never a step whose tiles fill the GPU, a short context, or
+// with the option off.
+TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
   cuda::PagedAttentionParams p;
   p.num_heads = 32;
   p.num_kv_heads = 8;
@@ -201,15 +201,31 @@ TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
   p.max_seq_len = 2100;
   p.num_sms = 132;
   p.prefill_split_kv = true;
-  EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
-  p.prefill_warp_rows = 16;
-  EXPECT_GT(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  const size_t per_split = size_t{100} * 32 * (128 + 2) * sizeof(float);
+  const size_t bytes = cuda::PrefillAttentionWorkspaceBytes(p);
+  // ceil(2100 / 8 splits) rounds up to 320 keys: 7 splits.
+  EXPECT_EQ(bytes, 7 * per_split);
+  p.prefill_warp_rows = 16;  // 7 tiles of 16 tokens: 56 CTAs, 5 splits
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 5 * per_split);
+  p.prefill_warp_rows = 32;
   p.prefill_split_kv = false;
   EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
   p.prefill_split_kv = true;
-  p.num_tokens = p.max_query_len = p.max_seq_len = 8192;  // fills the GPU
+  p.max_seq_len = 500;  // under two splits of 256 keys
   EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  p.num_tokens = p.max_query_len = p.max_seq_len = 8192;  // 2,048 CTAs
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+  p.num_tokens = p.max_query_len = 600;  // 19 tiles x 8 heads = 152 CTAs
+  p.max_seq_len = 8192;
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
+}
 
+// A prefix-cache hit's step and others with few query tiles over long
+// contexts, so that the split backends split (see the plan test above), plus
+// splits whose keys a tile never reaches (the early tiles of a long
+// suffix, a short sequence next to a long one) and sharp scores, where the
+// merge's max weights matter most.
+TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
   Check({128, 4, 8, 16}, AttentionMode::kPrefill, {{2000, 100}}, 401);
   Check({128, 4, 2, 16}, AttentionMode::kPrefill, {{1000, 300}, {3000, 7}},
         402);

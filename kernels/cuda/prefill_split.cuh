@@ -1,0 +1,175 @@
+// Internal to kernels/cuda: the key-split path of the prefill attention
+// kernels (prefill_attention.cu), which a launch takes when its query tiles
+// are fewer than the SMs: the plan, each split CTA's partial store, and the
+// kernel that merges the splits.
+#ifndef DUET_KERNELS_CUDA_PREFILL_SPLIT_CUH_
+#define DUET_KERNELS_CUDA_PREFILL_SPLIT_CUH_
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_utils.cuh"
+#include "kernels/cuda/cuda_utils.h"
+
+namespace duet::kernels::cuda::prefill_split {
+
+// The workspace of a split launch: O [splits][tokens * heads][head_dim],
+// then the row maxima (log2 domain) and sums [splits][tokens * heads].
+struct SplitWorkspace {
+  __device__ explicit SplitWorkspace(const PagedAttentionParams& p)
+      : rows(p.num_tokens * p.num_heads),
+        o(static_cast<float*>(p.workspace)),
+        max(o + p.prefill_splits * rows * p.head_dim),
+        sum(max + p.prefill_splits * rows) {}
+  int64_t rows;
+  float* o;
+  float* max;
+  float* sum;
+};
+
+// A split with no key of this CTA's tile (the tile's causal end comes
+// before it): its rows' maxima are -inf, which the merge skips.
+// Rows r of the tile are (token tok0 + r / kGroup of the sequence whose
+// tokens start at q_begin, head kvh * kGroup + r % kGroup).
+template <int kRows, int kGroup, int kThreads>
+__device__ void StoreEmptySplit(const PagedAttentionParams& p, int split,
+                                int q_begin, int q_len, int tok0, int kvh) {
+  const SplitWorkspace ws(p);
+  for (int r = threadIdx.x; r < kRows; r += kThreads) {
+    const int tok = tok0 + r / kGroup;
+    if (tok >= q_len) continue;
+    ws.max[split * ws.rows + (int64_t{q_begin} + tok) * p.num_heads +
+           kvh * kGroup + r % kGroup] = -INFINITY;
+  }
+}
+
+// A split's 16-row tile: unnormalized O, the rows' maxima and sums
+// (completed across the 4 lanes of each row group), for rows that exist
+// (row >= 0: token * num_heads + head).
+template <int kOTiles>
+__device__ __forceinline__ void StorePartialRows(const PagedAttentionParams& p,
+                                                 const float (&o)[kOTiles][4],
+                                                 const float (&row_max)[2],
+                                                 float (&row_sum)[2],
+                                                 const int64_t (&row)[2],
+                                                 int qd) {
+  constexpr int kHeadDim = kOTiles * 8;
+  const SplitWorkspace ws(p);
+  const int split = static_cast<int>(blockIdx.x) % p.prefill_splits;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (row[i] < 0) continue;
+    const int64_t r = split * ws.rows + row[i];
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      *reinterpret_cast<float2*>(ws.o + r * kHeadDim + n * 8 + qd * 2) =
+          make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    if (qd == 0) {
+      ws.max[r] = row_max[i];
+      ws.sum[r] = row_sum[i];
+    }
+  }
+}
+
+// Merges a split launch's partials: one warp per (token, head) row weighs
+// each split's O and sum by 2^(max_s - max) and stores O / sum in bf16.
+// Split 0 holds key 0, which every row sees, so max is finite.
+template <int kHeadDim, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
+    MergePrefillSplitsKernel(PagedAttentionParams p) {
+  const SplitWorkspace ws(p);
+  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  if (row >= ws.rows) return;
+  const int lane = threadIdx.x % 32;
+  constexpr int kPerLane = (kHeadDim + 63) / 64;  // float2 pieces per lane
+  float max = -INFINITY;
+  for (int s = 0; s < p.prefill_splits; ++s) {
+    max = fmaxf(max, ws.max[s * ws.rows + row]);
+  }
+  float2 acc[kPerLane];
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) acc[j] = make_float2(0.0f, 0.0f);
+  float sum = 0.0f;
+  for (int s = 0; s < p.prefill_splits; ++s) {
+    const int64_t r = s * ws.rows + row;
+    const float m = ws.max[r];
+    if (m == -INFINITY) continue;  // no key of this split seen by the row
+    const float w = exp2f(m - max);
+    sum += w * ws.sum[r];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = 2 * lane + 64 * j;
+      if (e >= kHeadDim) break;
+      const float2 v =
+          *reinterpret_cast<const float2*>(ws.o + r * kHeadDim + e);
+      acc[j].x += w * v.x;
+      acc[j].y += w * v.y;
+    }
+  }
+  const float inv = 1.0f / sum;
+  const int64_t token = row / p.num_heads;
+  const int head = static_cast<int>(row % p.num_heads);
+  __nv_bfloat16* out = p.out + token * p.out_stride + int64_t{head} * kHeadDim;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = 2 * lane + 64 * j;
+    if (e >= kHeadDim) break;
+    *reinterpret_cast<uint32_t*>(out + e) =
+        PackBf16x2(acc[j].x * inv, acc[j].y * inv);
+  }
+}
+
+// Splits are whole 64-key tiles (the key tile of both kernel variants).
+constexpr int kSplitTileKeys = 64;
+// A split takes at least this many keys: below it the merge's round trip
+// through the workspace costs more than the keys.
+constexpr int kMinSplitKeys = 256;
+constexpr int kMaxSplits = 32;
+
+struct PrefillSplitPlan {
+  int splits = 1;
+  int split_keys = 0;
+};
+
+// Splits only when the (query tile, sequence, KV head) CTAs are fewer than
+// the SMs: then enough splits for about two CTAs per SM, of whole key
+// tiles and at least kMinSplitKeys keys each. max_seq_len is the step's
+// real longest context (prefill grids are not recorded in graphs).
+// rows: query rows per CTA.
+inline PrefillSplitPlan PlanPrefillSplit(const PagedAttentionParams& p,
+                                         int rows) {
+  PrefillSplitPlan plan;
+  if (!p.prefill_split_kv || p.num_tokens == 0 || p.num_kv_heads <= 0 ||
+      p.num_heads % p.num_kv_heads != 0) {
+    return plan;
+  }
+  const int64_t tokens = std::max(1, rows / (p.num_heads / p.num_kv_heads));
+  const int64_t ctas =
+      CeilDiv(p.max_query_len, tokens) * int64_t{p.num_seqs} * p.num_kv_heads;
+  const int64_t sms = std::max(1, p.num_sms);
+  if (ctas >= sms) return plan;
+  int64_t splits = std::min<int64_t>(
+      {CeilDiv(2 * sms, ctas), p.max_seq_len / kMinSplitKeys, kMaxSplits});
+  if (splits < 2) return plan;
+  const int64_t keys =
+      CeilDiv(CeilDiv(p.max_seq_len, splits), kSplitTileKeys) * kSplitTileKeys;
+  splits = CeilDiv(p.max_seq_len, keys);
+  if (splits < 2) return plan;
+  plan.splits = static_cast<int>(splits);
+  plan.split_keys = static_cast<int>(keys);
+  return plan;
+}
+
+}  // namespace duet::kernels::cuda::prefill_split
+
+#endif  // DUET_KERNELS_CUDA_PREFILL_SPLIT_CUH_
