@@ -191,6 +191,10 @@ RequestRecord RunOne(DuetClient& client, const BenchRequestSpec& spec,
   record.e2e_ms = result.e2e_ms;
   record.itl_ms = std::move(result.itl_ms);
   record.server_timings = result.server_timings;
+  if (result.got_finished) {
+    record.cached_prompt_tokens =
+        static_cast<int>(result.usage.cached_prompt_tokens());
+  }
   return record;
 }
 

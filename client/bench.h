@@ -96,6 +96,8 @@ struct RequestRecord {
   // Gaps between token-carrying messages.
   std::vector<double> itl_ms;
   v1::Timings server_timings;
+  // Prompt tokens whose KV came from a prefix cache (the router's usage).
+  int cached_prompt_tokens = 0;
 
   bool ok() const { return code == absl::StatusCode::kOk; }
   // (e2e - ttft) / (tokens - 1); 0 with fewer than 2 tokens (vLLM's rule

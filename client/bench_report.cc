@@ -362,6 +362,13 @@ std::string ReportToJson(const BenchReport& r, bool include_requests) {
           {"ttft_ms", rec.ttft_ms},
           {"e2e_ms", rec.e2e_ms},
           {"itl_ms", rec.itl_ms},
+          {"cached_prompt_tokens", rec.cached_prompt_tokens},
+          {"server_timings_ms",
+           {{"queue_ms", rec.server_timings.queue_ms()},
+            {"prefill_ms", rec.server_timings.prefill_ms()},
+            {"transfer_ms", rec.server_timings.transfer_ms()},
+            {"ttft_ms", rec.server_timings.ttft_ms()},
+            {"decode_ms", rec.server_timings.decode_ms()}}},
       });
     }
     j["input_lens"] = input_lens;

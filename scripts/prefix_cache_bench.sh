@@ -4,7 +4,9 @@
 # requests, 100-token unique suffixes, Poisson arrivals) against a
 # disaggregated cluster (one prefill + one decode node sharing the GPU),
 # started fresh twice: caching off, then on (both nodes'
-# --enable-prefix-caching). Reports TTFT p50 / p99, prefill tokens computed
+# --enable-prefix-caching). Reports TTFT p50 / p99 (and, over the requests
+# that hit a cache, the client's TTFT and the server's prefill time,
+# medians), prefill tokens computed
 # (prompt tokens placed less those the prefill node took from its cache,
 # from `duet-cli health`), and KV bytes sent (the prefill node's
 # duet:kv_transfer_bytes_total), and writes a summary table
@@ -39,8 +41,8 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 ||
 echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $SUFFIX, OSL $OSL, rate $RATE/s" |
   tee "$OUT/summary.txt"
 TOPOLOGIES=${DUET_TOPOLOGIES:-disagg}
-printf '%-10s %-8s %10s %10s %12s %14s %14s %10s\n' topology caching ttft_p50 ttft_p99 prompt_tok \
-  prefill_tok kv_sent_MB decode_cached >>"$OUT/summary.txt"
+printf '%-10s %-8s %10s %10s %12s %14s %14s %10s %10s %10s\n' topology caching ttft_p50 ttft_p99 prompt_tok \
+  prefill_tok kv_sent_MB decode_cached hit_ttft50 hit_pref50 >>"$OUT/summary.txt"
 
 
 # The value of a counter on a node's /metrics (0 when absent).
@@ -98,7 +100,7 @@ run_setup() {
   "$BIN/duet-bench" --router "$router" --insecure --dataset-name prefix-repetition \
     --num-prefixes 1 --prefix-len "$PREFIX" --prefix-share "$SHARE" --input-len "$SUFFIX" \
     --output-len "$OSL" --ignore-eos --num-prompts "$N" --request-rate "$RATE" --seed 1 \
-    --noprogress --result-filename "$OUT/$name.json" >"$logs/bench.txt" 2>&1 ||
+    --noprogress --save-detailed --result-filename "$OUT/$name.json" >"$logs/bench.txt" 2>&1 ||
     echo "$name: duet-bench failed" | tee -a "$OUT/summary.txt"
   local after sent hit
   after=$("$BIN/duet-cli" health --insecure --router "$router")
@@ -116,8 +118,16 @@ d = {k: field(after, k) - field(before, k)
 # Prompt tokens placed less those the computing node (prefill or
 # colocated) took from its prefix cache.
 computed = d['prompt_tokens'] - int(hit)
+# Requests that hit a prefix cache: their client TTFT and the server's
+# prefill time (a colocated node reports none), medians.
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if v else float("nan")
+hits = [q for q in r.get("requests", []) if q["status"] == "OK" and q["cached_prompt_tokens"] > 0]
+hit_ttft = median([q["ttft_ms"] for q in hits])
+hit_prefill = median([q["server_timings_ms"]["prefill_ms"] for q in hits])
 print(f"{topo:<10} {caching:<8} {r['median_ttft_ms']:10.1f} {r['p99_ttft_ms']:10.1f} {d['prompt_tokens']:12d} "
-      f"{computed:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d}")
+      f"{computed:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d} {hit_ttft:10.1f} {hit_prefill:10.1f}")
 EOF
   stop_all
   sleep 2

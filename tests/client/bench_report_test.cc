@@ -34,6 +34,7 @@ RequestRecord Ok(int index, double ttft, double e2e, std::vector<double> itl) {
   r.itl_ms = std::move(itl);
   r.server_timings.set_prefill_ms(2);
   r.server_timings.set_decode_ms(4);
+  r.cached_prompt_tokens = index * 16;
   return r;
 }
 
@@ -123,6 +124,15 @@ TEST(ReportJsonTest, HasDocumentedFieldsWithUnits) {
   EXPECT_DOUBLE_EQ(j["server_timings_mean_ms"]["prefill_ms"].get<double>(), 2);
   ASSERT_EQ(j["requests"].size(), 7u);
   EXPECT_EQ(j["requests"][2]["status"], "RESOURCE_EXHAUSTED");
+  // Per request: the server's own timings and the prefix-cache hit, so a
+  // run can split hits from misses (scripts/prefix_cache_bench.sh).
+  EXPECT_EQ(j["requests"][1]["cached_prompt_tokens"], 16);
+  EXPECT_DOUBLE_EQ(
+      j["requests"][1]["server_timings_ms"]["prefill_ms"].get<double>(), 2);
+  EXPECT_DOUBLE_EQ(
+      j["requests"][1]["server_timings_ms"]["decode_ms"].get<double>(), 4);
+  EXPECT_DOUBLE_EQ(
+      j["requests"][1]["server_timings_ms"]["queue_ms"].get<double>(), 0);
   EXPECT_FALSE(nlohmann::json::parse(ReportToJson(SampleReport(), false))
                    .contains("requests"));
 }
