@@ -43,6 +43,16 @@ struct BlockDivider {
   bool pow2;
 };
 
+// Completes the row sums of an MMA accumulator tile: the 4 lanes of each
+// row group (lane / 4) hold the row's columns between them.
+__device__ __forceinline__ void SumRowQuads(float (&row_sum)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+}
+
 // Two floats as bf16x2 in one register, `lo` at the lower address.
 __device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);

@@ -209,11 +209,7 @@ __device__ __forceinline__ void StoreRows(const float (&o)[kOTiles][4],
                                           float (&row_sum)[2],
                                           __nv_bfloat16* const (&out_row)[2],
                                           int qd) {
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
-  }
+  SumRowQuads(row_sum);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (out_row[i] == nullptr) continue;

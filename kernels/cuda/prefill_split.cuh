@@ -60,11 +60,7 @@ __device__ __forceinline__ void StorePartialRows(const PagedAttentionParams& p,
   constexpr int kHeadDim = kOTiles * 8;
   const SplitWorkspace ws(p);
   const int split = static_cast<int>(blockIdx.x) % p.prefill_splits;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
-    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
-  }
+  SumRowQuads(row_sum);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (row[i] < 0) continue;
