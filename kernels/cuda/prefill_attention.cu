@@ -242,6 +242,12 @@ struct CtaSpan {
         key_begin(splits > 1 ? split * p.prefill_split_keys : 0),
         key_end(splits > 1 ? min(kv_end, key_begin + p.prefill_split_keys)
                            : kv_end) {}
+  // Key tiles [tile_begin, tile_end) of `keys` keys cover [key_begin,
+  // key_end); empty for a split past the tile's causal end.
+  __device__ int tile_begin(int keys) const { return key_begin / keys; }
+  __device__ int tile_end(int keys) const {
+    return (key_end + keys - 1) / keys;
+  }
   int split;
   int q_begin;
   int q_len;
@@ -280,8 +286,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   const int tok0 = span.tok0;
   const int prefix = span.prefix;
   // Key tiles [it_begin, it_end): the whole context or this split's.
-  const int it_begin = span.key_begin / kKeys;
-  const int it_end = (span.key_end + kKeys - 1) / kKeys;
+  const int it_begin = span.tile_begin(kKeys);
+  const int it_end = span.tile_end(kKeys);
   if (kSplit && it_begin >= it_end) {
     prefill_split::StoreEmptySplit<kRows, kGroup, kThreads>(
         p, span.split, span.q_begin, span.q_len, span.tok0, kvh);
@@ -440,8 +446,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtas<kHeadDim>)
   const int tok0 = span.tok0;
   const int prefix = span.prefix;
   // Key tiles [it_begin, it_end): the whole context or this split's.
-  const int it_begin = span.key_begin / kKeys;
-  const int it_end = (span.key_end + kKeys - 1) / kKeys;
+  const int it_begin = span.tile_begin(kKeys);
+  const int it_end = span.tile_end(kKeys);
   if (kSplit && it_begin >= it_end) {
     prefill_split::StoreEmptySplit<kRows, kGroup, kThreads>(
         p, span.split, span.q_begin, span.q_len, span.tok0, kvh);
