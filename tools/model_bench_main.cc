@@ -54,6 +54,10 @@ ABSL_FLAG(int32_t, skinny_gemm_max_tokens,
           "GEMMs of more tokens than --small_gemm_max_tokens and at most "
           "this many on the tensor-core weight-streaming kernel (0: none, at "
           "most 32; off by default, see kernels/cuda/cuda_backend.h)");
+ABSL_FLAG(int32_t, gemm_autotune_max_tokens,
+          duet::kernels::CudaBackendOptions{}.gemm_autotune_max_tokens,
+          "cuBLASLt GEMMs of at most this many tokens time the heuristic's "
+          "candidates on first use and keep the fastest (0: never)");
 ABSL_FLAG(int32_t, skinny_gemm_shape,
           duet::kernels::CudaBackendOptions{}.skinny_gemm_shape,
           "skinny GEMM launch shape (-1: by weight size; 0..10 force one, "
@@ -185,6 +189,8 @@ int main(int argc, char** argv) {
   options.small_gemm_shape = absl::GetFlag(FLAGS_small_gemm_shape);
   options.skinny_gemm_max_tokens = absl::GetFlag(FLAGS_skinny_gemm_max_tokens);
   options.skinny_gemm_shape = absl::GetFlag(FLAGS_skinny_gemm_shape);
+  options.gemm_autotune_max_tokens =
+      absl::GetFlag(FLAGS_gemm_autotune_max_tokens);
   auto backend = duet::kernels::MakeCudaBackend(0, options);
   if (!backend.ok()) return Fail(backend.status().ToString());
   duet::Stopwatch load;

@@ -114,7 +114,8 @@ class CudaBackend final : public Backend {
     DUET_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
         &num_sms_, cudaDevAttrMultiProcessorCount, device_));
     DUET_RETURN_IF_ERROR(stream_.Create());
-    DUET_RETURN_IF_ERROR(gemm_.Init(allocator_));
+    DUET_RETURN_IF_ERROR(
+        gemm_.Init(allocator_, options_.gemm_autotune_max_tokens));
     DUET_RETURN_IF_ERROR(metadata_.Init());
     DUET_RETURN_IF_ERROR(transfer_.Init(allocator_));
     DUET_RETURN_IF_ERROR(kv_blocks_.Init(allocator_));

@@ -34,6 +34,12 @@ struct CudaBackendOptions {
   // version streamed a step's four GEMMs at 1.62x / 1.77x of the copy floor
   // at 8 / 32 tokens, cuBLASLt at 1.45x / 1.53x (docs/PERF.md).
   int skinny_gemm_max_tokens = 0;
+  // cuBLASLt GEMMs of at most this many tokens (decode: the kernels above
+  // take fewer) time the heuristic's first 8 candidates on the GPU when a
+  // shape is first used and keep the fastest (kernels/cuda/gemm.h); the
+  // rest take the heuristic's first. 0 = never, at most 4096. Off by
+  // default until measured on a GPU (docs/PERF.md).
+  int gemm_autotune_max_tokens = 0;
   // Query rows each warp of the tensor-core prefill attention kernel owns:
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
   // from shared memory, half the shared-memory traffic per FLOP). 32 is

@@ -5,6 +5,14 @@
 #include "kernels/cuda/small_gemm.h"
 
 namespace duet::kernels {
+namespace {
+
+// Tuning times 8 candidates x 6 runs per new shape; past a few thousand
+// tokens each run is a prefill-sized GEMM and tuning every chunk length
+// seen would cost more than it could save.
+constexpr int kMaxGemmAutotuneTokens = 4096;
+
+}  // namespace
 
 absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options) {
   if (options.prefill_warp_rows != 16 && options.prefill_warp_rows != 32) {
@@ -34,6 +42,12 @@ absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options) {
         " and skinny_gemm_max_tokens ", options.skinny_gemm_max_tokens,
         "; they must be 0..", cuda::kSmallGemmMaxTokens, " and 0..",
         cuda::kSkinnyGemmMaxTokens));
+  }
+  if (options.gemm_autotune_max_tokens < 0 ||
+      options.gemm_autotune_max_tokens > kMaxGemmAutotuneTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gemm_autotune_max_tokens is ", options.gemm_autotune_max_tokens,
+        "; it must be 0..", kMaxGemmAutotuneTokens));
   }
   return absl::OkStatus();
 }

@@ -81,7 +81,8 @@ class CudaStream {
   cudaStream_t stream_ = nullptr;
 };
 
-// Owned event without timing (cheaper to record and wait on).
+// Owned event, without timing (cheaper to record and wait on) unless made
+// by CreateTiming.
 class CudaEvent {
  public:
   CudaEvent() = default;
@@ -96,6 +97,11 @@ class CudaEvent {
   absl::Status Create() {
     DUET_CUDA_RETURN_IF_ERROR(
         cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    return absl::OkStatus();
+  }
+  // With timing, for cudaEventElapsedTime.
+  absl::Status CreateTiming() {
+    DUET_CUDA_RETURN_IF_ERROR(cudaEventCreate(&event_));
     return absl::OkStatus();
   }
   cudaEvent_t get() const { return event_; }

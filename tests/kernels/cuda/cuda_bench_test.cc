@@ -238,14 +238,15 @@ TEST_F(CudaBench, LinearAndElementwise) {
               3.0 * t * inter * 2 / (silu * 1e-3) / 1e9);
 }
 
-
 // The weight GEMMs of one decode step of the Qwen3-4B shape (36 layers,
 // each with its own weights so nothing is served from L2), alone and with
 // the residual add + RMSNorm kernels between them: how far the GEMMs are
 // from the copy floor and what the norms add. DUET_BENCH_TOKENS=1,8,32
 // sets the batches (default 1). Each batch runs the default kernels, then
-// cuBLASLt alone ("cublas"); DUET_BENCH_ALL_SHAPES=1 adds every forced
-// launch shape of the kernel that batch takes (small GEMM at 1-2 tokens,
+// cuBLASLt alone with the heuristic's algorithm ("cublas", shape -2) and
+// with the fastest of its candidates timed per shape ("cublas tuned",
+// shape -3, gemm_autotune_max_tokens); DUET_BENCH_ALL_SHAPES=1 adds every
+// forced launch shape of the kernel that batch takes (small GEMM at 1-2 tokens,
 // skinny GEMM at 3-32: the sweeps their AutoShape was chosen from), and
 // DUET_BENCH_SHAPES=8,-1 times just those shapes.
 TEST_F(CudaBench, DecodeGemmChain) {
@@ -301,8 +302,9 @@ TEST_F(CudaBench, DecodeGemmChain) {
     const CudaBackendOptions defaults;
     const bool small = t <= defaults.small_gemm_max_tokens;
     const int num_shapes = 11;  // both kernels have 11
-    // -1: the default (shape by weight size); -2: cuBLASLt only.
-    std::vector<int> shapes = {-1, -2};
+    // -1: the default (shape by weight size); -2: cuBLASLt only; -3:
+    // cuBLASLt only, tuned.
+    std::vector<int> shapes = {-1, -2, -3};
     if (const char* all = std::getenv("DUET_BENCH_ALL_SHAPES");
         all != nullptr && std::string(all) == "1") {
       for (int shape = 0; shape < num_shapes; ++shape) shapes.push_back(shape);
@@ -317,9 +319,10 @@ TEST_F(CudaBench, DecodeGemmChain) {
     }
     for (const int shape : shapes) {
       CudaBackendOptions options;
-      if (shape == -2) {
+      if (shape == -2 || shape == -3) {
         options.small_gemm_max_tokens = 0;
         options.skinny_gemm_max_tokens = 0;
+        options.gemm_autotune_max_tokens = shape == -3 ? t : 0;
       } else if (small) {
         options.small_gemm_shape = shape;
       } else {
@@ -332,7 +335,10 @@ TEST_F(CudaBench, DecodeGemmChain) {
       std::printf(
           "\n[bench] batch-%d decode GEMM chain, 36 layers of Qwen3-4B, %s "
           "shape %d (copy bandwidth %.0f GB/s)\n",
-          t, shape == -2 ? "cublas" : (small ? "small GEMM" : "skinny GEMM"),
+          t,
+          shape == -2   ? "cublas"
+          : shape == -3 ? "cublas tuned"
+                        : (small ? "small GEMM" : "skinny GEMM"),
           shape, bw / 1e9);
       std::printf("[bench] %-28s %10s %10s %8s %8s\n", "chain", "us",
                   "floor us", "ratio", "GB/s");

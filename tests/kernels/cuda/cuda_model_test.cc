@@ -70,8 +70,9 @@ void CompareLogits(const std::vector<float>& got, const std::vector<float>& want
   }
 }
 
-std::unique_ptr<Transformer> LoadCuda(const std::string& dir) {
-  auto backend = MakeCudaBackend(0);
+std::unique_ptr<Transformer> LoadCuda(const std::string& dir,
+                                      const CudaBackendOptions& options = {}) {
+  auto backend = MakeCudaBackend(0, options);
   EXPECT_TRUE(backend.ok()) << backend.status();
   if (!backend.ok()) return nullptr;
   auto m = Transformer::Load(dir, std::move(*backend));
@@ -170,11 +171,18 @@ TEST_P(CudaModelTest, ChunkedPrefillThenDecodeMatchesCpu) {
 
 // Decode through recorded graphs (padded batch buckets, replays on new
 // metadata, a bucket re-recorded when contexts outgrow its block tables)
-// against the same model run op by op.
-TEST(CudaGraphTest, DecodeGraphsMatchEagerAcrossBucketsAndGrowth) {
+// against the same model run op by op. The parameter is
+// gemm_autotune_max_tokens: with it, the graphs' cuBLASLt GEMMs are first
+// used, so tuned, while their graph is being captured.
+class CudaGraphTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(CudaGraphTest, DecodeGraphsMatchEagerAcrossBucketsAndGrowth) {
   DUET_SKIP_WITHOUT_CUDA();
   const std::string& dir = duet::testing::SyntheticModelDir("tiny");
-  std::unique_ptr<Transformer> models[2] = {LoadCuda(dir), LoadCuda(dir)};
+  CudaBackendOptions options;
+  options.gemm_autotune_max_tokens = GetParam();
+  std::unique_ptr<Transformer> models[2] = {LoadCuda(dir, options),
+                                            LoadCuda(dir, options)};
   ASSERT_TRUE(models[0] && models[1]);
   models[1]->set_step_graphs(false);
   ASSERT_TRUE(models[0]->step_graphs());
@@ -249,6 +257,8 @@ TEST(CudaGraphTest, DecodeGraphsMatchEagerAcrossBucketsAndGrowth) {
 
 INSTANTIATE_TEST_SUITE_P(Presets, CudaModelTest,
                          ::testing::Values("tiny", "tiny-llama"));
+INSTANTIATE_TEST_SUITE_P(GemmAutotune, CudaGraphTest,
+                         ::testing::Values(0, 256));
 
 }  // namespace
 }  // namespace duet::kernels::testing

@@ -220,11 +220,13 @@ TEST_F(CudaVsCpuTest, SiluMul) {
 // ---------------------------------------------------------------------------
 
 // A CUDA backend whose GEMMs of up to `small` tokens run on the small GEMM,
-// of up to `skinny` on the skinny GEMM, and the rest on cuBLASLt.
-std::unique_ptr<Backend> GemmBackend(int small, int skinny) {
+// of up to `skinny` on the skinny GEMM, and the rest on cuBLASLt, which
+// times its candidates for GEMMs of up to `autotune` tokens.
+std::unique_ptr<Backend> GemmBackend(int small, int skinny, int autotune = 0) {
   CudaBackendOptions options;
   options.small_gemm_max_tokens = small;
   options.skinny_gemm_max_tokens = skinny;
+  options.gemm_autotune_max_tokens = autotune;
   auto made = MakeCudaBackend(0, options);
   EXPECT_TRUE(made.ok()) << made.status();
   return made.ok() ? std::move(*made) : nullptr;
@@ -233,12 +235,13 @@ std::unique_ptr<Backend> GemmBackend(int small, int skinny) {
 TEST_F(CudaVsCpuTest, Linear) {
   std::mt19937 rng(8);
   // Also backends with the CUDA-core small GEMM up to its limit (then the
-  // skinny GEMM to 32 tokens), with the skinny GEMM from 3 tokens, and with
-  // cuBLASLt for every GEMM.
+  // skinny GEMM to 32 tokens), with the skinny GEMM from 3 tokens, with
+  // cuBLASLt for every GEMM, and with cuBLASLt's timed choice up to 256.
   const std::unique_ptr<Backend> wide = GemmBackend(8, 32);
   const std::unique_ptr<Backend> skinny = GemmBackend(2, 32);
   const std::unique_ptr<Backend> cublas = GemmBackend(0, 0);
-  ASSERT_TRUE(wide && skinny && cublas);
+  const std::unique_ptr<Backend> tuned = GemmBackend(0, 0, 256);
+  ASSERT_TRUE(wide && skinny && cublas && tuned);
   struct Case {
     int64_t t, n, k;
   };
@@ -254,10 +257,10 @@ TEST_F(CudaVsCpuTest, Linear) {
         Case{32, 6144, 2560}, Case{31, 2560, 9728}, Case{33, 300, 64}}) {
     const std::vector<float> x = RandomBf16(rng, c.t * c.k);
     const std::vector<float> w = RandomBf16(rng, c.n * c.k);
-    std::vector<float> out[5];
-    Backend* backends[5] = {cpu_.get(), cuda_.get(), wide.get(), cublas.get(),
-                            skinny.get()};
-    for (int i = 0; i < 5; ++i) {
+    std::vector<float> out[6];
+    Backend* backends[6] = {cpu_.get(),   cuda_.get(),  wide.get(),
+                            cublas.get(), skinny.get(), tuned.get()};
+    for (int i = 0; i < 6; ++i) {
       Tensor tx = MustUpload(*backends[i], x, {c.t, c.k});
       Tensor tw = MustUpload(*backends[i], w, {c.n, c.k});
       Tensor o = Poisoned(*backends[i], {c.t, c.n});
@@ -278,11 +281,17 @@ TEST_F(CudaVsCpuTest, Linear) {
     EXPECT_TRUE(AllClose(out[4], out[0], kBf16Tol,
                          absl::StrCat("linear (skinny from 3 tokens) ", c.t,
                                       "x", c.n, "x", c.k)));
+    EXPECT_TRUE(AllClose(
+        out[5], out[0], kBf16Tol,
+        absl::StrCat("linear (cuBLASLt tuned) ", c.t, "x", c.n, "x", c.k)));
   }
 }
 
 TEST_F(CudaVsCpuTest, Logits) {
   std::mt19937 rng(9);
+  // Also with cuBLASLt's timed choice (fp32 output, its own plans).
+  const std::unique_ptr<Backend> tuned = GemmBackend(0, 0, 256);
+  ASSERT_TRUE(tuned);
   for (int64_t hidden : {64, 2560}) {
     const int64_t vocab = 3001;
     const std::vector<SeqSpec> seqs = {{0, 9}, {4, 1}, {0, 30}};
@@ -301,9 +310,9 @@ TEST_F(CudaVsCpuTest, Logits) {
           }()}) {
       step.logits_rows = rows;
       const int64_t n_rows = static_cast<int64_t>(rows.size());
-      std::vector<float> out[2];
-      Backend* backends[2] = {cpu_.get(), cuda_.get()};
-      for (int i = 0; i < 2; ++i) {
+      std::vector<float> out[3];
+      Backend* backends[3] = {cpu_.get(), cuda_.get(), tuned.get()};
+      for (int i = 0; i < 3; ++i) {
         Backend& be = *backends[i];
         ASSERT_TRUE(be.BeginStep(step, shape, kVocab).ok());
         Tensor tx = MustUpload(be, x, {step.num_tokens(), hidden});
@@ -314,6 +323,9 @@ TEST_F(CudaVsCpuTest, Logits) {
       }
       EXPECT_TRUE(AllClose(out[1], out[0], kF32Tol,
                            absl::StrCat("logits h=", hidden, " rows=", n_rows)));
+      EXPECT_TRUE(AllClose(out[2], out[0], kF32Tol,
+                           absl::StrCat("logits (cuBLASLt tuned) h=", hidden,
+                                        " rows=", n_rows)));
     }
   }
 }
@@ -420,16 +432,20 @@ TEST(CudaBackendOptionsTest, GemmOptionsMustFit) {
                                      {1, 33},
                                      {1, -1},
                                      {2, 9},
-                                     {3, 11}}) {
+                                     {3, 11},
+                                     {4, -1},
+                                     {4, 4097}}) {
     CudaBackendOptions options;
     if (field == 0) options.skinny_gemm_shape = value;
     if (field == 1) options.skinny_gemm_max_tokens = value;
     if (field == 2) options.small_gemm_max_tokens = value;
     if (field == 3) options.small_gemm_shape = value;
+    if (field == 4) options.gemm_autotune_max_tokens = value;
     const absl::Status st = CheckCudaBackendOptions(options);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     const char* name = field == 0   ? "skinny_gemm_shape"
                        : field == 3 ? "small_gemm_shape"
+                       : field == 4 ? "gemm_autotune_max_tokens"
                                     : "max_tokens";
     EXPECT_NE(st.message().find(name), std::string::npos) << st;
   }
