@@ -50,9 +50,8 @@ struct CudaBackendOptions {
   // Prefill attention splits the keys of its query tiles over several CTAs
   // when the tiles alone are fewer than the SMs (a short suffix after a long
   // cached prefix), and merges the splits in a second kernel; false keeps
-  // one CTA per tile (tests compare both). Off by default until it has
-  // passed the attention tests on a GPU.
-  bool prefill_split_kv = false;
+  // one CTA per tile (tests compare both).
+  bool prefill_split_kv = true;
   // Launch the decode-path kernels (norms, RoPE, attention, SiLU, small
   // GEMM, row gathers) as programmatic dependents (kernels/cuda/pdl.h):
   // each one's CTAs launch while its predecessor runs, and the small GEMM

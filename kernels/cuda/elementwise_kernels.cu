@@ -148,6 +148,24 @@ __global__ void SiluMulScalarKernel(const __nv_bfloat16* __restrict__ gate_up,
   }
 }
 
+__global__ void XorWordsKernel(const uint4* __restrict__ vecs, int64_t num_vecs,
+                               const uint32_t* __restrict__ tail,
+                               int64_t tail_count, uint32_t* result) {
+  uint32_t acc = 0;
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  for (int64_t i = first; i < num_vecs; i += stride) {
+    const uint4 v = vecs[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  for (int64_t i = first; i < tail_count; i += stride) acc ^= tail[i];
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    acc ^= __shfl_xor_sync(0xffffffffu, acc, offset);
+  }
+  if ((threadIdx.x & 31) == 0 && acc != 0) atomicXor(result, acc);
+}
+
 }  // namespace
 
 absl::Status LaunchConvert(const ConvertParams& p, cudaStream_t stream) {
@@ -201,6 +219,30 @@ absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream,
         &SiluMulScalarKernel, GridFor(p.tokens * p.inter), dim3(kThreads), 0,
         stream, pdl, p.gate_up, p.out, p.tokens, p.inter));
   }
+  DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return absl::OkStatus();
+}
+
+absl::Status LaunchXorWords(const uint32_t* words, int64_t count,
+                            uint32_t* result, cudaStream_t stream) {
+  DUET_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(result, 0, sizeof(uint32_t), stream));
+  if (count == 0) return absl::OkStatus();
+  // 16-byte loads over the aligned middle; the words before it (at most 3)
+  // and after it go through the scalar tail loop, as two short launches.
+  const auto addr = reinterpret_cast<uintptr_t>(words);
+  const int64_t head =
+      std::min<int64_t>(count, ((16 - addr % 16) % 16) / sizeof(uint32_t));
+  const int64_t num_vecs = (count - head) / 4;
+  const int64_t tail_start = head + num_vecs * 4;
+  if (head > 0) {
+    XorWordsKernel<<<1, 32, 0, stream>>>(nullptr, 0, words, head, result);
+    DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
+  }
+  const int64_t rest = count - tail_start;
+  XorWordsKernel<<<GridFor(std::max<int64_t>(num_vecs, rest)), kThreads, 0,
+                   stream>>>(reinterpret_cast<const uint4*>(words + head),
+                             num_vecs, words + tail_start, rest, result);
   DUET_CUDA_RETURN_IF_LAUNCH_ERROR();
   return absl::OkStatus();
 }

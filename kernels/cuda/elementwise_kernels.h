@@ -49,6 +49,14 @@ struct SiluMulParams {
 absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream,
                            bool pdl = false);
 
+// *result = XOR of words[0..count) (result zeroed first, on `stream`). Its
+// use is the reading: it pulls `count` words through L2 without dirtying a
+// line, which is how GEMM autotuning (gemm.cc) empties L2 of the weights
+// between timed runs; a memset would leave L2 full of dirty lines whose
+// write-back the next timed run would pay for.
+absl::Status LaunchXorWords(const uint32_t* words, int64_t count,
+                            uint32_t* result, cudaStream_t stream);
+
 }  // namespace duet::kernels::cuda
 
 #endif  // DUET_KERNELS_CUDA_ELEMENTWISE_KERNELS_H_

@@ -8,50 +8,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/device_status.h"
+#include "common/logging.h"
 #include "common/status.h"
+#include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/elementwise_kernels.h"
 
 namespace duet::kernels::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
-// Timed runs per candidate; the median is compared.
+// Timed runs per candidate, taken round-robin over the candidates (so
+// clocks ramping up after the idle synchronize do not favour the last);
+// the medians are compared.
 constexpr int kTuneRuns = 5;
-// Each timed run starts with L2 overwritten by a buffer this much larger
-// than L2: a decode GEMM's weights (21-99 MB for Qwen3-4B) would otherwise
-// stay in the H100's 50 MB L2 between runs and flatter small-tile
-// algorithms, while in a real step every layer's weights come from DRAM.
-constexpr size_t kFlushL2Multiple = 2;
-
-// Makes this thread's CUDA calls legal while another stream of it is being
-// captured (a graph in global mode would reject the synchronizing calls
-// tuning makes); restores the previous mode on exit.
-class RelaxedCaptureMode {
- public:
-  RelaxedCaptureMode() { (void)cudaThreadExchangeStreamCaptureMode(&mode_); }
-  ~RelaxedCaptureMode() { (void)cudaThreadExchangeStreamCaptureMode(&mode_); }
-  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
-  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
-
- private:
-  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
-};
+// A candidate is kept over an earlier one only if it is faster by more
+// than this fraction and this time: event timing resolves ~0.5 us, and a
+// decode GEMM takes 5-100 us.
+constexpr float kTuneMargin = 0.03f;
+constexpr float kTuneMarginMs = 0.001f;
 
 }  // namespace
-
-GemmRunner::RawDeviceMemory::~RawDeviceMemory() {
-  if (data != nullptr) (void)cudaFree(data);
-}
-
-absl::Status GemmRunner::Reserve(std::unique_ptr<RawDeviceMemory>& m,
-                                 size_t bytes) {
-  if (m != nullptr && m->size >= bytes) return absl::OkStatus();
-  if (m != nullptr) retired_.push_back(std::move(m));
-  auto fresh = std::make_unique<RawDeviceMemory>();
-  DUET_CUDA_RETURN_IF_ERROR(cudaMalloc(&fresh->data, bytes));
-  fresh->size = bytes;
-  m = std::move(fresh);
-  return absl::OkStatus();
-}
 
 GemmRunner::Plan::~Plan() {
   if (c != nullptr) (void)cublasLtMatrixLayoutDestroy(c);
@@ -68,6 +44,7 @@ GemmRunner::~GemmRunner() {
 absl::Status GemmRunner::Init(std::shared_ptr<CachingAllocator> allocator,
                               int autotune_max_tokens) {
   autotune_max_tokens_ = autotune_max_tokens;
+  allocator_ = allocator;
   DUET_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle_));
   auto ws = DeviceBuffer::Make(std::move(allocator), kWorkspaceBytes);
   if (!ws.ok()) return ws.status();
@@ -75,8 +52,7 @@ absl::Status GemmRunner::Init(std::shared_ptr<CachingAllocator> allocator,
   return absl::OkStatus();
 }
 
-absl::Status GemmRunner::MakePlan(const GemmParams& p, cudaStream_t stream,
-                                  Plan& plan) {
+absl::Status GemmRunner::MakePlan(const GemmParams& p, Plan& plan) {
   DUET_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_T;
@@ -111,7 +87,7 @@ absl::Status GemmRunner::MakePlan(const GemmParams& p, cudaStream_t stream,
   }
   (void)cublasLtMatmulPreferenceDestroy(pref);
   DUET_CUBLAS_RETURN_IF_ERROR(rc);
-  // The heuristic lists usable candidates first; keep those.
+  // The heuristic lists usable candidates first.
   int usable = 0;
   while (usable < returned && results[usable].state == CUBLAS_STATUS_SUCCESS) {
     ++usable;
@@ -121,47 +97,26 @@ absl::Status GemmRunner::MakePlan(const GemmParams& p, cudaStream_t stream,
         "cuBLASLt has no algorithm for bf16 GEMM tokens=", p.tokens, " n=", p.n,
         " k=", p.k));
   }
-  int chosen = 0;
-  if (tune && usable > 1) {
-    absl::StatusOr<int> best =
-        Tune(p, stream, plan,
-             std::span<const cublasLtMatmulHeuristicResult_t>(results.data(),
-                                                              usable));
-    if (!best.ok()) return best.status();
-    chosen = *best;
-  }
-  plan.algo = results[chosen].algo;
+  plan.algo = results[0].algo;
+  if (usable > 1)
+    plan.candidates.assign(results.begin(), results.begin() + usable);
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> GemmRunner::Tune(
-    const GemmParams& p, cudaStream_t stream, const Plan& plan,
-    std::span<const cublasLtMatmulHeuristicResult_t> candidates) {
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  DUET_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-  RelaxedCaptureMode relaxed;
-  // Eager: let the caller's queued work finish so it does not share the
-  // GPU with the timed runs. Captured work does not run until replay.
-  if (capture == cudaStreamCaptureStatusNone) {
-    DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-  }
-  if (tune_stream_.get() == nullptr) {
-    DUET_RETURN_IF_ERROR(tune_stream_.Create());
-    int device = 0, l2 = 0;
-    DUET_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-    DUET_CUDA_RETURN_IF_ERROR(
-        cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-    DUET_RETURN_IF_ERROR(Reserve(
-        tune_flush_, std::max<size_t>(kFlushL2Multiple * l2, size_t{1} << 20)));
-    DUET_RETURN_IF_ERROR(Reserve(tune_workspace_, kWorkspaceBytes));
-  }
-  // The runs read the caller's x and w (reads only) and write scratch: y
-  // may be memory the caller's stream is still using, or a block of a
-  // graph being captured.
-  const size_t out_bytes =
-      static_cast<size_t>(p.tokens) * p.n * (p.out_type == CUDA_R_32F ? 4 : 2);
-  DUET_RETURN_IF_ERROR(Reserve(tune_out_, out_bytes));
-  cudaStream_t s = tune_stream_.get();
+absl::StatusOr<int> GemmRunner::Tune(const GemmParams& p, cudaStream_t stream,
+                                     const Plan& plan) {
+  int device = 0, l2 = 0;
+  DUET_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  DUET_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
+  // Read (not written: dirty lines would be written back during the next
+  // timed run) to push the weights out of L2. Its contents do not matter.
+  const int64_t flush_words = std::max<int64_t>(2 * int64_t{l2}, 1 << 20) / 4;
+  DUET_ASSIGN_OR_RETURN(
+      DeviceBuffer flush,
+      DeviceBuffer::Make(allocator_, flush_words * 4 + sizeof(uint32_t)));
+  auto* words = static_cast<uint32_t*>(flush.data());
+  uint32_t* sink = words + flush_words;
   CudaEvent start, stop;
   DUET_RETURN_IF_ERROR(start.CreateTiming());
   DUET_RETURN_IF_ERROR(stop.CreateTiming());
@@ -169,45 +124,48 @@ absl::StatusOr<int> GemmRunner::Tune(
   const float beta = 0.0f;
   auto run = [&](const cublasLtMatmulAlgo_t& algo) {
     return cublasLtMatmul(handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b,
-                          &beta, tune_out_->data, plan.c, tune_out_->data,
-                          plan.c, &algo, tune_workspace_->data,
-                          tune_workspace_->size, s);
+                          &beta, p.y, plan.c, p.y, plan.c, &algo,
+                          workspace_.data(), workspace_.size(), stream);
   };
-  std::vector<float> median(candidates.size(), -1.0f);
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    // A candidate that fails to launch is skipped, not fatal: the
-    // heuristic's own first choice is what an untuned runner would run.
-    if (run(candidates[i].algo) != CUBLAS_STATUS_SUCCESS) {
+  const size_t n = plan.candidates.size();
+  // A candidate that fails to launch is dropped, not fatal.
+  std::vector<bool> usable(n, true);
+  for (size_t i = 0; i < n; ++i) {
+    if (run(plan.candidates[i].algo) != CUBLAS_STATUS_SUCCESS) {
+      usable[i] = false;
       (void)cudaGetLastError();
-      continue;
     }
-    std::array<float, kTuneRuns> ms{};
-    bool ok = true;
-    for (int r = 0; r < kTuneRuns && ok; ++r) {
-      DUET_CUDA_RETURN_IF_ERROR(
-          cudaMemsetAsync(tune_flush_->data, r & 0xff, tune_flush_->size, s));
-      DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(start.get(), s));
-      ok = run(candidates[i].algo) == CUBLAS_STATUS_SUCCESS;
-      DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop.get(), s));
-      DUET_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop.get()));
-      DUET_CUDA_RETURN_IF_ERROR(
-          cudaEventElapsedTime(&ms[r], start.get(), stop.get()));
-    }
-    if (!ok) {
-      (void)cudaGetLastError();
-      continue;
-    }
-    std::sort(ms.begin(), ms.end());
-    median[i] = ms[kTuneRuns / 2];
   }
-  DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  std::vector<std::array<float, kTuneRuns>> ms(n);
+  for (int r = 0; r < kTuneRuns; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!usable[i]) continue;
+      DUET_RETURN_IF_ERROR(LaunchXorWords(words, flush_words, sink, stream));
+      DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(start.get(), stream));
+      const cublasStatus_t rc = run(plan.candidates[i].algo);
+      DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop.get(), stream));
+      DUET_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop.get()));
+      if (rc != CUBLAS_STATUS_SUCCESS) {
+        usable[i] = false;
+        (void)cudaGetLastError();
+        continue;
+      }
+      DUET_CUDA_RETURN_IF_ERROR(
+          cudaEventElapsedTime(&ms[i][r], start.get(), stop.get()));
+    }
+  }
+  std::vector<float> median(n, -1.0f);
   float best = -1.0f;
-  for (const float m : median) {
-    if (m >= 0 && (best < 0 || m < best)) best = m;
+  for (size_t i = 0; i < n; ++i) {
+    if (!usable[i]) continue;
+    std::sort(ms[i].begin(), ms[i].end());
+    median[i] = ms[i][kTuneRuns / 2];
+    if (best < 0 || median[i] < best) best = median[i];
   }
   if (best < 0) return 0;  // nothing timed: the heuristic's first choice
-  for (size_t i = 0; i < median.size(); ++i) {
-    if (median[i] >= 0 && median[i] <= best * 1.03f) return static_cast<int>(i);
+  const float limit = best + std::max(best * kTuneMargin, kTuneMarginMs);
+  for (size_t i = 0; i < n; ++i) {
+    if (median[i] >= 0 && median[i] <= limit) return static_cast<int>(i);
   }
   return 0;
 }
@@ -218,11 +176,35 @@ absl::Status GemmRunner::Run(const GemmParams& p, cudaStream_t stream) {
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     auto plan = std::make_unique<Plan>();
-    absl::Status s = MakePlan(p, stream, *plan);
+    absl::Status s = MakePlan(p, *plan);
     if (!s.ok()) return s;
     it = plans_.emplace(key, std::move(plan)).first;
   }
-  const Plan& plan = *it->second;
+  Plan& plan = *it->second;
+  if (!plan.candidates.empty()) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    DUET_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+    if (capture == cudaStreamCaptureStatusNone) {
+      // Queued work would share the GPU with the timed runs, and may still
+      // be using the workspace.
+      DUET_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+      absl::StatusOr<int> chosen = Tune(p, stream, plan);
+      if (chosen.ok()) {
+        plan.algo = plan.candidates[*chosen].algo;
+      } else {
+        // Not worth failing the request: the heuristic's choice is what an
+        // untuned runner runs. A sticky device error surfaces at the next
+        // synchronizing call anyway.
+        (void)cudaGetLastError();
+        DUET_LOG(WARNING) << "cuBLASLt autotune of tokens=" << p.tokens
+                          << " n=" << p.n << " k=" << p.k
+                          << " failed; keeping the heuristic's algorithm: "
+                          << chosen.status();
+      }
+      plan.candidates.clear();
+      plan.candidates.shrink_to_fit();
+    }
+  }
   const float alpha = 1.0f;
   const float beta = 0.0f;
   DUET_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(

@@ -12,8 +12,10 @@
 // (decode), where the heuristic's first candidates are timed on the GPU
 // and the fastest kept: on an H100 the heuristic's choice streamed a decode
 // step's weights at 1.45-1.53x of the copy floor at 8-32 tokens
-// (docs/PERF.md), and which of its candidates is fastest for such skinny
-// shapes is a property of the card that only a measurement tells.
+// (docs/PERF.md), and which candidate is fastest for such skinny shapes is
+// a property of the card that only a measurement tells. Each timed run
+// starts with L2 emptied of the weights by reading a buffer twice its size
+// (in a real step every layer's weights come from DRAM).
 #ifndef DUET_KERNELS_CUDA_GEMM_H_
 #define DUET_KERNELS_CUDA_GEMM_H_
 
@@ -23,14 +25,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <span>
 #include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cuda/allocator.h"
-#include "kernels/cuda/cuda_utils.h"
 
 namespace duet::kernels::cuda {
 
@@ -53,18 +53,21 @@ class GemmRunner {
 
   // Creates the cuBLASLt handle and the workspace (32 MiB, what NVIDIA
   // recommends for Hopper). GEMMs of at most `autotune_max_tokens` tokens
-  // time cuBLASLt's candidates on first use (0: never).
+  // time cuBLASLt's candidates (0: never).
   absl::Status Init(std::shared_ptr<CachingAllocator> allocator,
                     int autotune_max_tokens = 0);
-  // May be called while `stream` is being captured into a CUDA graph: a
-  // shape seen first there is tuned on a private stream (see Tune).
+  // A shape to be tuned is tuned by its first call outside a CUDA graph
+  // capture (which synchronizes `stream`); inside a capture, before that,
+  // it runs the heuristic's choice. So the model runs a decode step once
+  // eagerly before capturing it (model/transformer.cc).
   absl::Status Run(const GemmParams& p, cudaStream_t stream);
 
   // How many of cuBLASLt's candidates a tuned shape times.
   static constexpr int kTuneCandidates = 8;
 
  private:
-  // Descriptors and the chosen algorithm of one problem shape (RAII).
+  // Descriptors, candidates and the chosen algorithm of one problem shape
+  // (RAII).
   struct Plan {
     Plan() = default;
     ~Plan();
@@ -75,36 +78,24 @@ class GemmRunner {
     cublasLtMatrixLayout_t b = nullptr;
     cublasLtMatrixLayout_t c = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    // The heuristic's usable candidates while the shape waits to be tuned;
+    // empty once tuned (or when it is not to be).
+    std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int>;
-  absl::Status MakePlan(const GemmParams& p, cudaStream_t stream, Plan& plan);
-  // Index of the candidate to keep: the first, in the heuristic's order,
-  // within 3% of the fastest (a stable choice when candidates tie).
-  absl::StatusOr<int> Tune(
-      const GemmParams& p, cudaStream_t stream, const Plan& plan,
-      std::span<const cublasLtMatmulHeuristicResult_t> candidates);
-  // Device memory owned outside the caching allocator: tuning may run
-  // while a graph is being captured, when the allocator's blocks belong to
-  // the graph.
-  struct RawDeviceMemory {
-    RawDeviceMemory() = default;
-    ~RawDeviceMemory();
-    RawDeviceMemory(const RawDeviceMemory&) = delete;
-    RawDeviceMemory& operator=(const RawDeviceMemory&) = delete;
-    void* data = nullptr;
-    size_t size = 0;
-  };
-  // (Re)sizes `m` to at least `bytes`; a smaller old block is kept in
-  // retired_ (freeing it could synchronize a capturing stream).
-  absl::Status Reserve(std::unique_ptr<RawDeviceMemory>& m, size_t bytes);
+  absl::Status MakePlan(const GemmParams& p, Plan& plan);
+  // Index into plan.candidates of the one to keep: the first, in the
+  // heuristic's order, within 3% (and 1 us) of the fastest median, so
+  // near-ties resolve to the heuristic's order rather than to noise.
+  // Writes p.y (the caller's Run overwrites it) and uses the workspace:
+  // only with `stream` synchronized and not capturing.
+  absl::StatusOr<int> Tune(const GemmParams& p, cudaStream_t stream,
+                           const Plan& plan);
 
   cublasLtHandle_t handle_ = nullptr;
+  std::shared_ptr<CachingAllocator> allocator_;
   DeviceBuffer workspace_;
   int autotune_max_tokens_ = 0;
-  // Tuning state, made on first use.
-  CudaStream tune_stream_;
-  std::unique_ptr<RawDeviceMemory> tune_out_, tune_workspace_, tune_flush_;
-  std::vector<std::unique_ptr<RawDeviceMemory>> retired_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 

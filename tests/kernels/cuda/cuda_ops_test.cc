@@ -13,6 +13,7 @@
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/elementwise_kernels.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
 
 namespace duet::kernels::testing {
@@ -194,6 +195,39 @@ TEST_F(CudaVsCpuTest, RmsNormInPlace) {
     out[i] = Download(*backends[i], tx);
   }
   EXPECT_TRUE(AllClose(out[1], out[0], kBf16Tol, "rmsnorm in place"));
+}
+
+// The L2 flush of GEMM autotuning: XOR of 32-bit words against a plain
+// loop, over counts and start offsets that leave unaligned heads and tails.
+TEST(CudaXorWordsTest, MatchesHostXor) {
+  DUET_SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(21);
+  constexpr int64_t kMax = (int64_t{1} << 20) + 7;
+  std::vector<uint32_t> host(kMax + 8);
+  for (uint32_t& w : host) w = static_cast<uint32_t>(rng());
+  uint32_t* dev = nullptr;
+  uint32_t* result = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&dev), host.size() * 4),
+            cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&result), 4), cudaSuccess);
+  ASSERT_EQ(
+      cudaMemcpy(dev, host.data(), host.size() * 4, cudaMemcpyHostToDevice),
+      cudaSuccess);
+  for (const int64_t offset : {0, 1, 2, 3, 5}) {
+    for (const int64_t count : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{4},
+                                int64_t{7}, int64_t{4099}, kMax}) {
+      uint32_t want = 0;
+      for (int64_t i = 0; i < count; ++i) want ^= host[offset + i];
+      ASSERT_TRUE(
+          cuda::LaunchXorWords(dev + offset, count, result, nullptr).ok());
+      uint32_t got = 0xdeadbeef;
+      ASSERT_EQ(cudaMemcpy(&got, result, 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      EXPECT_EQ(got, want) << "offset " << offset << " count " << count;
+    }
+  }
+  cudaFree(dev);
+  cudaFree(result);
 }
 
 TEST_F(CudaVsCpuTest, SiluMul) {
@@ -427,6 +461,9 @@ TEST_F(CudaVsCpuTest, SkinnyGemmShapes) {
 // Checked before any GPU is touched, so this runs everywhere.
 TEST(CudaBackendOptionsTest, GemmOptionsMustFit) {
   EXPECT_TRUE(CheckCudaBackendOptions({}).ok());
+  CudaBackendOptions most;
+  most.gemm_autotune_max_tokens = 4096;
+  EXPECT_TRUE(CheckCudaBackendOptions(most).ok());
   for (const auto& [field, value] : {std::pair<int, int>{0, -2},
                                      {0, 11},
                                      {1, 33},
