@@ -32,13 +32,17 @@ struct CudaBackendOptions {
   // tensor-core weight-streaming kernel (skinny_gemm.h); 0 = none, at most
   // 32. The rest take cuBLASLt. Off by default: on an H100 its first
   // version streamed a step's four GEMMs at 1.62x / 1.77x of the copy floor
-  // at 8 / 32 tokens, cuBLASLt at 1.45x / 1.53x (docs/PERF.md).
+  // at 8 / 32 tokens, cuBLASLt at 1.45x / 1.53x; the second (branch
+  // skinny-v2: 16- and 32-warp CTAs, x a chunk ahead) at 1.51x / 2.20x
+  // against cuBLASLt's 1.41x / 1.51x in the same run (docs/PERF.md).
   int skinny_gemm_max_tokens = 0;
   // cuBLASLt GEMMs of at most this many tokens (decode: the kernels above
   // take fewer) time the heuristic's first 8 candidates on the GPU when a
-  // shape is first used and keep the fastest (kernels/cuda/gemm.h); the
-  // rest take the heuristic's first. 0 = never, at most 4096. Off by
-  // default until measured on a GPU (docs/PERF.md).
+  // shape first runs outside a graph capture and keep the fastest
+  // (kernels/cuda/gemm.h); the rest take the heuristic's first. 0 = never,
+  // at most 4096. Off by default: on an H100 (docs/PERF.md) a decode step's
+  // four GEMMs went 3310 -> 3308 us at 8 tokens and 3454 -> 3383 us at 32,
+  // the model's step 4.35 -> 4.36 and 5.13 -> 5.08 ms.
   int gemm_autotune_max_tokens = 0;
   // Query rows each warp of the tensor-core prefill attention kernel owns:
   // 16 (one MMA row tile) or 32 (two row tiles share every K/V fragment read
@@ -50,7 +54,8 @@ struct CudaBackendOptions {
   // Prefill attention splits the keys of its query tiles over several CTAs
   // when the tiles alone are fewer than the SMs (a short suffix after a long
   // cached prefix), and merges the splits in a second kernel; false keeps
-  // one CTA per tile (tests compare both).
+  // one CTA per tile (tests compare both). On an H100, 100 tokens after
+  // 2,000 cached: 8.35 -> 5.83 ms (docs/PERF.md).
   bool prefill_split_kv = true;
   // Launch the decode-path kernels (norms, RoPE, attention, SiLU, small
   // GEMM, row gathers) as programmatic dependents (kernels/cuda/pdl.h):
