@@ -98,9 +98,20 @@ absl::Status GemmRunner::MakePlan(const GemmParams& p, Plan& plan) {
         " k=", p.k));
   }
   plan.algo = results[0].algo;
-  if (usable > 1)
+  if (usable > 1) {
     plan.candidates.assign(results.begin(), results.begin() + usable);
+  }
   return absl::OkStatus();
+}
+
+cublasStatus_t GemmRunner::Matmul(const GemmParams& p, const Plan& plan,
+                                  const cublasLtMatmulAlgo_t& algo,
+                                  cudaStream_t stream) {
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  return cublasLtMatmul(handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b,
+                        &beta, p.y, plan.c, p.y, plan.c, &algo,
+                        workspace_.data(), workspace_.size(), stream);
 }
 
 absl::StatusOr<int> GemmRunner::Tune(const GemmParams& p, cudaStream_t stream,
@@ -120,12 +131,8 @@ absl::StatusOr<int> GemmRunner::Tune(const GemmParams& p, cudaStream_t stream,
   CudaEvent start, stop;
   DUET_RETURN_IF_ERROR(start.CreateTiming());
   DUET_RETURN_IF_ERROR(stop.CreateTiming());
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
   auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b,
-                          &beta, p.y, plan.c, p.y, plan.c, &algo,
-                          workspace_.data(), workspace_.size(), stream);
+    return Matmul(p, plan, algo, stream);
   };
   const size_t n = plan.candidates.size();
   // A candidate that fails to launch is dropped, not fatal.
@@ -205,11 +212,7 @@ absl::Status GemmRunner::Run(const GemmParams& p, cudaStream_t stream) {
       plan.candidates.shrink_to_fit();
     }
   }
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  DUET_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
-      handle_, plan.desc, &alpha, p.w, plan.a, p.x, plan.b, &beta, p.y, plan.c,
-      p.y, plan.c, &plan.algo, workspace_.data(), workspace_.size(), stream));
+  DUET_CUBLAS_RETURN_IF_ERROR(Matmul(p, plan, plan.algo, stream));
   return absl::OkStatus();
 }
 

@@ -84,6 +84,9 @@ class GemmRunner {
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int>;
   absl::Status MakePlan(const GemmParams& p, Plan& plan);
+  // y = x * w^T with `algo`, on the shared workspace.
+  cublasStatus_t Matmul(const GemmParams& p, const Plan& plan,
+                        const cublasLtMatmulAlgo_t& algo, cudaStream_t stream);
   // Index into plan.candidates of the one to keep: the first, in the
   // heuristic's order, within 3% (and 1 us) of the fastest median, so
   // near-ties resolve to the heuristic's order rather than to noise.
