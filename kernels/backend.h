@@ -367,6 +367,10 @@ class Backend {
     (void)step, (void)shape, (void)vocab_size, (void)record;
     return absl::UnimplementedError("this backend does not record graphs");
   }
+  // True when the backend settles per-shape choices only outside a capture
+  // (the CUDA backend's cuBLASLt autotune), so a step should run once op
+  // by op before it is captured.
+  virtual bool WantsEagerStepBeforeCapture() const { return false; }
   // Host memory of at least `bytes` for staging KV blocks to and from the
   // network (registered with UCX by kv_transfer): page-locked on device
   // backends, so the copies run at full PCIe rate without an extra bounce;

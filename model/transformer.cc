@@ -229,12 +229,14 @@ absl::StatusOr<TensorView> Transformer::RunDecodeGraph(
                         PadDecodeStep(step, bucket, max_blocks));
   if (stale) {
     g = DecodeGraph{};
-    // The step once op by op first: a backend settles per-shape choices
-    // outside the capture (the CUDA backend times cuBLASLt's candidates,
-    // which it cannot do while recording), and the padded step is
-    // idempotent (padding repeats sequence 0's K/V write), so running it
-    // twice changes nothing.
-    DUET_RETURN_IF_ERROR(ForwardLogits(padded, cache, block_size, {}).status());
+    // The step once op by op first where the backend settles per-shape
+    // choices only outside a capture (the CUDA backend timing cuBLASLt's
+    // candidates); the padded step is idempotent (padding repeats sequence
+    // 0's K/V write), so running it twice changes nothing.
+    if (backend_->WantsEagerStepBeforeCapture()) {
+      DUET_RETURN_IF_ERROR(
+          ForwardLogits(padded, cache, block_size, {}).status());
+    }
     kernels::Tensor logits;
     auto graph = backend_->CaptureStep(
         padded, shape, config_.vocab_size, [&]() -> absl::Status {

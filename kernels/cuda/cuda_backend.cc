@@ -550,6 +550,9 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  bool WantsEagerStepBeforeCapture() const override {
+    return options_.gemm_autotune_max_tokens > 0;
+  }
   absl::StatusOr<std::unique_ptr<StepGraph>> CaptureStep(
       const StepInputs& step, const AttentionShape& shape, int32_t vocab_size,
       const std::function<absl::Status()>& record) override;

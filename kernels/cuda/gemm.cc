@@ -131,14 +131,12 @@ absl::StatusOr<int> GemmRunner::Tune(const GemmParams& p, cudaStream_t stream,
   CudaEvent start, stop;
   DUET_RETURN_IF_ERROR(start.CreateTiming());
   DUET_RETURN_IF_ERROR(stop.CreateTiming());
-  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return Matmul(p, plan, algo, stream);
-  };
   const size_t n = plan.candidates.size();
   // A candidate that fails to launch is dropped, not fatal.
   std::vector<bool> usable(n, true);
   for (size_t i = 0; i < n; ++i) {
-    if (run(plan.candidates[i].algo) != CUBLAS_STATUS_SUCCESS) {
+    if (Matmul(p, plan, plan.candidates[i].algo, stream) !=
+        CUBLAS_STATUS_SUCCESS) {
       usable[i] = false;
       (void)cudaGetLastError();
     }
@@ -149,7 +147,8 @@ absl::StatusOr<int> GemmRunner::Tune(const GemmParams& p, cudaStream_t stream,
       if (!usable[i]) continue;
       DUET_RETURN_IF_ERROR(LaunchXorWords(words, flush_words, sink, stream));
       DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(start.get(), stream));
-      const cublasStatus_t rc = run(plan.candidates[i].algo);
+      const cublasStatus_t rc =
+          Matmul(p, plan, plan.candidates[i].algo, stream);
       DUET_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop.get(), stream));
       DUET_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop.get()));
       if (rc != CUBLAS_STATUS_SUCCESS) {

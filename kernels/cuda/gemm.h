@@ -10,12 +10,13 @@
 // its descriptors; all calls share one workspace. cuBLASLt's heuristic
 // picks it, except for GEMMs of at most `autotune_max_tokens` tokens
 // (decode), where the heuristic's first candidates are timed on the GPU
-// and the fastest kept: on an H100 the heuristic's choice streamed a decode
-// step's weights at 1.45-1.53x of the copy floor at 8-32 tokens
-// (docs/PERF.md), and which candidate is fastest for such skinny shapes is
-// a property of the card that only a measurement tells. Each timed run
-// starts with L2 emptied of the weights by reading a buffer twice its size
-// (in a real step every layer's weights come from DRAM).
+// and the fastest kept: the heuristic's choice streams a decode step's
+// weights at 1.4-1.5x of the copy floor at 8-32 tokens, and which
+// candidate is fastest for such skinny shapes only a measurement tells (on
+// an H100 it changed a step by ~1%, docs/PERF.md, so it is off by
+// default). Each timed run starts with L2 emptied of the weights by
+// reading a buffer twice its size (in a real step every layer's weights
+// come from DRAM).
 #ifndef DUET_KERNELS_CUDA_GEMM_H_
 #define DUET_KERNELS_CUDA_GEMM_H_
 
@@ -59,7 +60,7 @@ class GemmRunner {
   // A shape to be tuned is tuned by its first call outside a CUDA graph
   // capture (which synchronizes `stream`); inside a capture, before that,
   // it runs the heuristic's choice. So the model runs a decode step once
-  // eagerly before capturing it (model/transformer.cc).
+  // eagerly before capturing it (Backend::WantsEagerStepBeforeCapture).
   absl::Status Run(const GemmParams& p, cudaStream_t stream);
 
   // How many of cuBLASLt's candidates a tuned shape times.
