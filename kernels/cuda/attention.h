@@ -63,6 +63,10 @@ struct PagedAttentionParams {
   bool prefill_split_kv = false;
   int prefill_splits = 1;
   int prefill_split_keys = 0;
+  // Prefill only, read by the host's split plan and never on the device:
+  // host copy of query_start (may be null: the plan then assumes every
+  // sequence has max_query_len tokens).
+  const int32_t* host_query_start = nullptr;
   // Decode split scratch (DecodeAttentionWorkspaceBytes); may be null when
   // that is 0.
   void* workspace = nullptr;

@@ -399,6 +399,7 @@ class CudaBackend final : public Backend {
     p.num_sms = num_sms_;
     p.prefill_warp_rows = options_.prefill_warp_rows;
     p.prefill_split_kv = options_.prefill_split_kv;
+    p.host_query_start = step.query_start.data();
     const bool tiled =
         step.mode == AttentionMode::kPrefill && options_.tensor_core_prefill;
     // Decode, or prefill through the per-query path: token t reads its own

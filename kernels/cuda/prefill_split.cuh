@@ -137,11 +137,15 @@ struct PrefillSplitPlan {
   int split_keys = 0;
 };
 
-// Splits only when the (query tile, sequence, KV head) CTAs are fewer than
-// the SMs: then enough splits for about two CTAs per SM, of whole key
-// tiles and at least kMinSplitKeys keys each. max_seq_len is the step's
-// real longest context (prefill grids are not recorded in graphs).
-// rows: query rows per CTA.
+// Splits only when the (query tile, sequence, KV head) CTAs that have
+// work are fewer than the SMs: then enough splits for about two CTAs per
+// SM, of whole key tiles and at least kMinSplitKeys keys each. The grid
+// gives every sequence max_query_len's tiles, but a shorter sequence's
+// tiles past its end exit at once (a decode token beside a prompt chunk in
+// a colocated node's mixed step), so the work is counted from
+// host_query_start when the caller has it. max_seq_len is the step's real
+// longest context (prefill grids are not recorded in graphs). rows: query
+// rows per CTA.
 inline PrefillSplitPlan PlanPrefillSplit(const PagedAttentionParams& p,
                                          int rows) {
   PrefillSplitPlan plan;
@@ -150,8 +154,16 @@ inline PrefillSplitPlan PlanPrefillSplit(const PagedAttentionParams& p,
     return plan;
   }
   const int64_t tokens = std::max(1, rows / (p.num_heads / p.num_kv_heads));
-  const int64_t ctas =
-      CeilDiv(p.max_query_len, tokens) * int64_t{p.num_seqs} * p.num_kv_heads;
+  int64_t tiles = 0;
+  if (p.host_query_start != nullptr) {
+    for (int s = 0; s < p.num_seqs; ++s) {
+      tiles += CeilDiv(
+          int64_t{p.host_query_start[s + 1]} - p.host_query_start[s], tokens);
+    }
+  } else {
+    tiles = CeilDiv(p.max_query_len, tokens) * int64_t{p.num_seqs};
+  }
+  const int64_t ctas = std::max<int64_t>(1, tiles * p.num_kv_heads);
   const int64_t sms = std::max(1, p.num_sms);
   if (ctas >= sms) return plan;
   int64_t splits = std::min<int64_t>(

@@ -220,6 +220,30 @@ TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
   EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 0u);
 }
 
+// A mixed step: the hit's 100 tokens beside 3 decode tokens. The grid has
+// 4 tiles for every sequence (128 CTAs), but the decode tokens' tiles past
+// their one token exit at once: counted from the host's query_start, the
+// work is (4 + 3) tiles x 8 KV heads = 56 CTAs, so ceil(264 / 56) = 5
+// splits of ceil(2200 / 5) -> 448 keys; counted from the grid it would be
+// 128 CTAs and 3 splits.
+TEST(PrefillSplitPlanTest, CountsOnlyTilesWithTokensInMixedSteps) {
+  cuda::PagedAttentionParams p;
+  p.num_heads = 32;
+  p.num_kv_heads = 8;
+  p.head_dim = 128;
+  p.num_tokens = 103;
+  p.num_seqs = 4;
+  p.max_query_len = 100;
+  p.max_seq_len = 2200;
+  p.num_sms = 132;
+  p.prefill_split_kv = true;
+  const size_t per_split = size_t{103} * 32 * (128 + 2) * sizeof(float);
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 3 * per_split);
+  const std::vector<int32_t> query_start = {0, 100, 101, 102, 103};
+  p.host_query_start = query_start.data();
+  EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 5 * per_split);
+}
+
 // A prefix-cache hit's step and others with few query tiles over long
 // contexts, so that the split backends split (see the plan test above), plus
 // splits whose keys a tile never reaches (the early tiles of a long
@@ -232,6 +256,10 @@ TEST_F(AttentionTest, PrefillSplitKeysAfterCachedPrefix) {
   Check({64, 2, 2, 32}, AttentionMode::kPrefill, {{5000, 1}, {777, 64}}, 403,
         8.0f);
   Check({16, 8, 1, 16}, AttentionMode::kPrefill, {{600, 130}}, 404);
+  // A colocated node's mixed step: a prefix-cache hit's chunk beside decode
+  // tokens of long contexts (split by the real tiles, see the plan test).
+  Check({128, 4, 8, 16}, AttentionMode::kPrefill,
+        {{2000, 100}, {2150, 1}, {1900, 1}, {2199, 1}}, 405);
 }
 
 TEST_F(AttentionTest, PrefillSharpScores) {
