@@ -20,6 +20,14 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
   u.tokens.swap(pending_);
   u.logprobs.swap(pending_logprobs_);
   // Report done only once every token has been handed out.
+  if (timings_due_ && !u.tokens.empty()) {
+    // The update that carries a colocated request's first token.
+    timings_due_ = false;
+    u.queue_ms =
+        absl::ToDoubleMilliseconds(scheduled_.value_or(created_) - created_);
+    u.prefill_ms = absl::ToDoubleMilliseconds(first_token_time_ -
+                                              scheduled_.value_or(created_));
+  }
   if (done_ && u.tokens.empty()) {
     u.done = true;
     u.finish_reason = finish_;
@@ -33,16 +41,29 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
 void DecodeStream::OnScheduled(int32_t cached_prompt_tokens) {
   absl::MutexLock lock(&mu_);
   cached_prompt_tokens_ = cached_prompt_tokens;
+  // Once: a preempted request is scheduled again, but its queue ended at
+  // its first step.
+  if (!scheduled_.has_value()) scheduled_ = absl::Now();
+}
+
+void DecodeStream::NoteTokenLocked() {
+  if (colocated_ && !first_drawn_) {
+    first_drawn_ = true;
+    first_token_time_ = absl::Now();
+    timings_due_ = true;
+  }
 }
 
 void DecodeStream::OnToken(int32_t token) {
   absl::MutexLock lock(&mu_);
+  NoteTokenLocked();
   pending_.push_back(token);
 }
 
 void DecodeStream::OnTokenWithLogprobs(int32_t token,
                                        const kernels::TokenLogprobs& logprobs) {
   absl::MutexLock lock(&mu_);
+  NoteTokenLocked();
   pending_.push_back(token);
   pending_logprobs_.push_back(logprobs);
 }
@@ -386,6 +407,7 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartColocated(
                      " requests already wait for a place in the batch"));
   }
   auto stream = std::make_shared<DecodeStream>();
+  stream->colocated_ = true;
   runtime::NewRequest req;
   req.id = RequestId(request_id);
   req.num_prompt_tokens = static_cast<int32_t>(prompt.size());

@@ -90,6 +90,11 @@ class DecodeStream : public runtime::RequestSink {
     // Set when done: prompt tokens the prefix cache supplied (colocated
     // requests; 0 for received KV).
     int32_t cached_prompt_tokens = 0;
+    // A colocated request's update with its first token: arrival at this
+    // node to its first step, and that step to the first token (ms); -1
+    // otherwise.
+    double queue_ms = -1.0;
+    double prefill_ms = -1.0;
   };
   // Returns new tokens, or done, or (after `timeout`) an empty update.
   Update Next(absl::Duration timeout);
@@ -111,7 +116,17 @@ class DecodeStream : public runtime::RequestSink {
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   double decode_ms_ ABSL_GUARDED_BY(mu_) = 0.0;
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time first_token_time_ = absl::Now();
+  // Set by StartColocated before the loop sees the stream: the first token
+  // is drawn here, so the prefill's times are measured here too.
+  bool colocated_ = false;
+  const absl::Time created_ = absl::Now();  // arrival at this node
+  std::optional<absl::Time> scheduled_ ABSL_GUARDED_BY(mu_);
+  // Decode time counts from here: token 1, which a Decode stream is
+  // created with, or a colocated request's first drawn token.
+  absl::Time first_token_time_ ABSL_GUARDED_BY(mu_) = created_;
+  bool first_drawn_ ABSL_GUARDED_BY(mu_) = false;
+  bool timings_due_ ABSL_GUARDED_BY(mu_) = false;  // not yet handed out
+  void NoteTokenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 class DecodeEngine {

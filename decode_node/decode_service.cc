@@ -202,6 +202,10 @@ grpc::Status DecodeService::StreamTokens(
       for (const kernels::TokenLogprobs& l : u.logprobs) {
         *msg.mutable_chunk()->add_logprobs() = serving::ToProto(l);
       }
+      if (u.prefill_ms >= 0) {
+        msg.mutable_timings()->set_queue_ms(u.queue_ms);
+        msg.mutable_timings()->set_prefill_ms(u.prefill_ms);
+      }
       if (!writer->Write(msg)) {
         stream.Cancel();
         return grpc::Status(grpc::StatusCode::CANCELLED,

@@ -270,6 +270,7 @@ grpc::Status RouterService::GenerateColocated(
       SetDeadline(dctx, deadline);
       scope.SetCurrent(&dctx);
       scope.WatchNode(node.id, options_.stream_idle_timeout);
+      const absl::Time sent = absl::Now();
       std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>> reader =
           node.stub->Generate(&dctx, g);
       // The first message tells whether the node took the request: a
@@ -302,8 +303,12 @@ grpc::Status RouterService::GenerateColocated(
         routing_.predicted_tokens += int64_t{cached} * bs;
       }
       prefix_index_.Record(node.id, hashes, node.total_kv_blocks);
-      // The node's queue and prefill are inside its time to first token.
-      const v1::Timings base;
+      // As on the disaggregated path: the router's own wait plus the node's
+      // queue, then the node's prefill (its first chunk says).
+      v1::Timings base;
+      base.set_queue_ms(absl::ToDoubleMilliseconds(sent - start) +
+                        first.timings().queue_ms());
+      base.set_prefill_ms(first.timings().prefill_ms());
       return Relay(record, req, writer, scope, text, prompt.size(), start, base,
                    std::nullopt, node, "colocated node", dctx, *reader, nullptr,
                    std::move(first));

@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "model/engine.h"
 #include "tests/e2e/local_cluster.h"
@@ -22,6 +24,7 @@ struct Outcome {
   grpc::Status status;
   std::vector<int32_t> tokens;
   v1::GenerationFinished finished;
+  double e2e_ms = 0;  // the client's, call to end of stream
 };
 
 Outcome Generate(v1::Duet::Stub& stub, const std::vector<int32_t>& prompt,
@@ -33,6 +36,7 @@ Outcome Generate(v1::Duet::Stub& stub, const std::vector<int32_t>& prompt,
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
   Outcome out;
+  const absl::Time start = absl::Now();
   auto reader = stub.Generate(&ctx, req);
   v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
@@ -48,6 +52,7 @@ Outcome Generate(v1::Duet::Stub& stub, const std::vector<int32_t>& prompt,
     }
   }
   out.status = reader->Finish();
+  out.e2e_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
   return out;
 }
 
@@ -117,9 +122,17 @@ TEST_P(ColocatedOnlyTest, ServesLikeTheSingleProcessEngine) {
   const std::vector<Outcome> got =
       ExpectEqualTheEngine(**cluster, Prompts(16, 150), 12);
   for (const Outcome& g : got) {
-    // No handover: the node's own prefill is inside its time to first
-    // token.
-    EXPECT_EQ(g.finished.timings().prefill_ms(), 0.0);
+    // The node's own queue and prefill (its first chunk reports them), no
+    // handover; the prefill (first step to first token) and the decode
+    // (first token to last) are disjoint spans of the client's call.
+    const v1::Timings& t = g.finished.timings();
+    EXPECT_GE(t.queue_ms(), 0.0);
+    EXPECT_GT(t.prefill_ms(), 0.0);
+    EXPECT_EQ(t.transfer_ms(), 0.0);
+    EXPECT_LE(t.prefill_ms(), t.ttft_ms());
+    EXPECT_GT(t.decode_ms(), 0.0);
+    EXPECT_LE(t.prefill_ms() + t.decode_ms(), g.e2e_ms);
+    EXPECT_NEAR(t.mean_itl_ms(), t.decode_ms() / 11, 1e-6);
     EXPECT_EQ(g.finished.usage().completion_tokens(), 12u);
   }
   // Cancelled mid-stream: blocks come back.
@@ -151,8 +164,8 @@ TEST(ColocatedClusterTest, AutoSendsShortPromptsColocatedAndLongOnesDisagg) {
   const std::vector<Outcome> got = ExpectEqualTheEngine(**cluster, prompts, 8);
   int colocated = 0, disagg = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    // A disaggregated request carries the prefill node's prefill time.
-    const bool ran_disagg = got[i].finished.timings().prefill_ms() > 0;
+    // Only a disaggregated request has a KV handover to time.
+    const bool ran_disagg = got[i].finished.timings().transfer_ms() > 0;
     EXPECT_EQ(ran_disagg, prompts[i].size() > 64)
         << "prompt of " << prompts[i].size() << " tokens";
     (ran_disagg ? disagg : colocated) += 1;
@@ -176,7 +189,10 @@ TEST(ColocatedClusterTest, ColocatedNodeServesAsADecodeNodeUnderDisagg) {
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   const std::vector<Outcome> got =
       ExpectEqualTheEngine(**cluster, Prompts(6, 40), 8);
-  for (const Outcome& g : got) EXPECT_GT(g.finished.timings().prefill_ms(), 0);
+  for (const Outcome& g : got) {
+    EXPECT_GT(g.finished.timings().prefill_ms(), 0);
+    EXPECT_GT(g.finished.timings().transfer_ms(), 0);
+  }
   const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(10));
   EXPECT_TRUE(freed.ok()) << freed;
 }
