@@ -185,12 +185,9 @@ TEST_F(AttentionTest, PrefillTileBoundaries) {
         ++seed);
 }
 
-// The split plan is host code: checked without a GPU (CI runs it). It
-// splits a prefix-cache hit's step (100 new tokens over 2,000 cached, the
-// Qwen3-4B head shape: 4 query tiles x 8 KV heads on 132 SMs) into whole
-// 64-key tiles, never a step whose tiles fill the GPU, a short context, or
-// with the option off.
-TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
+// A prefix-cache hit's prefill step on the Qwen3-4B head shape on 132 SMs:
+// 100 new tokens over 2,000 cached, with the split on.
+cuda::PagedAttentionParams HitStep() {
   cuda::PagedAttentionParams p;
   p.num_heads = 32;
   p.num_kv_heads = 8;
@@ -201,6 +198,15 @@ TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
   p.max_seq_len = 2100;
   p.num_sms = 132;
   p.prefill_split_kv = true;
+  return p;
+}
+
+// The split plan is host code: checked without a GPU (CI runs it). It
+// splits a prefix-cache hit's step (4 query tiles x 8 KV heads) into whole
+// 64-key tiles, never a step whose tiles fill the GPU, a short context, or
+// with the option off.
+TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
+  cuda::PagedAttentionParams p = HitStep();
   const size_t per_split = size_t{100} * 32 * (128 + 2) * sizeof(float);
   const size_t bytes = cuda::PrefillAttentionWorkspaceBytes(p);
   // ceil(2100 / 8 splits) rounds up to 320 keys: 7 splits.
@@ -227,16 +233,10 @@ TEST(PrefillSplitPlanTest, SplitsOnlyFewTilesOverLongContexts) {
 // splits of ceil(2200 / 5) -> 448 keys; counted from the grid it would be
 // 128 CTAs and 3 splits.
 TEST(PrefillSplitPlanTest, CountsOnlyTilesWithTokensInMixedSteps) {
-  cuda::PagedAttentionParams p;
-  p.num_heads = 32;
-  p.num_kv_heads = 8;
-  p.head_dim = 128;
+  cuda::PagedAttentionParams p = HitStep();
   p.num_tokens = 103;
   p.num_seqs = 4;
-  p.max_query_len = 100;
   p.max_seq_len = 2200;
-  p.num_sms = 132;
-  p.prefill_split_kv = true;
   const size_t per_split = size_t{103} * 32 * (128 + 2) * sizeof(float);
   EXPECT_EQ(cuda::PrefillAttentionWorkspaceBytes(p), 3 * per_split);
   const std::vector<int32_t> query_start = {0, 100, 101, 102, 103};
