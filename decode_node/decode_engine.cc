@@ -19,7 +19,6 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
   Update u;
   u.tokens.swap(pending_);
   u.logprobs.swap(pending_logprobs_);
-  // Report done only once every token has been handed out.
   if (timings_due_ && !u.tokens.empty()) {
     // The update that carries a colocated request's first token.
     timings_due_ = false;
@@ -28,6 +27,7 @@ DecodeStream::Update DecodeStream::Next(absl::Duration timeout) {
     u.prefill_ms = absl::ToDoubleMilliseconds(first_token_time_ -
                                               scheduled_.value_or(created_));
   }
+  // Report done only once every token has been handed out.
   if (done_ && u.tokens.empty()) {
     u.done = true;
     u.finish_reason = finish_;
