@@ -285,9 +285,11 @@ TEST(ProtoRoundTrip, NodeMessages) {
   decode_chunk.mutable_chunk()->add_token_ids(5);
   *decode_chunk.mutable_chunk()->add_logprobs() = MakeLogprobs(-2.0f);
   decode_chunk.mutable_chunk()->set_text("x");
+  *decode_chunk.mutable_timings() = MakeTimings();  // a colocated first chunk
   ExpectRoundTrip(decode_chunk);
   DecodeResponse decode_done;
   *decode_done.mutable_finished() = MakeFinished();
+  *decode_done.mutable_timings() = MakeTimings();
   ExpectRoundTrip(decode_done);
 
   ReleaseRequest release;
