@@ -259,14 +259,9 @@ absl::StatusOr<kv_transfer::KvDescriptor> DecodeEngine::Reserve(
 
 absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
     uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
-    const model::SamplingParams& params,
-    std::optional<kernels::TokenLogprobs> first_logprobs) {
+    const model::SamplingParams& params) {
   DUET_RETURN_IF_ERROR(
       model::ValidateSamplingParams(params, config().vocab_size));
-  if (params.logprobs && !first_logprobs.has_value()) {
-    return absl::InvalidArgumentError(
-        "Decode: sampling.logprobs is set but first_token_logprobs is missing");
-  }
   if (first_token < 0 || first_token >= config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "first_token ", first_token, " is outside the vocabulary"));
@@ -277,12 +272,9 @@ absl::StatusOr<std::shared_ptr<DecodeStream>> DecodeEngine::StartDecode(
           absl::StrCat("prompt token id ", id, " is outside the vocabulary"));
     }
   }
+  // Token 1 is not streamed: the router sent it to the client as soon as
+  // the prefill node returned it, without waiting for this call.
   auto stream = std::make_shared<DecodeStream>();
-  if (params.logprobs) {
-    stream->OnTokenWithLogprobs(first_token, *first_logprobs);
-  } else {
-    stream->OnToken(first_token);
-  }
   runtime::NewRequest req;
   bool finished_at_first = false;
   {

@@ -172,14 +172,13 @@ class DecodeEngine {
 
   // Admits a reserved request whose KV is complete, with its prompt (kept
   // to recompute the KV after a preemption) and its first token (sampled
-  // by the prefill node) with its logprobs when params.logprobs (from the
-  // prefill node; INVALID_ARGUMENT when missing then). FAILED_PRECONDITION
-  // when the reservation is unknown or expired, INVALID_ARGUMENT for a
-  // prompt of another length than reserved.
+  // by the prefill node; the stream starts at token 2, since the router
+  // already sent token 1). FAILED_PRECONDITION when the reservation is
+  // unknown or expired, INVALID_ARGUMENT for a prompt of another length
+  // than reserved.
   absl::StatusOr<std::shared_ptr<DecodeStream>> StartDecode(
       uint64_t request_id, std::vector<int32_t> prompt, int32_t first_token,
-      const model::SamplingParams& params,
-      std::optional<kernels::TokenLogprobs> first_logprobs = std::nullopt);
+      const model::SamplingParams& params);
 
   // Colocated role: runs a whole request on this node (prefill chunks
   // piggybacked on the running decodes, then decode); the stream carries

@@ -142,20 +142,14 @@ grpc::Status DecodeService::Decode(
   }
   auto params = serving::FromProto(req->sampling());
   if (!params.ok()) return serving::ToGrpc(params.status());
-  std::optional<kernels::TokenLogprobs> first_logprobs;
-  if (req->has_first_token_logprobs()) {
-    auto l = serving::FromProto(req->first_token_logprobs());
-    if (!l.ok()) return serving::ToGrpc(l.status());
-    first_logprobs = *l;
-  }
   auto stream =
       engine_->StartDecode(req->request_id(),
                            std::vector<int32_t>(req->prompt_token_ids().begin(),
                                                 req->prompt_token_ids().end()),
-                           req->first_token(), *params, first_logprobs);
+                           req->first_token(), *params);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
-  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(), **stream,
-                      writer);
+  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(),
+                      /*sent_before=*/1, **stream, writer);
 }
 
 grpc::Status DecodeService::Generate(
@@ -169,17 +163,18 @@ grpc::Status DecodeService::Generate(
                            req->prompt_token_ids().end()),
       *params);
   if (!stream.ok()) return serving::ToGrpc(stream.status());
-  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(), **stream,
-                      writer);
+  return StreamTokens(*ctx, req->request_id(), req->deadline_ms(),
+                      /*sent_before=*/0, **stream, writer);
 }
 
 grpc::Status DecodeService::StreamTokens(
     grpc::ServerContext& ctx, uint64_t request_id, uint32_t deadline_ms,
-    DecodeStream& stream, grpc::ServerWriter<v1::DecodeResponse>* writer) {
+    int32_t sent_before, DecodeStream& stream,
+    grpc::ServerWriter<v1::DecodeResponse>* writer) {
   const absl::Time deadline =
       deadline_ms > 0 ? absl::Now() + absl::Milliseconds(deadline_ms)
                       : absl::InfiniteFuture();
-  int32_t completion_tokens = 0;
+  int32_t completion_tokens = sent_before;
   while (true) {
     // Short waits so a client that went away or a passed deadline is
     // noticed within 50 ms even while no token is produced.

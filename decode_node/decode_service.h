@@ -60,9 +60,12 @@ class DecodeService final : public v1::Node::Service {
                           bool consume, v1::KvTransferDescriptor* kv = nullptr);
 
   // Relays `stream` to `writer` until it ends, the caller goes away or
-  // `deadline_ms` (0: none) passes (Decode and Generate).
+  // `deadline_ms` (0: none) passes (Decode and Generate). `sent_before`:
+  // tokens the caller already has (Decode: token 1, which the router sent
+  // from the PrefillResponse), counted in the usage.
   grpc::Status StreamTokens(grpc::ServerContext& ctx, uint64_t request_id,
-                            uint32_t deadline_ms, DecodeStream& stream,
+                            uint32_t deadline_ms, int32_t sent_before,
+                            DecodeStream& stream,
                             grpc::ServerWriter<v1::DecodeResponse>* writer);
 
   DecodeEngine* engine_;

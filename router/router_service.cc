@@ -584,9 +584,6 @@ grpc::Status RouterService::GenerateImpl(
   d.set_request_id(id);
   d.set_reservation_token(reservation.token);
   d.set_first_token(prefill.first_token());
-  if (prefill.has_first_token_logprobs()) {
-    *d.mutable_first_token_logprobs() = prefill.first_token_logprobs();
-  }
   d.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
   *d.mutable_sampling() = sampling;
   d.set_deadline_ms(MsUntil(deadline));
@@ -607,11 +604,22 @@ grpc::Status RouterService::GenerateImpl(
   // deadline passed on the way, the connection broke): then the
   // reservation would wait out its TTL. Releasing is harmless when the node
   // did see the call (the request is over either way).
+  // Token 1 goes to the client now, not after a round trip through the
+  // decode node (the Decode stream starts at token 2): on an H100 the
+  // router's TTFT was ~1.8 ms over the prefill node's queue + prefill +
+  // transfer (docs/PERF.md).
+  v1::DecodeResponse token1;
+  token1.mutable_chunk()->add_token_ids(prefill.first_token());
+  if (prefill.has_first_token_logprobs()) {
+    *token1.mutable_chunk()->add_logprobs() = prefill.first_token_logprobs();
+  }
   return Relay(record, *req, writer, scope, text, prompt.size(), start, base,
                prefill.cached_prompt_tokens(), reservation.node, "decode node",
-               dctx, *reader, [&](v1::ReleaseReason reason) {
+               dctx, *reader,
+               [&](v1::ReleaseReason reason) {
                  ReleaseDecode(id, reservation, reason);
-               });
+               },
+               std::move(token1));
 }
 
 grpc::Status RouterService::CheckApiKey(const grpc::ServerContext& ctx) const {

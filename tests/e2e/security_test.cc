@@ -326,7 +326,8 @@ TEST(SecurityTest, PrefillWritesOnlyWhereTheReservationSays) {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
   auto reader = decode->Decode(&ctx, d);
-  std::vector<int32_t> got;  // the stream starts with the first token
+  // The stream starts at token 2 (the router sends token 1 itself).
+  std::vector<int32_t> got = {first.first_token()};
   v1::DecodeResponse msg;
   while (reader->Read(&msg)) {
     if (msg.has_chunk()) {

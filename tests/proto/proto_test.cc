@@ -278,7 +278,6 @@ TEST(ProtoRoundTrip, NodeMessages) {
   decode.set_reservation_token("token");
   decode.add_prompt_token_ids(9707);
   decode.add_prompt_token_ids(11);
-  *decode.mutable_first_token_logprobs() = MakeLogprobs(-0.5f);
   ExpectRoundTrip(decode);
 
   DecodeResponse decode_chunk;

@@ -85,7 +85,8 @@ absl::StatusOr<std::vector<int32_t>> RunOne(Pair& p, uint64_t id,
   }
   auto stream = p.decode->StartDecode(id, prompt, (*result)->first_token, s);
   if (!stream.ok()) return stream.status();
-  std::vector<int32_t> tokens;
+  // The stream starts at token 2; token 1 is the prefill node's.
+  std::vector<int32_t> tokens = {(*result)->first_token};
   while (true) {
     auto u = (*stream)->Next(absl::Seconds(10));
     tokens.insert(tokens.end(), u.tokens.begin(), u.tokens.end());
@@ -356,7 +357,7 @@ TEST(DisaggregatedEnginesTest, PreemptionByRecomputeKeepsOutputsIdentical) {
     streams.push_back(*s);
   }
   for (int i = 0; i < kN; ++i) {
-    std::vector<int32_t> got;
+    std::vector<int32_t> got = {firsts[i]};  // the stream starts at token 2
     decode_node::DecodeStream::Update u;
     for (int k = 0; k < 1000 && !u.done; ++k) {
       u = streams[i]->Next(absl::Seconds(5));
