@@ -613,13 +613,12 @@ grpc::Status RouterService::GenerateImpl(
   if (prefill.has_first_token_logprobs()) {
     *token1.mutable_chunk()->add_logprobs() = prefill.first_token_logprobs();
   }
-  return Relay(record, *req, writer, scope, text, prompt.size(), start, base,
-               prefill.cached_prompt_tokens(), reservation.node, "decode node",
-               dctx, *reader,
-               [&](v1::ReleaseReason reason) {
-                 ReleaseDecode(id, reservation, reason);
-               },
-               std::move(token1));
+  return Relay(
+      record, *req, writer, scope, text, prompt.size(), start, base,
+      prefill.cached_prompt_tokens(), reservation.node, "decode node", dctx,
+      *reader,
+      [&](v1::ReleaseReason reason) { ReleaseDecode(id, reservation, reason); },
+      std::move(token1));
 }
 
 grpc::Status RouterService::CheckApiKey(const grpc::ServerContext& ctx) const {
