@@ -5,8 +5,9 @@
 # disaggregated cluster (one prefill + one decode node sharing the GPU),
 # started fresh twice: caching off, then on (both nodes'
 # --enable-prefix-caching). Reports TTFT p50 / p99 (and, over the requests
-# that hit a cache, the client's TTFT and the server's prefill time,
-# medians), prefill tokens computed
+# that hit a cache, the client's TTFT, the server's prefill time and the
+# router's TTFT past the nodes' queue + prefill + transfer, medians),
+# prefill tokens computed
 # (prompt tokens placed less those the prefill node took from its cache,
 # from `duet-cli health`), and KV bytes sent (the prefill node's
 # duet:kv_transfer_bytes_total), and writes a summary table
@@ -41,8 +42,8 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 ||
 echo "GPU: $GPU; prefix $PREFIX tokens shared by $SHARE of $N requests, suffix $SUFFIX, OSL $OSL, rate $RATE/s" |
   tee "$OUT/summary.txt"
 TOPOLOGIES=${DUET_TOPOLOGIES:-disagg}
-printf '%-10s %-8s %10s %10s %12s %14s %14s %10s %10s %10s\n' topology caching ttft_p50 ttft_p99 prompt_tok \
-  prefill_tok kv_sent_MB decode_cached hit_ttft50 hit_pref50 >>"$OUT/summary.txt"
+printf '%-10s %-8s %10s %10s %12s %14s %14s %10s %10s %10s %10s\n' topology caching ttft_p50 ttft_p99 prompt_tok \
+  prefill_tok kv_sent_MB decode_cached hit_ttft50 hit_pref50 hit_rest50 >>"$OUT/summary.txt"
 
 
 # The value of a counter on a node's /metrics (0 when absent).
@@ -118,16 +119,22 @@ d = {k: field(after, k) - field(before, k)
 # Prompt tokens placed less those the computing node (prefill or
 # colocated) took from its prefix cache.
 computed = d['prompt_tokens'] - int(hit)
-# Requests that hit a prefix cache: their client TTFT and the server's
-# prefill time (a colocated node reports none), medians.
+# Requests that hit a prefix cache, medians: their client TTFT, the
+# server's prefill time (prefill node or colocated node), and the rest of
+# the router's TTFT past the nodes' queue, prefill and KV transfer (RPC
+# legs between router and nodes).
 def median(v):
     v = sorted(v)
     return v[len(v) // 2] if v else float("nan")
 hits = [q for q in r.get("requests", []) if q["status"] == "OK" and q["cached_prompt_tokens"] > 0]
 hit_ttft = median([q["ttft_ms"] for q in hits])
 hit_prefill = median([q["server_timings_ms"]["prefill_ms"] for q in hits])
+def rest(t):
+    return t["ttft_ms"] - t["queue_ms"] - t["prefill_ms"] - t.get("transfer_ms", 0.0)
+hit_rest = median([rest(q["server_timings_ms"]) for q in hits])
 print(f"{topo:<10} {caching:<8} {r['median_ttft_ms']:10.1f} {r['p99_ttft_ms']:10.1f} {d['prompt_tokens']:12d} "
-      f"{computed:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d} {hit_ttft:10.1f} {hit_prefill:10.1f}")
+      f"{computed:14d} {int(sent) / 1e6:14.1f} {d['decode_cached_tokens']:10d} {hit_ttft:10.1f} {hit_prefill:10.1f} "
+      f"{hit_rest:10.2f}")
 EOF
   stop_all
   sleep 2
