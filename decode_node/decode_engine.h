@@ -121,8 +121,9 @@ class DecodeStream : public runtime::RequestSink {
   bool colocated_ = false;
   const absl::Time created_ = absl::Now();  // arrival at this node
   std::optional<absl::Time> scheduled_ ABSL_GUARDED_BY(mu_);
-  // Decode time counts from here: token 1, which a Decode stream is
-  // created with, or a colocated request's first drawn token.
+  // Decode time counts from here: a Decode stream's creation (token 1,
+  // which the router already sent, is its first input), or a colocated
+  // request's first drawn token.
   absl::Time first_token_time_ ABSL_GUARDED_BY(mu_) = created_;
   bool first_drawn_ ABSL_GUARDED_BY(mu_) = false;
   bool timings_due_ ABSL_GUARDED_BY(mu_) = false;  // not yet handed out
