@@ -27,7 +27,7 @@ grpc::Status RouterService::Relay(
     std::optional<TextStream>& text, size_t prompt_tokens, absl::Time start,
     const v1::Timings& base, std::optional<uint32_t> cached_prompt_tokens,
     const NodeRef& node, const char* role, grpc::ClientContext& dctx,
-    grpc::ClientReader<v1::DecodeResponse>& reader,
+    ReaderPtr reader, const std::function<ReaderPtr()>& open,
     const std::function<void(v1::ReleaseReason)>& release,
     std::optional<v1::DecodeResponse> first) {
   v1::DecodeResponse msg;
@@ -79,7 +79,8 @@ grpc::Status RouterService::Relay(
       first.reset();
       return true;
     }
-    return reader.Read(&msg);
+    if (reader == nullptr) reader = open();
+    return reader->Read(&msg);
   };
   while (!stopped_by_string && next()) {
     scope.Touch();
@@ -95,7 +96,11 @@ grpc::Status RouterService::Relay(
             text->Add(std::span<const int32_t>(ids.data(), ids.size()));
         if (!delta.ok()) {
           dctx.TryCancel();
-          (void)reader.Finish();
+          if (reader != nullptr) {
+            (void)reader->Finish();
+          } else if (release) {
+            release(v1::RELEASE_REASON_FAILED);
+          }
           return Error(grpc::StatusCode::INTERNAL,
                        absl::StrCat("detokenizing the output: ",
                                     delta.status().message()));
@@ -137,10 +142,14 @@ grpc::Status RouterService::Relay(
     }
   }
   if (stopped_by_string || client_gone) dctx.TryCancel();
-  const grpc::Status s = reader.Finish();
+  // Never opened: the request ended at the first message, and the node
+  // holds its reservation until told.
+  const bool opened = reader != nullptr;
+  const grpc::Status s = opened ? reader->Finish() : grpc::Status::OK;
   scope.SetCurrent(nullptr);
   const CallWatcher::Lost lost = scope.lost();
   scope.Unwatch();
+  if (!opened && release) release(v1::RELEASE_REASON_CANCELLED);
   if (!s.ok() && lost == CallWatcher::Lost::kNone && release) {
     // Not to a node that is gone or stuck: the call would wait out its
     // timeout before the client hears; that node frees on seeing the
@@ -310,8 +319,8 @@ grpc::Status RouterService::GenerateColocated(
                         first.timings().queue_ms());
       base.set_prefill_ms(first.timings().prefill_ms());
       return Relay(record, req, writer, scope, text, prompt.size(), start, base,
-                   std::nullopt, node, "colocated node", dctx, *reader, nullptr,
-                   std::move(first));
+                   std::nullopt, node, "colocated node", dctx,
+                   std::move(reader), nullptr, nullptr, std::move(first));
     }
     if (!any_full) {
       return Error(

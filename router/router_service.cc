@@ -593,8 +593,6 @@ grpc::Status RouterService::GenerateImpl(
   // A decode node that leaves the cluster or goes quiet ends the stream
   // now, not at the client's deadline.
   scope.WatchNode(reservation.node.id, options_.stream_idle_timeout);
-  std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>> reader =
-      reservation.node.stub->Decode(&dctx, d);
   v1::Timings base;
   base.set_queue_ms(absl::ToDoubleMilliseconds(prefill_start - start) +
                     prefill.timings().queue_ms());
@@ -607,7 +605,8 @@ grpc::Status RouterService::GenerateImpl(
   // Token 1 goes to the client now, not after a round trip through the
   // decode node (the Decode stream starts at token 2): on an H100 the
   // router's TTFT was ~1.8 ms over the prefill node's queue + prefill +
-  // transfer (docs/PERF.md).
+  // transfer (docs/PERF.md). The Decode call starts after it is written
+  // (its synchronous start waits for the request to be sent).
   v1::DecodeResponse token1;
   token1.mutable_chunk()->add_token_ids(prefill.first_token());
   if (prefill.has_first_token_logprobs()) {
@@ -616,7 +615,7 @@ grpc::Status RouterService::GenerateImpl(
   return Relay(
       record, *req, writer, scope, text, prompt.size(), start, base,
       prefill.cached_prompt_tokens(), reservation.node, "decode node", dctx,
-      *reader,
+      nullptr, [&] { return reservation.node.stub->Decode(&dctx, d); },
       [&](v1::ReleaseReason reason) { ReleaseDecode(id, reservation, reason); },
       std::move(token1));
 }

@@ -151,6 +151,12 @@ class RouterService final : public v1::Duet::Service,
   // neither gone nor stuck. Tokens and the finish go to `record`.
   // `cached_prompt_tokens` (the prefill node's) goes into the usage; unset,
   // the node's own finished message's count stands (colocated).
+  // `first`, when set, is relayed before anything is read. `reader` may be
+  // null: `open` then starts the call once `first` has gone to the client
+  // (the disaggregated path, so that token 1 does not wait for the Decode
+  // call to be sent); a request that ends at `first` (stop string, client
+  // gone) never opens it and `release` frees the node's reservation.
+  using ReaderPtr = std::unique_ptr<grpc::ClientReader<v1::DecodeResponse>>;
   grpc::Status Relay(RequestRecord* record, const v1::GenerateRequest& req,
                      grpc::ServerWriter<v1::GenerateResponse>* writer,
                      CallWatcher::Scope& scope, std::optional<TextStream>& text,
@@ -158,10 +164,10 @@ class RouterService final : public v1::Duet::Service,
                      const v1::Timings& base,
                      std::optional<uint32_t> cached_prompt_tokens,
                      const NodeRef& node, const char* role,
-                     grpc::ClientContext& dctx,
-                     grpc::ClientReader<v1::DecodeResponse>& reader,
+                     grpc::ClientContext& dctx, ReaderPtr reader,
+                     const std::function<ReaderPtr()>& open,
                      const std::function<void(v1::ReleaseReason)>& release,
-                     std::optional<v1::DecodeResponse> first = std::nullopt);
+                     std::optional<v1::DecodeResponse> first);
   // Waits for `ticket`'s turn in the admission queue: OK at its turn,
   // CANCELLED when the client left, RESOURCE_EXHAUSTED ("`full` and the
   // request's deadline passed while queued (`last_error`)") at `deadline`.

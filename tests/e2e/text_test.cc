@@ -69,6 +69,9 @@ TEST(TextTest, TextPromptStreamsValidUtf8AndStopsOnAStopString) {
   ClusterOptions o;
   o.model_dir = SyntheticModelDir("tiny");
   o.router_args = {"--tokenizer", kTokenizer};
+  // Released blocks wait out the quarantine (a prefill node's late write)
+  // before they are free: short here, so the leak check below is quick.
+  o.decode_args = {"--release-quarantine-ms", "300"};
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   auto tok = tokenizer::Tokenizer::FromFile(kTokenizer);
@@ -105,6 +108,27 @@ TEST(TextTest, TextPromptStreamsValidUtf8AndStopsOnAStopString) {
   EXPECT_EQ(stopped_text, joined.substr(0, joined.find(stop)));
   EXPECT_LT(stopped.tokens.size(), full.tokens.size());
   EXPECT_TRUE((*cluster)->WaitAllBlocksFree(absl::Seconds(5)).ok());
+
+  // A stop string in token 1's text: the router ends the request before it
+  // opens the decode node's stream, and releases the reservation there
+  // (well before its 60 s TTL; free after the quarantine).
+  ASSERT_FALSE(full.deltas.empty());
+  ASSERT_FALSE(full.deltas[0].empty()) << "token 1 decodes to no text";
+  size_t len = 1;
+  while (len < full.deltas[0].size() &&
+         (static_cast<unsigned char>(full.deltas[0][len]) >> 6) == 2) {
+    ++len;
+  }
+  const std::string first_stop = full.deltas[0].substr(0, len);
+  const TextOutcome at_first =
+      GenerateText((*cluster)->client(), prompt, 40, first_stop);
+  ASSERT_TRUE(at_first.status.ok()) << at_first.status.error_message();
+  EXPECT_EQ(at_first.finished.finish_reason(), v1::FINISH_REASON_STOP_STRING);
+  EXPECT_EQ(at_first.finished.matched_stop(), first_stop);
+  EXPECT_LE(at_first.tokens.size(), 1u);
+  for (const std::string& d : at_first.deltas) EXPECT_EQ(d, "");
+  const absl::Status freed = (*cluster)->WaitAllBlocksFree(absl::Seconds(5));
+  EXPECT_TRUE(freed.ok()) << freed;
 }
 
 TEST(TextTest, TextNeedsARouterTokenizer) {
