@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -20,6 +21,18 @@ int64_t PieceBytes(const KvDescriptor& dest, size_t copies, LayerRange layers) {
   return static_cast<int64_t>(copies) * num_layers * whole.block_bytes();
 }
 
+// Copies of logical blocks from 0 as the descriptor addresses them: those
+// the receiver holds (below first_block) dropped, the rest shifted.
+std::vector<BlockCopy> ToDescriptor(std::vector<BlockCopy> copies,
+                                    int32_t first_block) {
+  if (first_block <= 0) return copies;
+  std::erase_if(copies, [&](const BlockCopy& c) {
+    return c.logical_block < first_block;
+  });
+  for (BlockCopy& c : copies) c.logical_block -= first_block;
+  return copies;
+}
+
 }  // namespace
 
 AsyncKvSender::AsyncKvSender(std::unique_ptr<KvSender> transport,
@@ -34,9 +47,23 @@ absl::Status AsyncKvSender::Open(uint64_t key, KvDescriptor dest,
                                  absl::Time deadline,
                                  absl::Duration piece_timeout) {
   absl::MutexLock lock(&mu_);
+  return OpenLocked(key, std::make_shared<const KvDescriptor>(std::move(dest)),
+                    deadline, piece_timeout);
+}
+
+absl::Status AsyncKvSender::OpenPending(uint64_t key, absl::Time deadline,
+                                        absl::Duration piece_timeout) {
+  absl::MutexLock lock(&mu_);
+  return OpenLocked(key, nullptr, deadline, piece_timeout);
+}
+
+absl::Status AsyncKvSender::OpenLocked(uint64_t key,
+                                       std::shared_ptr<const KvDescriptor> dest,
+                                       absl::Time deadline,
+                                       absl::Duration piece_timeout) {
   if (stop_) return absl::UnavailableError("KV sender is shutting down");
   Transfer t;
-  t.dest = std::make_shared<const KvDescriptor>(std::move(dest));
+  t.dest = std::move(dest);
   t.deadline = deadline;
   t.piece_timeout = piece_timeout;
   t.opened = absl::Now();
@@ -44,6 +71,30 @@ absl::Status AsyncKvSender::Open(uint64_t key, KvDescriptor dest,
     return absl::AlreadyExistsError(
         absl::StrCat("a KV transfer for request ", key, " is already open"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status AsyncKvSender::Bind(uint64_t key,
+                                 absl::StatusOr<KvDescriptor> dest) {
+  absl::MutexLock lock(&mu_);
+  auto it = transfers_.find(key);
+  if (it == transfers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no open KV transfer for request ", key));
+  }
+  Transfer& t = it->second;
+  if (t.dest != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the KV transfer of request ", key, " has its descriptor already"));
+  }
+  if (!dest.ok()) {
+    if (t.status.ok()) t.status = dest.status();
+    // Still unbound: its pieces are skipped (they never read a
+    // descriptor), its end runs.
+    t.dest = std::make_shared<const KvDescriptor>();
+    return absl::OkStatus();
+  }
+  t.dest = std::make_shared<const KvDescriptor>(std::move(*dest));
   return absl::OkStatus();
 }
 
@@ -57,7 +108,6 @@ void AsyncKvSender::Submit(uint64_t key, std::vector<BlockCopy> copies,
   }
   Work w;
   w.key = key;
-  w.dest = it->second.dest;
   w.copies = std::move(copies);
   w.layers = layers;
   w.ready = std::move(ready);
@@ -120,9 +170,28 @@ void AsyncKvSender::Shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::deque<AsyncKvSender::Work>::iterator AsyncKvSender::NextRunnable() {
+  // Keys met so far whose transfer waits for its descriptor: their later
+  // items wait too (a key's items run in order). Few transfers are open at
+  // once, so a scan is cheap.
+  absl::InlinedVector<uint64_t, 4> waiting;
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    const Transfer& t = transfers_.at(it->key);
+    if (stop_ || t.dest != nullptr || !t.status.ok()) {
+      if (std::find(waiting.begin(), waiting.end(), it->key) == waiting.end()) {
+        return it;
+      }
+      continue;
+    }
+    waiting.push_back(it->key);
+  }
+  return queue_.end();
+}
+
 void AsyncKvSender::Run() {
   while (true) {
     Work w;
+    std::shared_ptr<const KvDescriptor> dest;
     absl::Status status;
     absl::Time deadline;
     absl::Duration piece_timeout;
@@ -131,15 +200,17 @@ void AsyncKvSender::Run() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](AsyncKvSender* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-            return s->stop_ || !s->queue_.empty();
+            return (s->stop_ && s->queue_.empty()) ||
+                   s->NextRunnable() != s->queue_.end();
           },
           this));
       if (queue_.empty()) {  // stop_ and nothing left
         exited_ = true;
         return;
       }
-      w = std::move(queue_.front());
-      queue_.pop_front();
+      auto next = NextRunnable();
+      w = std::move(*next);
+      queue_.erase(next);
       Transfer& t = transfers_.at(w.key);
       if (stop_ && t.status.ok()) {
         t.status = absl::CancelledError(
@@ -156,6 +227,7 @@ void AsyncKvSender::Run() {
         --pending_pieces_;  // skipped
         continue;
       } else {
+        dest = t.dest;
         deadline = t.deadline;
         piece_timeout = t.piece_timeout;
       }
@@ -165,21 +237,24 @@ void AsyncKvSender::Run() {
       w.done(std::move(status));
       continue;
     }
+    const std::vector<BlockCopy> copies =
+        ToDescriptor(std::move(w.copies), dest->first_block);
     const absl::Duration left = std::min(deadline - absl::Now(), piece_timeout);
     absl::Status s =
         left <= absl::ZeroDuration()
             ? absl::DeadlineExceededError(absl::StrCat(
                   "KV transfer of request ", w.key,
                   " passed its deadline before all of its KV was sent"))
-            : transport_->SendLayers(*w.dest, w.copies, w.layers,
-                                     std::move(w.ready), left);
+        : copies.empty() ? absl::OkStatus()
+                         : transport_->SendLayers(*dest, copies, w.layers,
+                                                  std::move(w.ready), left);
     absl::MutexLock lock(&mu_);
     --pending_pieces_;
     Transfer& t = transfers_.at(w.key);
     if (!s.ok()) {
       if (t.status.ok()) t.status = std::move(s);
     } else {
-      t.bytes += PieceBytes(*w.dest, w.copies.size(), w.layers);
+      t.bytes += PieceBytes(*dest, copies.size(), w.layers);
     }
   }
 }

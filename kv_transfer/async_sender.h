@@ -10,6 +10,14 @@
 //   mark); sender.Close(id, [](absl::Status s) { ... });  // once, on the
 //   thread
 //
+// The descriptor may come later than the pieces (OpenPending, then Bind):
+// a prefill node asks the decode node where to write while the prompt
+// already runs, so that round trip is off the time to first token. Pieces
+// of a transfer still waiting for its descriptor wait in the queue while
+// other requests' pieces go by. Copies index the request's logical blocks
+// from 0: the sender skips those below the descriptor's first_block (the
+// receiver's prefix cache holds them) and addresses the rest from there.
+//
 // A failed piece (the transport's error, or DEADLINE_EXCEEDED once the
 // request's deadline passes, waiting for the mark included) fails the
 // transfer: the pieces after it are skipped and Close's callback gets that
@@ -67,6 +75,16 @@ class AsyncKvSender {
   // still open; UNAVAILABLE after Shutdown.
   absl::Status Open(uint64_t key, KvDescriptor dest, absl::Time deadline,
                     absl::Duration piece_timeout = absl::InfiniteDuration());
+  // As Open, with the descriptor to come (Bind). Pieces submitted meanwhile
+  // wait for it; the caller must Bind (a descriptor or an error) or end the
+  // transfer, or they wait until Shutdown.
+  absl::Status OpenPending(
+      uint64_t key, absl::Time deadline,
+      absl::Duration piece_timeout = absl::InfiniteDuration());
+  // The descriptor of a transfer opened pending, or why there is none (the
+  // transfer then fails with that status). FailedPrecondition for a key
+  // already bound, NotFound for one not open (ended transfers included).
+  absl::Status Bind(uint64_t key, absl::StatusOr<KvDescriptor> dest);
   // Queues a piece and returns at once: layers `layers` of `copies`, to be
   // read once `ready` is reached (null: the KV is in the pool already).
   // Ignored for a key that is not open or has failed (its status says
@@ -97,7 +115,7 @@ class AsyncKvSender {
 
  private:
   struct Transfer {
-    std::shared_ptr<const KvDescriptor> dest;
+    std::shared_ptr<const KvDescriptor> dest;  // null until bound
     absl::Time deadline;
     absl::Duration piece_timeout;
     absl::Status status;
@@ -108,7 +126,6 @@ class AsyncKvSender {
   struct Work {
     uint64_t key = 0;
     // A piece, or (done set) the end of the key's transfer.
-    std::shared_ptr<const KvDescriptor> dest;
     std::vector<BlockCopy> copies;
     LayerRange layers;
     std::shared_ptr<const kernels::StreamMark> ready;
@@ -116,8 +133,15 @@ class AsyncKvSender {
   };
 
   void Run();
+  absl::Status OpenLocked(uint64_t key,
+                          std::shared_ptr<const KvDescriptor> dest,
+                          absl::Time deadline, absl::Duration piece_timeout)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status End(uint64_t key, absl::Status why, Done done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first queued item that may run now (its transfer bound, failed or
+  // stopping, and no earlier item of its key waiting), or queue_.end().
+  std::deque<Work>::iterator NextRunnable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::unique_ptr<KvSender> transport_;
   const Observer observer_;

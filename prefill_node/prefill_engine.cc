@@ -62,6 +62,34 @@ void PrefillJob::OnFinish(runtime::FinishReason reason, absl::Status status) {
   if (!transfer_open_) Complete(absl::OkStatus());
 }
 
+void PrefillJob::SetDestination(
+    absl::StatusOr<kv_transfer::KvDescriptor> dest) {
+  absl::MutexLock lock(&dest_mu_);
+  if (sender_ == nullptr) {
+    dest_ = std::move(dest);
+    return;
+  }
+  // NotFound: the transfer ended already (the request failed or was
+  // cancelled), and nothing waits for the destination.
+  (void)sender_->Bind(key_, std::move(dest));
+}
+
+absl::Status PrefillJob::OpenTransfer(kv_transfer::AsyncKvSender* sender,
+                                      absl::Time deadline,
+                                      absl::Duration piece_timeout) {
+  absl::MutexLock lock(&dest_mu_);
+  if (dest_.has_value() && dest_->ok()) {
+    DUET_RETURN_IF_ERROR(
+        sender->Open(key_, std::move(**dest_), deadline, piece_timeout));
+  } else {
+    DUET_RETURN_IF_ERROR(sender->OpenPending(key_, deadline, piece_timeout));
+    if (dest_.has_value()) (void)sender->Bind(key_, std::move(*dest_));
+  }
+  dest_.reset();
+  sender_ = sender;
+  return absl::OkStatus();
+}
+
 void PrefillJob::Complete(absl::Status transfer) {
   if (!compute_status_.ok()) {
     result_ = compute_status_;
@@ -94,7 +122,7 @@ class PrefillPolicy final : public runtime::RolePolicy {
   absl::Status OnAdmit(const runtime::NewRequest& r) override {
     auto job = std::static_pointer_cast<PrefillJob>(r.sink);
     DUET_RETURN_IF_ERROR(
-        sender_->Open(r.id.value(), job->dest_, r.deadline, transfer_timeout_));
+        job->OpenTransfer(sender_, r.deadline, transfer_timeout_));
     job->transfer_open_ = true;
     jobs_[r.id] = std::move(job);
     return absl::OkStatus();
@@ -108,24 +136,20 @@ class PrefillPolicy final : public runtime::RolePolicy {
       const runtime::Sequence& seq = requests[i].seq;
       const bool last = c.start + c.len >= seq.num_prompt_tokens;
       Piece p{c.id.value(), {}};
-      // The decode node's leading blocks it holds already (its prefix
-      // cache): never sent.
-      auto job = jobs_.find(c.id);
-      const int32_t skip =
-          job == jobs_.end() ? 0 : job->second->dest_.first_block;
       // Blocks before the chunk that this request has not pushed yet: the
       // prefix cache's (computed by an earlier request, never by a chunk of
-      // this one), sent with its first chunk.
+      // this one), sent with its first chunk. The sender skips the leading
+      // ones the decode node holds (its prefix cache): the destination may
+      // not be known yet.
       int32_t& sent = sent_blocks_[c.id];
-      sent = std::max(sent, skip);
       const int32_t from = std::min(c.start, sent * block_size_);
       if (push_ == KvPush::kRequest) {
-        if (last) p.copies = Copies(seq, 0, c.start + c.len, true, skip);
+        if (last) p.copies = Copies(seq, 0, c.start + c.len, true);
       } else {
-        p.copies = Copies(seq, from, c.start + c.len, last, skip);
+        p.copies = Copies(seq, from, c.start + c.len, last);
       }
       for (const kv_transfer::BlockCopy& b : p.copies) {
-        sent = std::max(sent, skip + b.logical_block + 1);
+        sent = std::max(sent, b.logical_block + 1);
       }
       step_.push_back(std::move(p));
     }
@@ -206,19 +230,19 @@ class PrefillPolicy final : public runtime::RolePolicy {
     std::vector<kv_transfer::BlockCopy> copies;
   };
 
-  // The blocks of tokens [start, end) that are complete after them, from
-  // block `skip` on: a partial last block is sent only with the prompt's
-  // last chunk, once whole, so every block leaves exactly once. Copies
-  // index the descriptor's blocks, which start at logical block `skip`.
+  // The blocks of tokens [start, end) that are complete after them: a
+  // partial last block is sent only with the prompt's last chunk, once
+  // whole, so every block leaves exactly once. Copies index the request's
+  // logical blocks (the sender maps them to the descriptor's).
   std::vector<kv_transfer::BlockCopy> Copies(const runtime::Sequence& seq,
                                              int32_t start, int32_t end,
-                                             bool last, int32_t skip) const {
-    const int32_t first = std::max(start / block_size_, skip);
+                                             bool last) const {
+    const int32_t first = start / block_size_;
     const int32_t stop =
         last ? model::BlocksForTokens(end, block_size_) : end / block_size_;
     std::vector<kv_transfer::BlockCopy> copies;
     for (int32_t b = first; b < stop; ++b) {
-      copies.push_back({seq.blocks[static_cast<size_t>(b)].value(), b - skip});
+      copies.push_back({seq.blocks[static_cast<size_t>(b)].value(), b});
     }
     return copies;
   }
@@ -274,16 +298,13 @@ PrefillEngine::~PrefillEngine() {
   loop_.reset();
 }
 
-absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
-    uint64_t request_id, std::vector<int32_t> prompt,
-    const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
-    absl::Time deadline) {
-  DUET_RETURN_IF_ERROR(model::ValidateRequest(prompt, params, config()));
+absl::Status PrefillEngine::CheckDestination(
+    int64_t prompt_tokens, const kv_transfer::KvDescriptor& dest) const {
   // The decode node's TP size may differ (head slices); the rest must match.
   DUET_RETURN_IF_ERROR(
       kv_transfer::MakeTransferPlan(layout(), dest.layout).status());
-  const int32_t need = model::BlocksForTokens(
-      static_cast<int64_t>(prompt.size()), runner_->block_size());
+  const int32_t need =
+      model::BlocksForTokens(prompt_tokens, runner_->block_size());
   // The decode node holds the first `first_block` (its prefix cache); the
   // block of the last prompt token is always sent.
   if (dest.first_block < 0 || dest.first_block >= need) {
@@ -296,13 +317,55 @@ absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
         "KV destination has ", dest.block_ids.size(), " blocks after block ",
         dest.first_block, "; the prompt needs ", need - dest.first_block));
   }
+  return absl::OkStatus();
+}
+
+void PrefillEngine::SetDestination(
+    PrefillJob& job, absl::StatusOr<kv_transfer::KvDescriptor> dest) const {
+  if (dest.ok()) {
+    if (absl::Status s = CheckDestination(job.num_prompt_tokens_, *dest);
+        !s.ok()) {
+      dest = std::move(s);
+    }
+  }
+  job.SetDestination(std::move(dest));
+}
+
+absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::Submit(
+    uint64_t request_id, std::vector<int32_t> prompt,
+    const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
+    absl::Time deadline) {
+  return SubmitJob(request_id, std::move(prompt), params, deadline,
+                   std::move(dest));
+}
+
+absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::SubmitPending(
+    uint64_t request_id, std::vector<int32_t> prompt,
+    const model::SamplingParams& params, absl::Time deadline) {
+  return SubmitJob(request_id, std::move(prompt), params, deadline,
+                   std::nullopt);
+}
+
+absl::StatusOr<std::shared_ptr<PrefillJob>> PrefillEngine::SubmitJob(
+    uint64_t request_id, std::vector<int32_t> prompt,
+    const model::SamplingParams& params, absl::Time deadline,
+    std::optional<kv_transfer::KvDescriptor> dest) {
+  DUET_RETURN_IF_ERROR(model::ValidateRequest(prompt, params, config()));
+  if (dest.has_value()) {
+    DUET_RETURN_IF_ERROR(
+        CheckDestination(static_cast<int64_t>(prompt.size()), *dest));
+  }
+  const int32_t need = model::BlocksForTokens(
+      static_cast<int64_t>(prompt.size()), runner_->block_size());
   if (need > runner_->num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt needs ", need, " KV blocks but this prefill node has only ",
         runner_->num_blocks(), " (raise --num-kv-blocks)"));
   }
   auto job = std::make_shared<PrefillJob>();
-  job->dest_ = std::move(dest);
+  job->key_ = request_id;
+  job->num_prompt_tokens_ = static_cast<int64_t>(prompt.size());
+  if (dest.has_value()) job->SetDestination(std::move(*dest));
   job->submitted_ = absl::Now();
   job->started_ = job->submitted_;
   runtime::NewRequest r;

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "kv_transfer/async_sender.h"
@@ -69,6 +70,11 @@ class PrefillJob : public runtime::RequestSink {
   // Waits up to `timeout`; nullopt when still running.
   std::optional<absl::StatusOr<PrefillResult>> Wait(absl::Duration timeout);
 
+  // Where the KV goes, for a job submitted without it (PrefillEngine::
+  // SetDestination validates it first): its pieces wait in the sender
+  // until then, and an error fails the job's transfer. Any thread, once.
+  void SetDestination(absl::StatusOr<kv_transfer::KvDescriptor> dest);
+
   // RequestSink (loop thread). OnFinish records how the compute ended; the
   // job completes when the KV transfer does.
   void OnScheduled(int32_t cached_prompt_tokens) override;
@@ -82,11 +88,21 @@ class PrefillJob : public runtime::RequestSink {
   friend class PrefillEngine;
   // The transfer ended with `transfer` (any thread, once).
   void Complete(absl::Status transfer);
+  // Opens the job's transfer on `sender` (loop thread, at admission), with
+  // the destination if it came already.
+  absl::Status OpenTransfer(kv_transfer::AsyncKvSender* sender,
+                            absl::Time deadline, absl::Duration piece_timeout);
 
   absl::Notification done_;
   absl::StatusOr<PrefillResult> result_ = absl::UnknownError("not finished");
+  uint64_t key_ = 0;
+  int64_t num_prompt_tokens_ = 0;
+  absl::Mutex dest_mu_;
+  // Set before the transfer opens, else handed to the sender at once.
+  std::optional<absl::StatusOr<kv_transfer::KvDescriptor>> dest_
+      ABSL_GUARDED_BY(dest_mu_);
+  kv_transfer::AsyncKvSender* sender_ ABSL_GUARDED_BY(dest_mu_) = nullptr;
   // Loop thread only until done_.
-  kv_transfer::KvDescriptor dest_;
   PrefillResult partial_;
   absl::Status compute_status_ = absl::UnknownError("not finished");
   bool transfer_open_ = false;
@@ -123,6 +139,16 @@ class PrefillEngine {
       uint64_t request_id, std::vector<int32_t> prompt,
       const model::SamplingParams& params, kv_transfer::KvDescriptor dest,
       absl::Time deadline);
+  // As Submit, the destination to come (SetDestination): the prompt runs
+  // while the caller asks the decode node where to write.
+  absl::StatusOr<std::shared_ptr<PrefillJob>> SubmitPending(
+      uint64_t request_id, std::vector<int32_t> prompt,
+      const model::SamplingParams& params, absl::Time deadline);
+  // `dest` for a job of SubmitPending, checked against its prompt and this
+  // node's layout (INVALID_ARGUMENT fails the job's transfer), or the error
+  // that there is none.
+  void SetDestination(PrefillJob& job,
+                      absl::StatusOr<kv_transfer::KvDescriptor> dest) const;
 
   // Prompt tokens queued or in progress (for the router's placement).
   int64_t queued_tokens();
@@ -134,6 +160,13 @@ class PrefillEngine {
 
  private:
   PrefillEngine() = default;
+  // INVALID_ARGUMENT unless `dest` fits a prompt of `prompt_tokens`.
+  absl::Status CheckDestination(int64_t prompt_tokens,
+                                const kv_transfer::KvDescriptor& dest) const;
+  absl::StatusOr<std::shared_ptr<PrefillJob>> SubmitJob(
+      uint64_t request_id, std::vector<int32_t> prompt,
+      const model::SamplingParams& params, absl::Time deadline,
+      std::optional<kv_transfer::KvDescriptor> dest);
 
   std::unique_ptr<runtime::ModelRunner> runner_;
   std::unique_ptr<kv_transfer::AsyncKvSender> sender_;

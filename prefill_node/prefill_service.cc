@@ -1,5 +1,6 @@
 #include "prefill_node/prefill_service.h"
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
 #include "serving/convert.h"
@@ -25,9 +26,16 @@ v1::Node::Stub* PrefillService::DecodeNode(const std::string& address) {
   return stub.get();
 }
 
-grpc::Status PrefillService::DescribeDestination(
-    const v1::PrefillRequest& req, absl::Time deadline,
-    v1::KvTransferDescriptor* out) {
+// One Describe call in flight, owned by the callback and the handler that
+// waits for it.
+struct PrefillService::PendingDescribe {
+  grpc::ClientContext ctx;
+  v1::DescribeRequest req;
+  v1::DescribeResponse reply;
+  absl::Notification done;
+};
+
+grpc::Status PrefillService::CheckDecodeAddress(const v1::PrefillRequest& req) {
   const std::string& address = req.decode_node_address();
   if (address.empty() || req.reservation_token().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -38,14 +46,31 @@ grpc::Status PrefillService::DescribeDestination(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("decode_node_address: ", s.message()));
   }
-  v1::DescribeRequest d;
-  d.set_request_id(req.request_id());
-  d.set_reservation_token(req.reservation_token());
-  v1::DescribeResponse reply;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(
+  return grpc::Status::OK;
+}
+
+std::shared_ptr<PrefillService::PendingDescribe> PrefillService::StartDescribe(
+    const v1::PrefillRequest& req, absl::Time deadline,
+    std::shared_ptr<PrefillJob> job) {
+  auto d = std::make_shared<PendingDescribe>();
+  d->req.set_request_id(req.request_id());
+  d->req.set_reservation_token(req.reservation_token());
+  d->ctx.set_deadline(
       absl::ToChronoTime(std::min(deadline, absl::Now() + describe_timeout_)));
-  const grpc::Status s = DecodeNode(address)->Describe(&ctx, d, &reply);
+  const std::string address = req.decode_node_address();
+  DecodeNode(address)->async()->Describe(
+      &d->ctx, &d->req, &d->reply,
+      [this, d, job = std::move(job), address, deadline](grpc::Status s) {
+        engine_->SetDestination(*job,
+                                ToDestination(s, d->reply, address, deadline));
+        d->done.Notify();
+      });
+  return d;
+}
+
+absl::StatusOr<kv_transfer::KvDescriptor> PrefillService::ToDestination(
+    const grpc::Status& s, const v1::DescribeResponse& reply,
+    const std::string& address, absl::Time deadline) {
   if (!s.ok()) {
     // The decode node's verdict on the reservation stands; a transport
     // failure is the decode node being unreachable.
@@ -53,11 +78,22 @@ grpc::Status PrefillService::DescribeDestination(
     if (code == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) {
       code = grpc::StatusCode::UNAVAILABLE;
     }
-    return grpc::Status(code, absl::StrCat("decode node ", address,
-                                           ": Describe: ", s.error_message()));
+    return absl::Status(static_cast<absl::StatusCode>(code),
+                        absl::StrCat("decode node ", address,
+                                     ": Describe: ", s.error_message()));
   }
-  *out = std::move(*reply.mutable_kv_transfer());
-  return grpc::Status::OK;
+  // Still checked: a member's answer is validated like any peer's.
+  auto dest = serving::FromProto(reply.kv_transfer());
+  if (!dest.ok()) {
+    return absl::Status(dest.status().code(),
+                        absl::StrCat("decode node ", address,
+                                     ": Describe: ", dest.status().message()));
+  }
+  // NCCL messages' headers go to the node that described the blocks, never
+  // to an address from the wire.
+  dest->control_address = address;
+  for (kv_transfer::KvDescriptor& r : dest->ranks) r.control_address = address;
+  return dest;
 }
 
 grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
@@ -70,26 +106,24 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
     deadline = std::min(deadline,
                         absl::Now() + absl::Milliseconds(req->deadline_ms()));
   }
-  v1::KvTransferDescriptor described;
-  if (grpc::Status s = DescribeDestination(*req, deadline, &described);
-      !s.ok()) {
-    return s;
-  }
-  // Still checked: a member's answer is validated like any peer's.
-  auto dest = serving::FromProto(described);
-  if (!dest.ok()) return serving::ToGrpc(dest.status());
-  // NCCL messages' headers go to the node that described the blocks, never
-  // to an address from the wire.
-  dest->control_address = req->decode_node_address();
-  for (kv_transfer::KvDescriptor& r : dest->ranks) {
-    r.control_address = req->decode_node_address();
-  }
-  auto job =
-      engine_->Submit(req->request_id(),
-                      std::vector<int32_t>(req->prompt_token_ids().begin(),
-                                           req->prompt_token_ids().end()),
-                      *params, std::move(*dest), deadline);
+  if (grpc::Status s = CheckDecodeAddress(*req); !s.ok()) return s;
+  // The prompt runs while the decode node says where its KV goes
+  // (Describe): that round trip is off the time to first token. Its KV
+  // waits in the sender for the answer; a refusal fails the request.
+  auto job = engine_->SubmitPending(
+      req->request_id(),
+      std::vector<int32_t>(req->prompt_token_ids().begin(),
+                           req->prompt_token_ids().end()),
+      *params, deadline);
   if (!job.ok()) return serving::ToGrpc(job.status());
+  std::shared_ptr<PendingDescribe> describe =
+      StartDescribe(*req, deadline, *job);
+  // The callback uses the engine: it must have run before the handler
+  // returns (and the server, then the engine, may go away).
+  absl::Cleanup wait_describe = [&describe] {
+    if (!describe->done.HasBeenNotified()) describe->ctx.TryCancel();
+    describe->done.WaitForNotification();
+  };
   while (true) {
     // Poll so a cancelled caller frees the job's blocks promptly.
     auto result = (*job)->Wait(absl::Milliseconds(50));

@@ -54,10 +54,19 @@ class PrefillService final : public v1::Node::Service {
   v1::NodeLoad Load();
 
  private:
-  // The reservation's KV descriptor from the decode node that holds it.
-  grpc::Status DescribeDestination(const v1::PrefillRequest& req,
-                                   absl::Time deadline,
-                                   v1::KvTransferDescriptor* out);
+  struct PendingDescribe;
+  // INVALID_ARGUMENT without a well-formed decode node address and token.
+  static grpc::Status CheckDecodeAddress(const v1::PrefillRequest& req);
+  // Asks the decode node that holds the reservation where `job`'s KV goes
+  // (its KV descriptor), without waiting: the answer, or why there is
+  // none, goes to the job.
+  std::shared_ptr<PendingDescribe> StartDescribe(
+      const v1::PrefillRequest& req, absl::Time deadline,
+      std::shared_ptr<PrefillJob> job);
+  // Describe's outcome as a checked descriptor.
+  static absl::StatusOr<kv_transfer::KvDescriptor> ToDestination(
+      const grpc::Status& s, const v1::DescribeResponse& reply,
+      const std::string& address, absl::Time deadline);
   v1::Node::Stub* DecodeNode(const std::string& address);
 
   PrefillEngine* engine_;

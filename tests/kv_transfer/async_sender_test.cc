@@ -122,6 +122,123 @@ TEST(AsyncKvSenderTest, CompletesOnlyAfterEveryPieceInAnyLayerOrder) {
   EXPECT_EQ(sender.pending_pieces(), 0);
 }
 
+// A prefill node asks where to write while the prompt runs: pieces of a
+// transfer opened without its descriptor wait for it while another
+// request's go by, then skip the leading blocks the receiver holds.
+TEST(AsyncKvSenderTest, PendingDescriptorHoldsItsPiecesWhileOthersGo) {
+  Fixture f;
+  TestPool dst2(TestLayout(), 40);
+  dst2.Fill(testing::kPoison);
+  auto receiver2 = *MakeInProcessReceiver(f.registry, "d1", dst2.view());
+  auto rec = std::make_unique<Recording>(
+      MakeInProcessSender(f.registry, f.src.view()));
+  Recording* r = rec.get();
+  AsyncKvSender sender(std::move(rec));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  const CopyPlan plan = MakeCopyPlan(11, 24, 40);
+  ASSERT_GT(plan.copies.size(), 3u);
+  ASSERT_TRUE(sender.OpenPending(1, deadline).ok());
+  const int32_t layers = TestLayout().num_layers;
+  for (int32_t l = 0; l < layers; ++l) {
+    sender.Submit(1, plan.copies, {l, l + 1}, nullptr);
+  }
+  Result first;
+  ASSERT_TRUE(sender
+                  .Close(1,
+                         [&](absl::Status s) {
+                           first.status = s;
+                           first.done.Notify();
+                         })
+                  .ok());
+  // Another request, bound from the start, is not held behind it.
+  const CopyPlan other = MakeCopyPlan(12, 24, 40);
+  ASSERT_TRUE(
+      sender.Open(2, *receiver2->Describe(2, other.dest_block_ids), deadline)
+          .ok());
+  sender.Submit(2, other.copies, {0, layers}, nullptr);
+  Result second;
+  ASSERT_TRUE(sender
+                  .Close(2,
+                         [&](absl::Status s) {
+                           second.status = s;
+                           second.done.Notify();
+                         })
+                  .ok());
+  ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(second.status.ok()) << second.status;
+  EXPECT_TRUE(BlocksCopied(f.src, dst2, other.dest_block_ids, other.copies));
+  EXPECT_EQ(r->calls_.load(), 1);  // request 1 sent nothing yet
+  EXPECT_FALSE(first.done.HasBeenNotified());
+  EXPECT_TRUE(testing::AllPoison(f.dst));
+
+  // The receiver holds the first 2 logical blocks already: the descriptor
+  // addresses logical blocks 2.. only.
+  constexpr int32_t kHeld = 2;
+  const std::vector<int32_t> tail_ids(plan.dest_block_ids.begin() + kHeld,
+                                      plan.dest_block_ids.end());
+  KvDescriptor d = *f.receiver->Describe(1, tail_ids);
+  d.first_block = kHeld;
+  ASSERT_TRUE(sender.Bind(1, std::move(d)).ok());
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(first.status.ok()) << first.status;
+  std::vector<BlockCopy> shifted;
+  for (const BlockCopy& c : plan.copies) {
+    if (c.logical_block >= kHeld) {
+      shifted.push_back({c.src_block, c.logical_block - kHeld});
+    }
+  }
+  EXPECT_TRUE(BlocksCopied(f.src, f.dst, tail_ids, shifted));
+  EXPECT_EQ(sender.pending_pieces(), 0);
+}
+
+TEST(AsyncKvSenderTest, BindingAnErrorFailsThePendingTransfer) {
+  Fixture f;
+  AsyncKvSender sender(MakeInProcessSender(f.registry, f.src.view()));
+  const CopyPlan plan = MakeCopyPlan(13, 24, 40);
+  EXPECT_EQ(sender.Bind(5, f.Describe(5, plan)).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(sender.OpenPending(5, absl::Now() + absl::Seconds(10)).ok());
+  sender.Submit(5, plan.copies, {0, 2}, nullptr);
+  ASSERT_TRUE(
+      sender.Bind(5, absl::UnavailableError("decode node d: Describe: gone"))
+          .ok());
+  EXPECT_EQ(sender.Bind(5, f.Describe(6, plan)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sender.status(5).code(), absl::StatusCode::kUnavailable);
+  Result res;
+  ASSERT_TRUE(sender
+                  .Close(5,
+                         [&](absl::Status s) {
+                           res.status = s;
+                           res.done.Notify();
+                         })
+                  .ok());
+  ASSERT_TRUE(res.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(res.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(testing::AllPoison(f.dst));
+  EXPECT_EQ(sender.pending_pieces(), 0);
+}
+
+TEST(AsyncKvSenderTest, ShutdownEndsAPendingTransfer) {
+  Fixture f;
+  AsyncKvSender sender(MakeInProcessSender(f.registry, f.src.view()));
+  const CopyPlan plan = MakeCopyPlan(14, 24, 40);
+  ASSERT_TRUE(sender.OpenPending(7, absl::Now() + absl::Seconds(10)).ok());
+  sender.Submit(7, plan.copies, {0, 1}, nullptr);
+  Result res;
+  ASSERT_TRUE(sender
+                  .Close(7,
+                         [&](absl::Status s) {
+                           res.status = s;
+                           res.done.Notify();
+                         })
+                  .ok());
+  sender.Shutdown();
+  ASSERT_TRUE(res.done.HasBeenNotified());
+  EXPECT_EQ(res.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(testing::AllPoison(f.dst));
+}
+
 TEST(AsyncKvSenderTest, SubmitReturnsWhileTheTransportIsBusy) {
   Fixture f;
   auto rec = std::make_unique<Recording>(

@@ -190,8 +190,7 @@ TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
   auto p = MakePair(64, 16);
   // A TTL past the cap (10 min) would pin blocks for as long as asked.
   const absl::Status weeks =
-      p->decode
-          ->Reserve(1, 4, 4, p->prefill->layout(), absl::Hours(24 * 14))
+      p->decode->Reserve(1, 4, 4, p->prefill->layout(), absl::Hours(24 * 14))
           .status();
   EXPECT_EQ(weeks.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(weeks.message(), HasSubstr("--max-reservation-ttl-ms"));
@@ -236,6 +235,76 @@ TEST(DisaggregatedEnginesTest, RejectsBadRequestsWithClearErrors) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(p->decode->Release(1));
   EXPECT_FALSE(p->decode->Release(1));
+}
+
+// A prefill node runs the prompt while it asks the decode node where to
+// write: a destination that comes after the compute still gets all of the
+// KV (the output equals the single-process engine's), a bad one or none
+// fails the request with why, and every block comes back.
+TEST(DisaggregatedEnginesTest, DestinationMayComeAfterTheCompute) {
+  auto p = MakePair(/*prefill_budget=*/48, /*decode_blocks=*/256);
+  auto engine = model::Engine::Create(
+      testing::LoadCpuModel(testing::SyntheticModelDir("tiny")), {});
+  ASSERT_TRUE(engine.ok());
+  const std::vector<int32_t> prompt = testing::LcgPrompt(100, 100000);
+  auto want = (*engine)->Generate(prompt, Greedy(6));
+  ASSERT_TRUE(want.ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+
+  auto job = p->prefill->SubmitPending(1, prompt, Greedy(6), deadline);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Three chunks of 48 tokens compute; the job waits for its KV to land.
+  EXPECT_FALSE((*job)->Wait(absl::Milliseconds(300)).has_value());
+  auto desc = p->decode->Reserve(1, static_cast<int32_t>(prompt.size()), 6,
+                                 p->prefill->layout(), absl::ZeroDuration());
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  p->prefill->SetDestination(**job, *desc);
+  auto result = (*job)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok()) << result->status();
+  auto stream =
+      p->decode->StartDecode(1, prompt, (*result)->first_token, Greedy(6));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  std::vector<int32_t> tokens = {(*result)->first_token};
+  while (true) {
+    auto u = (*stream)->Next(absl::Seconds(10));
+    tokens.insert(tokens.end(), u.tokens.begin(), u.tokens.end());
+    if (u.done) {
+      ASSERT_TRUE(u.error.ok()) << u.error;
+      break;
+    }
+  }
+  EXPECT_EQ(tokens, want->tokens);
+
+  // A descriptor too small for the prompt: INVALID_ARGUMENT.
+  auto small =
+      p->decode->Reserve(2, 4, 2, p->prefill->layout(), absl::ZeroDuration());
+  ASSERT_TRUE(small.ok());
+  job = p->prefill->SubmitPending(2, prompt, Greedy(2), deadline);
+  ASSERT_TRUE(job.ok());
+  p->prefill->SetDestination(**job, *small);
+  result = (*job)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->status().code(), absl::StatusCode::kInvalidArgument)
+      << result->status();
+  EXPECT_TRUE(p->decode->Release(2));
+
+  // No descriptor (the decode node refused Describe): its error.
+  job = p->prefill->SubmitPending(3, prompt, Greedy(2), deadline);
+  ASSERT_TRUE(job.ok());
+  p->prefill->SetDestination(
+      **job, absl::NotFoundError("decode node d: Describe: no reservation"));
+  result = (*job)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(result->status().message(), HasSubstr("no reservation"));
+
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (p->prefill->free_blocks() != p->prefill->total_blocks() &&
+         absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(p->prefill->free_blocks(), p->prefill->total_blocks());
 }
 
 TEST(DisaggregatedEnginesTest, DroppedTransferFailsWithinTheTimeoutAndFrees) {
