@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -62,6 +61,7 @@ absl::Status AsyncKvSender::OpenLocked(uint64_t key,
                                        absl::Time deadline,
                                        absl::Duration piece_timeout) {
   if (stop_) return absl::UnavailableError("KV sender is shutting down");
+  const bool unbound = dest == nullptr;
   Transfer t;
   t.dest = std::move(dest);
   t.deadline = deadline;
@@ -71,6 +71,7 @@ absl::Status AsyncKvSender::OpenLocked(uint64_t key,
     return absl::AlreadyExistsError(
         absl::StrCat("a KV transfer for request ", key, " is already open"));
   }
+  if (unbound) ++unbound_;
   return absl::OkStatus();
 }
 
@@ -87,6 +88,7 @@ absl::Status AsyncKvSender::Bind(uint64_t key,
     return absl::FailedPreconditionError(absl::StrCat(
         "the KV transfer of request ", key, " has its descriptor already"));
   }
+  --unbound_;
   if (!dest.ok()) {
     if (t.status.ok()) t.status = dest.status();
     // Still unbound: its pieces are skipped (they never read a
@@ -171,19 +173,11 @@ void AsyncKvSender::Shutdown() {
 }
 
 std::deque<AsyncKvSender::Work>::iterator AsyncKvSender::NextRunnable() {
-  // Keys met so far whose transfer waits for its descriptor: their later
-  // items wait too (a key's items run in order). Few transfers are open at
-  // once, so a scan is cheap.
-  absl::InlinedVector<uint64_t, 4> waiting;
+  if (stop_ || unbound_ == 0) return queue_.begin();
+  // A key's items all wait or none do (its transfer is bound or not).
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     const Transfer& t = transfers_.at(it->key);
-    if (stop_ || t.dest != nullptr || !t.status.ok()) {
-      if (std::find(waiting.begin(), waiting.end(), it->key) == waiting.end()) {
-        return it;
-      }
-      continue;
-    }
-    waiting.push_back(it->key);
+    if (t.dest != nullptr || !t.status.ok()) return it;
   }
   return queue_.end();
 }
@@ -222,6 +216,7 @@ void AsyncKvSender::Run() {
         report.bytes = t.bytes;
         report.elapsed = absl::Now() - t.opened;
         report.status = t.status;
+        if (t.dest == nullptr) --unbound_;  // ended (stopping) unbound
         transfers_.erase(w.key);
       } else if (!t.status.ok()) {
         --pending_pieces_;  // skipped

@@ -76,8 +76,9 @@ class AsyncKvSender {
   absl::Status Open(uint64_t key, KvDescriptor dest, absl::Time deadline,
                     absl::Duration piece_timeout = absl::InfiniteDuration());
   // As Open, with the descriptor to come (Bind). Pieces submitted meanwhile
-  // wait for it; the caller must Bind (a descriptor or an error) or end the
-  // transfer, or they wait until Shutdown.
+  // wait for it, past the deadline too: the caller must Bind (a descriptor
+  // or an error) by then, or they wait until Shutdown (the prefill node's
+  // Describe call has the request's deadline and always answers).
   absl::Status OpenPending(
       uint64_t key, absl::Time deadline,
       absl::Duration piece_timeout = absl::InfiniteDuration());
@@ -148,6 +149,9 @@ class AsyncKvSender {
   absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
+  // Open transfers without a descriptor: while none, the queue's front
+  // runs next (NextRunnable scans only while a Describe is out).
+  int64_t unbound_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pending_pieces_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;  // the thread returned

@@ -65,6 +65,10 @@ void PrefillJob::OnFinish(runtime::FinishReason reason, absl::Status status) {
 void PrefillJob::SetDestination(
     absl::StatusOr<kv_transfer::KvDescriptor> dest) {
   absl::MutexLock lock(&dest_mu_);
+  // The first answer stands (a cancelled request binds an error before
+  // Describe's reply may come).
+  if (dest_set_) return;
+  dest_set_ = true;
   if (sender_ == nullptr) {
     dest_ = std::move(dest);
     return;

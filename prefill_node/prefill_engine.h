@@ -72,7 +72,8 @@ class PrefillJob : public runtime::RequestSink {
 
   // Where the KV goes, for a job submitted without it (PrefillEngine::
   // SetDestination validates it first): its pieces wait in the sender
-  // until then, and an error fails the job's transfer. Any thread, once.
+  // until then, and an error fails the job's transfer. Any thread; the
+  // first call stands.
   void SetDestination(absl::StatusOr<kv_transfer::KvDescriptor> dest);
 
   // RequestSink (loop thread). OnFinish records how the compute ended; the
@@ -102,6 +103,7 @@ class PrefillJob : public runtime::RequestSink {
   std::optional<absl::StatusOr<kv_transfer::KvDescriptor>> dest_
       ABSL_GUARDED_BY(dest_mu_);
   kv_transfer::AsyncKvSender* sender_ ABSL_GUARDED_BY(dest_mu_) = nullptr;
+  bool dest_set_ ABSL_GUARDED_BY(dest_mu_) = false;
   // Loop thread only until done_.
   PrefillResult partial_;
   absl::Status compute_status_ = absl::UnknownError("not finished");

@@ -144,6 +144,10 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx,
     }
     if (ctx->IsCancelled()) {
       (*job)->Cancel();
+      // No KV may start moving after this returns (the router frees the
+      // reservation): unless Describe answered already, its answer is
+      // void.
+      (*job)->SetDestination(absl::CancelledError("prefill cancelled"));
       return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
     }
   }

@@ -3,6 +3,7 @@
 // to keep files readable.
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/router_service.h"
@@ -149,7 +150,13 @@ grpc::Status RouterService::Relay(
   scope.SetCurrent(nullptr);
   const CallWatcher::Lost lost = scope.lost();
   scope.Unwatch();
-  if (!opened && release) release(v1::RELEASE_REASON_CANCELLED);
+  // After the client has its finished message (the Release is a round
+  // trip it need not wait for).
+  absl::Cleanup release_unopened = [&] {
+    if (opened || !release) return;
+    release(stopped_by_string ? v1::RELEASE_REASON_FINISHED
+                              : v1::RELEASE_REASON_CANCELLED);
+  };
   if (!s.ok() && lost == CallWatcher::Lost::kNone && release) {
     // Not to a node that is gone or stuck: the call would wait out its
     // timeout before the client hears; that node frees on seeing the

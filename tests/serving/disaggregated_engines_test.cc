@@ -299,6 +299,21 @@ TEST(DisaggregatedEnginesTest, DestinationMayComeAfterTheCompute) {
   EXPECT_EQ(result->status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(result->status().message(), HasSubstr("no reservation"));
 
+  // The first answer stands: a cancelled request's error, then Describe's
+  // late reply, moves no KV.
+  auto late = p->decode->Reserve(4, static_cast<int32_t>(prompt.size()), 2,
+                                 p->prefill->layout(), absl::ZeroDuration());
+  ASSERT_TRUE(late.ok());
+  job = p->prefill->SubmitPending(4, prompt, Greedy(2), deadline);
+  ASSERT_TRUE(job.ok());
+  p->prefill->SetDestination(**job, absl::CancelledError("prefill cancelled"));
+  p->prefill->SetDestination(**job, *late);
+  result = (*job)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(result.has_value());
+  // (The late descriptor would have let it complete OK.)
+  EXPECT_EQ(result->status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(p->decode->Release(4));
+
   const absl::Time until = absl::Now() + absl::Seconds(5);
   while (p->prefill->free_blocks() != p->prefill->total_blocks() &&
          absl::Now() < until) {
