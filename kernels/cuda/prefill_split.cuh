@@ -79,7 +79,13 @@ __device__ __forceinline__ void StorePartialRows(const PagedAttentionParams& p,
 
 // Merges a split launch's partials: one warp per (token, head) row weighs
 // each split's O and sum by 2^(max_s - max) and stores O / sum in bf16.
-// Split 0 holds key 0, which every row sees, so max is finite.
+// Split 0 holds key 0, which every row sees, so max is finite. The merge
+// is latency-bound (a few KiB per row, from L2), so every load is issued
+// before its value is needed: lane s reads split s's max and sum (splits
+// <= kMaxSplits = 32), warp shuffles give the max, weights and sum, and
+// the O loop reads every split's O unconditionally (a split no key of
+// which the row sees gets weight 0 and is selected away, never
+// multiplied: its O was never written).
 template <int kHeadDim, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
     MergePrefillSplitsKernel(PagedAttentionParams p) {
@@ -87,41 +93,66 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   if (row >= ws.rows) return;
   const int lane = threadIdx.x % 32;
-  constexpr int kPerLane = (kHeadDim + 63) / 64;  // float2 pieces per lane
-  float max = -INFINITY;
-  for (int s = 0; s < p.prefill_splits; ++s) {
-    max = fmaxf(max, ws.max[s * ws.rows + row]);
+  const int splits = p.prefill_splits;
+  const float m = lane < splits ? ws.max[lane * ws.rows + row] : -INFINITY;
+  const float l = lane < splits ? ws.sum[lane * ws.rows + row] : 0.0f;
+  float max = m;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, o));
   }
-  float2 acc[kPerLane];
+  const float w = m == -INFINITY ? 0.0f : exp2f(m - max);
+  float sum = m == -INFINITY ? 0.0f : w * l;
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) acc[j] = make_float2(0.0f, 0.0f);
-  float sum = 0.0f;
-  for (int s = 0; s < p.prefill_splits; ++s) {
-    const int64_t r = s * ws.rows + row;
-    const float m = ws.max[r];
-    if (m == -INFINITY) continue;  // no key of this split seen by the row
-    const float w = exp2f(m - max);
-    sum += w * ws.sum[r];
+  for (int o = 16; o > 0; o >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  }
+  // kPer consecutive elements of the row per lane (head_dim 16: lanes
+  // 0..15 one each).
+  constexpr int kPer = kHeadDim >= 32 ? kHeadDim / 32 : 1;
+  static_assert(kPer == 1 || kPer == 2 || kPer == 4);
+  const bool active = lane * kPer < kHeadDim;
+  float acc[kPer];
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = 2 * lane + 64 * j;
-      if (e >= kHeadDim) break;
-      const float2 v =
-          *reinterpret_cast<const float2*>(ws.o + r * kHeadDim + e);
-      acc[j].x += w * v.x;
-      acc[j].y += w * v.y;
+  for (int e = 0; e < kPer; ++e) acc[e] = 0.0f;
+#pragma unroll 4
+  for (int s = 0; s < splits; ++s) {
+    const float ws_s = __shfl_sync(0xffffffffu, w, s);
+    if (!active) continue;
+    const float* src = ws.o + (s * ws.rows + row) * kHeadDim + lane * kPer;
+    float v[kPer];
+    if constexpr (kPer == 4) {
+      const float4 x = *reinterpret_cast<const float4*>(src);
+      v[0] = x.x;
+      v[1] = x.y;
+      v[2] = x.z;
+      v[3] = x.w;
+    } else if constexpr (kPer == 2) {
+      const float2 x = *reinterpret_cast<const float2*>(src);
+      v[0] = x.x;
+      v[1] = x.y;
+    } else {
+      v[0] = *src;
+    }
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      acc[e] = ws_s != 0.0f ? fmaf(ws_s, v[e], acc[e]) : acc[e];
     }
   }
+  if (!active) return;
   const float inv = 1.0f / sum;
   const int64_t token = row / p.num_heads;
   const int head = static_cast<int>(row % p.num_heads);
-  __nv_bfloat16* out = p.out + token * p.out_stride + int64_t{head} * kHeadDim;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int e = 2 * lane + 64 * j;
-    if (e >= kHeadDim) break;
-    *reinterpret_cast<uint32_t*>(out + e) =
-        PackBf16x2(acc[j].x * inv, acc[j].y * inv);
+  __nv_bfloat16* out = p.out + token * p.out_stride +
+                       int64_t{head} * kHeadDim + lane * kPer;
+  if constexpr (kPer == 4) {
+    *reinterpret_cast<uint2*>(out) = make_uint2(
+        PackBf16x2(acc[0] * inv, acc[1] * inv),
+        PackBf16x2(acc[2] * inv, acc[3] * inv));
+  } else if constexpr (kPer == 2) {
+    *reinterpret_cast<uint32_t*>(out) = PackBf16x2(acc[0] * inv, acc[1] * inv);
+  } else {
+    *out = __float2bfloat16(acc[0] * inv);
   }
 }
 
@@ -131,6 +162,8 @@ constexpr int kSplitTileKeys = 64;
 // through the workspace costs more than the keys.
 constexpr int kMinSplitKeys = 256;
 constexpr int kMaxSplits = 32;
+// The merge reads split s's max and sum in lane s.
+static_assert(kMaxSplits <= 32);
 
 struct PrefillSplitPlan {
   int splits = 1;
