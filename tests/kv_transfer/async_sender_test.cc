@@ -79,6 +79,13 @@ struct Fixture {
 };
 
 struct Result {
+  // A Close / Abort callback that records its status here.
+  AsyncKvSender::Done Record() {
+    return [this](absl::Status s) {
+      status = std::move(s);
+      done.Notify();
+    };
+  }
   absl::Notification done;
   absl::Status status = absl::UnknownError("not called");
   int calls_seen = 0;
@@ -143,13 +150,7 @@ TEST(AsyncKvSenderTest, PendingDescriptorHoldsItsPiecesWhileOthersGo) {
     sender.Submit(1, plan.copies, {l, l + 1}, nullptr);
   }
   Result first;
-  ASSERT_TRUE(sender
-                  .Close(1,
-                         [&](absl::Status s) {
-                           first.status = s;
-                           first.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(1, first.Record()).ok());
   // Another request, bound from the start, is not held behind it.
   const CopyPlan other = MakeCopyPlan(12, 24, 40);
   ASSERT_TRUE(
@@ -157,13 +158,7 @@ TEST(AsyncKvSenderTest, PendingDescriptorHoldsItsPiecesWhileOthersGo) {
           .ok());
   sender.Submit(2, other.copies, {0, layers}, nullptr);
   Result second;
-  ASSERT_TRUE(sender
-                  .Close(2,
-                         [&](absl::Status s) {
-                           second.status = s;
-                           second.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(2, second.Record()).ok());
   ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(second.status.ok()) << second.status;
   EXPECT_TRUE(BlocksCopied(f.src, dst2, other.dest_block_ids, other.copies));
@@ -206,13 +201,7 @@ TEST(AsyncKvSenderTest, BindingAnErrorFailsThePendingTransfer) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(sender.status(5).code(), absl::StatusCode::kUnavailable);
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(5,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(5, res.Record()).ok());
   ASSERT_TRUE(res.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(res.status.code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(testing::AllPoison(f.dst));
@@ -226,13 +215,7 @@ TEST(AsyncKvSenderTest, ShutdownEndsAPendingTransfer) {
   ASSERT_TRUE(sender.OpenPending(7, absl::Now() + absl::Seconds(10)).ok());
   sender.Submit(7, plan.copies, {0, 1}, nullptr);
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(7,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(7, res.Record()).ok());
   sender.Shutdown();
   ASSERT_TRUE(res.done.HasBeenNotified());
   EXPECT_EQ(res.status.code(), absl::StatusCode::kCancelled);
@@ -273,13 +256,7 @@ TEST(AsyncKvSenderTest, WaitsForTheReadyMarkBeforeReading) {
   auto mark = std::make_shared<ManualMark>();
   sender.Submit(1, plan.copies, {}, mark);
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(1,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(1, res.Record()).ok());
   absl::SleepFor(absl::Milliseconds(50));
   // The transport was called but is still waiting: nothing written yet.
   EXPECT_EQ(r->calls_.load(), 1);
@@ -308,13 +285,7 @@ TEST(AsyncKvSenderTest, DroppedLayerFailsAtTheDeadlineAndSkipsTheRest) {
   for (int32_t l = 0; l < 4; ++l)
     sender.Submit(1, plan.copies, {l, l + 1}, nullptr);
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(1,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(1, res.Record()).ok());
   ASSERT_TRUE(res.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   const absl::Duration took = absl::Now() - start;
   EXPECT_EQ(res.status.code(), absl::StatusCode::kDeadlineExceeded)
@@ -331,13 +302,7 @@ TEST(AsyncKvSenderTest, DroppedLayerFailsAtTheDeadlineAndSkipsTheRest) {
           .ok());
   sender.Submit(2, plan.copies, {0, 1}, nullptr);  // call 3: passes
   Result res2;
-  ASSERT_TRUE(sender
-                  .Close(2,
-                         [&](absl::Status s) {
-                           res2.status = s;
-                           res2.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(2, res2.Record()).ok());
   ASSERT_TRUE(res2.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(res2.status.ok()) << res2.status;
 }
@@ -359,13 +324,7 @@ TEST(AsyncKvSenderTest, StatusReportsAFailureBeforeClose) {
   }
   EXPECT_EQ(sender.status(9).code(), absl::StatusCode::kUnavailable);
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(9,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(9, res.Record()).ok());
   ASSERT_TRUE(res.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(res.status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(sender.status(9).code(), absl::StatusCode::kNotFound);
@@ -443,13 +402,7 @@ TEST(AsyncKvSenderTest, RejectsABadLayerRangeOrAReopenedKey) {
             absl::StatusCode::kAlreadyExists);
   sender.Submit(1, plan.copies, {4, 5}, nullptr);  // the layout has 4 layers
   Result res;
-  ASSERT_TRUE(sender
-                  .Close(1,
-                         [&](absl::Status s) {
-                           res.status = s;
-                           res.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(1, res.Record()).ok());
   ASSERT_TRUE(res.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(res.status.code(), absl::StatusCode::kInvalidArgument)
       << res.status;
@@ -478,20 +431,8 @@ TEST(AsyncKvSenderTest, ReportsTheBytesAndTimeOfEachTransfer) {
     sender.Submit(1, plan.copies, {l, l + 1}, nullptr);
   sender.Submit(2, plan.copies, {}, nullptr);
   Result one, two;
-  ASSERT_TRUE(sender
-                  .Close(1,
-                         [&](absl::Status s) {
-                           one.status = s;
-                           one.done.Notify();
-                         })
-                  .ok());
-  ASSERT_TRUE(sender
-                  .Close(2,
-                         [&](absl::Status s) {
-                           two.status = s;
-                           two.done.Notify();
-                         })
-                  .ok());
+  ASSERT_TRUE(sender.Close(1, one.Record()).ok());
+  ASSERT_TRUE(sender.Close(2, two.Record()).ok());
   ASSERT_TRUE(sender.Open(3, f.Describe(3, plan), absl::InfiniteFuture()).ok());
   Result three;
   ASSERT_TRUE(sender
