@@ -91,8 +91,8 @@ absl::Status AsyncKvSender::Bind(uint64_t key,
   --unbound_;
   if (!dest.ok()) {
     if (t.status.ok()) t.status = dest.status();
-    // Still unbound: its pieces are skipped (they never read a
-    // descriptor), its end runs.
+    // Bound to an empty descriptor, which nothing reads: the failed
+    // status skips the pieces, and the transfer's end runs.
     t.dest = std::make_shared<const KvDescriptor>();
     return absl::OkStatus();
   }
